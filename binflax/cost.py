@@ -1,0 +1,177 @@
+"""The cost model: per-layer MACs, parameters, memory and the paper's equivalent FLOPs.
+
+Why shapes only: a researcher asks "what would a hybrid of ResNet-18 cost?" before
+training anything. Every figure here comes from :func:`binflax.models.trace_layers`,
+which runs ``jax.eval_shape``: no data, no weights, no accelerator.
+
+Definitions (HBN-METHOD.md section 5):
+- MACs of a conv = H_out * W_out * C_out * C_in * kh * kw;
+- equivalent FLOPs = sum of MACs, where a layer with binary input *and* binary weights
+  counts MACs / ``speedup`` (58, XNOR-Net's measured figure); binary weights with a
+  float input save memory only;
+- memory: a binary weight is 1 bit plus one float32 alpha per output channel, a float
+  weight 32 bits, a bias 32 bits, batch norm 2 float32 per channel after folding.
+
+The summary table reads as Larq's ``lq.models.summary`` does: one row per layer with
+its input and weight precision, then totals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+
+from binflax.models import LayerInfo, trace_layers
+
+XNOR_SPEEDUP = 58.0
+FLOAT_BYTES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    name: str
+    macs: int
+    params: int
+    input: str
+    weight: str
+    eq_flops: float
+    memory_bytes: float
+    output_shape: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "macs": self.macs,
+            "params": self.params,
+            "input": self.input,
+            "weight": self.weight,
+            "eq_flops": self.eq_flops,
+            "memory_bytes": self.memory_bytes,
+            "output_shape": list(self.output_shape),
+        }
+
+
+def layer_cost(info: LayerInfo, speedup: float = XNOR_SPEEDUP) -> LayerCost:
+    """The cost of one traced layer."""
+    kh, kw, cin, cout = info.kernel_shape
+    kernel_params = kh * kw * cin * cout
+    bias_params = cout if info.use_bias else 0
+    # The unit's batch norm acts on its input when the input is binarized, else on its output.
+    bn_channels = (cin if info.precision.binary_input else cout) if info.norm else 0
+    params = kernel_params + bias_params + 2 * bn_channels
+    if info.precision.binary_weight:
+        kernel_bytes = kernel_params / 8 + FLOAT_BYTES * cout  # 1 bit each + alpha
+    else:
+        kernel_bytes = FLOAT_BYTES * kernel_params
+    memory = kernel_bytes + FLOAT_BYTES * (bias_params + 2 * bn_channels)
+    macs = info.macs
+    eq_flops = macs / speedup if info.precision.xnor else float(macs)
+    return LayerCost(
+        name=info.name,
+        macs=macs,
+        params=params,
+        input=info.precision.input,
+        weight=info.precision.weight,
+        eq_flops=eq_flops,
+        memory_bytes=memory,
+        output_shape=info.output_shape[1:],
+    )
+
+
+def layer_costs(
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    *,
+    speedup: float = XNOR_SPEEDUP,
+) -> tuple[LayerCost, ...]:
+    """Per-layer costs of ``model`` under its plan, from shapes alone."""
+    return tuple(layer_cost(info, speedup) for info in trace_layers(model, input_shape))
+
+
+def totals(costs: Sequence[LayerCost]) -> dict:
+    """Whole-network totals; ``float32_memory_bytes`` is the same net all in float32."""
+    return {
+        "macs": sum(c.macs for c in costs),
+        "params": sum(c.params for c in costs),
+        "eq_flops": sum(c.eq_flops for c in costs),
+        "memory_bytes": sum(c.memory_bytes for c in costs),
+        "float32_memory_bytes": FLOAT_BYTES * sum(c.params for c in costs),
+        "binary_input_layers": sum(c.input == "binary" for c in costs),
+        "binary_weight_layers": sum(c.weight == "binary" for c in costs),
+    }
+
+
+def summary(
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    *,
+    speedup: float = XNOR_SPEEDUP,
+) -> dict:
+    """``summary.json``'s content: ``{"layers": [...], "total": {...}}`` (ARCHITECTURE.md)."""
+    costs = layer_costs(model, input_shape, speedup=speedup)
+    return {
+        "model": type(model).__name__,
+        "plan": model.plan.name if model.plan is not None else "float",
+        "speedup": speedup,
+        "layers": [c.to_dict() for c in costs],
+        "total": totals(costs),
+    }
+
+
+def format_summary(data: dict) -> str:
+    """A Larq-style text table of :func:`summary`'s output."""
+    header = ("layer", "output", "input", "weight", "params", "MACs", "eq. FLOPs", "memory")
+    rows = [
+        (
+            layer["name"],
+            "x".join(map(str, layer["output_shape"])),
+            layer["input"],
+            layer["weight"],
+            f"{layer['params']:,}",
+            _mega(layer["macs"]),
+            _mega(layer["eq_flops"]),
+            _bytes(layer["memory_bytes"]),
+        )
+        for layer in data["layers"]
+    ]
+    total = data["total"]
+    footer = (
+        "total",
+        "",
+        f"{total['binary_input_layers']} bin",
+        f"{total['binary_weight_layers']} bin",
+        f"{total['params']:,}",
+        _mega(total["macs"]),
+        _mega(total["eq_flops"]),
+        _bytes(total["memory_bytes"]),
+    )
+    widths = [max(len(r[i]) for r in [header, *rows, footer]) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        )
+
+    rule = "-" * len(line(header))
+    ratio = total["float32_memory_bytes"] / max(total["memory_bytes"], 1)
+    notes = (
+        f"{data['model']} with plan {data['plan']!r}: equivalent FLOPs count binary-input, "
+        f"binary-weight MACs at 1/{data['speedup']:g}.\n"
+        f"memory {_bytes(total['memory_bytes'])} vs {_bytes(total['float32_memory_bytes'])} "
+        f"in float32 ({ratio:.1f}x smaller); speedup over float "
+        f"{total['macs'] / max(total['eq_flops'], 1):.1f}x"
+    )
+    return "\n".join([rule, line(header), rule, *map(line, rows), rule, line(footer), rule, notes])
+
+
+def _mega(value: float) -> str:
+    return f"{value / 1e6:.2f} M"
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} B"

@@ -1,0 +1,37 @@
+"""Small pieces every input pipeline shares: dataset facts, errors, process sharding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+
+class DatasetError(RuntimeError):
+    """A dataset that is missing, incomplete or unreadable; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (H, W, C) that the model receives
+    num_examples: dict  # split name -> examples: "train", "holdout", "test"
+    eval_crops: int = 1  # 10 for the sketch datasets' 10-crop evaluation
+
+
+def process_slice(index: int | None, count: int | None) -> tuple[int, int]:
+    """``(process_index, process_count)``, defaulting to this JAX process's."""
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
+    if not 0 <= index < count:
+        raise ValueError(f"process_index {index} is not in [0, {count})")
+    return index, count
+
+
+def per_process_batch(global_batch: int, process_count: int, what: str = "batch_size") -> int:
+    if global_batch % process_count:
+        raise ValueError(
+            f"config.{what}={global_batch} does not split evenly over {process_count} processes"
+        )
+    return global_batch // process_count

@@ -1,0 +1,101 @@
+"""scikit-learn's handwritten digits: the embedded dataset the quickstart needs no download for.
+
+1,797 8x8 grayscale digits, 10 classes. [choice] A fixed stratified split holds out 360
+images as the test set (``random_state=0``), and ``config.holdout_fraction`` of the rest
+as the held-out slice ``select`` measures on. Images are upscaled by pixel replication
+to ``config.image_size`` (32 by default) and standardized with the training set's mean
+and standard deviation.
+
+Pure NumPy: batches are formed by indexing a per-epoch permutation, so a global step
+maps to exactly one set of examples and a restart at any step repeats and skips nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+
+from binflax.data.common import DatasetError, DatasetInfo, per_process_batch
+
+NUM_TEST = 360
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(image_size: int, holdout_fraction: float) -> dict:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    if image_size % 8:
+        raise DatasetError(f"config.image_size={image_size} must be a multiple of 8 for digits")
+    factor = image_size // 8
+    images = digits.images.astype(np.float32) / 16.0
+    images = images.repeat(factor, axis=1).repeat(factor, axis=2)[..., None]
+    labels = digits.target.astype(np.int32)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        images, labels, test_size=NUM_TEST, stratify=labels, random_state=0
+    )
+    num_holdout = round(holdout_fraction * len(y_rest))
+    if num_holdout:
+        x_train, x_hold, y_train, y_hold = train_test_split(
+            x_rest, y_rest, test_size=num_holdout, stratify=y_rest, random_state=0
+        )
+    else:
+        x_train, y_train = x_rest, y_rest
+        x_hold, y_hold = x_rest[:0], y_rest[:0]
+    mean, std = x_train.mean(), x_train.std()
+    return {
+        name: ((x - mean) / std, y)
+        for name, (x, y) in {
+            "train": (x_train, y_train),
+            "holdout": (x_hold, y_hold),
+            "test": (x_test, y_test),
+        }.items()
+    }
+
+
+def _load(config):
+    return _splits(int(config.image_size), float(config.holdout_fraction))
+
+
+def get_info(config) -> DatasetInfo:
+    splits = _load(config)
+    return DatasetInfo(
+        name="digits",
+        num_classes=10,
+        image_shape=(config.image_size, config.image_size, 1),
+        num_examples={name: len(y) for name, (_, y) in splits.items()},
+    )
+
+
+def train_batches(
+    config, *, seed: int, start_step: int, process_index: int, process_count: int
+) -> Iterator[dict]:
+    images, labels = _load(config)["train"]
+    global_batch = int(config.batch_size)
+    local_batch = per_process_batch(global_batch, process_count)
+    steps_per_epoch = len(labels) // global_batch
+    if steps_per_epoch == 0:
+        raise DatasetError(f"config.batch_size={global_batch} exceeds the {len(labels)} digits")
+    step = start_step
+    while True:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+        start = within * global_batch + process_index * local_batch
+        idx = order[start : start + local_batch]
+        yield {"image": images[idx], "label": labels[idx]}
+        step += 1
+
+
+def eval_batches(config, split: str, *, process_index: int, process_count: int) -> Iterator[dict]:
+    images, labels = _load(config)[split]
+    global_batch = int(config.eval_batch_size)
+    local_batch = per_process_batch(global_batch, process_count, "eval_batch_size")
+    for start in range(0, len(labels), global_batch):
+        lo = start + process_index * local_batch
+        idx = np.arange(lo, lo + local_batch)
+        mask = idx < len(labels)
+        idx = np.where(mask, idx, 0)
+        yield {"image": images[idx], "label": labels[idx], "mask": mask}

@@ -1,0 +1,78 @@
+"""What every binflax model shares: plan lookup and the options of its binary units.
+
+Why: the four paper models differ in topology only. Each builds its layers through
+:meth:`BinaryNet.unit`, which reads the layer's precision from the plan by its path, so
+a plan entry and a parameter path are always the same string (``conv3``,
+``layer4_1/conv1``, ``fire2/squeeze``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+
+from binflax.layers import HBNConv
+from binflax.plan import LayerPrecision, Plan
+
+
+class UnitOptions(nn.Module):
+    """Fields that configure the binary units (shared by models and their blocks)."""
+
+    plan: Plan | None = None
+    input_quantizer: str = "ste_sign"
+    scale_inputs: bool = False
+    stop_alpha_gradient: bool = False
+    layer_prefix: str = ""
+
+    def unit(
+        self,
+        name: str,
+        features: int,
+        kernel: int | tuple[int, int],
+        strides: int = 1,
+        padding: int | Any = "VALID",
+        **kwargs,
+    ) -> HBNConv:
+        """A :class:`HBNConv` named ``name`` whose precision comes from the plan."""
+        path = f"{self.layer_prefix}{name}"
+        precision = (
+            self.plan[path] if self.plan is not None else LayerPrecision(path, "float", "float")
+        )
+        kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        if isinstance(padding, int):
+            padding = ((padding, padding), (padding, padding))
+        return HBNConv(
+            features=features,
+            kernel_size=kernel,
+            strides=(strides, strides),
+            padding=padding,
+            precision=precision,
+            input_quantizer=self.input_quantizer,
+            scale_inputs=self.scale_inputs,
+            stop_alpha_gradient=self.stop_alpha_gradient,
+            name=name,
+            **kwargs,
+        )
+
+    def unit_options(self, prefix: str) -> dict:
+        """The fields to hand to a nested block whose layers live under ``prefix/``."""
+        return dict(
+            plan=self.plan,
+            input_quantizer=self.input_quantizer,
+            scale_inputs=self.scale_inputs,
+            stop_alpha_gradient=self.stop_alpha_gradient,
+            layer_prefix=f"{self.layer_prefix}{prefix}/",
+        )
+
+
+class BinaryNet(UnitOptions):
+    """Base of the registered models: a classifier with a plan.
+
+    ``__call__(images, train=False) -> logits`` with images NHWC.
+    """
+
+    num_classes: int = 1000
+    dropout_rate: float = 0.5
+
+    default_input_shape: ClassVar[tuple[int, int, int]] = (224, 224, 3)

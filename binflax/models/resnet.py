@@ -1,0 +1,59 @@
+"""ResNet-18 in torchvision's layout, with the HBN authors' binary basic block.
+
+Binary input: ``BN -> sign -> conv3x3 -> ReLU -> BN -> sign -> conv3x3 -> +shortcut ->
+ReLU``; float input: ``conv -> BN -> ReLU -> conv -> BN -> +shortcut -> ReLU``. Each conv
+is its own plan entry, so a hybrid can mix the two inside one block. The classifier is a
+1x1 conv after global average pooling. Block ``b`` of stage ``s`` is ``layer{s}_{b}``, as
+torchvision's ``layer{s}.{b}``. Unlike the authors' hybrid ResNet files, the second
+block of stage 1 is fed by the first block (their files feed it from the stem).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+
+from binflax.layers import global_avg_pool
+from binflax.models.base import BinaryNet, UnitOptions
+
+
+class BasicBlock(UnitOptions):
+    features: int = 64
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        shortcut = x
+        y = nn.relu(self.unit("conv1", self.features, 3, self.strides, 1)(x, train))
+        y = self.unit("conv2", self.features, 3, 1, 1)(y, train)
+        if self.strides != 1 or x.shape[-1] != self.features:
+            shortcut = self.unit("downsample", self.features, 1, self.strides)(x, train)
+        return nn.relu(y + shortcut)
+
+
+class ResNet(BinaryNet):
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    widths: Sequence[int] = (64, 128, 256, 512)
+    default_input_shape: ClassVar[tuple[int, int, int]] = (224, 224, 3)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.relu(self.unit("conv1", self.widths[0], 7, 2, 3, use_bias=True)(x, train))
+        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
+            for block in range(blocks):
+                name = f"layer{stage}_{block}"
+                strides = 2 if stage > 1 and block == 0 else 1
+                x = BasicBlock(
+                    features=width, strides=strides, name=name, **self.unit_options(name)
+                )(x, train)
+        x = global_avg_pool(x)
+        x = self.unit("fc", self.num_classes, 1, use_bias=True, norm=False)(x, train)
+        return x.reshape(x.shape[0], -1)
+
+
+class ResNet18(ResNet):
+    """ResNet-18: stage sizes (2, 2, 2, 2); ~1814 M MACs and 11.69 M params at 224x224x3."""

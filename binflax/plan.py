@@ -1,0 +1,234 @@
+"""The plan: for every layer of a network, whether its input and its weights are binary.
+
+Why: the paper's object of study is *where* to binarize. A plan is that decision written
+down, separate from the model's code, so the same AlexNet can be trained float, wbin,
+fbin or as any hybrid, and a hybrid found by ``binflax.select`` can be saved as JSON and
+trained later with ``--config.plan=runs/.../plan.json``.
+
+    >>> names = ("conv1", "conv2", "conv3", "fc")
+    >>> plan = Plan.preset("fbin", names)
+    >>> plan["conv2"]
+    LayerPrecision(name='conv2', input='binary', weight='binary')
+    >>> Plan.hybrid(names, float_inputs=["conv3"])["conv3"].input
+    'float'
+
+Presets (HBN-METHOD.md section 1): ``float``; ``wbin`` (binary weights except the first
+layer, float inputs); ``fbin`` (as wbin, plus binary inputs except first and last layer);
+a *hybrid* is fbin with some inputs kept float. The last layer's weights are binary only
+when ``binarize_last_weights`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, NamedTuple
+
+Precision = Literal["binary", "float"]
+PRESETS = ("float", "wbin", "fbin")
+FORMAT = "binflax.plan"
+VERSION = 1
+
+
+class LayerPrecision(NamedTuple):
+    name: str
+    input: Precision
+    weight: Precision
+
+    @property
+    def binary_input(self) -> bool:
+        return self.input == "binary"
+
+    @property
+    def binary_weight(self) -> bool:
+        return self.weight == "binary"
+
+    @property
+    def xnor(self) -> bool:
+        """Binary input and binary weights: the layer runs as XNOR + popcount."""
+        return self.binary_input and self.binary_weight
+
+
+class PlanError(ValueError):
+    """A plan that does not fit the network it is applied to."""
+
+
+class Plan:
+    """An immutable, hashable mapping from layer name to :class:`LayerPrecision`.
+
+    Hashable so that a Flax module holding it can be a static argument of ``jax.jit``.
+    """
+
+    __slots__ = ("layers", "name")
+
+    def __init__(self, layers: Iterable[LayerPrecision], name: str = "custom"):
+        layers = tuple(LayerPrecision(*layer) for layer in layers)
+        for layer in layers:
+            for field in ("input", "weight"):
+                value = getattr(layer, field)
+                if value not in ("binary", "float"):
+                    raise PlanError(
+                        f"layer {layer.name!r}: {field} precision must be 'binary' or "
+                        f"'float', got {value!r}"
+                    )
+        if layers and (layers[0].binary_input or layers[-1].binary_input):
+            bad = layers[0] if layers[0].binary_input else layers[-1]
+            raise PlanError(f"layer {bad.name!r}: the first and last layers keep float inputs")
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Plan is immutable")
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def preset(
+        cls, preset: str, layer_names: Sequence[str], *, binarize_last_weights: bool = False
+    ) -> Plan:
+        """``float``, ``wbin`` or ``fbin`` over the ordered layer names of a network."""
+        if preset not in PRESETS:
+            raise PlanError(f"unknown plan preset {preset!r}; presets: {', '.join(PRESETS)}")
+        if preset == "float":
+            return cls(((n, "float", "float") for n in layer_names), name="float")
+        float_inputs = layer_names[1:-1] if preset == "wbin" else ()
+        plan = cls.hybrid(
+            layer_names, float_inputs, binarize_last_weights=binarize_last_weights
+        )
+        return cls(plan.layers, name=preset)
+
+    @classmethod
+    def hybrid(
+        cls,
+        layer_names: Sequence[str],
+        float_inputs: Iterable[str],
+        *,
+        binarize_last_weights: bool = False,
+        name: str = "hybrid",
+    ) -> Plan:
+        """fbin, except that the layers in ``float_inputs`` keep float inputs."""
+        layer_names = tuple(layer_names)
+        float_inputs = set(float_inputs)
+        _check_known(float_inputs, layer_names)
+        first, last = layer_names[0], layer_names[-1]
+        layers = []
+        for n in layer_names:
+            edge = n in (first, last)
+            inp = "float" if edge or n in float_inputs else "binary"
+            weight = "float" if n == first or (n == last and not binarize_last_weights) else "binary"
+            layers.append(LayerPrecision(n, inp, weight))
+        return cls(layers, name=name)
+
+    # -- queries ---------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    def __getitem__(self, name: str) -> LayerPrecision:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise PlanError(
+            f"the plan has no layer {name!r}; its layers: {', '.join(self.names)}"
+        )
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Plan) and self.layers == other.layers
+
+    def __hash__(self) -> int:
+        return hash(self.layers)
+
+    def __repr__(self) -> str:
+        return f"Plan({self.name!r}, float_inputs={list(self.float_inputs)})"
+
+    @property
+    def float_inputs(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers if not layer.binary_input)
+
+    @property
+    def binary_inputs(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers if layer.binary_input)
+
+    def validate(self, layer_names: Sequence[str]) -> Plan:
+        """Checks that the plan covers exactly ``layer_names``; returns it in network order."""
+        _check_known(self.names, layer_names)
+        missing = [n for n in layer_names if n not in self.names]
+        if missing:
+            raise PlanError(f"the plan does not cover layer(s) {', '.join(missing)}")
+        return Plan((self[n] for n in layer_names), name=self.name)
+
+    # -- JSON --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "layers": {layer.name: {"input": layer.input, "weight": layer.weight} for layer in self},
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Plan:
+        if data.get("format") != FORMAT:
+            raise PlanError(f"not a binflax plan (format field is {data.get('format')!r})")
+        if data.get("version") != VERSION:
+            raise PlanError(f"unsupported plan version {data.get('version')!r}; expected {VERSION}")
+        try:
+            layers = [(n, p["input"], p["weight"]) for n, p in data["layers"].items()]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise PlanError(f"malformed plan layers: {e!r}") from None
+        return cls(layers, name=data.get("name", "custom"))
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike) -> Plan:
+        """Reads a plan from a JSON file path or a JSON string."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            try:
+                with open(path_or_text) as f:
+                    text = f.read()
+            except OSError as e:
+                raise PlanError(f"cannot read plan file {path_or_text}: {e.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PlanError(f"plan is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+def resolve(
+    spec: str | Plan, layer_names: Sequence[str], *, binarize_last_weights: bool = False
+) -> Plan:
+    """A plan from a preset name, a JSON path or a Plan, validated against the network."""
+    if isinstance(spec, Plan):
+        plan = spec
+    elif spec in PRESETS:
+        plan = Plan.preset(spec, layer_names, binarize_last_weights=binarize_last_weights)
+    elif str(spec).endswith(".json") or os.path.exists(str(spec)):
+        plan = Plan.from_json(spec)
+    else:
+        raise PlanError(
+            f"plan {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a plan JSON file"
+        )
+    return plan.validate(layer_names)
+
+
+def _check_known(names: Iterable[str], layer_names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in layer_names]
+    if unknown:
+        raise PlanError(
+            f"unknown layer(s) {', '.join(map(repr, unknown))}; "
+            f"the network's layers: {', '.join(layer_names)}"
+        )

@@ -1,0 +1,64 @@
+"""Defaults every binflax config starts from; the experiment configs import and override it.
+
+    python main.py --config=configs/default.py --config.model=quicknet --config.dataset=digits
+
+Field groups: model and plan, data, optimisation, the ``hbn`` pipeline, bookkeeping.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.mode = "train"  # train | select | hbn | summary | eval | export
+
+    # Model and plan.
+    config.model = "quicknet"  # registry name in binflax.models.MODELS
+    config.model_kwargs = ml_collections.ConfigDict()  # extra model fields (widths, ...)
+    config.plan = "fbin"  # float | wbin | fbin | path of a plan JSON written by `select`
+    config.binarize_last_weights = False
+    config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
+    config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
+    config.stop_alpha_gradient = False  # [choice] alpha is differentiated by default
+    config.dropout_rate = 0.5
+
+    # Data.
+    config.dataset = "digits"  # digits | tu_berlin | sketchy | imagenet2012 | quickdraw_bitmap
+    config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir
+    config.manual_dir = ml_collections.config_dict.placeholder(str)  # manual downloads
+    config.image_size = 32
+    config.holdout_fraction = 0.05  # slice of train held out for `select` [choice]
+    config.shuffle_buffer = 10_000
+    config.cache = False
+
+    # Optimisation (the authors': Adam, lr halved on a fixed interval, floored).
+    config.seed = 0
+    config.batch_size = 128  # global, over all devices and processes
+    config.eval_batch_size = 256
+    config.num_epochs = 15
+    config.learning_rate = 2e-3
+    config.lr_decay_epochs = 40
+    config.lr_decay_factor = 0.5
+    config.lr_floor = 5e-5
+    config.weight_decay = 0.0
+    config.project_binary_kernels = True  # the authors' post-step mean-centre + clip
+
+    # The hbn pipeline: fbin -> select -> hybrid, plus baselines.
+    config.hbn = ml_collections.ConfigDict()
+    config.hbn.baselines = ("float", "wbin")
+    config.hbn.error_metric = "rmse"  # rmse | relative | one_minus_x2
+    config.hbn.score = "log_ratio"
+    config.hbn.method = "greedy"  # greedy | exact | partition
+    config.hbn.budget = 1.1  # x fbin's equivalent FLOPs
+    config.hbn.num_float = ml_collections.config_dict.placeholder(int)
+    config.hbn.speedup = 58.0
+    config.hbn.measure_batches = 20
+    config.hbn.init_hybrid_from_fbin = False  # authors train the hybrid from scratch
+
+    # Bookkeeping.
+    config.log_every_steps = 50
+    config.eval_every_epochs = 1
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 2
+    config.runlocal = False  # shrink to a smoke run (see binflax.configs_util.runlocal)
+    return config
