@@ -1,0 +1,49 @@
+"""binflax.select: where to keep a float input - the paper's contribution, as a library.
+
+Why: HBN binarizes weights almost everywhere and inputs almost everywhere, keeping float
+inputs in the few layers whose input suffers most from binarization at the least
+compute (HBN-METHOD.md sections 6 and 7). This package measures that damage on a trained
+fbin network, scores and selects layers under an equivalent-FLOPs budget, and traces the
+whole accuracy-proxy/compute trade-off:
+
+- :func:`measure` - per-layer input-binarization error (``rmse``, ``relative``,
+  ``one_minus_x2``) and MACs, one jit-compiled pass over held-out batches;
+- :func:`solve` - the float-input layers: ``greedy`` (the paper's ranking), ``exact``
+  (0/1 knapsack), ``partition`` (largest score gap), or ``num_float=k``;
+- :func:`pareto_frontier` - every budget's optimum;
+- :func:`select` - all of it in one call, returning a :class:`~binflax.plan.Plan` and a
+  printable :class:`SelectionReport`.
+
+    >>> from binflax import select
+    >>> select.solve({"a": 0.6, "b": 0.9}, {"a": 1e8, "b": 1e5}, fixed_macs=1e7, budget=1.02)
+    ('b',)
+
+The walkthrough is docs/select.md.
+"""
+
+from binflax.select.metrics import METRICS, Measurement, measure
+from binflax.select.report import LayerRow, SelectionReport, select
+from binflax.select.scores import SCORES, get_score
+from binflax.select.solvers import (
+    METHODS,
+    FrontierPoint,
+    layer_scores,
+    pareto_frontier,
+    solve,
+)
+
+__all__ = [
+    "METHODS",
+    "METRICS",
+    "SCORES",
+    "FrontierPoint",
+    "LayerRow",
+    "Measurement",
+    "SelectionReport",
+    "get_score",
+    "layer_scores",
+    "measure",
+    "pareto_frontier",
+    "select",
+    "solve",
+]
