@@ -12,6 +12,10 @@ dataset answers the same three calls:
 
 Batches are dicts of NumPy arrays: ``image`` float32 NHWC (or ``(B, crops, H, W, C)``
 for multi-crop evaluation), ``label`` int32, and ``mask`` bool for eval.
+
+Importing this package registers the TFDS builders ``tu_berlin`` and ``sketchy``
+(``tfds build tu_berlin --imports binflax.data``). TensorFlow itself is imported only
+when a TFDS pipeline runs, and then with every accelerator hidden from it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from binflax.data import digits
+from binflax.data import digits, sketchy, tu_berlin  # noqa: F401  (registers the TFDS builders)
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
 
 __all__ = ["DatasetError", "DatasetInfo", "eval_batches", "get_info", "train_batches"]
@@ -67,6 +71,4 @@ def eval_batches(
     if split not in ("holdout", "test"):
         raise ValueError(f"eval split must be 'holdout' or 'test', got {split!r}")
     index, count = process_slice(process_index, process_count)
-    return _source(config).eval_batches(
-        config, split, process_index=index, process_count=count
-    )
+    return _source(config).eval_batches(config, split, process_index=index, process_count=count)

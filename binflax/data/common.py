@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 
@@ -35,3 +36,24 @@ def per_process_batch(global_batch: int, process_count: int, what: str = "batch_
             f"config.{what}={global_batch} does not split evenly over {process_count} processes"
         )
     return global_batch // process_count
+
+
+@functools.cache
+def tensorflow():
+    """TensorFlow for tf.data and TFDS only, with every accelerator hidden from it.
+
+    JAX owns the GPUs and TPUs; a TensorFlow that initialised them would reserve their
+    memory. Call this before any TensorFlow op runs in the process.
+    """
+    import tensorflow as tf
+
+    for kind in ("GPU", "TPU"):
+        try:
+            tf.config.set_visible_devices([], kind)
+        except RuntimeError as err:  # devices already initialised by someone else
+            if tf.config.get_visible_devices(kind):
+                raise RuntimeError(
+                    f"TensorFlow already uses a {kind}; import binflax.data before running "
+                    "any TensorFlow op so that it stays on the CPU"
+                ) from err
+    return tf
