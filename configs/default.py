@@ -1,6 +1,6 @@
 """Defaults every binflax config starts from; the experiment configs import and override it.
 
-    python main.py --config=configs/default.py --config.model=quicknet --config.dataset=digits
+    python main.py --config=configs/default.py --config.plan=wbin
 
 Field groups: model and plan, data, optimisation, the ``hbn`` pipeline, bookkeeping.
 """
@@ -8,7 +8,22 @@ Field groups: model and plan, data, optimisation, the ``hbn`` pipeline, bookkeep
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The defaults; ``arg`` is what follows ``:`` in ``--config=...py:ARG`` (``runlocal``)."""
+    return finalize(base(), arg)
+
+
+def finalize(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the ``:ARG`` switch of a config path; every config ends with this call."""
+    if arg == "runlocal":
+        return runlocal(config)
+    if arg:
+        raise ValueError(f"unknown config argument {arg!r}; the only one is 'runlocal'")
+    return config
+
+
+def base() -> ml_collections.ConfigDict:
+    """Field defaults; experiment configs start from this and override."""
     config = ml_collections.ConfigDict()
     config.mode = "train"  # train | select | hbn | summary | eval | export
 
@@ -26,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = "digits"  # digits | tu_berlin | sketchy | imagenet2012 | quickdraw_bitmap
     config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir
     config.manual_dir = ml_collections.config_dict.placeholder(str)  # manual downloads
+    config.num_classes = 10  # must match the dataset; lets `summary` run without data
     config.image_size = 32
+    config.channels = 1
     config.holdout_fraction = 0.05  # slice of train held out for `select` [choice]
     config.shuffle_buffer = 10_000
     config.cache = False
@@ -36,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 128  # global, over all devices and processes
     config.eval_batch_size = 256
     config.num_epochs = 15
+    config.num_train_steps = -1  # > 0 overrides num_epochs (smoke runs)
     config.learning_rate = 2e-3
     config.lr_decay_epochs = 40
     config.lr_decay_factor = 0.5
@@ -56,9 +74,26 @@ def get_config() -> ml_collections.ConfigDict:
     config.hbn.init_hybrid_from_fbin = False  # authors train the hybrid from scratch
 
     # Bookkeeping.
+    config.num_eval_batches = -1  # > 0 evaluates on that many batches only (smoke runs)
     config.log_every_steps = 50
     config.eval_every_epochs = 1
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2
-    config.runlocal = False  # shrink to a smoke run (see binflax.configs_util.runlocal)
+    return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks any config to a smoke run: a few small steps, tiny eval and measurement.
+
+    Selected with ``--config=configs/NAME.py:runlocal`` (big_vision's switch).
+    """
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.shuffle_buffer = 64
+    config.hbn.measure_batches = 2
+    config.hbn.baselines = ()
+    config.num_eval_batches = 2
     return config

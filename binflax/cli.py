@@ -1,0 +1,69 @@
+"""What ``main.py`` runs: mode dispatch, with user errors turned into messages, not traces.
+
+Why separate from main.py: main.py only parses flags (the flax examples' shape), and
+this function is what tests call to run a mode in-process. Errors a user can fix (a
+missing data set, a bad plan, a bad config value) print one clear message and exit 1;
+SIGTERM exits 143 after its checkpoint is saved; a diverged run exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import ml_collections
+from absl import logging as absl_logging
+
+from binflax import config_check
+
+EXIT_USER_ERROR = 1
+EXIT_DIVERGED = 2
+EXIT_PREEMPTED = 143
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    *,
+    mode: str | None,
+    workdir: str,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> int:
+    """Runs ``mode`` (default ``config.mode``) and returns the process exit code."""
+    from binflax import data, hbn, parallel, train
+    from binflax.plan import PlanError
+
+    mode = mode or config.mode
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
+    try:
+        config_check.validate(config)
+        if num_processes and num_processes > 1 or coordinator_address:
+            parallel.initialize_distributed(coordinator_address, num_processes, process_id)
+        if mode == "summary":
+            hbn.run_summary(config, workdir)
+        elif mode == "train":
+            train.train_and_evaluate(config, workdir)
+        elif mode == "select":
+            hbn.run_select(config, workdir)
+        elif mode == "hbn":
+            hbn.run_hbn(config, workdir)
+        elif mode == "eval":
+            hbn.run_eval(config, workdir)
+        elif mode == "export":
+            hbn.run_export(config, workdir)
+        else:
+            raise config_check.ConfigError(f"unknown mode {mode!r}")
+    except train.Preempted as e:
+        _error(str(e))
+        return EXIT_PREEMPTED
+    except train.TrainingDiverged as e:
+        _error(str(e))
+        return EXIT_DIVERGED
+    except (data.DatasetError, PlanError, config_check.ConfigError, FileNotFoundError) as e:
+        _error(str(e))
+        return EXIT_USER_ERROR
+    return 0
+
+
+def _error(message: str) -> None:
+    print(f"binflax: {message}", file=sys.stderr, flush=True)

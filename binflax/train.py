@@ -1,0 +1,388 @@
+"""Training and evaluation: ``train_and_evaluate(config, workdir)`` and its building blocks.
+
+One readable loop, data parallel over every device of every process (binflax.parallel),
+with the authors' recipe: Adam, a learning rate halved on a fixed interval down to a
+floor, and after every step the latent binary kernels mean-centred over input channels
+and clipped to [-1, 1] (``binflax.quantizers.project_binary_kernels``).
+
+The loop resumes by itself: the step is the data position (``binflax.data`` streams are
+deterministic per step), the dropout key is ``fold_in(seed key, step)``, and the Orbax
+checkpoint holds params, batch statistics and optimizer state. A SIGTERM saves and
+stops; a non-finite loss stops before anything non-finite is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from clu import metric_writers
+from flax.training import train_state
+
+from binflax import data, models, parallel, quantizers
+from binflax.checkpointing import Checkpoints, PreemptionGuard
+from binflax.plan import Plan
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing non-finite was checkpointed."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: nn.Module
+    state: TrainState  # the best-evaluated state (the last one when never evaluated)
+    metrics: dict  # eval metrics of that state on the test split
+    steps: int
+    seconds: float
+
+
+def log(message: str) -> None:
+    """Console progress, from process 0 only."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+# -- model and optimizer ---------------------------------------------------------------
+def build_model(
+    config: ml_collections.ConfigDict, num_classes: int, plan: str | Plan | None = None
+) -> models.BinaryNet:
+    """The config's model with ``plan`` (default ``config.plan``) resolved on its layers."""
+    return models.create(
+        config.model,
+        plan=config.plan if plan is None else plan,
+        binarize_last_weights=config.binarize_last_weights,
+        num_classes=num_classes,
+        dropout_rate=config.dropout_rate,
+        input_quantizer=config.input_quantizer,
+        scale_inputs=config.scale_inputs,
+        stop_alpha_gradient=config.stop_alpha_gradient,
+        **config.model_kwargs.to_dict(),
+    )
+
+
+def learning_rate_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
+    """``lr * factor ** floor(epoch / decay_epochs)``, never below ``lr_floor``."""
+    return optax.exponential_decay(
+        init_value=config.learning_rate,
+        transition_steps=max(1, int(config.lr_decay_epochs * steps_per_epoch)),
+        decay_rate=config.lr_decay_factor,
+        staircase=True,
+        end_value=config.lr_floor,
+    )
+
+
+def binary_kernel_mask(params: Any, plan: Plan) -> Any:
+    """True for the ``kernel`` leaves of layers whose weights the plan binarizes."""
+    binary = {layer.name for layer in plan if layer.binary_weight}
+
+    def is_binary(path, _):
+        keys = [p.key for p in path]
+        return keys[-1] == "kernel" and "/".join(keys[:-1]) in binary
+
+    return jax.tree_util.tree_map_with_path(is_binary, params)
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, plan: Plan, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    parts = [optax.adam(learning_rate_schedule(config, steps_per_epoch))]
+    if config.weight_decay:
+        parts.insert(0, optax.add_decayed_weights(config.weight_decay))
+    if config.project_binary_kernels:
+        parts.append(
+            quantizers.project_binary_kernels(lambda params: binary_kernel_mask(params, plan))
+        )
+    return optax.chain(*parts)
+
+
+def init_state(
+    config: ml_collections.ConfigDict,
+    model: models.BinaryNet,
+    image_shape: tuple[int, int, int],
+    steps_per_epoch: int,
+) -> TrainState:
+    variables = jax.jit(model.init, static_argnames="train")(
+        jax.random.key(config.seed), jnp.zeros((1, *image_shape), jnp.float32), train=False
+    )
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=create_optimizer(config, model.plan, steps_per_epoch),
+    )
+
+
+def transfer_matching(target: Any, source: Any) -> Any:
+    """``target`` with every leaf that ``source`` has at the same path and shape copied.
+
+    Initialising a hybrid from its fbin checkpoint: a layer whose input precision changed
+    keeps its fresh batch norm (it sits on the other side of the conv), the rest is copied.
+    """
+    flat_source = flax.traverse_util.flatten_dict(flax.core.unfreeze(source))
+
+    def pick(path, leaf):
+        key = tuple(p.key for p in path)
+        other = flat_source.get(key)
+        return other if other is not None and other.shape == leaf.shape else leaf
+
+    return jax.tree_util.tree_map_with_path(pick, target)
+
+
+# -- steps -----------------------------------------------------------------------------
+def train_step(state: TrainState, batch: dict, dropout_key: jax.Array) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch; metrics are global means."""
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.fold_in(dropout_key, state.step)},
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """Sums of loss, top-1 and top-5 hits over the real (unmasked) examples.
+
+    Multi-crop images ``(B, crops, H, W, C)`` are scored by the mean log-softmax over crops.
+    """
+    images = batch["image"]
+    crops = images.shape[1] if images.ndim == 5 else 1
+    flat = images.reshape(-1, *images.shape[-3:])
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, flat)
+    log_probs = jax.nn.log_softmax(logits).reshape(images.shape[0], crops, -1).mean(axis=1)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    top5 = jax.lax.top_k(log_probs, min(5, log_probs.shape[-1]))[1]
+    return {
+        "loss": jnp.sum(loss * mask),
+        "top1": jnp.sum((jnp.argmax(log_probs, -1) == labels) * mask),
+        "top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+_jit_train_step = jax.jit(train_step, donate_argnums=0)
+_jit_eval_step = jax.jit(eval_step)
+_jit_all_finite = jax.jit(
+    lambda tree: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+)
+
+
+def evaluate(state: TrainState, batches: Iterable[dict], mesh: jax.sharding.Mesh) -> dict:
+    """top-1/top-5 (percent) and mean loss of ``state`` over one pass of ``batches``."""
+    totals = None
+    for batch in batches:
+        sums = _jit_eval_step(state, parallel.global_batch(batch, mesh))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise data.DatasetError("the evaluation split is empty")
+    totals = parallel.fetch(totals)
+    count = max(float(totals["count"]), 1.0)
+    return {
+        "top1": 100.0 * float(totals["top1"]) / count,
+        "top5": 100.0 * float(totals["top5"]) / count,
+        "loss": float(totals["loss"]) / count,
+        "count": int(totals["count"]),
+    }
+
+
+# -- the loop --------------------------------------------------------------------------
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    plan: str | Plan | None = None,
+    init_from: TrainState | None = None,
+    name: str = "train",
+) -> TrainResult:
+    """Trains ``config.model`` with ``plan`` (default ``config.plan``) in ``workdir``.
+
+    Resumes from ``workdir``'s latest checkpoint when there is one. ``init_from`` seeds
+    a fresh run with the matching leaves of another state (a hybrid from its fbin).
+    Returns the best-evaluated state and its test metrics.
+    """
+    info = dataset_info(config)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    model = build_model(config, info.num_classes, plan)
+    steps_per_epoch = info.num_examples["train"] // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is larger than the "
+            f"{info.num_examples['train']} training examples"
+        )
+    total_steps = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else int(config.num_epochs * steps_per_epoch)
+    )
+    eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
+
+    state = init_state(config, model, info.image_shape, steps_per_epoch)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        state = restored
+        log(f"[{name}] resuming from step {int(state.step)} in {workdir}")
+    elif init_from is not None:
+        state = state.replace(
+            params=transfer_matching(state.params, init_from.params),
+            batch_stats=transfer_matching(state.batch_stats, init_from.batch_stats),
+        )
+    state = parallel.replicate(state, mesh)
+    start_step = int(state.step)
+
+    writer = metric_writers.create_default_writer(
+        os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
+    )
+    dropout_key = jax.random.key(config.seed + 1)
+    batches = data.train_batches(config, seed=config.seed, start_step=start_step)
+    log(
+        f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
+        f"{jax.process_count()} process(es): {total_steps} steps, "
+        f"{steps_per_epoch} per epoch, global batch {config.batch_size}"
+    )
+
+    t_start, last_log, last_log_step = time.time(), time.time(), start_step
+    metrics_sum, metrics_count = None, 0
+    with PreemptionGuard() as preemption:
+        for step in range(start_step, total_steps):
+            batch = parallel.global_batch(next(batches), mesh)
+            state, metrics = _jit_train_step(state, batch, dropout_key)
+            metrics_sum = (
+                metrics if metrics_sum is None else jax.tree.map(jnp.add, metrics_sum, metrics)
+            )
+            metrics_count += 1
+            done = step + 1
+
+            if done % config.log_every_steps == 0 or done == total_steps:
+                means = {
+                    k: float(v) / metrics_count for k, v in parallel.fetch(metrics_sum).items()
+                }
+                if not math.isfinite(means["loss"]):
+                    raise TrainingDiverged(
+                        f"[{name}] the training loss became {means['loss']} by step {done}; "
+                        f"the last good checkpoint is step {checkpoints.latest_step} in "
+                        f"{workdir}. Lower config.learning_rate or check the data."
+                    )
+                now = time.time()
+                rate = (done - last_log_step) * config.batch_size / max(now - last_log, 1e-9)
+                eta = (total_steps - done) * config.batch_size / max(rate, 1e-9)
+                lr = float(learning_rate_schedule(config, steps_per_epoch)(done))
+                writer.write_scalars(done, {f"train_{k}": v for k, v in means.items()})
+                log(
+                    f"[{name}] step {done}/{total_steps} epoch {done / steps_per_epoch:.1f} | "
+                    f"loss {means['loss']:.4f} acc {100 * means['accuracy']:.1f}% | "
+                    f"lr {lr:.2e} | {rate:.0f} img/s | ETA {_hms(eta)}"
+                )
+                metrics_sum, metrics_count = None, 0
+                last_log, last_log_step = now, done
+
+            if done % eval_every == 0 or done == total_steps:
+                metrics = evaluate(state, eval_batches(config, "test"), mesh)
+                writer.write_scalars(done, {f"test_{k}": v for k, v in metrics.items()})
+                log(
+                    f"[{name}] eval at step {done}: top-1 {metrics['top1']:.2f}% "
+                    f"top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
+                )
+                _save(checkpoints, done, state, name, workdir)
+                checkpoints.save_if_best(done, state, metrics)
+            elif done % config.checkpoint_every_steps == 0:
+                _save(checkpoints, done, state, name, workdir)
+
+            if preemption.requested:
+                _save(checkpoints, done, state, name, workdir)
+                checkpoints.close()
+                raise Preempted(
+                    f"[{name}] SIGTERM at step {done}: checkpoint saved in {workdir}; "
+                    "run the same command again to resume"
+                )
+
+    best = checkpoints.restore_best(state)
+    best = parallel.replicate(best, mesh) if best is not None else state
+    metrics = evaluate(best, eval_batches(config, "test"), mesh)
+    checkpoints.close()
+    writer.flush()
+    seconds = time.time() - t_start
+    log(f"[{name}] done: best top-1 {metrics['top1']:.2f}% in {_hms(seconds)}")
+    return TrainResult(model=model, state=best, metrics=metrics, steps=total_steps, seconds=seconds)
+
+
+def _save(checkpoints: Checkpoints, step: int, state: TrainState, name: str, workdir: str) -> None:
+    if not bool(_jit_all_finite((state.params, state.batch_stats))):
+        raise TrainingDiverged(
+            f"[{name}] the parameters became non-finite by step {step}; the last good "
+            f"checkpoint is step {checkpoints.latest_step} in {workdir}"
+        )
+    checkpoints.save(step, state)
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> data.DatasetInfo:
+    """The dataset's facts, checked against the config's ``num_classes``."""
+    info = data.get_info(config)
+    if info.num_classes != config.num_classes:
+        raise data.DatasetError(
+            f"config.num_classes={config.num_classes} but {config.dataset} has "
+            f"{info.num_classes} classes"
+        )
+    return info
+
+
+def eval_batches(config: ml_collections.ConfigDict, split: str) -> Iterable[dict]:
+    """One pass over ``split``, cut to ``config.num_eval_batches`` when that is positive."""
+    batches = data.eval_batches(config, split)
+    if config.num_eval_batches > 0:
+        return itertools.islice(batches, config.num_eval_batches)
+    return batches
+
+
+def restore_state(
+    config: ml_collections.ConfigDict, workdir: str, plan: str | Plan | None = None
+) -> tuple[models.BinaryNet, TrainState]:
+    """The best checkpointed state of a finished or running ``train`` in ``workdir``."""
+    info = dataset_info(config)
+    model = build_model(config, info.num_classes, plan)
+    state = init_state(config, model, info.image_shape, steps_per_epoch=1)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    restored = checkpoints.restore_best(state)
+    checkpoints.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}; train it first (--mode=train)")
+    return model, restored
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,50 @@
+"""binflax command line: parses flags and hands over to binflax (nothing else lives here).
+
+    python main.py --config=configs/quickstart.py
+    python main.py --config=configs/alexnet.py --workdir=runs/alexnet --mode=summary
+    python main.py --config=configs/sketchanet_tuberlin.py:runlocal --config.seed=1
+
+Modes: train | select | hbn | summary | eval | export (default: the config's ``mode``).
+Without --workdir the run writes to runs/<config name>/.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
+flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>).")
+flags.DEFINE_enum(
+    "mode", None, ["train", "select", "hbn", "summary", "eval", "export"], "What to run."
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from binflax import cli  # imported after flag parsing: JAX and TF start here
+
+    config_name = os.path.splitext(
+        os.path.basename(config_flags.get_config_filename(FLAGS["config"]))
+    )[0]
+    sys.exit(
+        cli.run(
+            FLAGS.config,
+            mode=FLAGS.mode,
+            workdir=FLAGS.workdir or os.path.join("runs", config_name),
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
