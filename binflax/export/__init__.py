@@ -1,0 +1,49 @@
+"""Bit-packed export of a planned model, and its exact integer inference path.
+
+Why: the paper's promise is the memory and speed of binarization. This package makes
+them real and measured: :func:`export_model` writes binary kernels at one bit per
+weight (Larq Compute Engine's packing) with batch norm folded, :func:`load` reads the
+file back with every check a deployment needs, and :func:`integer_forward` runs the
+exported network with every binary-input, binary-weight layer in exact integer
+arithmetic, giving the fake-quantized float model's logits.
+
+    >>> import jax.numpy as jnp
+    >>> from binflax import export, models
+    >>> model = models.create("quicknet", plan="fbin")
+    >>> variables = export.zero_variables(model)
+    >>> report = export.export_model(model, variables, "/tmp/quicknet.npz")
+    >>> exported = export.load("/tmp/quicknet.npz")
+    >>> export.integer_forward(exported, jnp.zeros((1, 32, 32, 1))).shape
+    (1, 10)
+
+Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.fold` (BN
+folding and packing), :mod:`~binflax.export.inference` (the integer path),
+:mod:`~binflax.export.model_file` (whole models and measured memory); the packed
+arithmetic itself is :mod:`binflax.packing`. The file format is in docs/export.md.
+"""
+
+from binflax.export.format import FORMAT, VERSION, ExportError
+from binflax.export.inference import ARITHMETICS, integer_forward, layer_forward
+from binflax.export.model_file import (
+    ExportedModel,
+    export_model,
+    float32_checkpoint_bytes,
+    load,
+    memory_report,
+    zero_variables,
+)
+
+__all__ = [
+    "ARITHMETICS",
+    "FORMAT",
+    "VERSION",
+    "ExportError",
+    "ExportedModel",
+    "export_model",
+    "float32_checkpoint_bytes",
+    "integer_forward",
+    "layer_forward",
+    "load",
+    "memory_report",
+    "zero_variables",
+]

@@ -1,0 +1,127 @@
+"""From trained variables to the arrays an integer engine runs: packed signs, folded norms.
+
+Why fold: at inference a batch norm is an affine map per channel, ``BN(x) = x * m + s``
+with ``m = gamma / sqrt(var + eps)`` and ``s = beta - mean * m``, so it need not be
+stored as four arrays nor computed as such. Where it goes depends on the unit
+(HBN-METHOD.md section 3, binflax.layers.HBNConv):
+
+- **binary input** (``BN(in) -> sign -> conv``): only the sign of ``BN(x)`` matters, and
+  ``BN(x) >= 0`` is ``x >= tau`` where ``m > 0`` and ``x <= tau`` where ``m < 0``, with
+  ``tau = mean - beta / m``. It becomes a ``threshold`` (tau, float32) and a
+  ``direction`` (+1 or -1, int8) per input channel; the sign is
+  ``+1 iff direction * x >= direction * threshold`` - the tie ``x == tau`` gives
+  ``BN(x) == 0`` and so +1, as ``sign(0) = +1``. Where ``m == 0`` the sign is that of
+  beta: tau is -inf (always +1) or +inf (always -1).
+- **float input, float weights** (``conv -> BN(out)``): folded into the kernel and bias.
+- **float input, binary weights**: the kernel stays +-1, so BN and alpha become one
+  per-channel ``scale`` (``alpha * m``) and a ``bias``.
+
+Per layer the fields are (shapes with C_in, C_out, kernel OHWI as Larq Compute Engine):
+``kernel_bits`` uint32 (C_out, kh, kw, ceil(C_in / 32)) or ``kernel`` float32
+(C_out, kh, kw, C_in); ``scale`` float32 (C_out) for binary weights (alpha, times the
+folded BN where the input is float); ``bias`` float32 (C_out) where there is one;
+``threshold``/``direction`` (C_in) for binary inputs with a norm; ``bn_scale`` and
+``bn_shift`` (C_in) only when the model scales inputs by XNOR-Net's K map, which
+needs ``BN(x)`` itself. The layer computes
+``y = conv(in, kernel) [* K] [* scale] [+ bias]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from binflax import quantizers
+from binflax.export.format import ExportError
+from binflax.models import LayerInfo
+from binflax.packing import pack_signs
+
+# HBNConv._batch_norm's epsilon: the folded maps must use the same one.
+BN_EPSILON = 1e-5
+
+
+def subtree(tree: Mapping, path: str, what: str) -> Mapping:
+    """``tree[a][b]...`` for the layer path ``a/b/...``; a clear error when absent."""
+    node: Any = tree
+    for part in path.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ExportError(f"the {what} have no entry for layer {path!r} (missing {part!r})")
+        node = node[part]
+    return node
+
+
+def batch_norm_affine(
+    params: Mapping, stats: Mapping, epsilon: float = BN_EPSILON
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(m, s)`` in float64 with ``BN(x) = x * m + s`` for a unit's ``bn`` variables."""
+    gamma = np.asarray(params["scale"], np.float64)
+    beta = np.asarray(params["bias"], np.float64)
+    mean = np.asarray(stats["mean"], np.float64)
+    var = np.asarray(stats["var"], np.float64)
+    m = gamma / np.sqrt(var + epsilon)
+    return m, beta - mean * m
+
+
+def sign_threshold(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(threshold, direction)`` with ``x*m + s >= 0  iff  direction*x >= direction*tau``."""
+    direction = np.where(m < 0, -1, 1).astype(np.int8)
+    tau = np.full(m.shape, -np.inf)
+    np.divide(-s, m, out=tau, where=m != 0)
+    tau = np.where((m == 0) & (s < 0), np.inf, tau)
+    return tau.astype(np.float32), direction
+
+
+def fold_layer(
+    info: LayerInfo, params: Mapping, stats: Mapping, *, scale_inputs: bool
+) -> dict[str, np.ndarray]:
+    """The exported fields of one traced unit (see the module docstring)."""
+    kernel = np.asarray(params["kernel"], np.float32)
+    if kernel.shape != tuple(info.kernel_shape):
+        raise ExportError(
+            f"layer {info.name!r}: kernel of shape {kernel.shape} in the variables, "
+            f"the model has {info.kernel_shape}"
+        )
+    out: dict[str, np.ndarray] = {}
+    bias = np.asarray(params["bias"], np.float64) if info.use_bias else None
+    post_norm = None
+    if info.norm:
+        m, s = batch_norm_affine(params["bn"], subtree(stats, "bn", "batch_stats"))
+        if info.precision.binary_input:
+            out["threshold"], out["direction"] = sign_threshold(m, s)
+            if scale_inputs:
+                out["bn_scale"], out["bn_shift"] = m.astype(np.float32), s.astype(np.float32)
+        else:
+            post_norm = m, s
+            bias = (0.0 if bias is None else bias) * m + s
+    ohwi = kernel.transpose(3, 0, 1, 2)
+    if info.precision.binary_weight:
+        out["kernel_bits"] = np.asarray(pack_signs(ohwi))
+        scale = np.asarray(quantizers.weight_scale(kernel), np.float64)
+        out["scale"] = (scale if post_norm is None else scale * post_norm[0]).astype(np.float32)
+    else:
+        folded = ohwi if post_norm is None else ohwi * post_norm[0][:, None, None, None]
+        out["kernel"] = folded.astype(np.float32)
+    if bias is not None:
+        out["bias"] = np.asarray(bias, np.float32)
+    return out
+
+
+def fold_variables(
+    layers: tuple[LayerInfo, ...], variables: Mapping, *, scale_inputs: bool
+) -> dict[str, np.ndarray]:
+    """Every layer's fields, keyed ``<layer path>/<field>``."""
+    if "params" not in variables:
+        raise ExportError(
+            f"variables need a 'params' collection; got {', '.join(variables) or 'none'}"
+        )
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    arrays = {}
+    for info in layers:
+        layer_stats = subtree(stats, info.name, "batch_stats") if info.norm else {}
+        fields = fold_layer(
+            info, subtree(params, info.name, "params"), layer_stats, scale_inputs=scale_inputs
+        )
+        arrays.update({f"{info.name}/{field}": value for field, value in fields.items()})
+    return arrays

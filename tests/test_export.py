@@ -1,0 +1,296 @@
+"""binflax.export: round trips against the fake-quantized model, the file's checks, memory."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from binflax import cost, export, models
+from binflax.export import fold, format, inference
+from binflax.models import LayerInfo
+from binflax.plan import LayerPrecision, Plan
+
+
+def random_variables(model, input_shape, seed=0):
+    """Shapes from eval_shape, values from NumPy: BN far from identity, some gamma < 0 and
+    one gamma == 0, so thresholds, sign flips and folded scales are all exercised."""
+    rng = np.random.default_rng(seed)
+    variables = export.zero_variables(model, input_shape)
+
+    def fill(path, leaf):
+        keys = [str(getattr(p, "key", p)) for p in path]
+        field, in_bn = keys[-1], "bn" in keys
+        if field == "kernel":
+            fan_in = np.prod(leaf.shape[:-1])
+            return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+        if field == "scale" and in_bn:
+            gamma = rng.uniform(-1.5, 1.5, leaf.shape)
+            gamma[0] = 0.0
+            return gamma.astype(np.float32)
+        if field == "mean":
+            return (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        if field == "var":
+            return rng.uniform(0.05, 2.0, leaf.shape).astype(np.float32)
+        return (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)  # biases
+
+    return jax.tree_util.tree_map_with_path(fill, variables)
+
+
+def build(name, plan_kind, input_shape, binarize_last_weights=False, **fields):
+    names = models.layer_names(models.create(name, **fields))
+    if plan_kind == "hybrid":  # two binary-input layers kept float, as the authors' hybrids
+        plan = Plan.hybrid(names, names[2:4], binarize_last_weights=binarize_last_weights)
+    else:
+        plan = Plan.preset(plan_kind, names, binarize_last_weights=binarize_last_weights)
+    model = models.create(name, plan=plan, **fields)
+    return model, random_variables(model, input_shape)
+
+
+def round_trip(tmp_path, model, variables, input_shape, batch=2, arithmetics=("int8",)):
+    images = jax.random.normal(jax.random.key(1), (batch, *input_shape))
+    expected = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+    path = tmp_path / "model.npz"
+    report = export.export_model(model, variables, path, input_shape=input_shape)
+    assert report["file_bytes"] == os.path.getsize(path)
+    exported = export.load(path)
+    assert exported.plan == model.plan
+    scale = float(jnp.max(jnp.abs(expected)))
+    assert scale > 0
+    results = {}
+    for arithmetic in arithmetics:
+        logits = export.integer_forward(exported, images, arithmetic=arithmetic)
+        assert logits.shape == expected.shape
+        assert float(jnp.max(jnp.abs(logits - expected))) <= 1e-4 * scale, arithmetic
+        results[arithmetic] = np.asarray(logits)
+    return exported, images, results
+
+
+CASES = [  # model, input (H, W, C), fields, slow
+    ("quicknet", (16, 16, 1), {}, False),
+    ("resnet18", (32, 32, 3), {"num_classes": 10}, False),
+    ("squeezenet", (32, 32, 1), {"num_classes": 10}, True),
+    ("sketchanet", (225, 225, 1), {"num_classes": 10}, True),
+]
+
+
+@pytest.mark.parametrize("plan_kind", ["fbin", "hybrid"])
+@pytest.mark.parametrize(
+    "name,input_shape,fields",
+    [
+        pytest.param(n, s, f, marks=pytest.mark.slow) if slow else (n, s, f)
+        for n, s, f, slow in CASES
+    ],
+)
+def test_round_trip_matches_fake_quantized_model(tmp_path, name, input_shape, fields, plan_kind):
+    model, variables = build(name, plan_kind, input_shape, plan_kind == "hybrid", **fields)
+    round_trip(tmp_path, model, variables, input_shape)
+
+
+@pytest.mark.slow
+def test_alexnet_round_trip(tmp_path):
+    model, variables = build("alexnet", "hybrid", (224, 224, 3), True, num_classes=10)
+    round_trip(tmp_path, model, variables, (224, 224, 3), batch=1)
+
+
+def test_three_integer_arithmetics_agree_exactly_with_k_map(tmp_path):
+    model, variables = build("quicknet", "fbin", (16, 16, 1), True, scale_inputs=True)
+    _, _, results = round_trip(
+        tmp_path, model, variables, (16, 16, 1), arithmetics=inference.ARITHMETICS
+    )
+    np.testing.assert_array_equal(results["int8"], results["popcount"])
+    np.testing.assert_array_equal(results["int8"], results["int8_dot"])
+
+
+def test_binary_layers_run_on_int8_with_int32_accumulation(tmp_path):
+    model, variables = build("quicknet", "fbin", (16, 16, 1))
+    export.export_model(model, variables, tmp_path / "m.npz")
+    exported = export.load(tmp_path / "m.npz")
+    images = jnp.zeros((1, 16, 16, 1))
+
+    def primitives(arithmetic):
+        jaxpr = jax.make_jaxpr(lambda x: export.integer_forward(exported, x, arithmetic=arithmetic))
+        found = []
+
+        def walk(j):
+            for eqn in j.eqns:
+                found.append((eqn.primitive.name, [v.aval.dtype for v in eqn.invars]))
+                for param in eqn.params.values():
+                    if hasattr(param, "eqns"):
+                        walk(param)
+                    elif hasattr(param, "jaxpr") and hasattr(param.jaxpr, "eqns"):
+                        walk(param.jaxpr)
+
+        walk(jaxpr(images).jaxpr)
+        return found
+
+    xnor_layers = sum(layer.xnor for layer in model.plan)
+    int8_convs = [
+        p for p, dtypes in primitives("int8") if p == "conv_general_dilated" and jnp.int8 in dtypes
+    ]
+    assert len(int8_convs) == xnor_layers
+    assert sum(p == "population_count" for p, _ in primitives("popcount")) > 0
+
+
+def test_kernel_bits_scale_and_thresholds_follow_the_formulas(tmp_path):
+    model, variables = build("quicknet", "hybrid", (16, 16, 1), True)
+    export.export_model(model, variables, tmp_path / "m.npz")
+    exported = export.load(tmp_path / "m.npz")
+    arrays = exported.layer_arrays()
+    for layer in model.plan:
+        params = fold.subtree(variables["params"], layer.name, "params")
+        kernel = np.asarray(params["kernel"], np.float64)  # HWIO
+        got = arrays[layer.name]
+        if not layer.binary_weight:
+            assert "kernel_bits" not in got and got["kernel"].dtype == np.float32
+            continue
+        # LCE: OHWI, bit c%32 of word c//32, 1 = negative, padding 0.
+        cin = kernel.shape[2]
+        bits = np.unpackbits(got["kernel_bits"].view(np.uint8), axis=-1, bitorder="little")
+        np.testing.assert_array_equal(bits[..., :cin], kernel.transpose(3, 0, 1, 2) < 0)
+        assert not bits[..., cin:].any()
+        alpha = np.abs(kernel).mean(axis=(0, 1, 2))
+        if layer.binary_input:
+            np.testing.assert_allclose(got["scale"], alpha, rtol=1e-6)
+            bn = params["bn"]
+            stats = fold.subtree(variables["batch_stats"], layer.name, "batch_stats")["bn"]
+            x = np.random.default_rng(0).normal(size=(1000, cin)) * 2
+            normed = (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * bn["scale"] + bn["bias"]
+            signs = inference.binarize(jnp.asarray(x, jnp.float32), got)
+            np.testing.assert_array_equal(np.asarray(signs), np.where(normed >= 0, 1, -1))
+        elif "bn" in params:  # float input: BN after the conv folded into scale and bias
+            bn = params["bn"]
+            stats = fold.subtree(variables["batch_stats"], layer.name, "batch_stats")["bn"]
+            m = bn["scale"] / np.sqrt(stats["var"] + 1e-5)
+            np.testing.assert_allclose(got["scale"], alpha * m, rtol=1e-5, atol=1e-7)
+
+
+def test_sign_threshold_tie_zero_gain_and_negative_gain():
+    m = np.array([2.0, -0.5, 0.0, 0.0])
+    s = np.array([-1.0, 1.0, 0.3, -0.3])
+    tau, direction = fold.sign_threshold(m, s)
+    arrays = {"threshold": jnp.asarray(tau), "direction": jnp.asarray(direction)}
+    x = np.array([[0.5, 2.0, -7.0, 7.0], [0.49, 2.01, 5.0, -5.0]], np.float32)
+    # Row 0 sits exactly on the thresholds of channels 0 and 1: BN(x) == 0 -> +1.
+    np.testing.assert_array_equal(
+        np.asarray(inference.binarize(jnp.asarray(x), arrays)), [[1, 1, 1, -1], [-1, -1, 1, -1]]
+    )
+
+
+def test_alexnet_exports_to_7_6_mib_against_238_mib(tmp_path):
+    model = models.create("alexnet", plan="fbin", binarize_last_weights=True)
+    report = export.export_model(model, export.zero_variables(model), tmp_path / "alexnet.npz")
+    # Independent arithmetic from the spec's shapes: 1 bit per binary weight (C_in is a
+    # multiple of 32 everywhere but conv1, which is float) + float32 per-channel vectors.
+    layers = [(11, 3, 96), (5, 96, 256), (3, 256, 384), (3, 384, 384), (3, 384, 256),
+              (6, 256, 4096), (1, 4096, 4096), (1, 4096, 1000)]  # fmt: skip
+    binary = sum(k * k * cin * cout for k, cin, cout in layers[1:])
+    float_params = sum(k * k * cin * cout + cout for k, cin, cout in layers)
+    assert float_params == 62_378_344
+    conv1 = 4 * (11 * 11 * 3 * 96 + 96)
+    alphas = 4 * sum(cout for _, _, cout in layers[1:])
+    thresholds = 5 * sum(cin for _, cin, _ in layers[1:-1])  # float32 tau + int8 direction
+    payload = binary // 8 + conv1 + alphas + thresholds + 4 * 1000  # fc8 bias
+    assert report["payload_bytes"] == payload
+    assert report["file_bytes"] / 2**20 == pytest.approx(7.6, abs=0.05)
+    assert report["float32_bytes"] / 2**20 == pytest.approx(238, abs=1.0)
+    predicted = cost.totals(cost.layer_costs(model))["memory_bytes"]
+    assert report["predicted_bytes"] == predicted
+    assert abs(report["file_bytes"] / predicted - 1) < 0.02
+
+
+def test_memory_report(tmp_path):
+    model = models.create("quicknet", plan="fbin")
+    report = export.memory_report(model)
+    assert "path" not in report
+    assert report["compression"] == report["float32_bytes"] / report["file_bytes"]
+    assert report["float32_bytes"] > report["file_bytes"] > report["payload_bytes"]
+    assert [layer["name"] for layer in report["layers"]] == list(models.layer_names(model))
+
+
+# -- refusing bad files ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "quicknet.npz"
+    model = models.create("quicknet", plan="fbin")
+    export.export_model(model, export.zero_variables(model), path)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 100])
+def test_truncated_file_is_refused(tmp_path, exported_file, keep):
+    data = exported_file.read_bytes()
+    size = int(len(data) * keep) if keep < 1 else keep
+    path = tmp_path / "cut.npz"
+    path.write_bytes(data[:size])
+    with pytest.raises(export.ExportError, match="truncated or corrupt"):
+        export.load(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    npz = tmp_path / "other.npz"
+    np.savez(npz, weights=np.ones(3))
+    with pytest.raises(export.ExportError, match="not a binflax export.*weights"):
+        export.load(npz)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a model\n")
+    with pytest.raises(export.ExportError, match="not an .npz"):
+        export.load(text)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(export.ExportError, match="not an .npz"):
+        export.load(empty)
+    with pytest.raises(export.ExportError, match="cannot read"):
+        export.load(tmp_path / "missing.npz")
+
+
+def test_corrupted_payload_is_refused(tmp_path, exported_file):
+    data = bytearray(exported_file.read_bytes())
+    header, arrays = format.read_archive(exported_file)
+    arrays["fc/bias"] = arrays["fc/bias"] + 1.0  # same shape, different content
+    path = tmp_path / "tampered.npz"
+    with open(path, "wb") as f:
+        np.savez(f, **{format.HEADER_KEY: np.frombuffer(json.dumps(header).encode(), np.uint8)},
+                 **arrays)  # fmt: skip
+    with pytest.raises(export.ExportError, match="checksum"):
+        export.load(path)
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside a stored member
+    path.write_bytes(bytes(data))
+    with pytest.raises(export.ExportError):
+        export.load(path)
+
+
+def rewrite(path, exported_file, **changes):
+    header, arrays = format.read_archive(exported_file)
+    header.update(changes)
+    header["sha256"] = format.digest(header, arrays)
+    raw = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **{format.HEADER_KEY: raw}, **arrays)
+    return path
+
+
+def test_newer_version_and_unknown_model_are_refused(tmp_path, exported_file):
+    with pytest.raises(export.ExportError, match="version 2"):
+        export.load(rewrite(tmp_path / "v2.npz", exported_file, version=2))
+    with pytest.raises(export.ExportError, match="cannot rebuild"):
+        export.load(rewrite(tmp_path / "m.npz", exported_file, model="vgg"))
+    with pytest.raises(export.ExportError, match="not a binflax export"):
+        export.load(rewrite(tmp_path / "f.npz", exported_file, format="other"))
+
+
+def test_export_errors_name_the_problem(tmp_path):
+    model = models.create("quicknet", plan="fbin")
+    variables = export.zero_variables(model)
+    del variables["params"]["conv3"]
+    with pytest.raises(export.ExportError, match="conv3"):
+        export.export_model(model, variables, tmp_path / "m.npz")
+    with pytest.raises(export.ExportError, match="no plan"):
+        export.export_model(models.QuickNet(), variables, tmp_path / "m.npz")
+    info = LayerInfo("x", LayerPrecision("x", "float", "float"), (1, 1, 2, 3), (), (), False, False)
+    with pytest.raises(export.ExportError, match="kernel of shape"):
+        fold.fold_layer(info, {"kernel": np.zeros((1, 1, 2, 4))}, {}, scale_inputs=False)
