@@ -14,8 +14,9 @@ Batches are dicts of NumPy arrays: ``image`` float32 NHWC (or ``(B, crops, H, W,
 for multi-crop evaluation), ``label`` int32, and ``mask`` bool for eval.
 
 Importing this package registers the TFDS builders ``tu_berlin`` and ``sketchy``
-(``tfds build tu_berlin --imports binflax.data``). TensorFlow itself is imported only
-when a TFDS pipeline runs, and then with every accelerator hidden from it.
+(``python -m binflax.data.prepare tu_berlin --manual_dir DIR`` prepares one; see
+docs/data.md). TensorFlow itself is imported only when a TFDS pipeline runs, and then
+with every accelerator hidden from it.
 """
 
 from __future__ import annotations

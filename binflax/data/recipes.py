@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
+
+from etils import epath
 
 from binflax.data import augment, sketchy, tu_berlin
 from binflax.data.common import DatasetError
@@ -44,7 +45,7 @@ class Recipe:
 
 
 def _check_imagenet(manual_dir: str) -> None:
-    missing = [f for f in IMAGENET_ARCHIVES if not os.path.exists(os.path.join(manual_dir, f))]
+    missing = [f for f in IMAGENET_ARCHIVES if not (epath.Path(manual_dir) / f).exists()]
     if missing:
         raise DatasetError(
             f"ImageNet archives not found: expected {' and '.join(missing)} in {manual_dir}. "

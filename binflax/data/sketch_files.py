@@ -29,7 +29,16 @@ STORED_SIZE = 256
 def stored_png(path: epath.Path) -> bytes:
     """The sketch at ``path`` as a ``STORED_SIZE`` square 8-bit grayscale PNG."""
     try:
-        with Image.open(io.BytesIO(path.read_bytes())) as image:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f"cannot read the sketch {path}: {err}") from err
+    return reduced_png(data, str(path))
+
+
+def reduced_png(data: bytes, source: str) -> bytes:
+    """Encoded image ``data`` (read from ``source``) as the stored grayscale PNG."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             if "A" in image.getbands() or "transparency" in image.info:
                 image = image.convert("RGBA")
@@ -37,7 +46,7 @@ def stored_png(path: epath.Path) -> bytes:
             gray = image.convert("L")
     except (OSError, SyntaxError, ValueError) as err:
         raise DatasetError(
-            f"cannot read the sketch {path}: {err}. The file is corrupt or not an image; "
+            f"cannot read the sketch {source}: {err}. The file is corrupt or not an image; "
             "re-extract the archive (or delete the file) and prepare the dataset again."
         ) from err
     if gray.size != (STORED_SIZE, STORED_SIZE):

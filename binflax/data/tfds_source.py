@@ -13,7 +13,8 @@ union is the span (sizes differ by at most one).
 A dataset that is not prepared is built here when its manual dir holds the files (TFDS
 ``download_and_prepare``); otherwise the :class:`DatasetError` says which files are
 expected where. [choice] With several processes the dataset must be prepared beforehand
-(``tfds build``, or one single-process run): concurrent writers would race.
+(``python -m binflax.data.prepare``, or one single-process run): concurrent writers
+would race.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def prepared_builder(
     if process_count > 1:
         raise DatasetError(
             f"{name} is not prepared in {builder.data_dir}. Prepare it once before a "
-            f"multi-process run: tfds build {name} --imports binflax.data "
+            f"multi-process run: python -m binflax.data.prepare {name} "
             f"--data_dir {os.path.dirname(os.path.dirname(builder.data_dir))} "
             f"--manual_dir {manual_dir}"
         )

@@ -4,10 +4,12 @@
 ``sketches_png.zip`` (``png/<class>/<id>.png``). Prepare it like any manually downloaded
 TFDS dataset::
 
-    tfds build tu_berlin --imports binflax.data --manual_dir DIR   # DIR holds the zip or png/
-    # or, from Python / binflax's pipelines (config.manual_dir):
-    tfds.builder("tu_berlin").download_and_prepare(
+    python -m binflax.data.prepare tu_berlin --manual_dir DIR   # DIR holds the zip or png/
+    tfds build tu_berlin --imports binflax.data --manual_dir DIR   # TFDS's CLI (apache-beam)
+    tfds.builder("tu_berlin").download_and_prepare(                # after import binflax.data
         download_config=tfds.download.DownloadConfig(manual_dir=DIR))
+
+and binflax's pipelines prepare it on first use from ``config.manual_dir``.
 
 [choice] The dataset has no official split; the authors test on 6,500 sketches, 26 per
 class. The builder takes, for each class, 26 of its 80 sketches chosen by a generator

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from data_fakes import TU_CLASSES, identify
 
 import binflax.data
-from binflax.data import DatasetError, pipelines, recipes
+from binflax.data import DatasetError, pipelines, prepare, recipes
 from binflax.data.tfds_source import Span
 
 TU_MEAN, TU_STD = 0.06, 0.93
@@ -154,10 +154,20 @@ def test_unprepared_dataset_without_archives_says_what_and_where(tmp_path):
         binflax.data.get_info(config)
 
 
-def test_unprepared_dataset_in_a_multi_process_run_asks_for_tfds_build(tmp_path):
+def test_unprepared_dataset_in_a_multi_process_run_asks_to_prepare_it(tmp_path):
     config = data_fakes.sketch_config(tmp_path, "sketchy")
-    with pytest.raises(DatasetError, match="tfds build sketchy --imports binflax.data"):
+    with pytest.raises(DatasetError, match="python -m binflax.data.prepare sketchy"):
         next(binflax.data.train_batches(config, seed=0, process_index=0, process_count=2))
+
+
+def test_prepare_command(tmp_path, capsys):
+    manual, data = str(tmp_path / "manual"), str(tmp_path / "data")
+    assert prepare.main(["tu_berlin", "--manual_dir", manual, "--data_dir", data]) == 1
+    assert "sketches_png.zip" in capsys.readouterr().err
+    data_fakes.tu_berlin_tree(tmp_path / "manual", TU_CLASSES, data_fakes.TU_PER_CLASS)
+    with data_fakes.tiny_tu_berlin():
+        assert prepare.main(["tu_berlin", "--manual_dir", manual, "--data_dir", data]) == 0
+    assert "test: 9, train: 15" in capsys.readouterr().out
 
 
 def test_unknown_dataset_is_named():
