@@ -1,0 +1,207 @@
+"""binflax.plan: the presets as HBN-METHOD.md section 1 defines them, JSON, validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from binflax import models
+from binflax.plan import LayerPrecision, Plan, PlanError, resolve
+
+NAMES = ("conv1", "conv2", "conv3", "conv4", "fc")
+ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def table(plan):
+    return {layer.name: (layer.input, layer.weight) for layer in plan}
+
+
+# -- presets ---------------------------------------------------------------------------
+
+
+def test_float_preset():
+    for last in (False, True):
+        plan = Plan.preset("float", NAMES, binarize_last_weights=last)
+        assert table(plan) == {n: ("float", "float") for n in NAMES}
+        assert plan.name == "float"
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_wbin_preset(last):
+    """Binary weights except the first layer (and the last unless asked), float inputs."""
+    plan = Plan.preset("wbin", NAMES, binarize_last_weights=last)
+    expected = {n: ("float", "binary") for n in NAMES}
+    expected["conv1"] = ("float", "float")
+    expected["fc"] = ("float", "binary" if last else "float")
+    assert table(plan) == expected
+    assert plan.binary_inputs == () and plan.float_inputs == NAMES
+    assert plan.name == "wbin"
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_fbin_preset(last):
+    """As wbin, plus binary inputs everywhere but the first and the last layer."""
+    plan = Plan.preset("fbin", NAMES, binarize_last_weights=last)
+    expected = {n: ("binary", "binary") for n in NAMES}
+    expected["conv1"] = ("float", "float")
+    expected["fc"] = ("float", "binary" if last else "float")
+    assert table(plan) == expected
+    assert plan.binary_inputs == ("conv2", "conv3", "conv4")
+    assert [layer.xnor for layer in plan] == [False, True, True, True, False]
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(PlanError, match="'xnor'.*float, wbin, fbin"):
+        Plan.preset("xnor", NAMES)
+
+
+def test_hybrid_is_fbin_with_some_float_inputs():
+    plan = Plan.hybrid(NAMES, ["conv3"])
+    fbin = Plan.preset("fbin", NAMES)
+    for layer, ref in zip(plan, fbin, strict=True):
+        if layer.name == "conv3":
+            assert (layer.input, layer.weight) == ("float", "binary")
+        else:
+            assert layer == ref
+    assert plan.float_inputs == ("conv1", "conv3", "fc")
+    assert plan["conv3"] == LayerPrecision("conv3", "float", "binary")
+    assert not plan["conv3"].xnor and plan["conv2"].xnor
+    # every middle input float: the wbin preset
+    assert Plan.hybrid(NAMES, NAMES[1:-1]) == Plan.preset("wbin", NAMES)
+    assert Plan.hybrid(NAMES, []) == Plan.preset("fbin", NAMES)
+
+
+def test_hybrid_names_an_unknown_layer():
+    with pytest.raises(PlanError, match="'conv9'.*conv1, conv2, conv3, conv4, fc"):
+        Plan.hybrid(NAMES, ["conv3", "conv9"])
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+
+def test_json_round_trip_string_and_file(tmp_path):
+    plan = Plan.hybrid(ALEXNET, ["fc6", "fc7"], binarize_last_weights=True, name="hybrid1")
+    text = plan.to_json()
+    assert Plan.from_json(text) == plan
+    assert Plan.from_json(text).name == "hybrid1"
+    path = tmp_path / "plan.json"
+    assert plan.to_json(path) == text
+    again = Plan.from_json(path)
+    assert again == plan and again.names == ALEXNET
+    assert Plan.from_json(str(path)) == plan
+    assert plan.to_dict()["layers"]["fc7"] == {"input": "float", "weight": "binary"}
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('{"format": "other", "version": 1, "layers": {}}', "not a binflax plan"),
+        ('{"format": "binflax.plan", "version": 7, "layers": {}}', "version 7"),
+        ('{"format": "binflax.plan", "version": 1, "layers": {"a": {"input": "float"}}}', "weight"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_from_json_rejects_bad_documents(text, match):
+    with pytest.raises(PlanError, match=match):
+        Plan.from_json(text)
+
+
+def test_from_json_missing_file(tmp_path):
+    with pytest.raises(PlanError, match="cannot read plan file .*nope.json"):
+        Plan.from_json(tmp_path / "nope.json")
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def test_bad_precision_values_name_the_layer():
+    with pytest.raises(PlanError, match="'conv2': input .*'bin'"):
+        Plan([("conv1", "float", "float"), ("conv2", "bin", "binary"), ("fc", "float", "float")])
+    with pytest.raises(PlanError, match="'conv2': weight .*'1bit'"):
+        Plan([("conv1", "float", "float"), ("conv2", "binary", "1bit"), ("fc", "float", "float")])
+
+
+@pytest.mark.parametrize("index", [0, -1])
+def test_first_and_last_layer_keep_float_inputs(index):
+    layers = [list(layer) for layer in Plan.preset("fbin", NAMES)]
+    layers[index][1] = "binary"
+    with pytest.raises(PlanError, match=f"'{NAMES[index]}'.*first and last"):
+        Plan(layers)
+
+
+def test_validate_unknown_and_missing_layers():
+    plan = Plan.preset("fbin", NAMES)
+    with pytest.raises(PlanError, match="'conv4'.*the network's layers: conv1, conv2, conv3, fc"):
+        plan.validate(("conv1", "conv2", "conv3", "fc"))
+    with pytest.raises(PlanError, match="does not cover layer.*conv5"):
+        plan.validate((*NAMES[:-1], "conv5", "fc"))
+    # validation returns the plan in the network's order
+    shuffled = Plan([plan["conv1"], plan["conv3"], plan["conv2"], plan["conv4"], plan["fc"]])
+    assert shuffled.validate(NAMES).names == NAMES
+
+
+def test_lookup_of_a_missing_layer_lists_the_plan():
+    with pytest.raises(PlanError, match="no layer 'conv9'; its layers: conv1, conv2"):
+        Plan.preset("wbin", NAMES)["conv9"]
+
+
+def test_resolve_presets_plans_and_paths(tmp_path):
+    assert resolve("fbin", NAMES) == Plan.preset("fbin", NAMES)
+    assert resolve("wbin", NAMES, binarize_last_weights=True)["fc"].weight == "binary"
+    hybrid = Plan.hybrid(NAMES, ["conv2"])
+    assert resolve(hybrid, NAMES) == hybrid
+    hybrid.to_json(tmp_path / "h.json")
+    assert resolve(str(tmp_path / "h.json"), NAMES) == hybrid
+    with pytest.raises(PlanError, match="'hybrid7' is neither a preset"):
+        resolve("hybrid7", NAMES)
+
+
+def test_create_rejects_a_plan_naming_a_missing_layer(tmp_path):
+    layers = [*Plan.preset("fbin", ALEXNET), LayerPrecision("conv6", "binary", "binary")]
+    layers[-1], layers[-2] = layers[-2], layers[-1]  # keep fc8 last
+    plan = Plan(layers)
+    expected = "unknown layer.*'conv6'.*conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"
+    with pytest.raises(PlanError, match=expected):
+        models.create("alexnet", plan=plan)
+    plan.to_json(tmp_path / "plan.json")
+    with pytest.raises(PlanError, match=expected):
+        models.create("alexnet", plan=str(tmp_path / "plan.json"))
+
+
+def test_create_rejects_a_plan_missing_a_layer():
+    plan = Plan(layer for layer in Plan.preset("fbin", ALEXNET) if layer.name != "conv4")
+    with pytest.raises(PlanError, match="does not cover layer.*conv4"):
+        models.create("alexnet", plan=plan)
+
+
+# -- hashing and jit -------------------------------------------------------------------
+
+
+def test_plan_is_immutable_and_hashable():
+    a, b = Plan.hybrid(NAMES, ["conv2"]), Plan.hybrid(NAMES, ["conv2"])
+    assert a == b and hash(a) == hash(b)
+    assert a != Plan.preset("fbin", NAMES)
+    assert len({a, b, Plan.preset("fbin", NAMES)}) == 2
+    with pytest.raises(AttributeError, match="immutable"):
+        a.name = "x"
+
+
+def test_model_with_plan_is_a_jit_static_argument():
+    traces = []
+
+    def forward(model, variables, x):
+        traces.append(model.plan.name)
+        return model.apply(variables, x)
+
+    jitted = jax.jit(forward, static_argnums=0)
+    x = jnp.ones((1, *models.QuickNet.default_input_shape))
+    small = dict(num_classes=3)
+    m1 = models.create("quicknet", plan="fbin", **small)
+    m2 = models.create("quicknet", plan="fbin", **small)  # equal, distinct object
+    shapes = jax.eval_shape(m1.init, jax.random.key(0), x)  # no RNG compile: values are moot
+    variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
+    y1, y2 = jitted(m1, variables, x), jitted(m2, variables, x)
+    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+    assert traces == ["fbin"]  # the second call hit the cache
+    jitted(models.create("quicknet", plan="wbin", **small), variables, x)
+    assert traces == ["fbin", "wbin"]

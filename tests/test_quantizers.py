@@ -1,0 +1,219 @@
+"""binflax.quantizers against NumPy formulas written out by hand (HBN-METHOD.md section 2)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from binflax import quantizers
+
+GRID = np.array([-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2], np.float32)
+
+
+def np_sign(x):
+    return np.where(x >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def probe_points(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([GRID, rng.normal(0, 1.5, 64).astype(np.float32)])
+
+
+def vjp(fn, x, g):
+    _, pullback = jax.vjp(fn, jnp.asarray(x))
+    return np.asarray(pullback(jnp.asarray(g))[0])
+
+
+# -- sign functions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [quantizers.ste_sign, quantizers.approx_sign])
+def test_sign_forward_maps_zero_to_plus_one(fn):
+    x = probe_points()
+    np.testing.assert_array_equal(np.asarray(fn(jnp.asarray(x))), np_sign(x))
+    np.testing.assert_array_equal(
+        np.asarray(fn(jnp.asarray(GRID))), [-1, -1, -1, -1, 1, 1, 1, 1, 1]
+    )
+
+
+def test_ste_sign_gradient_passes_inside_and_on_the_clip_boundary():
+    x = probe_points()
+    g = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    expected = g * (np.abs(x) <= 1.0)
+    np.testing.assert_array_equal(vjp(quantizers.ste_sign, x, g), expected)
+    # Larq's boundary: the gradient passes at exactly +-1 and stops beyond.
+    grad = jax.grad(lambda v: quantizers.ste_sign(v).sum())(jnp.asarray(GRID))
+    np.testing.assert_array_equal(np.asarray(grad), [0, 0, 1, 1, 1, 1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("clip", [0.5, 1.5])
+def test_ste_sign_clip_argument(clip):
+    x = probe_points(2)
+    g = np.ones_like(x)
+    np.testing.assert_array_equal(
+        vjp(lambda v: quantizers.ste_sign(v, clip), x, g), (np.abs(x) <= clip).astype(np.float32)
+    )
+    grad = jax.grad(lambda v: quantizers.ste_sign(v, clip=clip).sum())(jnp.asarray(GRID))
+    np.testing.assert_array_equal(np.asarray(grad), np.abs(GRID) <= clip)
+
+
+def test_approx_sign_gradient_is_bireal_polynomial():
+    x = probe_points(3)
+    g = np.random.default_rng(4).normal(size=x.shape).astype(np.float32)
+    expected = g * np.where(np.abs(x) <= 1, 2 - 2 * np.abs(x), 0)
+    np.testing.assert_allclose(vjp(quantizers.approx_sign, x, g), expected, rtol=1e-6)
+    grad = jax.grad(lambda v: quantizers.approx_sign(v).sum())(jnp.asarray(GRID))
+    np.testing.assert_allclose(np.asarray(grad), [0, 0, 0, 1, 2, 1, 0, 0, 0])
+
+
+def test_sign_keeps_dtype():
+    x = jnp.asarray(GRID, jnp.bfloat16)
+    assert quantizers.ste_sign(x).dtype == jnp.bfloat16
+    assert quantizers.approx_sign(x).dtype == jnp.bfloat16
+
+
+def test_quantizer_registry():
+    for name in ("ste_sign", "approx_sign"):
+        q = quantizers.get_quantizer(name)
+        assert q.name == name and q.bits == 1
+        np.testing.assert_array_equal(np.asarray(q.fn(jnp.asarray(GRID))), np_sign(GRID))
+    with pytest.raises(ValueError, match="'dorefa'.*approx_sign, ste_sign"):
+        quantizers.get_quantizer("dorefa")
+
+
+# -- weight binarizer ------------------------------------------------------------------
+
+
+def random_kernel(shape=(3, 3, 4, 5), seed=0, scale=0.6):
+    return np.random.default_rng(seed).normal(0, scale, shape).astype(np.float32)
+
+
+def test_weight_scale_is_mean_abs_per_output_channel():
+    w = random_kernel()
+    alpha = np.array([np.abs(w[..., o]).mean() for o in range(w.shape[-1])])
+    np.testing.assert_allclose(np.asarray(quantizers.weight_scale(jnp.asarray(w))), alpha, 1e-6)
+    wb = np.asarray(quantizers.binarize_weights(jnp.asarray(w)))
+    np.testing.assert_allclose(wb, alpha * np_sign(w), rtol=1e-6)
+    # every filter holds exactly two values, +-alpha_o
+    for o in range(w.shape[-1]):
+        np.testing.assert_allclose(np.unique(np.abs(wb[..., o])), [alpha[o]], rtol=1e-6)
+
+
+def np_binarize_weights_grad(w, g, stop_alpha):
+    """d/dW of sum(g * alpha(W) * sign(W)) with the STE, worked out by hand.
+
+    With n = kh*kw*cin and s = sign(W): the STE term is g * alpha_o * 1[|W| <= 1]; alpha's
+    own term is d alpha_o / dW = s / n, times sum over the filter of g * s.
+    """
+    n = np.prod(w.shape[:-1])
+    s = np_sign(w)
+    alpha = np.abs(w).reshape(n, -1).mean(0)
+    grad = g * alpha * (np.abs(w) <= 1)
+    if not stop_alpha:
+        grad = grad + s / n * (g * s).reshape(n, -1).sum(0)
+    return grad
+
+
+@pytest.mark.parametrize("stop_alpha", [False, True])
+def test_binarize_weights_gradient(stop_alpha):
+    w = random_kernel(seed=5, scale=0.8)  # some |W| > 1, so the STE mask matters
+    assert (np.abs(w) > 1).any()
+    g = random_kernel(seed=6, scale=1.0)
+    got = vjp(lambda k: quantizers.binarize_weights(k, stop_alpha_gradient=stop_alpha), w, g)
+    np.testing.assert_allclose(got, np_binarize_weights_grad(w, g, stop_alpha), atol=1e-6)
+
+
+# -- XNOR-Net input scaling ------------------------------------------------------------
+
+
+def np_box_filter(a, k, stride, pad):
+    """Mean of ``a`` (N, H, W) over each k x k window, zero padding ``pad`` on every side."""
+    a = np.pad(a, ((0, 0), (pad, pad), (pad, pad)))
+    n, h, w = a.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.zeros((n, ho, wo, 1), np.float32)
+    for i in range(ho):
+        for j in range(wo):
+            win = a[:, i * stride : i * stride + k, j * stride : j * stride + k]
+            out[:, i, j, 0] = win.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 0), (1, 1, 0), (5, 2, 2)])
+def test_xnor_input_scale_is_box_filtered_mean_abs(k, stride, pad):
+    x = np.random.default_rng(7).normal(size=(2, 9, 9, 6)).astype(np.float32)
+    expected = np_box_filter(np.abs(x).mean(-1), k, stride, pad)
+    got = quantizers.xnor_input_scale(jnp.asarray(x), (k, k), (stride, stride), [(pad, pad)] * 2)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+
+
+# -- latent-weight projection ----------------------------------------------------------
+
+
+def np_project(w):
+    return np.clip(w - w.mean(axis=-2, keepdims=True), -1, 1)
+
+
+def test_project_latent_kernel():
+    w = random_kernel(seed=8, scale=1.0)
+    np.testing.assert_allclose(
+        np.asarray(quantizers.project_latent_kernel(jnp.asarray(w))), np_project(w), atol=1e-6
+    )
+
+
+def _params():
+    return {
+        "conv2": {"kernel": jnp.asarray(random_kernel((3, 3, 4, 5), 9, 0.2))},
+        "conv3": {"kernel": jnp.asarray(random_kernel((3, 3, 5, 2), 10, 2.0))},
+        "fc": {"kernel": jnp.asarray(random_kernel((1, 1, 5, 3), 11, 2.0))},
+        "bn": {"scale": jnp.asarray(random_kernel((4,), 12, 2.0))},
+    }
+
+
+MASK = {
+    "conv2": {"kernel": True},
+    "conv3": {"kernel": True},
+    "fc": {"kernel": False},
+    "bn": {"scale": False},
+}
+
+
+@pytest.mark.parametrize("mask", [MASK, lambda params: MASK])
+def test_project_binary_kernels_chained_after_adam(mask):
+    params = _params()
+    tx = optax.chain(optax.adam(0.05), quantizers.project_binary_kernels(mask))
+    plain = optax.adam(0.05)
+    state, plain_state = tx.init(params), plain.init(params)
+    for step in range(3):
+        grads = jax.tree.map(
+            lambda p, s=step: jnp.asarray(random_kernel(p.shape, 100 + s, 1.0)), params
+        )
+        updates, state = tx.update(grads, state, params)
+        plain_updates, plain_state = plain.update(grads, plain_state, params)
+        raw = optax.apply_updates(params, plain_updates)
+        new = optax.apply_updates(params, updates)
+        # masked: the adam step, then mean-centred over cin and clipped to [-1, 1]
+        for name in ("conv2", "conv3"):
+            kernel = np.asarray(new[name]["kernel"])
+            np.testing.assert_allclose(
+                kernel, np_project(np.asarray(raw[name]["kernel"])), atol=1e-5
+            )
+            assert np.abs(kernel).max() <= 1.0
+        # unmasked leaves: exactly the adam step, even where |w| > 1
+        for name, leaf in (("fc", "kernel"), ("bn", "scale")):
+            np.testing.assert_array_equal(np.asarray(new[name][leaf]), np.asarray(raw[name][leaf]))
+        params = new
+    assert np.abs(np.asarray(params["fc"]["kernel"])).max() > 1.0
+    assert (np.abs(np.asarray(params["conv3"]["kernel"])) == 1.0).any()  # clipping was active
+    # a kernel that never reached the clip ends exactly mean-centred over input channels
+    small = np.asarray(params["conv2"]["kernel"])
+    assert np.abs(small).max() < 1.0
+    np.testing.assert_allclose(small.mean(axis=-2), 0.0, atol=1e-6)
+
+
+def test_project_binary_kernels_needs_params():
+    tx = quantizers.project_binary_kernels(MASK)
+    params = _params()
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, tx.init(params))
