@@ -72,9 +72,10 @@ class Plan:
                         f"layer {layer.name!r}: {field} precision must be 'binary' or "
                         f"'float', got {value!r}"
                     )
-        if layers and (layers[0].binary_input or layers[-1].binary_input):
-            bad = layers[0] if layers[0].binary_input else layers[-1]
-            raise PlanError(f"layer {bad.name!r}: the first and last layers keep float inputs")
+        names = [layer.name for layer in layers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise PlanError(f"the plan lists layer(s) {', '.join(duplicates)} more than once")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "name", name)
 
@@ -92,9 +93,7 @@ class Plan:
         if preset == "float":
             return cls(((n, "float", "float") for n in layer_names), name="float")
         float_inputs = layer_names[1:-1] if preset == "wbin" else ()
-        plan = cls.hybrid(
-            layer_names, float_inputs, binarize_last_weights=binarize_last_weights
-        )
+        plan = cls.hybrid(layer_names, float_inputs, binarize_last_weights=binarize_last_weights)
         return cls(plan.layers, name=preset)
 
     @classmethod
@@ -115,7 +114,9 @@ class Plan:
         for n in layer_names:
             edge = n in (first, last)
             inp = "float" if edge or n in float_inputs else "binary"
-            weight = "float" if n == first or (n == last and not binarize_last_weights) else "binary"
+            weight = (
+                "float" if n == first or (n == last and not binarize_last_weights) else "binary"
+            )
             layers.append(LayerPrecision(n, inp, weight))
         return cls(layers, name=name)
 
@@ -128,9 +129,7 @@ class Plan:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise PlanError(
-            f"the plan has no layer {name!r}; its layers: {', '.join(self.names)}"
-        )
+        raise PlanError(f"the plan has no layer {name!r}; its layers: {', '.join(self.names)}")
 
     def __iter__(self):
         return iter(self.layers)
@@ -156,11 +155,22 @@ class Plan:
         return tuple(layer.name for layer in self.layers if layer.binary_input)
 
     def validate(self, layer_names: Sequence[str]) -> Plan:
-        """Checks that the plan covers exactly ``layer_names``; returns it in network order."""
+        """Checks that the plan covers exactly ``layer_names`` and keeps the network's first
+        and last layers' inputs float; returns it in network order.
+
+        The edge rule is checked here, not in the constructor, because "first" and "last"
+        belong to the network: a plan file may list its layers in any order.
+        """
         _check_known(self.names, layer_names)
         missing = [n for n in layer_names if n not in self.names]
         if missing:
             raise PlanError(f"the plan does not cover layer(s) {', '.join(missing)}")
+        for edge in dict.fromkeys((layer_names[0], layer_names[-1])):
+            if self[edge].binary_input:
+                raise PlanError(
+                    f"layer {edge!r}: the network's first and last layers "
+                    f"({layer_names[0]}, {layer_names[-1]}) keep float inputs"
+                )
         return Plan((self[n] for n in layer_names), name=self.name)
 
     # -- JSON --------------------------------------------------------------------------
@@ -169,7 +179,9 @@ class Plan:
             "format": FORMAT,
             "version": VERSION,
             "name": self.name,
-            "layers": {layer.name: {"input": layer.input, "weight": layer.weight} for layer in self},
+            "layers": {
+                layer.name: {"input": layer.input, "weight": layer.weight} for layer in self
+            },
         }
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:

@@ -1,5 +1,7 @@
 """binflax.plan: the presets as HBN-METHOD.md section 1 defines them, JSON, validation."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,7 +128,25 @@ def test_first_and_last_layer_keep_float_inputs(index):
     layers = [list(layer) for layer in Plan.preset("fbin", NAMES)]
     layers[index][1] = "binary"
     with pytest.raises(PlanError, match=f"'{NAMES[index]}'.*first and last"):
-        Plan(layers)
+        Plan(layers).validate(NAMES)
+    with pytest.raises(PlanError, match=f"'{ALEXNET[index]}'.*first and last"):
+        binary = Plan.preset("fbin", ALEXNET).to_dict()
+        binary["layers"][ALEXNET[index]]["input"] = "binary"
+        models.create("alexnet", plan=Plan.from_dict(binary))
+
+
+def test_a_plan_file_may_list_layers_in_any_order():
+    """First and last are the network's: a plan JSON with sorted keys is still valid."""
+    fbin = models.create("resnet18", plan="fbin").plan
+    text = json.dumps(fbin.to_dict(), sort_keys=True)
+    assert Plan.from_json(text).names[-1] == "layer4_1/conv2"  # a binary-input layer
+    assert models.create("resnet18", plan=Plan.from_json(text)).plan.names == fbin.names
+    assert models.create("resnet18", plan=Plan.from_json(text)).plan == fbin
+
+
+def test_duplicate_layers_are_refused():
+    with pytest.raises(PlanError, match="conv2 more than once"):
+        Plan([("conv1", "float", "float"), ("conv2", "float", "binary")] * 2)
 
 
 def test_validate_unknown_and_missing_layers():
@@ -203,5 +223,7 @@ def test_model_with_plan_is_a_jit_static_argument():
     y1, y2 = jitted(m1, variables, x), jitted(m2, variables, x)
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
     assert traces == ["fbin"]  # the second call hit the cache
-    jitted(models.create("quicknet", plan="wbin", **small), variables, x)
-    assert traces == ["fbin", "wbin"]
+    # a different plan is a different static argument (same parameter shapes here)
+    other = models.create("quicknet", plan="fbin", binarize_last_weights=True, **small)
+    jitted(other, variables, x)
+    assert traces == ["fbin", "fbin"]
