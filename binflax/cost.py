@@ -151,7 +151,8 @@ def format_summary(data: dict) -> str:
 
     def line(row):
         return "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
 
     rule = "-" * len(line(header))

@@ -1,4 +1,4 @@
-"""Binarization primitives: the sign functions, the XNOR weight binarizer, the latent-weight projection.
+"""Binarization primitives: sign functions, the XNOR weight binarizer, the latent-weight projection.
 
 Why a module of its own: every binary layer in binflax is built from these few pieces, and
 each piece has a forward pass and a *different* backward pass (a straight-through

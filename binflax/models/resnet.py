@@ -43,7 +43,8 @@ class ResNet(BinaryNet):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.relu(self.unit("conv1", self.widths[0], 7, 2, 3, use_bias=True)(x, train))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-        for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
+        stages = zip(self.stage_sizes, self.widths, strict=True)
+        for stage, (blocks, width) in enumerate(stages, start=1):
             for block in range(blocks):
                 name = f"layer{stage}_{block}"
                 strides = 2 if stage > 1 and block == 0 else 1
