@@ -42,7 +42,7 @@ def run(
         if mode == "summary":
             hbn.run_summary(config, workdir)
         elif mode == "train":
-            train.train_and_evaluate(config, workdir)
+            hbn.run_train(config, workdir)
         elif mode == "select":
             hbn.run_select(config, workdir)
         elif mode == "hbn":

@@ -49,6 +49,16 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
     }
 
 
+def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
+    result = train.train_and_evaluate(config, workdir, name=str(config.plan))
+    entry = variant_entry(result, config)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+            json.dump(entry, f, indent=2)
+    return entry
+
+
 def run_select(
     config: ml_collections.ConfigDict,
     workdir: str,

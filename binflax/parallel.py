@@ -14,6 +14,7 @@ into one ``jax.Array`` with ``jax.make_array_from_process_local_data``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -30,10 +31,10 @@ def initialize_distributed(
 ) -> None:
     """Joins a multi-process job; on CPU the collectives go through gloo.
 
-    With no arguments JAX auto-detects the cluster (Cloud TPU, SLURM, ...).
+    With no arguments JAX auto-detects the cluster (Cloud TPU, SLURM, ...). Must run
+    before anything touches a JAX backend. The gloo setting only affects CPU devices.
     """
-    if jax.default_backend() == "cpu" or (num_processes or 1) > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
@@ -41,9 +42,9 @@ def initialize_distributed(
     )
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device of every process, axis ``data``."""
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh, axis ``data``, over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

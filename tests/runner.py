@@ -1,0 +1,61 @@
+"""Runs binflax's command line or a Python snippet in a fresh process, as a user would.
+
+Why a subprocess: simulated device counts (XLA_FLAGS), multiple processes, signals and
+exit codes only exist at process level.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env(devices: int = 1) -> dict:
+    environment = dict(os.environ)
+    environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return environment
+
+
+def main_command(*args: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "main.py"), *args]
+
+
+def run_main(*args: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        main_command(*args),
+        cwd=ROOT,
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_main(*args: str, devices: int = 1, log_path: str | None = None) -> subprocess.Popen:
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        main_command(*args),
+        cwd=ROOT,
+        env=env(devices),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_python(code: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

@@ -1,0 +1,175 @@
+"""The training loop: schedule, masks, resume after SIGKILL, SIGTERM, divergence."""
+
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from binflax import models, train
+from binflax.checkpointing import Checkpoints
+from binflax.plan import Plan
+from configs import quickstart
+from tests import runner
+
+
+def small_config(**overrides):
+    config = quickstart.get_config()
+    config.mode = "train"
+    config.plan = "fbin"
+    config.batch_size = 32
+    config.eval_batch_size = 40
+    config.num_train_steps = 30
+    config.log_every_steps = 5
+    config.checkpoint_every_steps = 5
+    config.eval_every_epochs = 1000  # evaluate at the end only
+    config.update(overrides)
+    return config
+
+
+def test_learning_rate_halves_on_interval_down_to_floor():
+    config = small_config(learning_rate=2e-3, lr_decay_epochs=2, lr_decay_factor=0.5, lr_floor=3e-4)
+    schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+    for step in (0, 5, 19, 20, 39, 40, 60, 500):
+        expected = max(2e-3 * 0.5 ** (step // 20), 3e-4)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+
+
+def test_binary_kernel_mask_marks_exactly_the_binary_weight_kernels():
+    model = models.create("resnet18", plan="fbin", num_classes=10)
+    params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"]
+    mask = train.binary_kernel_mask(params, model.plan)
+    marked = {
+        "/".join(p.key for p in path[:-1])
+        for path, leaf in jax.tree_util.tree_leaves_with_path(mask)
+        if leaf
+    }
+    expected = {layer.name for layer in model.plan if layer.weight == "binary"}
+    assert marked == expected
+    assert "conv1" not in marked and "fc" not in marked and "layer4_1/conv2" in marked
+
+
+def test_transfer_matching_copies_same_shaped_leaves_only():
+    target = {"a": {"kernel": np.zeros((2, 3))}, "b": {"scale": np.zeros(4)}}
+    source = {"a": {"kernel": np.ones((2, 3))}, "b": {"scale": np.ones(5)}}
+    out = train.transfer_matching(target, source)
+    np.testing.assert_array_equal(out["a"]["kernel"], np.ones((2, 3)))
+    np.testing.assert_array_equal(out["b"]["scale"], np.zeros(4))
+
+
+def test_hybrid_from_fbin_keeps_the_batch_norms_that_moved():
+    """A layer whose input turns float has its BN after the conv: a different shape."""
+    config = small_config()
+    fbin = train.build_model(config, 10, "fbin")
+    names = models.layer_names(fbin)
+    hybrid = train.build_model(config, 10, Plan.hybrid(names, ["conv2"]))
+    x = np.zeros((1, 16, 16, 1), np.float32)
+    v_fbin = fbin.init(jax.random.key(1), x)
+    v_hyb = hybrid.init(jax.random.key(2), x)
+    moved = train.transfer_matching(v_hyb["params"], v_fbin["params"])
+    np.testing.assert_array_equal(moved["conv3"]["kernel"], v_fbin["params"]["conv3"]["kernel"])
+    # conv2's BN normalizes 48 input channels in fbin, 64 output channels in the hybrid.
+    assert moved["conv2"]["bn"]["scale"].shape == (64,)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_step = train._jit_train_step
+
+    def poisoned(state, batch, key):
+        step = int(state.step)
+        state, metrics = real_step(state, batch, key)
+        if step >= 12:
+            metrics = dict(metrics, loss=metrics["loss"] * np.nan)
+        return state, metrics
+
+    monkeypatch.setattr(train, "_jit_train_step", poisoned)
+    with pytest.raises(train.TrainingDiverged, match="last good checkpoint is step 10"):
+        train.train_and_evaluate(small_config(), str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
+    assert checkpoints.latest_step == 10
+    checkpoints.close()
+
+
+def _latest_params(workdir):
+    step_dir = os.path.join(workdir, "checkpoints", str(Checkpoints(workdir).latest_step))
+    restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "default"))
+    return restored["params"], restored["step"]
+
+
+TRAIN_ARGS = (
+    "--config=configs/quickstart.py",
+    "--mode=train",
+    "--config.plan=fbin",
+    "--config.batch_size=32",
+    "--config.eval_batch_size=40",
+    "--config.num_train_steps=40",
+    "--config.checkpoint_every_steps=5",
+    "--config.log_every_steps=5",
+    "--config.eval_every_epochs=1000",
+)
+
+
+def _wait_for(predicate, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, "the run ended before the expected point"
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _checkpoint_steps(workdir):
+    path = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(path):
+        return []
+    return [int(d) for d in os.listdir(path) if d.isdigit()]
+
+
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    first = runner.run_main(*TRAIN_ARGS, f"--workdir={whole}")
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    proc = runner.start_main(*TRAIN_ARGS, f"--workdir={killed}")
+    _wait_for(lambda: any(s >= 10 for s in _checkpoint_steps(killed)), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = max(_checkpoint_steps(killed))
+    assert interrupted_at < 40
+
+    again = runner.run_main(*TRAIN_ARGS, f"--workdir={killed}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from step {interrupted_at}" in again.stdout
+    params_whole, step_whole = _latest_params(whole)
+    params_killed, step_killed = _latest_params(killed)
+    assert int(step_whole) == int(step_killed) == 40
+    for a, b in zip(jax.tree.leaves(params_whole), jax.tree.leaves(params_killed)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    whole_metrics = json.loads(open(os.path.join(whole, "metrics.json")).read())
+    killed_metrics = json.loads(open(os.path.join(killed, "metrics.json")).read())
+    assert whole_metrics["top1"] == killed_metrics["top1"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    workdir = str(tmp_path / "run")
+    log = str(tmp_path / "log.txt")
+    args = [a for a in TRAIN_ARGS if "num_train_steps" not in a and "checkpoint_every" not in a]
+    proc = runner.start_main(
+        *args,
+        "--config.num_train_steps=100000",
+        "--config.checkpoint_every_steps=100000",
+        f"--workdir={workdir}",
+        log_path=log,
+    )
+    _wait_for(lambda: "step 5/100000" in open(log).read(), proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    output = open(log).read()
+    assert "SIGTERM at step" in output and "run the same command again" in output
+    assert "Traceback" not in output
+    assert _checkpoint_steps(workdir), "no checkpoint was left behind"
