@@ -191,6 +191,19 @@ def test_frontier_is_monotone_and_equals_brute_force(seed):
         assert sum(errors[n] for n in exact) == pytest.approx(v, abs=1e-12)
 
 
+def test_frontier_grows_its_buffer_and_says_when_it_is_too_large(monkeypatch):
+    # Powers of two: every one of the 2^8 subsets is Pareto-optimal (value ~ cost).
+    names = [f"l{i}" for i in range(8)]
+    errors = {n: 2.0**i for i, n in enumerate(names)}
+    macs = {n: 1000 * 2**i for i, n in enumerate(names)}
+    frontier = select.pareto_frontier(errors, macs, fixed_macs=1e6)
+    assert len(frontier) == 256 > solvers.FRONTIER_START
+    assert [p.error_left for p in frontier] == [255.0 - k for k in range(256)]
+    monkeypatch.setattr(solvers, "FRONTIER_MAX", solvers.FRONTIER_START)
+    with pytest.raises(RuntimeError, match="exceeds 64 points"):
+        select.solve(errors, macs, fixed_macs=1e6, budget=10.0, method="exact")
+
+
 def test_frontier_max_budget_keeps_the_cheap_end(sketch):
     macs, fixed, _ = sketch
     full = select.pareto_frontier(SKETCH_ERRORS, macs, fixed_macs=fixed)
@@ -259,6 +272,7 @@ def test_score_is_pluggable(sketch):
         (dict(score=lambda e, m, t: e / 0.0 - e / 0.0), "not finite"),
         (dict(method="exact", num_float=2), "num_float"),
         (dict(num_float=-1), "num_float"),
+        (dict(num_float=1.5), "num_float"),
         (dict(speedup=0.5), "speedup"),
     ],
 )

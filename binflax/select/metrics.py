@@ -15,13 +15,9 @@ Metrics (over every valid sample and element of ``x``; ``sign(0) = +1``):
   scale-free noise-to-signal ratio (0 when every ``|x| = 1``);
 - ``one_minus_x2``: ``mean(|1 - clip(x, -1, 1)^2|)``.
 
-    >>> from binflax import models
-    >>> import jax, jax.numpy as jnp
-    >>> model = models.create("quicknet", plan="fbin")
-    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-    >>> m = measure(model, variables, [jnp.ones((4, 32, 32, 1))])
-    >>> sorted(m.errors)
-    ['conv2', 'conv3', 'conv4', 'conv5', 'conv6']
+    model = models.create("resnet18", plan="fbin", num_classes=250)
+    m = measure(model, {"params": ..., "batch_stats": ...}, holdout_batches)
+    m.errors   # {"layer1_0/conv1": 0.71, ...}, m.macs, m.fixed_macs, m.metrics["relative"]
 
 Batches are arrays ``(B, H, W, C)`` or dicts with ``"image"`` and an optional bool
 ``"mask"`` (padded evaluation batches: masked examples do not count); multi-crop images

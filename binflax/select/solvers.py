@@ -161,7 +161,7 @@ def solve(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
     if num_float is not None and (
-        isinstance(num_float, bool) or int(num_float) != num_float or num_float < 0
+        isinstance(num_float, bool) or not isinstance(num_float, int | np.integer) or num_float < 0
     ):
         raise ValueError(f"num_float must be an integer >= 0, got {num_float!r}")
     capacity = prob.capacity(budget)
@@ -278,7 +278,7 @@ def _ranked_kernel(errors, macs, costs, total_macs, capacity, limit, *, score_fn
 
 
 def _exact(prob: Problem, capacity: float) -> np.ndarray:
-    cost, value, member = _frontier_arrays(prob, capacity)
+    *_, member = _frontier_arrays(prob, capacity)
     # Points are sorted by cost with strictly increasing value: the last is the optimum.
     return member[-1]
 
