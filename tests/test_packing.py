@@ -40,7 +40,7 @@ def test_first_channel_is_lowest_bit():
 def np_accumulators(x, w, strides, pads):
     """Direct sum over taps inside the image, and K - 2 * popcount(xor) per output pixel."""
     n, h, wd, c = x.shape
-    o, kh, kw, _ = w.shape
+    kh, kw, _, o = w.shape
     (top, bottom), (left, right) = pads
     out_h = (h + top + bottom - kh) // strides[0] + 1
     out_w = (wd + left + right - kw) // strides[1] + 1
@@ -65,7 +65,7 @@ def np_accumulators(x, w, strides, pads):
                     if taps
                     else np.zeros((0, c))
                 )
-                ws = np.stack([w[:, di, dj] for di, dj in taps], 1) if taps else np.zeros((o, 0, c))
+                ws = np.stack([w[di, dj].T for di, dj in taps], 1) if taps else np.zeros((o, 0, c))
                 direct[b, i, j] = np.einsum("tc,otc->o", xs, ws)
                 k = len(taps) * c
                 xor = np_pack(xs)[None] ^ np_pack(ws)
@@ -82,21 +82,25 @@ def random_case(rng):
     h, w = rng.integers(max(kh, kw), 9, size=2)
     c = int(rng.choice([1, 5, 32, 33, 70]))
     x = np.where(rng.random((int(rng.integers(1, 3)), h, w, c)) < 0.5, -1, 1).astype(np.int8)
-    kernel = np.where(rng.random((int(rng.integers(1, 6)), kh, kw, c)) < 0.5, -1, 1).astype(np.int8)
+    kernel = np.where(rng.random((kh, kw, c, int(rng.integers(1, 6)))) < 0.5, -1, 1).astype(np.int8)
     return x, kernel, strides, padding
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_integer_accumulators_equal_k_minus_twice_popcount(seed):
     x, kernel, strides, padding = random_case(np.random.default_rng(seed))
-    pads = packing.explicit_padding(x.shape[1:3], kernel.shape[1:3], strides, padding)
+    pads = packing.explicit_padding(x.shape[1:3], kernel.shape[:2], strides, padding)
     direct, popcount_ref = np_accumulators(x, kernel, strides, pads)
     np.testing.assert_array_equal(direct, popcount_ref)
 
     int8 = jax.jit(packing.conv_int8, static_argnums=(2, 3))(x, kernel, strides, padding)
     dot = jax.jit(packing.conv_int8_dot, static_argnums=(2, 3))(x, kernel, strides, padding)
     pop = jax.jit(packing.conv_popcount, static_argnums=(2, 3, 4))(
-        packing.pack_signs(x), packing.pack_signs(kernel), x.shape[-1], strides, padding
+        packing.pack_signs(x),
+        packing.pack_signs(kernel.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+        x.shape[-1],
+        strides,
+        padding,
     )
     for result in (int8, dot, pop):
         assert result.dtype == np.int32
@@ -105,6 +109,6 @@ def test_integer_accumulators_equal_k_minus_twice_popcount(seed):
 
 def test_popcount_rejects_mismatched_words():
     x = packing.pack_signs(np.ones((1, 3, 3, 64), np.int8))
-    kernel = packing.pack_signs(np.ones((2, 1, 1, 32), np.int8))
+    kernel = packing.pack_signs(np.ones((1, 1, 2, 32), np.int8)).transpose(0, 1, 3, 2)
     with pytest.raises(ValueError, match="packed words"):
         packing.conv_popcount(x, kernel, 64, (1, 1), "VALID")

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from binflax import quantizers
 from binflax.export.format import ExportError
 from binflax.models import LayerInfo
 from binflax.packing import pack_signs
@@ -98,7 +97,9 @@ def fold_layer(
     ohwi = kernel.transpose(3, 0, 1, 2)
     if info.precision.binary_weight:
         out["kernel_bits"] = np.asarray(pack_signs(ohwi))
-        scale = np.asarray(quantizers.weight_scale(kernel), np.float64)
+        # alpha = mean |W| per output channel (quantizers.weight_scale), in NumPy so
+        # that exporting compiles nothing.
+        scale = np.mean(np.abs(kernel, dtype=np.float64), axis=(0, 1, 2))
         out["scale"] = (scale if post_norm is None else scale * post_norm[0]).astype(np.float32)
     else:
         folded = ohwi if post_norm is None else ohwi * post_norm[0][:, None, None, None]

@@ -68,7 +68,7 @@ def write_archive(
         "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()},
     }
     header["sha256"] = digest(header, arrays)
-    header_bytes = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
+    header_bytes = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".npz")

@@ -49,9 +49,35 @@ def integer_forward(
     Equals ``model.apply(variables, images, train=False)`` of the fake-quantized model
     up to float rounding (tests/test_export.py).
     """
+    return _forward(exported.model, arithmetic, prepare(exported, arithmetic), jnp.asarray(images))
+
+
+def prepare(exported: ExportedModel, arithmetic: str) -> dict[str, dict[str, jax.Array]]:
+    """The per-layer arrays the forward pass takes, on the device, cached on ``exported``.
+
+    What a deployment does once when it loads the model: kernels go from the file's OHWI
+    to HWIO, the layout XLA's convolutions take, and for the int8 arithmetics every
+    ``kernel_bits`` is unpacked to ``kernel_signs`` (int8 +-1); ``"popcount"`` keeps the
+    bits of its XNOR layers.
+    """
     if arithmetic not in ARITHMETICS:
         raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
-    return _forward(exported.model, arithmetic, exported.layer_arrays(), jnp.asarray(images))
+    if arithmetic not in exported.cache:
+        prepared, stored = {}, exported.layer_arrays()
+        for meta in exported.layers:
+            arrays = dict(stored[meta["name"]])
+            xnor = meta["input"] == "binary" and meta["weight"] == "binary"
+            if "kernel_bits" in arrays and not (xnor and arithmetic == "popcount"):
+                in_features = meta["kernel_shape"][2]
+                arrays["kernel_signs"] = packing.unpack_signs(
+                    arrays.pop("kernel_bits"), in_features
+                )
+            for field in ("kernel", "kernel_bits", "kernel_signs"):
+                if field in arrays:
+                    arrays[field] = arrays[field].transpose(1, 2, 3, 0)
+            prepared[meta["name"]] = jax.device_put(arrays)
+        exported.cache[arithmetic] = prepared
+    return exported.cache[arithmetic]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -77,15 +103,14 @@ def _forward(
 def layer_forward(
     module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array, arithmetic: str = "int8"
 ) -> jax.Array:
-    """One unit's output from its exported fields (see binflax.export.fold)."""
+    """One unit's output from its arrays as :func:`prepare` gives them."""
     in_features = x.shape[-1]
     _check_kernel(module, arrays, in_features)
     binary_weight = module.precision.binary_weight
     if module.precision.binary_input:
         signs = binarize(x, arrays)
         if binary_weight:
-            acc = integer_conv(signs, arrays["kernel_bits"], in_features, module, arithmetic)
-            y = acc.astype(x.dtype)
+            y = integer_conv(signs, arrays, in_features, module, arithmetic).astype(x.dtype)
         else:
             y = _float_conv(signs.astype(x.dtype), arrays["kernel"], module)
         if module.scale_inputs:
@@ -94,12 +119,7 @@ def layer_forward(
                 normed, module.kernel_size, module.strides, module.padding
             )
     else:
-        kernel = (
-            packing.unpack_signs(arrays["kernel_bits"], in_features, x.dtype)
-            if binary_weight
-            else arrays["kernel"]
-        )
-        y = _float_conv(x, kernel, module)
+        y = _float_conv(x, arrays["kernel_signs" if binary_weight else "kernel"], module)
     if "scale" in arrays:
         y = y * arrays["scale"]
     if "bias" in arrays:
@@ -117,23 +137,20 @@ def binarize(x: jax.Array, arrays: Mapping[str, jax.Array]) -> jax.Array:
 
 def integer_conv(
     signs: jax.Array,
-    kernel_bits: jax.Array,
+    arrays: Mapping[str, jax.Array],
     in_features: int,
     module: HBNConv,
     arithmetic: str,
 ) -> jax.Array:
-    """The unit's int32 accumulator from int8 +-1 inputs and the packed kernel."""
+    """The unit's int32 accumulator from int8 +-1 inputs and its +-1 kernel."""
+    pads = _pads(module, signs)
     if arithmetic == "popcount":
+        words = packing.pack_signs(signs)
         return packing.conv_popcount(
-            packing.pack_signs(signs),
-            kernel_bits,
-            in_features,
-            module.strides,
-            _pads(module, signs),
+            words, arrays["kernel_bits"], in_features, module.strides, pads
         )
-    kernel = packing.unpack_signs(kernel_bits, in_features, jnp.int8)
     conv = packing.conv_int8 if arithmetic == "int8" else packing.conv_int8_dot
-    return conv(signs, kernel, module.strides, _pads(module, signs))
+    return conv(signs, arrays["kernel_signs"], module.strides, pads)
 
 
 def _float_conv(x: jax.Array, kernel: jax.Array, module: HBNConv) -> jax.Array:
@@ -155,20 +172,20 @@ def _pads(module: HBNConv, x: jax.Array) -> tuple[tuple[int, int], ...]:
 def _check_kernel(module: HBNConv, arrays: Mapping[str, jax.Array], in_features: int) -> None:
     name = "/".join(module.scope.path)
     kh, kw = module.kernel_size
-    if module.precision.binary_weight:
-        field, expected = (
-            "kernel_bits",
-            (module.features, kh, kw, packing.packed_words(in_features)),
-        )
+    if not module.precision.binary_weight:
+        field, depth = "kernel", in_features
+    elif "kernel_bits" in arrays:
+        field, depth = "kernel_bits", packing.packed_words(in_features)
     else:
-        field, expected = "kernel", (module.features, kh, kw, in_features)
+        field, depth = "kernel_signs", in_features
     if field not in arrays:
         raise ExportError(
             f"layer {name!r}: the plan says {module.precision.weight} weights but the export "
             f"has no {field!r}"
         )
+    expected = (kh, kw, depth, module.features)
     if tuple(arrays[field].shape) != expected:
         raise ExportError(
-            f"layer {name!r}: exported {field} has shape {tuple(arrays[field].shape)}, this "
+            f"layer {name!r}: {field} has shape {tuple(arrays[field].shape)} (HWIO), this "
             f"input ({in_features} channels) needs {expected}"
         )

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from binflax import cost, models
+from binflax import cost, models, packing
 from binflax.export.fold import fold_variables, subtree
 from binflax.export.format import ExportError, read_archive, write_archive
 from binflax.plan import Plan, PlanError
@@ -39,6 +39,9 @@ class ExportedModel:
     arrays: dict[str, np.ndarray]
     model: models.BinaryNet
     path: str | None = None
+    # Arrays derived for one arithmetic (binflax.export.inference.prepare), kept so that
+    # repeated forwards neither unpack nor re-transfer them.
+    cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def plan(self) -> Plan:
@@ -73,7 +76,9 @@ def export_model(
     Returns a report: ``path``, ``file_bytes`` (measured), ``float32_bytes`` (the same
     variables serialized as a float32 Flax msgpack checkpoint, measured),
     ``predicted_bytes`` (``binflax.cost``'s memory model), ``payload_bytes`` (the arrays
-    alone) and per-layer ``layers`` with exported and predicted bytes.
+    alone; the rest is the header and ~300 bytes of zip and npy headers per array),
+    ``channel_padding_bytes`` (the part of the packed kernels that pads input channels
+    to a multiple of 32) and per-layer ``layers`` with exported and predicted bytes.
     """
     model_name, fields = _model_spec(model)
     input_shape, layers = _trace(model, variables, input_shape)
@@ -107,6 +112,7 @@ def export_model(
         "plan": model.plan.name,
         "file_bytes": file_bytes,
         "payload_bytes": sum(layer_bytes.values()),
+        "channel_padding_bytes": sum(_padding_bytes(info) for info in layers),
         "predicted_bytes": cost.totals(tuple(costs.values()))["memory_bytes"],
         "float32_bytes": float32_checkpoint_bytes(variables),
         "layers": [
@@ -192,6 +198,13 @@ def memory_report(
     report["compression"] = report["float32_bytes"] / report["file_bytes"]
     report["prediction_error"] = report["file_bytes"] / report["predicted_bytes"] - 1.0
     return report
+
+
+def _padding_bytes(info: models.LayerInfo) -> int:
+    if not info.precision.binary_weight:
+        return 0
+    kh, kw, cin, cout = info.kernel_shape
+    return (packing.packed_words(cin) * packing.BITS - cin) * kh * kw * cout // 8
 
 
 def _model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
