@@ -102,11 +102,11 @@ def test_resnet18_macs_and_params():
 
 
 @pytest.mark.parametrize("name", ["alexnet", "resnet18", "sketchanet", "squeezenet"])
-@pytest.mark.parametrize("plan", ["float", "fbin"])
-def test_params_equal_the_initialised_parameter_count(name, plan):
+def test_params_equal_the_initialised_parameter_count(name):
     """The cost model's parameter count equals the number of trainable parameters the model
-    creates (batch norm's scale and bias: 2 per channel of the side it normalises)."""
-    model = models.create(name, plan=plan)
+    creates (batch norm's scale and bias: 2 per channel of the side it normalises; fbin
+    has both sides)."""
+    model = models.create(name, plan="fbin")
     x = jax.ShapeDtypeStruct((1, *model.default_input_shape), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
@@ -213,7 +213,7 @@ def test_summary_format():
     assert json.loads(json.dumps(data)) == data  # summary.json is plain JSON
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", ["resnet18", "quicknet"])
 def test_format_summary_lists_every_layer(name):
     model = models.create(name, plan="fbin")
     text = cost.format_summary(cost.summary(model))

@@ -2,8 +2,9 @@
 
 Expected layer lists and spatial sizes are written out by hand from HBN-METHOD.md
 section 4 and torchvision's layouts. Most checks run on shapes alone (``jax.eval_shape``);
-real gradients are compiled once per model (plus every plan of the small quickstart
-net), since XLA compile time, not compute, dominates on a CPU.
+a real gradient is compiled once per model, under a hybrid plan, since XLA compile time
+(not compute) dominates on a CPU. Variables come from NumPy, not from the initializers,
+whose random-number code takes seconds to compile for every distinct shape.
 """
 
 import flax.linen as nn
@@ -128,9 +129,9 @@ def kernel_paths(params):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
 def test_layer_names_are_stable_readable_paths(name):
-    model = models.create(name)
+    model = models.create(name, plan="fbin")
+    assert model.plan.names == EXPECTED_NAMES[name]
     assert models.layer_names(model) == EXPECTED_NAMES[name]
-    assert models.create(name, plan="fbin").plan.names == EXPECTED_NAMES[name]
 
 
 def test_resnet18_name_examples():
@@ -227,11 +228,18 @@ def assert_useful_gradients(grads):
             assert np.abs(np.asarray(g)).max() > 0, f"no gradient reaches {path}"
 
 
+# A real gradient costs one XLA compile (seconds on a CPU). AlexNet's layer kinds (a conv
+# chain with pools, a "fully-connected" conv over the last map, 1x1 convs, dropout) are
+# Sketch-A-Net's, which runs for real, so AlexNet's gradients are only traced.
+COMPILED = ("quicknet", "sketchanet", "resnet18", "squeezenet")
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
 def test_backward_pass_traces_for_every_plan(name):
-    """Every plan's loss and gradient trace with consistent shapes (``jax.eval_shape``)."""
+    """Every plan's loss and gradient trace with consistent shapes (``jax.eval_shape``);
+    the hybrid's gradient is also compiled and run below (AlexNet's is not)."""
     x = images(name)
-    for plan in PLANS:
+    for plan in PLANS if name not in COMPILED else PLANS[:-1]:
         model = build(name, plan, dropout_rate=0.0)
         v = variable_shapes(model, x)
         loss, grads = jax.eval_shape(jax.value_and_grad(loss_fn(model, x)), *v.values())
@@ -241,7 +249,7 @@ def test_backward_pass_traces_for_every_plan(name):
         )
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+@pytest.mark.parametrize("name", COMPILED)
 def test_hybrid_gradient_is_finite_and_reaches_every_kernel(name):
     """One compiled gradient per model, under a hybrid plan: float/float, float-input/
     binary-weight and XNOR units are all present, and each unit picks its code path from
