@@ -132,6 +132,12 @@ def test_layer_names_are_stable_readable_paths(name):
     model = models.create(name, plan="fbin")
     assert model.plan.names == EXPECTED_NAMES[name]
     assert models.layer_names(model) == EXPECTED_NAMES[name]
+    # the first layer is float throughout; the classifier's weights follow the flag
+    first, classifier = model.plan.layers[0], model.plan.layers[-1]
+    assert (first.input, first.weight, classifier.input) == ("float", "float", "float")
+    assert classifier.weight == "float"
+    last = models.create(name, plan="fbin", binarize_last_weights=True).plan.layers[-1]
+    assert (last.input, last.weight) == ("float", "binary")
 
 
 def test_resnet18_name_examples():
