@@ -123,9 +123,15 @@ def init_state(
     image_shape: tuple[int, int, int],
     steps_per_epoch: int,
 ) -> TrainState:
-    variables = jax.jit(model.init, static_argnames="train")(
-        jax.random.key(config.seed), jnp.zeros((1, *image_shape), jnp.float32), train=False
+    key, dummy = jax.random.key(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
+    # init runs once: compiling its random-number code without XLA's optimisation passes
+    # is ~3x faster on a CPU and gives the same values.
+    init = (
+        jax.jit(model.init, static_argnames="train")
+        .lower(key, dummy, train=False)
+        .compile(compiler_options={"xla_backend_optimization_level": 0})
     )
+    variables = init(key, dummy)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],

@@ -1,0 +1,121 @@
+"""The command line's modes and its handling of user errors (in-process via binflax.cli)."""
+
+import importlib
+import json
+import os
+
+import pytest
+
+from binflax import cli
+from configs import quickstart
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+EXPERIMENTS = sorted(
+    name[:-3]
+    for name in os.listdir(CONFIG_DIR)
+    if name.endswith(".py") and name[:-3] not in ("default", "sketch_common", "imagenet_common")
+)
+
+
+def test_the_paper_configs_are_all_there():
+    for name in (
+        "alexnet",
+        "resnet18",
+        "sketchanet_tuberlin",
+        "resnet18_tuberlin",
+        "squeezenet_tuberlin",
+        "sketchanet_sketchy",
+        "resnet18_sketchy",
+        "quickstart",
+    ):
+        assert name in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_config_runs_summary_without_data(name, tmp_path, capsys):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.data_dir = str(tmp_path / "no_data")
+    config.manual_dir = str(tmp_path / "no_manual")
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["layers"][0]["input"] == "float"
+    assert set(summary["layers"][0]) >= {
+        "name", "macs", "params", "input", "weight", "eq_flops", "memory_bytes"
+    }
+    assert summary["total"]["macs"] == sum(layer["macs"] for layer in summary["layers"])
+    assert summary["layers"][-1]["name"] in capsys.readouterr().out
+
+
+def test_runlocal_shrinks_any_config():
+    config = importlib.import_module("configs.alexnet").get_config("runlocal")
+    assert config.num_train_steps == 4 and config.batch_size == 8
+    with pytest.raises(ValueError, match="runlocal"):
+        importlib.import_module("configs.alexnet").get_config("fast")
+
+
+def test_missing_dataset_in_train_mode_says_where_to_put_it(tmp_path, capsys):
+    config = importlib.import_module("configs.sketchanet_tuberlin").get_config("runlocal")
+    config.data_dir = str(tmp_path / "tfds")
+    config.manual_dir = str(tmp_path / "downloads")
+    assert cli.run(config, mode="train", workdir=str(tmp_path / "run")) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("binflax: ") and "downloads" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("hbn.method", "fastest"), ("model", "vgg16"), ("plan", "half"), ("batch_size", 0)],
+)
+def test_a_bad_config_value_names_its_field(field, value, tmp_path, capsys):
+    config = quickstart.get_config()
+    parent = config
+    *path, leaf = field.split(".")
+    for part in path:
+        parent = parent[part]
+    parent[leaf] = value
+    assert cli.run(config, mode="train", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    assert f"config.{field}" in capsys.readouterr().err
+
+
+def test_a_plan_naming_an_unknown_layer_is_refused_by_name(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    layers = {n: {"input": "float", "weight": "float"} for n in ("conv1", "conv9", "fc")}
+    plan.write_text(json.dumps({"format": "binflax.plan", "version": 1, "layers": layers}))
+    config = quickstart.get_config()
+    config.plan = str(plan)
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    assert "conv9" in capsys.readouterr().err
+
+
+def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, capsys):
+    config = quickstart.get_config()
+    config.num_train_steps = 12
+    config.batch_size = 32
+    config.eval_batch_size = 40
+    config.log_every_steps = 6
+    config.checkpoint_every_steps = 6
+    config.hbn.baselines = ("float",)
+    config.hbn.measure_batches = 2
+    workdir = str(tmp_path)
+    assert cli.run(config, mode="hbn", workdir=workdir) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["variants"]) == {"float", "hybrid", "fbin"}
+    for entry in results["variants"].values():
+        assert set(entry) >= {"top1", "top5", "eq_flops", "macs", "memory_bytes", "plan"}
+        assert 0.0 <= entry["top1"] <= 100.0
+        assert isinstance(entry["memory_bytes"], int)
+    variants = results["variants"]
+    assert variants["fbin"]["eq_flops"] <= variants["hybrid"]["eq_flops"]
+    assert variants["hybrid"]["eq_flops"] <= 1.5 * variants["fbin"]["eq_flops"]
+    assert variants["float"]["eq_flops"] == variants["float"]["macs"]
+    for name in ("select.json", "plan.json", "scores.png", "frontier.png", "results.md"):
+        assert (tmp_path / name).exists(), name
+    assert "| hybrid |" in (tmp_path / "results.md").read_text()
+
+    capsys.readouterr()
+    assert cli.run(config, mode="hbn", workdir=workdir) == 0
+    out = capsys.readouterr().out
+    assert "resuming from step 12" in out and "step 6/12" not in out
+    again = json.loads((tmp_path / "results.json").read_text())["variants"]
+    for name, entry in variants.items():
+        assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
