@@ -1,6 +1,7 @@
 """Is the exact integer path of a binary layer faster than the float32 conv it replaces?
 
     python benchmarks/binary_layers.py [--batch 1 --repeats 7 --models alexnet resnet18]
+    python benchmarks/binary_layers.py --markdown   # the table docs/export.md shows
 
 For every binary-input layer of AlexNet and ResNet-18 under the fbin plan, at their real
 shapes (224x224 inputs; ResNet-18's layers of equal shape are timed once and counted),
@@ -167,11 +168,35 @@ def cpu_model() -> str:
     return f"{names[0] if names else platform.processor()} ({' '.join(simd)})"
 
 
+def markdown(result: dict) -> str:
+    keys = list(result["layers"][0]["speedup_vs_float32"])
+    lines = [
+        "| layer | x | MACs (M) | float32 ms | "
+        + " | ".join(f"{k} ms (speedup)" for k in keys)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(keys),
+    ]
+    for r in result["layers"]:
+        cells = [f"{r['ms'][k]:.2f} ({r['speedup_vs_float32'][k]:.2f}x)" for k in keys]
+        lines.append(
+            f"| {r['model']} {r['name']} | {len(r['same_shape'])} | {r['macs'] / 1e6:.0f} | "
+            f"{r['ms']['float32']:.2f} | " + " | ".join(cells) + " |"
+        )
+    for label, means in result["geomean_speedup_vs_float32"].items():
+        lines.append(
+            f"| geometric mean, {label} | | | | "
+            + " | ".join(f"{means[k]:.2f}x" for k in keys)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -197,7 +222,7 @@ def main() -> None:
             f"all_layers (n={len(rows)})": geometric_means(rows),
         },
     }
-    print(json.dumps(result, indent=1))
+    print(markdown(result) if args.markdown else json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

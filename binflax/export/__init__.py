@@ -13,7 +13,7 @@ arithmetic, giving the fake-quantized float model's logits.
     >>> variables = export.zero_variables(model)
     >>> report = export.export_model(model, variables, "/tmp/quicknet.npz")
     >>> exported = export.load("/tmp/quicknet.npz")
-    >>> export.integer_forward(exported, jnp.zeros((1, 32, 32, 1))).shape
+    >>> export.integer_forward(exported, jnp.zeros((1, *model.default_input_shape))).shape
     (1, 10)
 
 Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.fold` (BN

@@ -136,12 +136,12 @@ def load(path: str | os.PathLike) -> ExportedModel:
         model = models.create(header["model"], plan=plan, **fields)
         input_shape = tuple(header["input_shape"])
         traced = models.trace_layers(model, input_shape)
+        found = [(m["name"], m["input"], m["weight"], m["kernel_shape"]) for m in header["layers"]]
     except (KeyError, TypeError, ValueError, PlanError) as e:
-        raise ExportError(f"{path}: cannot rebuild the exported model: {e}") from None
+        raise ExportError(f"{path}: cannot rebuild the exported model: {e!r}") from None
     expected = [
         (i.name, i.precision.input, i.precision.weight, list(i.kernel_shape)) for i in traced
     ]
-    found = [(m["name"], m["input"], m["weight"], m["kernel_shape"]) for m in header["layers"]]
     if expected != found:
         diff = next(
             (e, f) for e, f in zip(expected + [None], found + [None], strict=False) if e != f
