@@ -69,9 +69,7 @@ class HBNConv(nn.Module):
             (*self.kernel_size, in_features, self.features),
         )
         if self.precision.binary_weight:
-            return quantizers.binarize_weights(
-                kernel, stop_alpha_gradient=self.stop_alpha_gradient
-            )
+            return quantizers.binarize_weights(kernel, stop_alpha_gradient=self.stop_alpha_gradient)
         return kernel
 
     def _conv(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
