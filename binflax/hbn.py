@@ -24,8 +24,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from binflax import cost, data, parallel, plots, select, train
+from binflax import cost, data, export, parallel, plots, select, train
 from binflax.plan import Plan
 
 RESULTS_VERSION = 1
@@ -162,15 +163,28 @@ def format_results(results: dict) -> str:
 
 
 def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """The cost table of the config's model and plan, from shapes only (no data needed)."""
+    """The cost table of the config's model and plan, from shapes only (no data needed).
+
+    ``summary.json`` also holds the *measured* memory: the size of the bit-packed export
+    file (``binflax.export``) against the float32 checkpoint, written from zero weights.
+    """
     num_classes, image_shape = summary_shapes(config)
     model = train.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
+    measured = export.memory_report(model, input_shape=image_shape)
+    summary["export"] = {
+        key: measured[key]
+        for key in ("file_bytes", "float32_bytes", "predicted_bytes", "compression")
+    }
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     train.log(cost.format_summary(summary))
+    train.log(
+        f"exported file {measured['file_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
+        f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x smaller)"
+    )
     return summary
 
 
@@ -188,6 +202,56 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     train.log(f"[eval] {type(model).__name__} plan={model.plan.name}: {_fmt(metrics)}")
     return metrics
+
+
+def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Exports the best checkpoint of every trained variant in ``workdir`` and checks it.
+
+    ``workdir`` is a ``train`` run (exported with ``config.plan``) or an ``hbn`` run (each
+    of fbin, hybrid, float, wbin found there, the hybrid with its ``plan.json``). Each
+    goes to ``model.npz`` beside its checkpoints; the file is loaded back and its integer
+    forward compared with the float model's on one test batch.
+    """
+    runs = [(workdir, config.plan)]
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        plans = {
+            "fbin": "fbin",
+            "hybrid": os.path.join(workdir, "plan.json"),
+            "float": "float",
+            "wbin": "wbin",
+        }
+        runs = [
+            (os.path.join(workdir, name), plan)
+            for name, plan in plans.items()
+            if os.path.isdir(os.path.join(workdir, name, "checkpoints"))
+        ]
+    if not runs:
+        raise FileNotFoundError(f"no trained checkpoints under {workdir}; train first")
+    _, image_shape = summary_shapes(config)
+    batch = next(iter(train.eval_batches(config, "test")))
+    reports = []
+    for run_dir, plan in runs:
+        model, state = train.restore_state(config, run_dir, plan=plan)
+        variables = {
+            "params": parallel.fetch(state.params),
+            "batch_stats": parallel.fetch(state.batch_stats),
+        }
+        path = os.path.join(run_dir, "model.npz")
+        report = export.export_model(model, variables, path, input_shape=image_shape)
+        images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
+        exact = np.asarray(export.integer_forward(export.load(path), images))
+        fake_quant = np.asarray(model.apply(variables, images))
+        report["max_abs_logit_diff"] = float(np.max(np.abs(exact - fake_quant)))
+        report["top1_agreement"] = float(np.mean(exact.argmax(-1) == fake_quant.argmax(-1)))
+        train.log(
+            f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB "
+            f"(float32 {report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
+            f"model on {len(images)} images: max |logit diff| "
+            f"{report['max_abs_logit_diff']:.2e}, top-1 agreement "
+            f"{100 * report['top1_agreement']:.1f}%"
+        )
+        reports.append(report)
+    return reports
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

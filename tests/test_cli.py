@@ -119,3 +119,14 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     again = json.loads((tmp_path / "results.json").read_text())["variants"]
     for name, entry in variants.items():
         assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
+
+    # export and eval work on what hbn left behind
+    capsys.readouterr()
+    assert cli.run(config, mode="export", workdir=workdir) == 0
+    out = capsys.readouterr().out
+    for name in ("fbin", "hybrid", "float"):
+        assert (tmp_path / name / "model.npz").exists()
+    assert out.count("top-1 agreement 100.0%") == 3
+    config.plan = "fbin"
+    assert cli.run(config, mode="eval", workdir=str(tmp_path / "fbin")) == 0
+    assert f"top1 {variants['fbin']['top1']:.4g}" in capsys.readouterr().out
