@@ -23,6 +23,7 @@ flags.DEFINE_enum(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.DEFINE_bool("multihost", False, "Join a multi-host job, auto-detected (Cloud TPU, SLURM).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -42,6 +43,7 @@ def main(argv):
             coordinator_address=FLAGS.coordinator_address,
             num_processes=FLAGS.num_processes,
             process_id=FLAGS.process_id,
+            multihost=FLAGS.multihost,
         )
     )
 

@@ -28,6 +28,7 @@ def run(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    multihost: bool = False,
 ) -> int:
     """Runs ``mode`` (default ``config.mode``) and returns the process exit code."""
     from binflax import data, hbn, parallel, train
@@ -37,7 +38,7 @@ def run(
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
     try:
         config_check.validate(config)
-        if num_processes and num_processes > 1 or coordinator_address:
+        if multihost or coordinator_address or (num_processes or 1) > 1:
             parallel.initialize_distributed(coordinator_address, num_processes, process_id)
         if mode == "summary":
             hbn.run_summary(config, workdir)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
@@ -88,3 +89,24 @@ def check_class_count(
             f"{dataset}: found {len(classes)} class folders in {root}, expected {expected}; "
             "the extraction is incomplete or the folder is not the official one"
         )
+
+
+def sketch_dataset_info(builder, description: str, homepage: str, citation: str):
+    """The TFDS ``DatasetInfo`` both sketch builders share: a stored 256x256 grayscale
+    PNG, its class label (named by the class folders) and its file name."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(
+                    shape=(STORED_SIZE, STORED_SIZE, 1), encoding_format="png"
+                ),
+                "label": tfds.features.ClassLabel(),
+                "file_name": tfds.features.Text(),  # <class>/<file>.png
+            }
+        ),
+        supervised_keys=("image", "label"),
+        homepage=homepage,
+        citation=citation,
+    )

@@ -76,20 +76,9 @@ class Sketchy(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Sketchy database sketches, 125 classes, official test split.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(
-                        shape=(sketch_files.STORED_SIZE, sketch_files.STORED_SIZE, 1),
-                        encoding_format="png",
-                    ),
-                    "label": tfds.features.ClassLabel(),  # names: the class folders
-                    "file_name": tfds.features.Text(),  # <class>/<photo id>-<n>.png
-                }
-            ),
-            supervised_keys=("image", "label"),
+        return sketch_files.sketch_dataset_info(
+            self,
+            "Sketchy database sketches, 125 classes, official test split.",
             homepage=URL,
             citation=_CITATION,
         )

@@ -74,20 +74,9 @@ class TuBerlin(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="TU-Berlin hand-drawn sketches, 250 classes x 80, stored at 256x256.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(
-                        shape=(sketch_files.STORED_SIZE, sketch_files.STORED_SIZE, 1),
-                        encoding_format="png",
-                    ),
-                    "label": tfds.features.ClassLabel(),  # names: the class folders
-                    "file_name": tfds.features.Text(),  # <class>/<id>.png
-                }
-            ),
-            supervised_keys=("image", "label"),
+        return sketch_files.sketch_dataset_info(
+            self,
+            "TU-Berlin hand-drawn sketches, 250 classes x 80, stored at 256x256.",
             homepage=URL,
             citation=_CITATION,
         )
