@@ -40,6 +40,7 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
     return {
         "top1": result.metrics["top1"],
         "top5": result.metrics["top5"] if info.num_classes > 5 else None,
+        "test_loss": result.metrics["loss"],
         "eq_flops": total["eq_flops"],
         "macs": float(total["macs"]),
         "memory_bytes": int(round(total["memory_bytes"])),

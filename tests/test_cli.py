@@ -40,7 +40,13 @@ def test_every_config_runs_summary_without_data(name, tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["layers"][0]["input"] == "float"
     assert set(summary["layers"][0]) >= {
-        "name", "macs", "params", "input", "weight", "eq_flops", "memory_bytes"
+        "name",
+        "macs",
+        "params",
+        "input",
+        "weight",
+        "eq_flops",
+        "memory_bytes",
     }
     assert summary["total"]["macs"] == sum(layer["macs"] for layer in summary["layers"])
     assert summary["layers"][-1]["name"] in capsys.readouterr().out
@@ -120,7 +126,10 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     for name, entry in variants.items():
         assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
 
-    # export and eval work on what hbn left behind
+    # select, export and eval work on what hbn left behind
+    (tmp_path / "plan.json").unlink()
+    assert cli.run(config, mode="select", workdir=workdir) == 0
+    assert json.loads((tmp_path / "plan.json").read_text())["layers"]["conv1"]["input"] == "float"
     capsys.readouterr()
     assert cli.run(config, mode="export", workdir=workdir) == 0
     out = capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import time
 
@@ -148,10 +149,10 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     params_whole, step_whole = _latest_params(whole)
     params_killed, step_killed = _latest_params(killed)
     assert int(step_whole) == int(step_killed) == 40
-    for a, b in zip(jax.tree.leaves(params_whole), jax.tree.leaves(params_killed)):
+    for a, b in zip(jax.tree.leaves(params_whole), jax.tree.leaves(params_killed), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    whole_metrics = json.loads(open(os.path.join(whole, "metrics.json")).read())
-    killed_metrics = json.loads(open(os.path.join(killed, "metrics.json")).read())
+    whole_metrics = json.loads(pathlib.Path(whole, "metrics.json").read_text())
+    killed_metrics = json.loads(pathlib.Path(killed, "metrics.json").read_text())
     assert whole_metrics["top1"] == killed_metrics["top1"]
 
 
@@ -166,10 +167,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         f"--workdir={workdir}",
         log_path=log,
     )
-    _wait_for(lambda: "step 5/100000" in open(log).read(), proc)
+    _wait_for(lambda: "step 5/100000" in pathlib.Path(log).read_text(), proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
-    output = open(log).read()
+    output = pathlib.Path(log).read_text()
     assert "SIGTERM at step" in output and "run the same command again" in output
     assert "Traceback" not in output
     assert _checkpoint_steps(workdir), "no checkpoint was left behind"
