@@ -40,20 +40,17 @@ def run(
         config_check.validate(config)
         if multihost or coordinator_address or (num_processes or 1) > 1:
             parallel.initialize_distributed(coordinator_address, num_processes, process_id)
-        if mode == "summary":
-            hbn.run_summary(config, workdir)
-        elif mode == "train":
-            hbn.run_train(config, workdir)
-        elif mode == "select":
-            hbn.run_select(config, workdir)
-        elif mode == "hbn":
-            hbn.run_hbn(config, workdir)
-        elif mode == "eval":
-            hbn.run_eval(config, workdir)
-        elif mode == "export":
-            hbn.run_export(config, workdir)
-        else:
-            raise config_check.ConfigError(f"unknown mode {mode!r}")
+        modes = {
+            "summary": hbn.run_summary,
+            "train": hbn.run_train,
+            "select": hbn.run_select,
+            "hbn": hbn.run_hbn,
+            "eval": hbn.run_eval,
+            "export": hbn.run_export,
+        }
+        if mode not in modes:
+            raise config_check.ConfigError(f"unknown mode {mode!r}; modes: {', '.join(modes)}")
+        modes[mode](config, workdir)
     except train.Preempted as e:
         _error(str(e))
         return EXIT_PREEMPTED

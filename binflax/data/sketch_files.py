@@ -110,3 +110,11 @@ def sketch_dataset_info(builder, description: str, homepage: str, citation: str)
         homepage=homepage,
         citation=citation,
     )
+
+
+def examples(items: Sequence[tuple[str, epath.Path]]):
+    """A split's ``(key, example)`` pairs for ``_split_generators``, keyed by
+    ``<class>/<file>`` (the key TFDS shuffles by, and the stored ``file_name``)."""
+    for class_name, path in items:
+        key = f"{class_name}/{path.name}"
+        yield key, {"image": stored_png(path), "label": class_name, "file_name": key}

@@ -104,13 +104,4 @@ class TuBerlin(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(items) for split, items in splits.items()}
 
     def _generate_examples(self, items: list[tuple[str, epath.Path]]):
-        for class_name, path in items:
-            key = f"{class_name}/{path.name}"
-            yield (
-                key,
-                {
-                    "image": sketch_files.stored_png(path),
-                    "label": class_name,
-                    "file_name": key,
-                },
-            )
+        return sketch_files.examples(items)
