@@ -194,40 +194,54 @@ def summary_shapes(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, i
     return int(config.num_classes), (config.image_size, config.image_size, config.channels)
 
 
+def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, Any]]:
+    """``(directory, plan)`` of every trained variant in ``workdir``.
+
+    A ``train`` workdir is one run with ``config.plan``; an ``hbn`` workdir holds fbin,
+    hybrid (with its ``plan.json``), float and wbin, each where it was trained.
+    """
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return [(workdir, config.plan)]
+    plans = {
+        "fbin": "fbin",
+        "hybrid": os.path.join(workdir, "plan.json"),
+        "float": "float",
+        "wbin": "wbin",
+    }
+    runs = [
+        (os.path.join(workdir, name), plan)
+        for name, plan in plans.items()
+        if os.path.isdir(os.path.join(workdir, name, "checkpoints"))
+    ]
+    if not runs:
+        raise FileNotFoundError(f"no trained checkpoints under {workdir}; train first")
+    return runs
+
+
 def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Test metrics of the best checkpoint in ``workdir``."""
-    model, state = train.restore_state(config, workdir)
+    """Test metrics of the best checkpoint of every trained variant in ``workdir``."""
     mesh = parallel.make_mesh()
-    metrics = train.evaluate(
-        parallel.replicate(state, mesh), train.eval_batches(config, "test"), mesh
-    )
-    train.log(f"[eval] {type(model).__name__} plan={model.plan.name}: {_fmt(metrics)}")
-    return metrics
+    results = {}
+    for run_dir, plan in trained_runs(config, workdir):
+        model, state = train.restore_state(config, run_dir, plan=plan)
+        metrics = train.evaluate(
+            parallel.replicate(state, mesh), train.eval_batches(config, "test"), mesh
+        )
+        train.log(
+            f"[eval] {run_dir}: {type(model).__name__} plan={model.plan.name}: {_fmt(metrics)}"
+        )
+        results[run_dir] = metrics
+    return results
 
 
 def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Exports the best checkpoint of every trained variant in ``workdir`` and checks it.
 
-    ``workdir`` is a ``train`` run (exported with ``config.plan``) or an ``hbn`` run (each
-    of fbin, hybrid, float, wbin found there, the hybrid with its ``plan.json``). Each
-    goes to ``model.npz`` beside its checkpoints; the file is loaded back and its integer
+    ``workdir`` is a ``train`` or an ``hbn`` run (:func:`trained_runs`). Each variant goes
+    to ``model.npz`` beside its checkpoints; the file is loaded back and its integer
     forward compared with the float model's on one test batch.
     """
-    runs = [(workdir, config.plan)]
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        plans = {
-            "fbin": "fbin",
-            "hybrid": os.path.join(workdir, "plan.json"),
-            "float": "float",
-            "wbin": "wbin",
-        }
-        runs = [
-            (os.path.join(workdir, name), plan)
-            for name, plan in plans.items()
-            if os.path.isdir(os.path.join(workdir, name, "checkpoints"))
-        ]
-    if not runs:
-        raise FileNotFoundError(f"no trained checkpoints under {workdir}; train first")
+    runs = trained_runs(config, workdir)
     _, image_shape = summary_shapes(config)
     batch = next(iter(train.eval_batches(config, "test")))
     reports = []

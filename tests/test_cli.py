@@ -136,6 +136,7 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     for name in ("fbin", "hybrid", "float"):
         assert (tmp_path / name / "model.npz").exists()
     assert out.count("top-1 agreement 100.0%") == 3
-    config.plan = "fbin"
-    assert cli.run(config, mode="eval", workdir=str(tmp_path / "fbin")) == 0
-    assert f"top1 {variants['fbin']['top1']:.4g}" in capsys.readouterr().out
+    assert cli.run(config, mode="eval", workdir=workdir) == 0
+    out = capsys.readouterr().out
+    for name in ("fbin", "hybrid", "float"):
+        assert f"plan={variants[name]['plan']}: top1 {variants[name]['top1']:.4g}" in out
