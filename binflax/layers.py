@@ -29,6 +29,9 @@ from binflax.plan import LayerPrecision
 
 BINARIZED_INPUTS = "binarized_inputs"
 FLOAT_PRECISION = LayerPrecision("", "float", "float")
+# The authors' ``weights_init``: Kaiming-normal with fan_out (kh * kw * out channels),
+# untruncated, for every conv (HBN-METHOD.md section 4).
+KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class HBNConv(nn.Module):
@@ -42,7 +45,9 @@ class HBNConv(nn.Module):
       norm: include the unit's batch norm (False for the classifier).
       input_quantizer: name in :data:`binflax.quantizers.QUANTIZERS`.
       scale_inputs: XNOR-Net's K-map input scaling ([choice, beyond the paper]).
-      stop_alpha_gradient: treat the weight scale alpha as a constant ([choice]).
+      stop_alpha_gradient: treat the weight scale alpha as a constant in the backward
+        pass, as the authors' hand-written gradient does (default); False
+        differentiates through it ([choice]).
     """
 
     features: int
@@ -54,7 +59,7 @@ class HBNConv(nn.Module):
     norm: bool = True
     input_quantizer: str = "ste_sign"
     scale_inputs: bool = False
-    stop_alpha_gradient: bool = False
+    stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
 
     def _batch_norm(self, x: jax.Array, train: bool) -> jax.Array:
@@ -65,7 +70,7 @@ class HBNConv(nn.Module):
     def _kernel(self, in_features: int) -> jax.Array:
         kernel = self.param(
             "kernel",
-            nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"),
+            KERNEL_INIT,
             (*self.kernel_size, in_features, self.features),
         )
         if self.precision.binary_weight:

@@ -22,7 +22,7 @@ class UnitOptions(nn.Module):
     plan: Plan | None = None
     input_quantizer: str = "ste_sign"
     scale_inputs: bool = False
-    stop_alpha_gradient: bool = False
+    stop_alpha_gradient: bool = True
     layer_prefix: str = ""
 
     def unit(

@@ -1,10 +1,10 @@
 """SqueezeNet v1.0 with batch norm, as the HBN authors binarized it.
 
 Fire modules as in v1.0 (squeeze 1x1, then expand 1x1 and expand 3x3 side by side on the
-squeeze output, concatenated); pooling in PyTorch's ``ceil_mode``; the classifier
-``conv10`` is a 1x1 conv followed by global average pooling. [choice] The ReLU that
-torchvision applies after conv10 is dropped: the classifier is a plain conv as in the
-other models. Each of a fire module's three convs is its own plan entry.
+squeeze output, concatenated); pooling in PyTorch's ``ceil_mode``; the head is the
+authors' (and torchvision's): dropout 0.2 -> ``conv10`` (1x1, with a bias) -> ReLU ->
+global average pooling, so the logits are non-negative averages. Each of a fire
+module's three convs is its own plan entry.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Fire(UnitOptions):
 
 class SqueezeNet(BinaryNet):
     num_classes: int = 250
+    dropout_rate: float = 0.2
     default_input_shape: ClassVar[tuple[int, int, int]] = (224, 224, 1)
 
     @nn.compact
@@ -63,5 +64,5 @@ class SqueezeNet(BinaryNet):
             if name in POOL_AFTER:
                 x = max_pool(x, 3, 2, ceil_mode=True)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train)
+        x = nn.relu(self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train))
         return global_avg_pool(x).reshape(x.shape[0], -1)

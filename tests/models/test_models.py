@@ -17,6 +17,7 @@ import pytest
 from binflax import models
 from binflax.layers import BINARIZED_INPUTS, HBNConv
 from binflax.plan import Plan
+from tests.fakes import fake_variables, variable_shapes
 
 ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 SKETCHANET = tuple(f"conv{i}" for i in range(1, 9))
@@ -67,28 +68,6 @@ def build(name, plan, *, binarize_last_weights=False, **kwargs):
         )
     kwargs.setdefault("num_classes", 10)
     return models.create(name, plan=plan, binarize_last_weights=binarize_last_weights, **kwargs)
-
-
-def fake_variables(model, x, seed=0):
-    """He-scaled normal kernels from NumPy, unit batch norm (no JAX RNG to compile)."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        leaf = path[-1].key
-        if leaf == "kernel":
-            std = np.sqrt(2 / np.prod(s.shape[:-1]), dtype=np.float32)
-            return jnp.asarray(rng.standard_normal(s.shape, np.float32) * std)
-        return (jnp.ones if leaf in ("scale", "var") else jnp.zeros)(s.shape, s.dtype)
-
-    return {
-        k: jax.tree_util.tree_map_with_path(fill, v) for k, v in variable_shapes(model, x).items()
-    }
-
-
-def variable_shapes(model, x):
-    """``params`` and ``batch_stats`` as shapes (init also returns what the units sow)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    return {k: shapes[k] for k in ("params", "batch_stats")}
 
 
 def images(name, batch=2, seed=1):
