@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-from binflax import models, quantizers
+from binflax import models, quantizers, train, variants
 from binflax.plan import PRESETS
 
 MODES = ("train", "select", "hbn", "summary", "eval", "export")
@@ -42,13 +42,42 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, field)
     if not 0.0 <= config.holdout_fraction < 1.0:
         raise ConfigError(f"config.holdout_fraction={config.holdout_fraction} must be in [0, 1)")
-    if config.hbn.budget is not None and config.hbn.budget < 1.0:
+    _one_of(config, "lr_schedule", train.SCHEDULES)
+    if config.test_every_epochs < 0:
+        raise ConfigError(f"config.test_every_epochs={config.test_every_epochs} must be >= 0")
+    budgets = config.hbn.budgets
+    if not isinstance(budgets, tuple | list) or not budgets:
         raise ConfigError(
-            f"config.hbn.budget={config.hbn.budget} must be >= 1.0 (a multiple of fbin's cost)"
+            f"config.hbn.budgets={budgets!r} must be a non-empty tuple of multiples of "
+            "fbin's equivalent FLOPs, e.g. (1.1,) or (1.43, 1.14)"
         )
+    for budget in budgets:
+        if not isinstance(budget, int | float) or budget < 1.0:
+            raise ConfigError(
+                f"config.hbn.budgets has {budget!r}; each budget must be a number >= 1.0 "
+                "(a multiple of fbin's equivalent FLOPs)"
+            )
     for baseline in config.hbn.baselines:
         if baseline not in ("float", "wbin"):
             raise ConfigError(f"config.hbn.baselines has {baseline!r}; allowed: float, wbin")
+    for key, overrides in config.variants.items():
+        if key not in variants.VARIANT_KEYS:
+            raise ConfigError(
+                f"config.variants.{key} is not a variant; allowed: "
+                f"{', '.join(variants.VARIANT_KEYS)}"
+            )
+        for field in overrides:
+            if field not in variants.OVERRIDABLE:
+                raise ConfigError(
+                    f"config.variants.{key}.{field} cannot be set per variant; allowed: "
+                    f"{', '.join(variants.OVERRIDABLE)}"
+                )
+            if field in ("batch_size", "learning_rate", "num_epochs") and not (
+                isinstance(overrides[field], int | float) and overrides[field] > 0
+            ):
+                raise ConfigError(
+                    f"config.variants.{key}.{field}={overrides[field]!r} must be positive"
+                )
 
 
 def _get(config, field):

@@ -1,12 +1,15 @@
-"""The two pictures of a layer selection, as PNG files.
+"""The pictures of an HBN run, as PNG files.
 
-Why these two: the paper's metric figure shows, layer by layer, the score that decided
+Why these three: the paper's metric figure shows, layer by layer, the score that decided
 which inputs stay float; the Pareto frontier shows what the chosen hybrid gave up
-against every other budget. Both read a :class:`~binflax.select.SelectionReport` or its
-``to_dict()`` (so ``select.json`` can be re-plotted without re-measuring).
+against every other budget; and the paper's headline figure is accuracy against compute,
+one point per trained variant. The first two read a
+:class:`~binflax.select.SelectionReport` or its ``to_dict()`` (so ``select.json`` can be
+re-plotted without re-measuring); the last reads ``results.json``.
 
     plot_scores(report, "scores.png")
     plot_frontier(report, "frontier.png")
+    plot_results(results, "results.png")
 
 Matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
 """
@@ -20,6 +23,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 BINARY_COLOR = "#8c8c8c"
 FLOAT_COLOR = "#d62728"
@@ -49,7 +53,9 @@ def plot_scores(report: Any, path: str | os.PathLike, *, title: str | None = Non
     layers = data["layers"]
     names = [row["name"] for row in layers]
     xs = range(len(names))
-    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2.0), 4.0), layout="constrained")
+    longest = max(len(name) for name in names)  # rotated labels need height
+    height = 4.0 + (0.09 * longest if len(names) > 8 else 0.0)
+    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2.0), height), layout="constrained")
     ax = fig.add_subplot()
     colors = [FLOAT_COLOR if row["chosen"] else BINARY_COLOR for row in layers]
     ax.bar(xs, [row["score"] for row in layers], color=colors)
@@ -113,4 +119,41 @@ def plot_frontier(report: Any, path: str | os.PathLike, *, title: str | None = N
     ax.set_ylabel(f"error left binarized (sum of {data['metric']})")
     ax.legend(fontsize=8)
     ax.set_title(title or f"{data['model'] or 'model'}: selection frontier")
+    return _save(fig, path)
+
+
+VARIANT_COLORS = {"float": "#2ca02c", "wbin": "#1f77b4", "fbin": BINARY_COLOR}
+
+
+def plot_results(results: Mapping, path: str | os.PathLike, *, title: str | None = None) -> str:
+    """Top-1 of every trained variant against its equivalent FLOPs (log axis), and against
+    its memory in a second panel: the paper's accuracy-vs-compute picture. Returns ``path``.
+
+    ``results`` is ``results.json``'s content; hybrids are drawn in red, each labelled.
+    """
+    variants = results.get("variants") or {}
+    if not variants:
+        raise ValueError("the results have no trained variant to plot")
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    compute, memory = fig.subplots(1, 2, sharey=True)
+    for name, entry in variants.items():
+        color = VARIANT_COLORS.get(name, FLOAT_COLOR)
+        for ax, x in ((compute, entry["eq_flops"] / 1e6), (memory, entry["memory_bytes"] / 2**20)):
+            ax.plot([x], [entry["top1"]], "o", color=color, markersize=8)
+            ax.annotate(name, (x, entry["top1"]), textcoords="offset points", xytext=(6, 4))
+    compute.set_xscale("log")
+    compute.set_xlabel("equivalent MFLOPs (log scale)")
+    compute.set_ylabel("test top-1 (%), checkpoint chosen on held-out data")
+    memory.set_xscale("log")
+    memory.set_xlabel("memory (MiB, log scale)")
+    for ax in (compute, memory):
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.2, y=0.12)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(
+        title
+        or f"{results.get('model', 'model')} on {results.get('dataset', '?')}: "
+        "accuracy vs compute and memory"
+    )
     return _save(fig, path)

@@ -32,6 +32,7 @@ from flax.training import train_state
 
 from binflax import data, models, parallel, quantizers
 from binflax.checkpointing import Checkpoints, PreemptionGuard
+from binflax.eval_history import EvalHistory
 from binflax.plan import Plan
 
 
@@ -49,11 +50,17 @@ class Preempted(RuntimeError):
 
 @dataclasses.dataclass
 class TrainResult:
+    """A finished run: the state chosen on held-out data and its three test figures."""
+
     model: nn.Module
-    state: TrainState  # the best-evaluated state (the last one when never evaluated)
-    metrics: dict  # eval metrics of that state on the test split
+    state: TrainState  # chosen on the holdout's top-1 (the final state without a holdout)
+    metrics: dict  # test metrics of that state: the headline
     steps: int
     seconds: float
+    chosen_step: int
+    holdout: dict | None  # holdout metrics of the chosen state (None without a holdout)
+    final: dict  # test metrics of the final step's state
+    best_test: tuple[int, dict]  # (step, metrics) of the best test evaluation: optimistic
 
 
 def log(message: str) -> None:
@@ -80,10 +87,32 @@ def build_model(
     )
 
 
+# The authors' ``imagenetscheduler`` (their code/utils.py, ``adjust_learning_rate``):
+# ``(first epoch, learning rate, weight decay)``; epoch 0 runs at the configured
+# ``learning_rate`` and ``weight_decay``, as their ``--maxlr`` and ``--weightDecay``.
+IMAGENET_SCHEDULE = (
+    (1, 1e-3, 5e-5),
+    (19, 5e-4, 5e-5),
+    (30, 1e-4, 0.0),
+    (44, 5e-5, 0.0),
+    (53, 2e-5, 0.0),
+)
+SCHEDULES = ("decay", "imagenet")
+
+
 def learning_rate_schedule(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.Schedule:
-    """``lr * factor ** floor(epoch / decay_epochs)``, never below ``lr_floor``."""
+    """The learning rate per step, by ``config.lr_schedule``:
+
+    - ``decay`` (the authors' ``decayscheduler``): ``lr * factor ** floor(epoch /
+      decay_epochs)``, never below ``lr_floor``;
+    - ``imagenet`` (their ``imagenetscheduler``): :data:`IMAGENET_SCHEDULE`.
+    """
+    if config.lr_schedule == "imagenet":
+        return _epoch_table(
+            config.learning_rate, [(e, lr) for e, lr, _ in IMAGENET_SCHEDULE], steps_per_epoch
+        )
     return optax.exponential_decay(
         init_value=config.learning_rate,
         transition_steps=max(1, int(config.lr_decay_epochs * steps_per_epoch)),
@@ -91,6 +120,26 @@ def learning_rate_schedule(
         staircase=True,
         end_value=config.lr_floor,
     )
+
+
+def weight_decay_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> float | optax.Schedule:
+    """``config.weight_decay``, or the ``imagenet`` schedule's decay per epoch."""
+    if config.lr_schedule == "imagenet":
+        return _epoch_table(
+            config.weight_decay, [(e, wd) for e, _, wd in IMAGENET_SCHEDULE], steps_per_epoch
+        )
+    return float(config.weight_decay)
+
+
+def _epoch_table(
+    first: float, table: list[tuple[int, float]], steps_per_epoch: int
+) -> optax.Schedule:
+    """``first`` until the first table epoch, then each table value from its epoch on."""
+    boundaries = jnp.array([epoch * steps_per_epoch for epoch, _ in table])
+    values = jnp.array([first, *(value for _, value in table)], jnp.float32)
+    return lambda step: values[jnp.searchsorted(boundaries, step, side="right")]
 
 
 def binary_kernel_mask(params: Any, plan: Plan) -> Any:
@@ -107,9 +156,13 @@ def binary_kernel_mask(params: Any, plan: Plan) -> Any:
 def create_optimizer(
     config: ml_collections.ConfigDict, plan: Plan, steps_per_epoch: int
 ) -> optax.GradientTransformation:
+    """Adam with the config's schedule and the authors' L2 weight decay (added to the
+    gradient before Adam, as PyTorch's ``Adam(weight_decay=...)``), then the projection of
+    the binary latent kernels."""
     parts = [optax.adam(learning_rate_schedule(config, steps_per_epoch))]
-    if config.weight_decay:
-        parts.insert(0, optax.add_decayed_weights(config.weight_decay))
+    weight_decay = weight_decay_schedule(config, steps_per_epoch)
+    if callable(weight_decay) or weight_decay:
+        parts.insert(0, optax.add_decayed_weights(weight_decay))
     if config.project_binary_kernels:
         parts.append(
             quantizers.project_binary_kernels(lambda params: binary_kernel_mask(params, plan))
@@ -236,7 +289,11 @@ def train_and_evaluate(
 
     Resumes from ``workdir``'s latest checkpoint when there is one. ``init_from`` seeds
     a fresh run with the matching leaves of another state (a hybrid from its fbin).
-    Returns the best-evaluated state and its test metrics.
+
+    Every ``eval_every_epochs`` the state is evaluated on the holdout slice of the
+    training split, and the best of those states is kept as the run's result: the test
+    split never chooses it. Every ``test_every_epochs``, and at the last step, the test
+    split is evaluated too, for the final-step and the (optimistic) best-test figures.
     """
     info = dataset_info(config)
     mesh = parallel.make_mesh()
@@ -254,10 +311,17 @@ def train_and_evaluate(
         if config.num_train_steps > 0
         else int(config.num_epochs * steps_per_epoch)
     )
-    eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
+    has_holdout = info.num_examples["holdout"] > 0
+    holdout_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
+    test_every = (
+        max(1, int(config.test_every_epochs * steps_per_epoch))
+        if config.test_every_epochs > 0
+        else total_steps
+    )
 
     state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+    history = EvalHistory(workdir)
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         state = restored
@@ -275,11 +339,23 @@ def train_and_evaluate(
     )
     dropout_key = jax.random.key(config.seed + 1)
     batches = data.train_batches(config, seed=config.seed, start_step=start_step)
+    lr_schedule = learning_rate_schedule(config, steps_per_epoch)
     log(
         f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
         f"{jax.process_count()} process(es): {total_steps} steps, "
-        f"{steps_per_epoch} per epoch, global batch {config.batch_size}"
+        f"{steps_per_epoch} per epoch, global batch {config.batch_size}; checkpoint "
+        + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
     )
+
+    def evaluate_split(split: str, step: int) -> dict:
+        metrics = evaluate(state, eval_batches(config, split), mesh)
+        history.record(split, step, metrics)
+        writer.write_scalars(step, {f"{split}_{k}": v for k, v in metrics.items()})
+        log(
+            f"[{name}] {split} at step {step}: top-1 {metrics['top1']:.2f}% "
+            f"top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
+        )
+        return metrics
 
     t_start, last_log, last_log_step = time.time(), time.time(), start_step
     metrics_sum, metrics_count = None, 0
@@ -292,8 +368,9 @@ def train_and_evaluate(
             )
             metrics_count += 1
             done = step + 1
+            last = done == total_steps
 
-            if done % config.log_every_steps == 0 or done == total_steps:
+            if done % config.log_every_steps == 0 or last:
                 means = {
                     k: float(v) / metrics_count for k, v in parallel.fetch(metrics_sum).items()
                 }
@@ -306,27 +383,24 @@ def train_and_evaluate(
                 now = time.time()
                 rate = (done - last_log_step) * config.batch_size / max(now - last_log, 1e-9)
                 eta = (total_steps - done) * config.batch_size / max(rate, 1e-9)
-                lr = float(learning_rate_schedule(config, steps_per_epoch)(done))
                 writer.write_scalars(done, {f"train_{k}": v for k, v in means.items()})
                 log(
                     f"[{name}] step {done}/{total_steps} epoch {done / steps_per_epoch:.1f} | "
                     f"loss {means['loss']:.4f} acc {100 * means['accuracy']:.1f}% | "
-                    f"lr {lr:.2e} | {rate:.0f} img/s | ETA {_hms(eta)}"
+                    f"lr {float(lr_schedule(done)):.2e} | {rate:.0f} img/s | ETA {_hms(eta)}"
                 )
                 metrics_sum, metrics_count = None, 0
                 last_log, last_log_step = now, done
 
-            if done % eval_every == 0 or done == total_steps:
-                metrics = evaluate(state, eval_batches(config, "test"), mesh)
-                writer.write_scalars(done, {f"test_{k}": v for k, v in metrics.items()})
-                log(
-                    f"[{name}] eval at step {done}: top-1 {metrics['top1']:.2f}% "
-                    f"top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
-                )
+            holdout = tested = None
+            if has_holdout and (done % holdout_every == 0 or last):
+                holdout = evaluate_split("holdout", done)
+            if done % test_every == 0 or last:
+                tested = evaluate_split("test", done)
+            if holdout or tested or done % config.checkpoint_every_steps == 0:
                 _save(checkpoints, done, state, name, workdir)
-                checkpoints.save_if_best(done, state, metrics)
-            elif done % config.checkpoint_every_steps == 0:
-                _save(checkpoints, done, state, name, workdir)
+            if holdout:
+                checkpoints.save_if_best(done, state, holdout)
 
             if preemption.requested:
                 _save(checkpoints, done, state, name, workdir)
@@ -336,14 +410,38 @@ def train_and_evaluate(
                     "run the same command again to resume"
                 )
 
-    best = checkpoints.restore_best(state)
-    best = parallel.replicate(best, mesh) if best is not None else state
-    metrics = evaluate(best, eval_batches(config, "test"), mesh)
+    if history.get("test", total_steps) is None:  # finished before evaluations were kept
+        evaluate_split("test", total_steps)
+    chosen_step = checkpoints.best_step if has_holdout else None
+    if chosen_step is None or chosen_step == total_steps:
+        chosen_step, chosen = total_steps, state
+    else:
+        chosen = parallel.replicate(checkpoints.restore_best(state), mesh)
+    metrics = history.get("test", chosen_step) or evaluate(
+        chosen, eval_batches(config, "test"), mesh
+    )
     checkpoints.close()
     writer.flush()
     seconds = time.time() - t_start
-    log(f"[{name}] done: best top-1 {metrics['top1']:.2f}% in {_hms(seconds)}")
-    return TrainResult(model=model, state=best, metrics=metrics, steps=total_steps, seconds=seconds)
+    final, best_test = history.get("test", total_steps), history.best("test")
+    log(
+        f"[{name}] done in {_hms(seconds)}: test top-1 {metrics['top1']:.2f}% at step "
+        f"{chosen_step}"
+        + (" (chosen on the holdout)" if has_holdout else " (final step)")
+        + f"; final step {final['top1']:.2f}%; best test evaluation {best_test[1]['top1']:.2f}% "
+        f"at step {best_test[0]} (optimistic: chosen on test)"
+    )
+    return TrainResult(
+        model=model,
+        state=chosen,
+        metrics=metrics,
+        steps=total_steps,
+        seconds=seconds,
+        chosen_step=chosen_step,
+        holdout=history.get("holdout", chosen_step),
+        final=final,
+        best_test=best_test,
+    )
 
 
 def _save(checkpoints: Checkpoints, step: int, state: TrainState, name: str, workdir: str) -> None:

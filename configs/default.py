@@ -34,8 +34,11 @@ def base() -> ml_collections.ConfigDict:
     config.binarize_last_weights = False
     config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
     config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
-    config.stop_alpha_gradient = False  # [choice] alpha is differentiated by default
+    config.stop_alpha_gradient = True  # alpha is a constant in the backward pass (authors)
     config.dropout_rate = 0.5
+    # Per-variant recipe overrides (binflax.variants): keys float, wbin, fbin, hybrid;
+    # fields learning_rate, weight_decay, dropout_rate, batch_size, num_epochs.
+    config.variants = ml_collections.ConfigDict()
 
     # Data.
     config.dataset = "digits"  # digits | tu_berlin | sketchy | imagenet2012 | quickdraw_bitmap
@@ -55,6 +58,7 @@ def base() -> ml_collections.ConfigDict:
     config.num_epochs = 15
     config.num_train_steps = -1  # > 0 overrides num_epochs (smoke runs)
     config.learning_rate = 2e-3
+    config.lr_schedule = "decay"  # decay | imagenet (the authors' two schedulers)
     config.lr_decay_epochs = 40
     config.lr_decay_factor = 0.5
     config.lr_floor = 5e-5
@@ -67,7 +71,7 @@ def base() -> ml_collections.ConfigDict:
     config.hbn.error_metric = "rmse"  # rmse | relative | one_minus_x2
     config.hbn.score = "log_ratio"
     config.hbn.method = "greedy"  # greedy | exact | partition
-    config.hbn.budget = 1.1  # x fbin's equivalent FLOPs
+    config.hbn.budgets = (1.1,)  # x fbin's equivalent FLOPs; one hybrid per budget
     config.hbn.num_float = ml_collections.config_dict.placeholder(int)
     config.hbn.speedup = 58.0
     config.hbn.measure_batches = 20
@@ -76,7 +80,8 @@ def base() -> ml_collections.ConfigDict:
     # Bookkeeping.
     config.num_eval_batches = -1  # > 0 evaluates on that many batches only (smoke runs)
     config.log_every_steps = 50
-    config.eval_every_epochs = 1
+    config.eval_every_epochs = 1  # holdout evaluation: chooses the reported checkpoint
+    config.test_every_epochs = 0  # test evaluation (best-test figure); 0: at the end only
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2
     return config

@@ -25,9 +25,10 @@ def get_config(arg: str | None = None):
     config.num_epochs = 15
     config.learning_rate = 2e-3
     config.lr_decay_epochs = 40
-    config.eval_every_epochs = 5
+    config.eval_every_epochs = 1  # the holdout, which chooses the reported checkpoint
+    config.test_every_epochs = 5
     config.log_every_steps = 100
     config.checkpoint_every_steps = 100
-    config.hbn.budget = 1.5
+    config.hbn.budgets = (1.5,)
     config.hbn.baselines = ("float", "wbin")
     return default.finalize(config, arg)

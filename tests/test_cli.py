@@ -70,7 +70,15 @@ def test_missing_dataset_in_train_mode_says_where_to_put_it(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("hbn.method", "fastest"), ("model", "vgg16"), ("plan", "half"), ("batch_size", 0)],
+    [
+        ("hbn.method", "fastest"),
+        ("model", "vgg16"),
+        ("plan", "half"),
+        ("batch_size", 0),
+        ("hbn.budgets", (1.2, 0.9)),
+        ("lr_schedule", "cosine"),
+        ("test_every_epochs", -1),
+    ],
 )
 def test_a_bad_config_value_names_its_field(field, value, tmp_path, capsys):
     config = quickstart.get_config()
@@ -106,15 +114,24 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     assert cli.run(config, mode="hbn", workdir=workdir) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["variants"]) == {"float", "hybrid", "fbin"}
+    assert list(results["variants"]) == ["float", "hybrid", "fbin"]  # the paper's order
     for entry in results["variants"].values():
         assert set(entry) >= {"top1", "top5", "eq_flops", "macs", "memory_bytes", "plan"}
+        assert {"final_top1", "best_test_top1_optimistic", "checkpoint_step"} <= set(entry)
         assert 0.0 <= entry["top1"] <= 100.0
         assert isinstance(entry["memory_bytes"], int)
     variants = results["variants"]
     assert variants["fbin"]["eq_flops"] <= variants["hybrid"]["eq_flops"]
     assert variants["hybrid"]["eq_flops"] <= 1.5 * variants["fbin"]["eq_flops"]
     assert variants["float"]["eq_flops"] == variants["float"]["macs"]
-    for name in ("select.json", "plan.json", "scores.png", "frontier.png", "results.md"):
+    for name in (
+        "select.json",
+        "plan.json",
+        "scores.png",
+        "frontier.png",
+        "results.md",
+        "results.png",
+    ):
         assert (tmp_path / name).exists(), name
     assert "| hybrid |" in (tmp_path / "results.md").read_text()
 
@@ -140,3 +157,13 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     out = capsys.readouterr().out
     for name in ("fbin", "hybrid", "float"):
         assert f"plan={variants[name]['plan']}: top1 {variants[name]['top1']:.4g}" in out
+
+
+def test_per_variant_overrides_are_checked_by_name(tmp_path, capsys):
+    config = quickstart.get_config()
+    config.variants.float = {"learning_rate": 1e-3, "momentum": 0.9}
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    assert "config.variants.float.momentum" in capsys.readouterr().err
+    config.variants = {"hybrid2": {"batch_size": 32}}
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    assert "config.variants.hybrid2" in capsys.readouterr().err

@@ -22,7 +22,7 @@ The walkthrough is docs/select.md.
 """
 
 from binflax.select.metrics import METRICS, Measurement, measure
-from binflax.select.report import LayerRow, SelectionReport, select
+from binflax.select.report import LayerRow, SelectionReport, hybrid_plan, select
 from binflax.select.scores import SCORES, get_score
 from binflax.select.solvers import (
     METHODS,
@@ -41,6 +41,7 @@ __all__ = [
     "Measurement",
     "SelectionReport",
     "get_score",
+    "hybrid_plan",
     "layer_scores",
     "measure",
     "pareto_frontier",

@@ -217,11 +217,26 @@ def select(
         speedup=speedup,
         model=type(model).__name__,
     )
+    return hybrid_plan(model, measurement, report.float_layers), report
+
+
+def hybrid_plan(
+    model: nn.Module,
+    measurement: Measurement,
+    float_layers: Iterable[str],
+    *,
+    name: str = "hybrid",
+) -> Plan:
+    """The plan that keeps ``float_layers`` (candidates of ``measurement``) float.
+
+    Layers that were not candidates (their input was float in the measured model) stay
+    float; the last layer's weights stay as binary as in the measured model's plan.
+    """
     names = measurement.layer_names
     fixed_float = [n for n in names if n not in measurement.macs]
-    plan = Plan.hybrid(
+    return Plan.hybrid(
         names,
-        [*fixed_float, *report.float_layers],
+        [*fixed_float, *float_layers],
         binarize_last_weights=model.plan[names[-1]].binary_weight,
+        name=name,
     )
-    return plan, report

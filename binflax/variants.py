@@ -1,0 +1,58 @@
+"""The variants an HBN run trains, their names, and each one's own recipe.
+
+Why a module of its own: the paper compares float, wbin, one or more hybrids and fbin,
+and the authors trained them with different recipes: their float Sketch-A-Net has its
+own learning rate and weight decay, their binary nets a larger dropout, their float
+ResNet-18 a larger batch (HBN-METHOD.md section 8). A config states the shared recipe
+once and overrides, per variant, only what differs:
+
+    config.variants.float = ml_collections.ConfigDict({"learning_rate": 5e-3})
+    config.variants.hybrid = ml_collections.ConfigDict({"dropout_rate": 0.2})
+
+``hybrid`` applies to every hybrid (``hybrid`` with one budget, ``hybrid1``, ``hybrid2``,
+... with several, in the order of ``config.hbn.budgets``).
+
+    >>> hybrid_names((1.43, 1.14))
+    ('hybrid1', 'hybrid2')
+    >>> hybrid_names((1.5,))
+    ('hybrid',)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+
+PRESET_VARIANTS = ("float", "wbin", "fbin")
+# The keys of config.variants: the presets, and "hybrid" for every hybrid.
+VARIANT_KEYS = (*PRESET_VARIANTS, "hybrid")
+# The recipe fields a variant may override.
+OVERRIDABLE = ("learning_rate", "weight_decay", "dropout_rate", "batch_size", "num_epochs")
+
+
+def hybrid_names(budgets: Sequence[float]) -> tuple[str, ...]:
+    """``("hybrid",)`` for one budget, ``("hybrid1", "hybrid2", ...)`` for several."""
+    if len(budgets) == 1:
+        return ("hybrid",)
+    return tuple(f"hybrid{i}" for i in range(1, len(budgets) + 1))
+
+
+def report_order(budgets: Sequence[float], trained: Sequence[str]) -> tuple[str, ...]:
+    """The paper's row order: float, wbin, the hybrids (most float inputs first), fbin."""
+    order = ("float", "wbin", *hybrid_names(budgets), "fbin")
+    return tuple(name for name in order if name in trained)
+
+
+def recipe_key(variant: str) -> str:
+    """The ``config.variants`` key that holds ``variant``'s overrides."""
+    return variant if variant in PRESET_VARIANTS else "hybrid"
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``variant``'s overrides applied (``config`` is unchanged)."""
+    resolved = config.copy_and_resolve_references()
+    overrides = config.get("variants", {}).get(recipe_key(variant), {})
+    for field, value in overrides.items():
+        resolved[field] = value
+    return resolved
