@@ -1,6 +1,6 @@
 """Measured memory: every config's exported file against its float32 checkpoint.
 
-    python benchmarks/export_sizes.py [--configs alexnet sketchanet_tuberlin ...] [--markdown]
+    python -m benchmarks.export_sizes [--configs alexnet sketchanet_tuberlin ...] [--markdown]
 
 For each config in configs/ (its model, classes, input size and options, as
 ``binflax.train.build_model`` builds them) and each of the wbin, fbin and hybrid plans,
@@ -24,7 +24,7 @@ import importlib
 import json
 import os
 
-from binflax import export, hbn, models, train
+from binflax import export, models, modes, train
 from binflax.plan import Plan
 
 NOT_EXPERIMENTS = ("default", "imagenet_common", "sketch_common")
@@ -49,7 +49,7 @@ def plans(model: models.BinaryNet, binarize_last_weights: bool) -> dict[str, Pla
 
 def measure(config_name: str) -> list[dict]:
     config = importlib.import_module(f"configs.{config_name}").get_config()
-    num_classes, image_shape = hbn.summary_shapes(config)
+    num_classes, image_shape = modes.summary_shapes(config)
     rows = []
     for last in sorted({bool(config.binarize_last_weights), True}):
         config.binarize_last_weights = last

@@ -1,6 +1,6 @@
 """Throughput of the sketch training pipeline: 1111x1111 PNGs versus the stored 256 ones.
 
-    python benchmarks/input_pipeline.py [--images 32] [--repeats 2] [--trials 3]
+    python -m benchmarks.input_pipeline [--images 32] [--repeats 2] [--trials 3]
 
 Stage measured: the per-example host work of a training step, from PNG bytes in memory
 to an augmented ``(225, 225, 1)`` float32 array, i.e. :func:`binflax.data.augment.sketch_train`

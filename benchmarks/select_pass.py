@@ -1,6 +1,6 @@
 """How much does a selection pass cost next to plain inference over the same batches?
 
-    python benchmarks/select_pass.py [--model resnet18 --size 64 --batch 32 --batches 8]
+    python -m benchmarks.select_pass [--model resnet18 --size 64 --batch 32 --batches 8]
 
 Times, in one run and on the same device-resident batches, (a) the whole selection
 pass - ``binflax.select.measure`` over N batches plus ``binflax.select.solve`` - and

@@ -32,9 +32,9 @@ HYBRID_FLOAT_INPUTS = {
     "sketchanet": ("conv6", "conv7"),
     "resnet18": ("layer4_1/conv1", "layer4_1/conv2"),
     "alexnet": ("fc6", "fc7"),
-    "quicknet": ("conv4", "conv5"),
+    "mini_sketchanet": ("conv4", "conv5"),
 }
-NUM_CLASSES = {"sketchanet": 250, "resnet18": 1000, "alexnet": 1000, "quicknet": 10}
+NUM_CLASSES = {"sketchanet": 250, "resnet18": 1000, "alexnet": 1000, "mini_sketchanet": 10}
 
 
 def make_state(model_name: str, plan, image_shape, batch: int):

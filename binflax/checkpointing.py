@@ -1,12 +1,12 @@
 """Orbax checkpoints for a training run: resume from the latest, keep the best, save on SIGTERM.
 
 Why two managers: resuming needs the *latest* state (kept ``keep`` deep), while the
-HBN pipeline measures, exports and reports the *best* evaluated state. Orbax's
+HBN pipeline measures, exports and reports the *best* state on held-out data. Orbax's
 ``best_fn`` keeps the top checkpoints by a metric, which is a different policy from
 keep-the-latest, so each lives in its own directory:
 
     WORKDIR/checkpoints/<step>/   latest K, with the step (the data position is the step)
-    WORKDIR/best/<step>/          the best eval top-1 so far
+    WORKDIR/best/<step>/          the best holdout top-1 so far (the reported checkpoint)
 
 Saves are synchronous and Orbax writes each one atomically (temporary directory, then
 rename), so a run killed with SIGKILL mid-save resumes from the previous checkpoint.
@@ -20,6 +20,22 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from binflax.errors import UserError
+
+# The layout of a run's checkpoints, owned here: WORKDIR/LATEST/<step>/, WORKDIR/BEST/<step>/.
+LATEST = "checkpoints"
+BEST = "best"
+
+
+class CheckpointError(UserError):
+    """A run directory without a usable checkpoint; the message names the directory."""
+
+
+def has_checkpoints(directory: epath.PathLike) -> bool:
+    """Whether ``directory`` is a training run with checkpoints (its ``LATEST`` folder)."""
+    return (epath.Path(directory) / LATEST).is_dir()
 
 
 class Checkpoints:
@@ -29,13 +45,13 @@ class Checkpoints:
         directory = os.path.abspath(directory)
         self.directory = directory
         self._latest = ocp.CheckpointManager(
-            os.path.join(directory, "checkpoints"),
+            os.path.join(directory, LATEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=False
             ),
         )
         self._best = ocp.CheckpointManager(
-            os.path.join(directory, "best"),
+            os.path.join(directory, BEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
                 best_fn=lambda metrics: metrics["top1"],

@@ -13,7 +13,7 @@ import sys
 import ml_collections
 from absl import logging as absl_logging
 
-from binflax import config_check
+from binflax.errors import ConfigError, UserError
 
 EXIT_USER_ERROR = 1
 EXIT_DIVERGED = 2
@@ -31,33 +31,24 @@ def run(
     multihost: bool = False,
 ) -> int:
     """Runs ``mode`` (default ``config.mode``) and returns the process exit code."""
-    from binflax import data, hbn, parallel, train
-    from binflax.plan import PlanError
+    from binflax import config_check, modes, parallel, train
 
     mode = mode or config.mode
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
     try:
+        if mode not in modes.MODES:
+            raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(modes.MODES)}")
         config_check.validate(config)
         if multihost or coordinator_address or (num_processes or 1) > 1:
             parallel.initialize_distributed(coordinator_address, num_processes, process_id)
-        modes = {
-            "summary": hbn.run_summary,
-            "train": hbn.run_train,
-            "select": hbn.run_select,
-            "hbn": hbn.run_hbn,
-            "eval": hbn.run_eval,
-            "export": hbn.run_export,
-        }
-        if mode not in modes:
-            raise config_check.ConfigError(f"unknown mode {mode!r}; modes: {', '.join(modes)}")
-        modes[mode](config, workdir)
+        modes.MODES[mode](config, workdir)
     except train.Preempted as e:
         _error(str(e))
         return EXIT_PREEMPTED
     except train.TrainingDiverged as e:
         _error(str(e))
         return EXIT_DIVERGED
-    except (data.DatasetError, PlanError, config_check.ConfigError, FileNotFoundError) as e:
+    except UserError as e:
         _error(str(e))
         return EXIT_USER_ERROR
     return 0

@@ -1,37 +1,31 @@
 """Config validation: a bad value is reported with the field's full name before any work.
 
-Why up front: a typo in ``--config.hbn.method`` should not surface as a stack trace
-after an hour of fbin training.
+Why up front: a typo in ``--config.hbn.score`` should not surface as a stack trace
+after an hour of fbin training. Every allowed value comes from the registry the code
+itself dispatches on (``binflax.modes.MODES``, ``binflax.data.DATASETS``,
+``binflax.select.METHODS``/``METRICS``/``SCORES``, ...), so the check cannot drift.
 """
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
+from etils import epath
 
-from binflax import models, quantizers, train, variants
+from binflax import data, models, modes, quantizers, select, train, variants
+from binflax.errors import ConfigError
 from binflax.plan import PRESETS
-
-MODES = ("train", "select", "hbn", "summary", "eval", "export")
-DATASETS = ("digits", "tu_berlin", "sketchy", "imagenet2012", "quickdraw_bitmap")
-METHODS = ("greedy", "exact", "partition")
-METRICS = ("rmse", "relative", "one_minus_x2")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field."""
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    _one_of(config, "mode", MODES)
+    _one_of(config, "mode", tuple(modes.MODES))
     _one_of(config, "model", tuple(models.MODELS))
-    _one_of(config, "dataset", DATASETS)
+    _one_of(config, "dataset", data.DATASETS)
     _one_of(config, "input_quantizer", tuple(quantizers.QUANTIZERS))
-    _one_of(config, "hbn.method", METHODS)
-    _one_of(config, "hbn.error_metric", METRICS)
+    _one_of(config, "hbn.method", select.METHODS)
+    _one_of(config, "hbn.error_metric", select.METRICS)
+    _one_of(config, "hbn.score", tuple(select.SCORES))
     plan = config.plan
-    if plan not in PRESETS and not os.path.exists(str(plan)):
+    if plan not in PRESETS and not epath.Path(str(plan)).exists():
         raise ConfigError(
             f"config.plan={plan!r} is neither a preset ({', '.join(PRESETS)}) nor an "
             "existing plan JSON file"

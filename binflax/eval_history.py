@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 
-import jax
 from etils import epath
+
+from binflax import outputs
 
 FILENAME = "evaluations.json"
 SPLITS = ("holdout", "test")
@@ -40,10 +41,9 @@ class EvalHistory:
     def record(self, split: str, step: int, metrics: dict) -> None:
         """Adds (or replaces, after a resume) the evaluation of ``split`` at ``step``."""
         self._runs[split][int(step)] = dict(metrics)
-        if jax.process_index() == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            data = {s: {str(k): v for k, v in sorted(r.items())} for s, r in self._runs.items()}
-            self.path.write_text(json.dumps(data, indent=1) + "\n")
+        outputs.write_json(
+            self.path, {s: {str(k): v for k, v in sorted(r.items())} for s, r in self._runs.items()}
+        )
 
     def get(self, split: str, step: int) -> dict | None:
         return self._runs[split].get(int(step))

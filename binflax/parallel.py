@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from binflax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -58,7 +60,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
     """A global batch must split evenly over the devices; the error names the field."""
     if global_batch % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"config.{what}={global_batch} is not divisible by the {mesh.size} devices"
         )
 

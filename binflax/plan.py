@@ -3,7 +3,7 @@
 Why: the paper's object of study is *where* to binarize. A plan is that decision written
 down, separate from the model's code, so the same AlexNet can be trained float, wbin,
 fbin or as any hybrid, and a hybrid found by ``binflax.select`` can be saved as JSON and
-trained later with ``--config.plan=runs/.../plan.json``.
+trained later with ``--config.plan=runs/.../plan.json`` (:meth:`Plan.save`, :meth:`Plan.load`).
 
     >>> names = ("conv1", "conv2", "conv3", "fc")
     >>> plan = Plan.preset("fbin", names)
@@ -21,9 +21,12 @@ when ``binarize_last_weights`` is set.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
+
+from etils import epath
+
+from binflax.errors import UserError
 
 Precision = Literal["binary", "float"]
 PRESETS = ("float", "wbin", "fbin")
@@ -50,7 +53,7 @@ class LayerPrecision(NamedTuple):
         return self.binary_input and self.binary_weight
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """A plan that does not fit the network it is applied to."""
 
 
@@ -184,12 +187,9 @@ class Plan:
             },
         }
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+    def save(self, path: epath.PathLike) -> None:
+        """Writes :meth:`to_dict` as JSON to ``path`` (local, ``gs://``, ...)."""
+        epath.Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Plan:
@@ -204,19 +204,16 @@ class Plan:
         return cls(layers, name=data.get("name", "custom"))
 
     @classmethod
-    def from_json(cls, path_or_text: str | os.PathLike) -> Plan:
-        """Reads a plan from a JSON file path or a JSON string."""
-        text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            try:
-                with open(path_or_text) as f:
-                    text = f.read()
-            except OSError as e:
-                raise PlanError(f"cannot read plan file {path_or_text}: {e.strerror}") from None
+    def load(cls, path: epath.PathLike) -> Plan:
+        """Reads a plan that :meth:`save` wrote."""
+        try:
+            text = epath.Path(path).read_text()
+        except OSError as e:
+            raise PlanError(f"cannot read plan file {path}: {e.strerror or e}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise PlanError(f"plan is not valid JSON: {e}") from None
+            raise PlanError(f"plan file {path} is not valid JSON: {e}") from None
         return cls.from_dict(data)
 
 
@@ -228,8 +225,8 @@ def resolve(
         plan = spec
     elif spec in PRESETS:
         plan = Plan.preset(spec, layer_names, binarize_last_weights=binarize_last_weights)
-    elif str(spec).endswith(".json") or os.path.exists(str(spec)):
-        plan = Plan.from_json(spec)
+    elif str(spec).endswith(".json") or epath.Path(spec).exists():
+        plan = Plan.load(spec)
     else:
         raise PlanError(
             f"plan {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a plan JSON file"

@@ -11,15 +11,18 @@ re-plotted without re-measuring); the last reads ``results.json``.
     plot_frontier(report, "frontier.png")
     plot_results(results, "results.png")
 
-Matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
+Each ``plot_*`` writes the PNG of its ``*_figure`` (a Matplotlib ``Figure`` to inspect or
+restyle) through ``etils.epath``, so a ``gs://`` path works. Matplotlib's object API with
+the Agg canvas: no pyplot state, no display needed.
 """
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Mapping
 from typing import Any
 
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -37,17 +40,19 @@ def _data(report: Any) -> Mapping:
     return data
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def _save(fig: Figure, path: epath.PathLike) -> str:
+    """Renders ``fig`` as PNG bytes and writes them through ``epath`` (``gs://`` too)."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=120)
-    return os.fspath(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    epath.Path(path).write_bytes(png.getvalue())
+    return str(path)
 
 
-def plot_scores(report: Any, path: str | os.PathLike, *, title: str | None = None) -> str:
+def scores_figure(report: Any, *, title: str | None = None) -> Figure:
     """Per-layer scores as bars (float-input layers in red, binary in grey), errors as dots.
 
     Layers are in network order; the right axis carries the input-binarization error.
-    Returns ``path``.
     """
     data = _data(report)
     layers = data["layers"]
@@ -78,14 +83,14 @@ def plot_scores(report: Any, path: str | os.PathLike, *, title: str | None = Non
     ]
     ax.legend(handles=handles, loc="upper left", fontsize=8)
     ax.set_title(title or f"{data['model'] or 'model'}: layer scores ({data['method']})")
-    return _save(fig, path)
+    return fig
 
 
-def plot_frontier(report: Any, path: str | os.PathLike, *, title: str | None = None) -> str:
+def frontier_figure(report: Any, *, title: str | None = None) -> Figure:
     """Error left binarized vs equivalent FLOPs over every budget, the chosen hybrid starred.
 
     The frontier is a staircase (a budget between two points buys the cheaper one); the
-    budget, when there is one, is a dashed vertical line. Returns ``path``.
+    budget, when there is one, is a dashed vertical line.
     """
     data = _data(report)
     frontier = data["frontier"]
@@ -119,15 +124,15 @@ def plot_frontier(report: Any, path: str | os.PathLike, *, title: str | None = N
     ax.set_ylabel(f"error left binarized (sum of {data['metric']})")
     ax.legend(fontsize=8)
     ax.set_title(title or f"{data['model'] or 'model'}: selection frontier")
-    return _save(fig, path)
+    return fig
 
 
 VARIANT_COLORS = {"float": "#2ca02c", "wbin": "#1f77b4", "fbin": BINARY_COLOR}
 
 
-def plot_results(results: Mapping, path: str | os.PathLike, *, title: str | None = None) -> str:
+def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     """Top-1 of every trained variant against its equivalent FLOPs (log axis), and against
-    its memory in a second panel: the paper's accuracy-vs-compute picture. Returns ``path``.
+    its memory in a second panel: the paper's accuracy-vs-compute picture.
 
     ``results`` is ``results.json``'s content; hybrids are drawn in red, each labelled.
     """
@@ -156,4 +161,19 @@ def plot_results(results: Mapping, path: str | os.PathLike, *, title: str | None
         or f"{results.get('model', 'model')} on {results.get('dataset', '?')}: "
         "accuracy vs compute and memory"
     )
-    return _save(fig, path)
+    return fig
+
+
+def plot_scores(report: Any, path: epath.PathLike, *, title: str | None = None) -> str:
+    """Writes :func:`scores_figure` as a PNG to ``path``; returns ``path``."""
+    return _save(scores_figure(report, title=title), path)
+
+
+def plot_frontier(report: Any, path: epath.PathLike, *, title: str | None = None) -> str:
+    """Writes :func:`frontier_figure` as a PNG to ``path``; returns ``path``."""
+    return _save(frontier_figure(report, title=title), path)
+
+
+def plot_results(results: Mapping, path: epath.PathLike, *, title: str | None = None) -> str:
+    """Writes :func:`results_figure` as a PNG to ``path``; returns ``path``."""
+    return _save(results_figure(results, title=title), path)

@@ -31,8 +31,10 @@ from clu import metric_writers
 from flax.training import train_state
 
 from binflax import data, models, parallel, quantizers
-from binflax.checkpointing import Checkpoints, PreemptionGuard
+from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
+from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
+from binflax.outputs import log
 from binflax.plan import Plan
 
 
@@ -61,12 +63,6 @@ class TrainResult:
     holdout: dict | None  # holdout metrics of the chosen state (None without a holdout)
     final: dict  # test metrics of the final step's state
     best_test: tuple[int, dict]  # (step, metrics) of the best test evaluation: optimistic
-
-
-def log(message: str) -> None:
-    """Console progress, from process 0 only."""
-    if jax.process_index() == 0:
-        print(message, flush=True)
 
 
 # -- model and optimizer ---------------------------------------------------------------
@@ -302,7 +298,7 @@ def train_and_evaluate(
     model = build_model(config, info.num_classes, plan)
     steps_per_epoch = info.num_examples["train"] // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size={config.batch_size} is larger than the "
             f"{info.num_examples['train']} training examples"
         )
@@ -321,127 +317,127 @@ def train_and_evaluate(
 
     state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    history = EvalHistory(workdir)
-    restored = checkpoints.restore_latest(state)
-    if restored is not None:
-        state = restored
-        log(f"[{name}] resuming from step {int(state.step)} in {workdir}")
-    elif init_from is not None:
-        state = state.replace(
-            params=transfer_matching(state.params, init_from.params),
-            batch_stats=transfer_matching(state.batch_stats, init_from.batch_stats),
-        )
-    state = parallel.replicate(state, mesh)
-    start_step = int(state.step)
-
     writer = metric_writers.create_default_writer(
         os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
     )
-    dropout_key = jax.random.key(config.seed + 1)
-    batches = data.train_batches(config, seed=config.seed, start_step=start_step)
-    lr_schedule = learning_rate_schedule(config, steps_per_epoch)
-    log(
-        f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
-        f"{jax.process_count()} process(es): {total_steps} steps, "
-        f"{steps_per_epoch} per epoch, global batch {config.batch_size}; checkpoint "
-        + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
-    )
-
-    def evaluate_split(split: str, step: int) -> dict:
-        metrics = evaluate(state, eval_batches(config, split), mesh)
-        history.record(split, step, metrics)
-        writer.write_scalars(step, {f"{split}_{k}": v for k, v in metrics.items()})
-        log(
-            f"[{name}] {split} at step {step}: top-1 {metrics['top1']:.2f}% "
-            f"top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
-        )
-        return metrics
-
-    t_start, last_log, last_log_step = time.time(), time.time(), start_step
-    metrics_sum, metrics_count = None, 0
-    with PreemptionGuard() as preemption:
-        for step in range(start_step, total_steps):
-            batch = parallel.global_batch(next(batches), mesh)
-            state, metrics = _jit_train_step(state, batch, dropout_key)
-            metrics_sum = (
-                metrics if metrics_sum is None else jax.tree.map(jnp.add, metrics_sum, metrics)
+    try:
+        history = EvalHistory(workdir)
+        restored = checkpoints.restore_latest(state)
+        if restored is not None:
+            state = restored
+            log(f"[{name}] resuming from step {int(state.step)} in {workdir}")
+        elif init_from is not None:
+            state = state.replace(
+                params=transfer_matching(state.params, init_from.params),
+                batch_stats=transfer_matching(state.batch_stats, init_from.batch_stats),
             )
-            metrics_count += 1
-            done = step + 1
-            last = done == total_steps
+        state = parallel.replicate(state, mesh)
+        start_step = int(state.step)
 
-            if done % config.log_every_steps == 0 or last:
-                means = {
-                    k: float(v) / metrics_count for k, v in parallel.fetch(metrics_sum).items()
-                }
-                if not math.isfinite(means["loss"]):
-                    raise TrainingDiverged(
-                        f"[{name}] the training loss became {means['loss']} by step {done}; "
-                        f"the last good checkpoint is step {checkpoints.latest_step} in "
-                        f"{workdir}. Lower config.learning_rate or check the data."
+        dropout_key = jax.random.key(config.seed + 1)
+        batches = data.train_batches(config, seed=config.seed, start_step=start_step)
+        lr_schedule = learning_rate_schedule(config, steps_per_epoch)
+        log(
+            f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
+            f"{jax.process_count()} process(es): {total_steps} steps, "
+            f"{steps_per_epoch} per epoch, global batch {config.batch_size}; checkpoint "
+            + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
+        )
+
+        def evaluate_split(split: str, step: int) -> dict:
+            metrics = evaluate(state, eval_batches(config, split), mesh)
+            history.record(split, step, metrics)
+            writer.write_scalars(step, {f"{split}_{k}": v for k, v in metrics.items()})
+            log(
+                f"[{name}] {split} at step {step}: top-1 {metrics['top1']:.2f}% "
+                f"top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
+            )
+            return metrics
+
+        t_start, last_log, last_log_step = time.time(), time.time(), start_step
+        metrics_sum, metrics_count = None, 0
+        with PreemptionGuard() as preemption:
+            for step in range(start_step, total_steps):
+                batch = parallel.global_batch(next(batches), mesh)
+                state, metrics = _jit_train_step(state, batch, dropout_key)
+                metrics_sum = (
+                    metrics if metrics_sum is None else jax.tree.map(jnp.add, metrics_sum, metrics)
+                )
+                metrics_count += 1
+                done = step + 1
+                last = done == total_steps
+
+                if done % config.log_every_steps == 0 or last:
+                    means = {
+                        k: float(v) / metrics_count for k, v in parallel.fetch(metrics_sum).items()
+                    }
+                    if not math.isfinite(means["loss"]):
+                        raise TrainingDiverged(
+                            f"[{name}] the training loss became {means['loss']} by step {done}; "
+                            f"the last good checkpoint is step {checkpoints.latest_step} in "
+                            f"{workdir}. Lower config.learning_rate or check the data."
+                        )
+                    now = time.time()
+                    rate = (done - last_log_step) * config.batch_size / max(now - last_log, 1e-9)
+                    eta = (total_steps - done) * config.batch_size / max(rate, 1e-9)
+                    writer.write_scalars(done, {f"train_{k}": v for k, v in means.items()})
+                    log(
+                        f"[{name}] step {done}/{total_steps} epoch {done / steps_per_epoch:.1f} | "
+                        f"loss {means['loss']:.4f} acc {100 * means['accuracy']:.1f}% | "
+                        f"lr {float(lr_schedule(done)):.2e} | {rate:.0f} img/s | ETA {_hms(eta)}"
                     )
-                now = time.time()
-                rate = (done - last_log_step) * config.batch_size / max(now - last_log, 1e-9)
-                eta = (total_steps - done) * config.batch_size / max(rate, 1e-9)
-                writer.write_scalars(done, {f"train_{k}": v for k, v in means.items()})
-                log(
-                    f"[{name}] step {done}/{total_steps} epoch {done / steps_per_epoch:.1f} | "
-                    f"loss {means['loss']:.4f} acc {100 * means['accuracy']:.1f}% | "
-                    f"lr {float(lr_schedule(done)):.2e} | {rate:.0f} img/s | ETA {_hms(eta)}"
-                )
-                metrics_sum, metrics_count = None, 0
-                last_log, last_log_step = now, done
+                    metrics_sum, metrics_count = None, 0
+                    last_log, last_log_step = now, done
 
-            holdout = tested = None
-            if has_holdout and (done % holdout_every == 0 or last):
-                holdout = evaluate_split("holdout", done)
-            if done % test_every == 0 or last:
-                tested = evaluate_split("test", done)
-            if holdout or tested or done % config.checkpoint_every_steps == 0:
-                _save(checkpoints, done, state, name, workdir)
-            if holdout:
-                checkpoints.save_if_best(done, state, holdout)
+                holdout = tested = None
+                if has_holdout and (done % holdout_every == 0 or last):
+                    holdout = evaluate_split("holdout", done)
+                if done % test_every == 0 or last:
+                    tested = evaluate_split("test", done)
+                if holdout or tested or done % config.checkpoint_every_steps == 0:
+                    _save(checkpoints, done, state, name, workdir)
+                if holdout:
+                    checkpoints.save_if_best(done, state, holdout)
 
-            if preemption.requested:
-                _save(checkpoints, done, state, name, workdir)
-                checkpoints.close()
-                raise Preempted(
-                    f"[{name}] SIGTERM at step {done}: checkpoint saved in {workdir}; "
-                    "run the same command again to resume"
-                )
+                if preemption.requested:
+                    _save(checkpoints, done, state, name, workdir)
+                    raise Preempted(
+                        f"[{name}] SIGTERM at step {done}: checkpoint saved in {workdir}; "
+                        "run the same command again to resume"
+                    )
 
-    if history.get("test", total_steps) is None:  # finished before evaluations were kept
-        evaluate_split("test", total_steps)
-    chosen_step = checkpoints.best_step if has_holdout else None
-    if chosen_step is None or chosen_step == total_steps:
-        chosen_step, chosen = total_steps, state
-    else:
-        chosen = parallel.replicate(checkpoints.restore_best(state), mesh)
-    metrics = history.get("test", chosen_step) or evaluate(
-        chosen, eval_batches(config, "test"), mesh
-    )
-    checkpoints.close()
-    writer.flush()
-    seconds = time.time() - t_start
-    final, best_test = history.get("test", total_steps), history.best("test")
-    log(
-        f"[{name}] done in {_hms(seconds)}: test top-1 {metrics['top1']:.2f}% at step "
-        f"{chosen_step}"
-        + (" (chosen on the holdout)" if has_holdout else " (final step)")
-        + f"; final step {final['top1']:.2f}%; best test evaluation {best_test[1]['top1']:.2f}% "
-        f"at step {best_test[0]} (optimistic: chosen on test)"
-    )
-    return TrainResult(
-        model=model,
-        state=chosen,
-        metrics=metrics,
-        steps=total_steps,
-        seconds=seconds,
-        chosen_step=chosen_step,
-        holdout=history.get("holdout", chosen_step),
-        final=final,
-        best_test=best_test,
-    )
+        if history.get("test", total_steps) is None:  # finished before evaluations were kept
+            evaluate_split("test", total_steps)
+        chosen_step = checkpoints.best_step if has_holdout else None
+        if chosen_step is None or chosen_step == total_steps:
+            chosen_step, chosen = total_steps, state
+        else:
+            chosen = parallel.replicate(checkpoints.restore_best(state), mesh)
+        metrics = history.get("test", chosen_step) or evaluate(
+            chosen, eval_batches(config, "test"), mesh
+        )
+        seconds = time.time() - t_start
+        final, best_test = history.get("test", total_steps), history.best("test")
+        chosen_by = "chosen on the holdout" if has_holdout else "the final step"
+        log(
+            f"[{name}] done in {_hms(seconds)}: test top-1 {metrics['top1']:.2f}% at step "
+            f"{chosen_step} ({chosen_by}); final step {final['top1']:.2f}%; best test "
+            f"evaluation {best_test[1]['top1']:.2f}% at step {best_test[0]} (optimistic)"
+        )
+        return TrainResult(
+            model=model,
+            state=chosen,
+            metrics=metrics,
+            steps=total_steps,
+            seconds=seconds,
+            chosen_step=chosen_step,
+            holdout=history.get("holdout", chosen_step),
+            final=final,
+            best_test=best_test,
+        )
+    finally:  # also when the run diverges, is preempted or fails
+        writer.close()
+        checkpoints.close()
 
 
 def _save(checkpoints: Checkpoints, step: int, state: TrainState, name: str, workdir: str) -> None:
@@ -480,10 +476,12 @@ def restore_state(
     model = build_model(config, info.num_classes, plan)
     state = init_state(config, model, info.image_shape, steps_per_epoch=1)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    restored = checkpoints.restore_best(state)
-    checkpoints.close()
+    try:
+        restored = checkpoints.restore_best(state)
+    finally:
+        checkpoints.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}; train it first (--mode=train)")
+        raise CheckpointError(f"no checkpoint in {workdir}; train it first (--mode=train)")
     return model, restored
 
 

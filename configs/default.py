@@ -25,10 +25,10 @@ def finalize(config: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
 def base() -> ml_collections.ConfigDict:
     """Field defaults; experiment configs start from this and override."""
     config = ml_collections.ConfigDict()
-    config.mode = "train"  # train | select | hbn | summary | eval | export
+    config.mode = "train"  # a mode of binflax.modes.MODES (docs/cli.md)
 
     # Model and plan.
-    config.model = "quicknet"  # registry name in binflax.models.MODELS
+    config.model = "mini_sketchanet"  # registry name in binflax.models.MODELS
     config.model_kwargs = ml_collections.ConfigDict()  # extra model fields (widths, ...)
     config.plan = "fbin"  # float | wbin | fbin | path of a plan JSON written by `select`
     config.binarize_last_weights = False
@@ -69,7 +69,7 @@ def base() -> ml_collections.ConfigDict:
     config.hbn = ml_collections.ConfigDict()
     config.hbn.baselines = ("float", "wbin")
     config.hbn.error_metric = "rmse"  # rmse | relative | one_minus_x2
-    config.hbn.score = "log_ratio"
+    config.hbn.score = "log_ratio"  # a score of binflax.select.SCORES
     config.hbn.method = "greedy"  # greedy | exact | partition
     config.hbn.budgets = (1.1,)  # x fbin's equivalent FLOPs; one hybrid per budget
     config.hbn.num_float = ml_collections.config_dict.placeholder(int)

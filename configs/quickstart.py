@@ -15,7 +15,7 @@ from configs import default
 def get_config(arg: str | None = None):
     config = default.base()
     config.mode = "hbn"
-    config.model = "quicknet"
+    config.model = "mini_sketchanet"
     config.dataset = "digits"
     config.num_classes = 10
     config.image_size = 16

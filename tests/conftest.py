@@ -1,4 +1,4 @@
-"""Session-wide test settings.
+"""Session-wide test settings and the spec's numbers that several test files check against.
 
 JAX's persistent compilation cache is shared by every test of the session and by the
 subprocesses the tests start (through the environment), so the same train step of the
@@ -7,7 +7,34 @@ quickstart net is compiled once rather than once per test process.
 
 import os
 import tempfile
+from typing import NamedTuple
+
+import pytest
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="binflax-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class AuthorsSketchANet(NamedTuple):
+    """The spec's Sketch-A-Net sanity check (HBN-METHOD.md section 7)."""
+
+    errors: dict[str, float]  # the authors' measured input errors (TU-Berlin, trained fbin)
+    macs: dict[str, int]  # those layers' MACs in binflax's Sketch-A-Net (250 classes)
+    fixed_macs: int  # conv1 and conv8, whose inputs are never binarized
+    total_macs: int
+
+
+@pytest.fixture(scope="session")
+def authors_sketchanet() -> AuthorsSketchANet:
+    from binflax import models
+
+    infos = models.trace_layers(models.create("sketchanet", plan="fbin"))
+    errors = {"conv2": 0.608, "conv3": 0.620, "conv4": 0.782, "conv5": 0.791}
+    errors |= {"conv6": 0.684, "conv7": 0.943}
+    return AuthorsSketchANet(
+        errors=errors,
+        macs={i.name: i.macs for i in infos if i.precision.binary_input},
+        fixed_macs=sum(i.macs for i in infos if not i.precision.binary_input),
+        total_macs=sum(i.macs for i in infos),
+    )

@@ -68,10 +68,10 @@ def round_trip(tmp_path, model, variables, input_shape, batch=2, arithmetics=("i
     return exported, images, results
 
 
-# Quick set: QuickNet with both plans and ResNet-18 fbin (shortcuts, downsampling); the
+# Quick set: MiniSketchANet with both plans and ResNet-18 fbin (shortcuts, downsampling); the
 # other models and plans are marked slow (tens of seconds each on two shared cores).
 CASES = [  # model, input (H, W, C), fields, plans that run in the quick set
-    ("quicknet", (16, 16, 1), {}, ("fbin", "hybrid")),
+    ("mini_sketchanet", (16, 16, 1), {}, ("fbin", "hybrid")),
     ("resnet18", (32, 32, 3), {"num_classes": 10}, ("fbin",)),
     ("squeezenet", (32, 32, 1), {"num_classes": 10}, ()),
     ("sketchanet", (225, 225, 1), {"num_classes": 10}, ()),
@@ -102,8 +102,8 @@ def test_alexnet_round_trip(tmp_path):
 
 
 def test_int8_and_popcount_agree_exactly_with_k_map(tmp_path):
-    """QuickNet's 48-channel layers pad to 64 in the packed words; the K map scales."""
-    model, variables = build("quicknet", "fbin", (16, 16, 1), True, scale_inputs=True)
+    """MiniSketchANet's 48-channel layers pad to 64 in the packed words; the K map scales."""
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), True, scale_inputs=True)
     _, _, results = round_trip(
         tmp_path, model, variables, (16, 16, 1), arithmetics=("int8", "popcount")
     )
@@ -111,7 +111,7 @@ def test_int8_and_popcount_agree_exactly_with_k_map(tmp_path):
 
 
 def test_binary_layers_run_on_int8_with_int32_accumulation(tmp_path):
-    model, variables = build("quicknet", "fbin", (16, 16, 1))
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
     export.export_model(model, variables, tmp_path / "m.npz")
     exported = export.load(tmp_path / "m.npz")
     images = jnp.zeros((1, 16, 16, 1))
@@ -141,7 +141,7 @@ def test_binary_layers_run_on_int8_with_int32_accumulation(tmp_path):
 
 
 def test_kernel_bits_scale_and_thresholds_follow_the_formulas(tmp_path):
-    model, variables = build("quicknet", "hybrid", (16, 16, 1), True)
+    model, variables = build("mini_sketchanet", "hybrid", (16, 16, 1), True)
     export.export_model(model, variables, tmp_path / "m.npz")
     exported = export.load(tmp_path / "m.npz")
     arrays = exported.layer_arrays()
@@ -208,7 +208,7 @@ def test_alexnet_exports_to_7_6_mib_against_238_mib(tmp_path):
 
 
 def test_memory_report(tmp_path):
-    model = models.create("quicknet", plan="fbin")
+    model = models.create("mini_sketchanet", plan="fbin")
     report = export.memory_report(model)
     assert "path" not in report
     assert report["compression"] == report["float32_bytes"] / report["file_bytes"]
@@ -221,8 +221,8 @@ def test_memory_report(tmp_path):
 
 @pytest.fixture(scope="module")
 def exported_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("export") / "quicknet.npz"
-    model = models.create("quicknet", plan="fbin")
+    path = tmp_path_factory.mktemp("export") / "mini_sketchanet.npz"
+    model = models.create("mini_sketchanet", plan="fbin")
     export.export_model(model, export.zero_variables(model), path)
     return path
 
@@ -290,13 +290,13 @@ def test_newer_version_and_unknown_model_are_refused(tmp_path, exported_file):
 
 
 def test_export_errors_name_the_problem(tmp_path):
-    model = models.create("quicknet", plan="fbin")
+    model = models.create("mini_sketchanet", plan="fbin")
     variables = export.zero_variables(model)
     del variables["params"]["conv3"]
     with pytest.raises(export.ExportError, match="conv3"):
         export.export_model(model, variables, tmp_path / "m.npz")
     with pytest.raises(export.ExportError, match="no plan"):
-        export.export_model(models.QuickNet(), variables, tmp_path / "m.npz")
+        export.export_model(models.MiniSketchANet(), variables, tmp_path / "m.npz")
     info = LayerInfo("x", LayerPrecision("x", "float", "float"), (1, 1, 2, 3), (), (), False, False)
     with pytest.raises(export.ExportError, match="kernel of shape"):
         fold.fold_layer(info, {"kernel": np.zeros((1, 1, 2, 4))}, {}, scale_inputs=False)

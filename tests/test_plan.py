@@ -81,16 +81,15 @@ def test_hybrid_names_an_unknown_layer():
 # -- JSON ------------------------------------------------------------------------------
 
 
-def test_json_round_trip_string_and_file(tmp_path):
+def test_save_load_and_dict_round_trips(tmp_path):
     plan = Plan.hybrid(ALEXNET, ["fc6", "fc7"], binarize_last_weights=True, name="hybrid1")
-    text = plan.to_json()
-    assert Plan.from_json(text) == plan
-    assert Plan.from_json(text).name == "hybrid1"
+    assert Plan.from_dict(plan.to_dict()) == plan
     path = tmp_path / "plan.json"
-    assert plan.to_json(path) == text
-    again = Plan.from_json(path)
-    assert again == plan and again.names == ALEXNET
-    assert Plan.from_json(str(path)) == plan
+    plan.save(path)
+    assert json.loads(path.read_text()) == plan.to_dict()
+    again = Plan.load(path)
+    assert again == plan and again.names == ALEXNET and again.name == "hybrid1"
+    assert Plan.load(str(path)) == plan
     assert plan.to_dict()["layers"]["fc7"] == {"input": "float", "weight": "binary"}
 
 
@@ -103,14 +102,16 @@ def test_json_round_trip_string_and_file(tmp_path):
         ("{not json", "not valid JSON"),
     ],
 )
-def test_from_json_rejects_bad_documents(text, match):
+def test_load_rejects_bad_documents(text, match, tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(text)
     with pytest.raises(PlanError, match=match):
-        Plan.from_json(text)
+        Plan.load(path)
 
 
-def test_from_json_missing_file(tmp_path):
+def test_load_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(PlanError, match="cannot read plan file .*nope.json"):
-        Plan.from_json(tmp_path / "nope.json")
+        Plan.load(tmp_path / "nope.json")
 
 
 # -- validation ------------------------------------------------------------------------
@@ -138,10 +139,10 @@ def test_first_and_last_layer_keep_float_inputs(index):
 def test_a_plan_file_may_list_layers_in_any_order():
     """First and last are the network's: a plan JSON with sorted keys is still valid."""
     fbin = models.create("resnet18", plan="fbin").plan
-    text = json.dumps(fbin.to_dict(), sort_keys=True)
-    assert Plan.from_json(text).names[-1] == "layer4_1/conv2"  # a binary-input layer
-    assert models.create("resnet18", plan=Plan.from_json(text)).plan.names == fbin.names
-    assert models.create("resnet18", plan=Plan.from_json(text)).plan == fbin
+    shuffled = Plan.from_dict(json.loads(json.dumps(fbin.to_dict(), sort_keys=True)))
+    assert shuffled.names[-1] == "layer4_1/conv2"  # a binary-input layer
+    assert models.create("resnet18", plan=shuffled).plan.names == fbin.names
+    assert models.create("resnet18", plan=shuffled).plan == fbin
 
 
 def test_duplicate_layers_are_refused():
@@ -170,7 +171,7 @@ def test_resolve_presets_plans_and_paths(tmp_path):
     assert resolve("wbin", NAMES, binarize_last_weights=True)["fc"].weight == "binary"
     hybrid = Plan.hybrid(NAMES, ["conv2"])
     assert resolve(hybrid, NAMES) == hybrid
-    hybrid.to_json(tmp_path / "h.json")
+    hybrid.save(tmp_path / "h.json")
     assert resolve(str(tmp_path / "h.json"), NAMES) == hybrid
     with pytest.raises(PlanError, match="'hybrid7' is neither a preset"):
         resolve("hybrid7", NAMES)
@@ -183,7 +184,7 @@ def test_create_rejects_a_plan_naming_a_missing_layer(tmp_path):
     expected = "unknown layer.*'conv6'.*conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"
     with pytest.raises(PlanError, match=expected):
         models.create("alexnet", plan=plan)
-    plan.to_json(tmp_path / "plan.json")
+    plan.save(tmp_path / "plan.json")
     with pytest.raises(PlanError, match=expected):
         models.create("alexnet", plan=str(tmp_path / "plan.json"))
 
@@ -214,16 +215,16 @@ def test_model_with_plan_is_a_jit_static_argument():
         return model.apply(variables, x)
 
     jitted = jax.jit(forward, static_argnums=0)
-    x = jnp.ones((1, *models.QuickNet.default_input_shape))
+    x = jnp.ones((1, *models.MiniSketchANet.default_input_shape))
     small = dict(num_classes=3)
-    m1 = models.create("quicknet", plan="fbin", **small)
-    m2 = models.create("quicknet", plan="fbin", **small)  # equal, distinct object
+    m1 = models.create("mini_sketchanet", plan="fbin", **small)
+    m2 = models.create("mini_sketchanet", plan="fbin", **small)  # equal, distinct object
     shapes = jax.eval_shape(m1.init, jax.random.key(0), x)  # no RNG compile: values are moot
     variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
     y1, y2 = jitted(m1, variables, x), jitted(m2, variables, x)
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
     assert traces == ["fbin"]  # the second call hit the cache
     # a different plan is a different static argument (same parameter shapes here)
-    other = models.create("quicknet", plan="fbin", binarize_last_weights=True, **small)
+    other = models.create("mini_sketchanet", plan="fbin", binarize_last_weights=True, **small)
     jitted(other, variables, x)
     assert traces == ["fbin", "fbin"]

@@ -1,49 +1,23 @@
-"""binflax.plots: both charts render to readable PNGs from a report or its JSON."""
-
-import json
+"""binflax.plots: the three charts render to readable PNGs from a report, its JSON or results."""
 
 import matplotlib.image
 import pytest
 
 from binflax import plots, select
 
-ERRORS = {
-    "conv2": 0.608,
-    "conv3": 0.620,
-    "conv4": 0.782,
-    "conv5": 0.791,
-    "conv6": 0.684,
-    "conv7": 0.943,
-}
-MACS = {
-    "conv2": 196812800,
-    "conv3": 66355200,
-    "conv4": 132710400,
-    "conv5": 132710400,
-    "conv6": 6422528,
-    "conv7": 262144,
-}
-FIXED = 72718400
-
 
 @pytest.fixture(scope="module")
-def report():
+def report(authors_sketchanet):
+    errors, macs, fixed, total = authors_sketchanet
     measurement = select.Measurement(
-        "rmse",
-        ERRORS,
-        {"rmse": ERRORS},
-        MACS,
-        FIXED,
-        FIXED + sum(MACS.values()),
-        ("conv1", *ERRORS, "conv8"),
-        0,
+        "rmse", errors, {"rmse": errors}, macs, fixed, total, ("conv1", *errors, "conv8"), 0
     )
     return select.SelectionReport.from_measurement(measurement, budget=1.1, model="SketchANet")
 
 
 @pytest.mark.parametrize("plot", [plots.plot_scores, plots.plot_frontier])
 def test_plots_write_pngs_from_a_report_and_from_its_json(report, plot, tmp_path):
-    for source in (report, json.loads(report.to_json())):
+    for source in (report, report.to_dict()):
         path = tmp_path / f"{plot.__name__}.png"
         assert plot(source, path) == str(path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -52,11 +26,31 @@ def test_plots_write_pngs_from_a_report_and_from_its_json(report, plot, tmp_path
         path.unlink()
 
 
-def test_unbounded_report_plots_without_a_budget_line(report, tmp_path):
-    data = json.loads(report.to_json()) | {"budget": None}
-    assert plots.plot_frontier(data, tmp_path / "f.png")
+def dashed_vertical_lines(figure):
+    return [
+        line
+        for line in figure.axes[0].lines
+        if line.get_linestyle() == "--" and len(set(line.get_xdata())) == 1
+    ]
+
+
+def test_the_budget_is_a_dashed_line_and_an_unbounded_report_has_none(report):
+    (budget,) = dashed_vertical_lines(plots.frontier_figure(report))
+    assert budget.get_xdata()[0] == pytest.approx(1.1 * report.eq_flops["fbin"] / 1e6)
+    assert dashed_vertical_lines(plots.frontier_figure(report.to_dict() | {"budget": None})) == []
 
 
 def test_a_report_without_layers_is_refused(report, tmp_path):
     with pytest.raises(ValueError, match="no candidate layers"):
-        plots.plot_scores(json.loads(report.to_json()) | {"layers": []}, tmp_path / "s.png")
+        plots.plot_scores(report.to_dict() | {"layers": []}, tmp_path / "s.png")
+
+
+def test_results_figure_places_every_variant_at_its_cost_and_accuracy(tmp_path):
+    entry = {"eq_flops": 2e6, "memory_bytes": 2**20, "top1": 90.0}
+    hybrid = entry | {"eq_flops": 3e6, "top1": 95.0}
+    results = {"model": "m", "dataset": "d", "variants": {"fbin": entry, "hybrid": hybrid}}
+    compute, memory = plots.results_figure(results).axes
+    points = sorted(tuple(line.get_xydata()[0]) for line in compute.lines)
+    assert points == [(2.0, 90.0), (3.0, 95.0)]
+    assert compute.get_xscale() == "log" and memory.lines[0].get_xydata()[0][0] == 1.0
+    assert plots.plot_results(results, tmp_path / "r.png") == str(tmp_path / "r.png")

@@ -19,55 +19,40 @@ from binflax.layers import BINARIZED_INPUTS
 from binflax.plan import Plan
 from binflax.select import solvers
 
-# The authors' Sketch-A-Net errors on TU-Berlin (HBN-METHOD.md section 7).
-SKETCH_ERRORS = {
-    "conv2": 0.608,
-    "conv3": 0.620,
-    "conv4": 0.782,
-    "conv5": 0.791,
-    "conv6": 0.684,
-    "conv7": 0.943,
-}
 SPEEDUP = 58.0
-
-
-@pytest.fixture(scope="module")
-def sketch():
-    infos = models.trace_layers(models.create("sketchanet", plan="fbin"))
-    macs = {i.name: i.macs for i in infos if i.precision.binary_input}
-    fixed = sum(i.macs for i in infos if not i.precision.binary_input)
-    return macs, fixed, sum(i.macs for i in infos)
 
 
 # -- the spec's sanity check --------------------------------------------------------------
 
 
-def test_sketchanet_macs_match_the_spec(sketch):
-    macs, fixed, total = sketch
-    assert sorted(macs) == sorted(SKETCH_ERRORS)
+def test_sketchanet_macs_match_the_spec(authors_sketchanet):
+    errors, macs, fixed, total = authors_sketchanet
+    assert sorted(macs) == sorted(errors)
     assert total == pytest.approx(608e6, rel=2e-3)
     assert fixed == total - sum(macs.values())
 
 
 @pytest.mark.parametrize("method", ["greedy", "exact"])
 @pytest.mark.parametrize("budget, expected", [(1.1, ("conv6", "conv7")), (1.02, ("conv7",))])
-def test_sketchanet_budgets_choose_the_authors_hybrids(sketch, method, budget, expected):
-    macs, fixed, _ = sketch
-    chosen = select.solve(SKETCH_ERRORS, macs, fixed_macs=fixed, budget=budget, method=method)
+def test_sketchanet_budgets_choose_the_authors_hybrids(
+    authors_sketchanet, method, budget, expected
+):
+    errors, macs, fixed, _ = authors_sketchanet
+    chosen = select.solve(errors, macs, fixed_macs=fixed, budget=budget, method=method)
     assert chosen == expected
 
 
-def test_log_ratio_score_is_the_spec_formula(sketch):
-    macs, fixed, total = sketch
-    scores = select.layer_scores(SKETCH_ERRORS, macs, fixed_macs=fixed)
-    for name, e in SKETCH_ERRORS.items():
+def test_log_ratio_score_is_the_spec_formula(authors_sketchanet):
+    errors, macs, fixed, total = authors_sketchanet
+    scores = select.layer_scores(errors, macs, fixed_macs=fixed)
+    for name, e in errors.items():
         assert scores[name] == pytest.approx(e * math.log(total / macs[name]), rel=1e-12)
 
 
-def test_eq_flops_match_the_cost_model(sketch):
-    macs, fixed, _ = sketch
+def test_eq_flops_match_the_cost_model(authors_sketchanet):
+    errors, macs, fixed, _ = authors_sketchanet
     chosen = ("conv6", "conv7")
-    prob = solvers.problem(SKETCH_ERRORS, macs, fixed_macs=fixed)
+    prob = solvers.problem(errors, macs, fixed_macs=fixed)
     model = models.create(
         "sketchanet", plan=Plan.hybrid(models.layer_names(models.create("sketchanet")), chosen)
     )
@@ -204,10 +189,10 @@ def test_frontier_grows_its_buffer_and_says_when_it_is_too_large(monkeypatch):
         select.solve(errors, macs, fixed_macs=1e6, budget=10.0, method="exact")
 
 
-def test_frontier_max_budget_keeps_the_cheap_end(sketch):
-    macs, fixed, _ = sketch
-    full = select.pareto_frontier(SKETCH_ERRORS, macs, fixed_macs=fixed)
-    cut = select.pareto_frontier(SKETCH_ERRORS, macs, fixed_macs=fixed, max_budget=1.1)
+def test_frontier_max_budget_keeps_the_cheap_end(authors_sketchanet):
+    errors, macs, fixed, _ = authors_sketchanet
+    full = select.pareto_frontier(errors, macs, fixed_macs=fixed)
+    cut = select.pareto_frontier(errors, macs, fixed_macs=fixed, max_budget=1.1)
     assert cut == tuple(p for p in full if p.budget <= 1.1)
     assert [p.float_layers for p in cut] == [(), ("conv7",), ("conv6", "conv7")]
 
@@ -240,24 +225,24 @@ def test_partition_splits_at_the_largest_gap():
         assert got == tuple(n for n in errors if n in top)
 
 
-def test_sketchanet_partition_and_num_float(sketch):
-    macs, fixed, _ = sketch
+def test_sketchanet_partition_and_num_float(authors_sketchanet):
+    errors, macs, fixed, _ = authors_sketchanet
     kw = dict(fixed_macs=fixed)
-    assert select.solve(SKETCH_ERRORS, macs, **kw, method="partition") == ("conv7",)
-    assert select.solve(SKETCH_ERRORS, macs, **kw, num_float=3) == ("conv3", "conv6", "conv7")
+    assert select.solve(errors, macs, **kw, method="partition") == ("conv7",)
+    assert select.solve(errors, macs, **kw, num_float=3) == ("conv3", "conv6", "conv7")
 
 
-def test_score_is_pluggable(sketch):
-    macs, fixed, _ = sketch
+def test_score_is_pluggable(authors_sketchanet):
+    errors, macs, fixed, _ = authors_sketchanet
 
     def cheapest_first(errors, macs, total_macs):
         return -macs
 
-    got = select.solve(SKETCH_ERRORS, macs, fixed_macs=fixed, num_float=2, score=cheapest_first)
+    got = select.solve(errors, macs, fixed_macs=fixed, num_float=2, score=cheapest_first)
     assert got == ("conv6", "conv7")
-    got = select.solve(SKETCH_ERRORS, macs, fixed_macs=fixed, num_float=1, score="error")
+    got = select.solve(errors, macs, fixed_macs=fixed, num_float=1, score="error")
     assert got == ("conv7",)
-    scores = select.layer_scores(SKETCH_ERRORS, macs, fixed_macs=fixed, score="error_per_mac")
+    scores = select.layer_scores(errors, macs, fixed_macs=fixed, score="error_per_mac")
     total = sum(macs.values()) + fixed
     assert scores["conv2"] == pytest.approx(0.608 * total / macs["conv2"])
 
@@ -293,7 +278,7 @@ def test_bad_layers_are_named():
 
 # -- measure ------------------------------------------------------------------------------
 
-TINY = models.create("quicknet", plan="fbin")
+TINY = models.create("mini_sketchanet", plan="fbin")
 SHAPE = TINY.default_input_shape
 
 
@@ -404,7 +389,7 @@ MULTI_DEVICE = textwrap.dedent(
     from jax.sharding import NamedSharding, PartitionSpec as P
     from binflax import models, select
 
-    model = models.create("quicknet", plan="fbin")
+    model = models.create("mini_sketchanet", plan="fbin")
     shape = model.default_input_shape
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *shape)))
     rng = np.random.default_rng(0)
@@ -466,8 +451,10 @@ def test_select_returns_the_hybrid_plan_and_a_report(tiny, tmp_path):
     assert report.error_left == pytest.approx(
         sum(v for n, v in m.errors.items() if n not in expected)
     )
-    data = json.loads(report.to_json(tmp_path / "select.json"))
-    assert data == json.loads((tmp_path / "select.json").read_text())
+    report.save(tmp_path / "select.json")
+    data = json.loads((tmp_path / "select.json").read_text())
+    assert data == report.to_dict()
+    assert select.SelectionReport.load(tmp_path / "select.json") == report
     for key in ("budget", "method", "metric", "score", "eq_flops", "frontier", "layers"):
         assert key in data
     assert data["frontier"][0]["float_layers"] == []
@@ -476,16 +463,16 @@ def test_select_returns_the_hybrid_plan_and_a_report(tiny, tmp_path):
         assert word in text
 
 
-def test_report_from_published_errors(sketch):
-    macs, fixed, total = sketch
+def test_report_from_published_errors(authors_sketchanet):
+    errors, macs, fixed, total = authors_sketchanet
     measurement = select.Measurement(
         "rmse",
-        SKETCH_ERRORS,
-        {"rmse": SKETCH_ERRORS},
+        errors,
+        {"rmse": errors},
         macs,
         fixed,
         total,
-        ("conv1", *SKETCH_ERRORS, "conv8"),
+        ("conv1", *errors, "conv8"),
         0,
     )
     report = select.SelectionReport.from_measurement(measurement, budget=1.1, method="exact")
@@ -493,3 +480,28 @@ def test_report_from_published_errors(sketch):
     assert [r.rank for r in report.layers] == [6, 3, 5, 4, 2, 1]
     assert report.eq_flops["wbin"] == pytest.approx(total)
     assert report.eq_flops["hybrid"] / report.eq_flops["fbin"] == pytest.approx(1.0802, abs=1e-4)
+
+
+REPORT_SNAPSHOT = """\
+---------------------------------------------
+layer      MACs    rmse   score  rank  chosen
+---------------------------------------------
+conv2  196.81 M  0.6080  0.6858     6       -
+conv3   66.36 M  0.6200  1.3734     3       -
+conv4  132.71 M  0.7820  1.1902     5       -
+conv5  132.71 M  0.7910  1.2039     4       -
+conv6    6.42 M  0.6840  3.1124     2   float
+conv7    0.26 M  0.9430  7.3073     1   float
+---------------------------------------------
+SketchANet: method greedy, score log_ratio, metric rmse, budget 1.1 x fbin
+float inputs: conv6, conv7
+eq. FLOPs: fbin 81.95 M, hybrid 88.52 M (1.080 x fbin), wbin 607.99 M (speedup 58)
+error left binarized: 2.8010 of 4.4280"""
+
+
+def test_report_table_text_is_stable(authors_sketchanet):
+    errors, macs, fixed, total = authors_sketchanet
+    names = ("conv1", *errors, "conv8")
+    measurement = select.Measurement("rmse", errors, {"rmse": errors}, macs, fixed, total, names, 0)
+    report = select.SelectionReport.from_measurement(measurement, budget=1.1, model="SketchANet")
+    assert str(report) == REPORT_SNAPSHOT

@@ -27,10 +27,20 @@ import ml_collections
 
 from binflax.data import digits, sketchy, tu_berlin  # noqa: F401  (registers the TFDS builders)
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
+from binflax.data.recipes import RECIPES
 
-__all__ = ["DatasetError", "DatasetInfo", "eval_batches", "get_info", "train_batches"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetInfo",
+    "eval_batches",
+    "get_info",
+    "train_batches",
+]
 
 _EMBEDDED = {"digits": digits}
+# Every dataset ``config.dataset`` may name: the embedded ones and the TFDS recipes.
+DATASETS = (*_EMBEDDED, *RECIPES)
 
 
 def _source(config: ml_collections.ConfigDict):

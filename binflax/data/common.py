@@ -7,8 +7,10 @@ import functools
 
 import jax
 
+from binflax.errors import ConfigError, UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """A dataset that is missing, incomplete or unreadable; the message says what to do."""
 
 
@@ -32,7 +34,7 @@ def process_slice(index: int | None, count: int | None) -> tuple[int, int]:
 
 def per_process_batch(global_batch: int, process_count: int, what: str = "batch_size") -> int:
     if global_batch % process_count:
-        raise ValueError(
+        raise ConfigError(
             f"config.{what}={global_batch} does not split evenly over {process_count} processes"
         )
     return global_batch // process_count

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from binflax.data.common import DatasetError, tensorflow
 
@@ -81,7 +82,8 @@ def prepared_builder(
         builder = tfds.builder(name, data_dir=config.data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise DatasetError(f"TFDS knows no dataset {name!r}: {err}") from err
-    if builder.is_prepared():
+    # what builder.is_prepared() checks, without its warning about the empty version folder
+    if (epath.Path(builder.data_dir) / "dataset_info.json").exists():
         return builder
     manual_dir = _manual_dir(config, builder)
     if process_count > 1:

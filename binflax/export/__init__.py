@@ -7,12 +7,14 @@ file back with every check a deployment needs, and :func:`integer_forward` runs 
 exported network with every binary-input, binary-weight layer in exact integer
 arithmetic, giving the fake-quantized float model's logits.
 
+    >>> import os, tempfile
     >>> import jax.numpy as jnp
     >>> from binflax import export, models
-    >>> model = models.create("quicknet", plan="fbin")
+    >>> model = models.create("mini_sketchanet", plan="fbin")
     >>> variables = export.zero_variables(model)
-    >>> report = export.export_model(model, variables, "/tmp/quicknet.npz")
-    >>> exported = export.load("/tmp/quicknet.npz")
+    >>> path = os.path.join(tempfile.mkdtemp(), "mini_sketchanet.npz")
+    >>> report = export.export_model(model, variables, path)
+    >>> exported = export.load(path)
     >>> export.integer_forward(exported, jnp.zeros((1, *model.default_input_shape))).shape
     (1, 10)
 

@@ -32,13 +32,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from binflax.errors import UserError
+
 FORMAT = "binflax.export"
 VERSION = 1
 HEADER_KEY = "__binflax_export__"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export file that cannot be read: missing, truncated, foreign or corrupt."""
 
 

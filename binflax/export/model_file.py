@@ -70,7 +70,7 @@ def export_model(
     """Writes ``model`` with ``variables`` (``params`` and ``batch_stats``) to ``path``.
 
     ``input_shape`` (H, W, C) is the size the model runs at; it matters where a kernel's
-    size follows the input (QuickNet's conv4). By default it is the model's
+    size follows the input (MiniSketchANet's conv4). By default it is the model's
     ``default_input_shape`` with the input channels of the variables' first kernel.
 
     Returns a report: ``path``, ``file_bytes`` (measured), ``float32_bytes`` (the same

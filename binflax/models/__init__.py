@@ -23,7 +23,7 @@ from binflax import plan as plan_lib
 from binflax.layers import HBNConv
 from binflax.models.alexnet import AlexNet
 from binflax.models.base import BinaryNet
-from binflax.models.quicknet import QuickNet
+from binflax.models.mini_sketchanet import MiniSketchANet
 from binflax.models.resnet import ResNet, ResNet18
 from binflax.models.sketchanet import SketchANet
 from binflax.models.squeezenet import SqueezeNet
@@ -34,7 +34,7 @@ MODELS: dict[str, type[BinaryNet]] = {
     "sketchanet": SketchANet,
     "resnet18": ResNet18,
     "squeezenet": SqueezeNet,
-    "quicknet": QuickNet,
+    "mini_sketchanet": MiniSketchANet,
 }
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "AlexNet",
     "BinaryNet",
     "LayerInfo",
-    "QuickNet",
+    "MiniSketchANet",
     "ResNet",
     "ResNet18",
     "SketchANet",

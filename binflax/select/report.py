@@ -7,7 +7,7 @@ train plus a :class:`SelectionReport` that prints as a table and saves as JSON (
 
     plan, report = select(model, variables, batches, budget=1.1)
     print(report)
-    report.to_json("select.json"); plan.to_json("plan.json")
+    report.save("select.json"); plan.save("plan.json")
 
 :meth:`SelectionReport.from_measurement` builds the same report from measured (or
 published) errors without running a model.
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable, Mapping
 
 import flax.linen as nn
+from etils import epath
 
 from binflax.cost import XNOR_SPEEDUP
 from binflax.plan import Plan
@@ -179,12 +179,26 @@ class SelectionReport:
         ]
         return data
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+    def save(self, path: epath.PathLike) -> None:
+        """Writes :meth:`to_dict` as JSON to ``path`` (the ``select.json`` of a run)."""
+        epath.Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SelectionReport:
+        """The report :meth:`to_dict` described."""
+        fields = dict(data)
+        fields["layers"] = tuple(LayerRow(**row) for row in data["layers"])
+        fields["float_layers"] = tuple(data["float_layers"])
+        fields["frontier"] = tuple(
+            FrontierPoint(**{**p, "float_layers": tuple(p["float_layers"])})
+            for p in data["frontier"]
+        )
+        return cls(**fields)
+
+    @classmethod
+    def load(cls, path: epath.PathLike) -> SelectionReport:
+        """Reads a report that :meth:`save` wrote."""
+        return cls.from_dict(json.loads(epath.Path(path).read_text()))
 
 
 def select(

@@ -46,14 +46,14 @@ EXPECTED_NAMES = {
     "squeezenet": SQUEEZENET,
 }
 # the quickstart net is tuned to the digits and may change shape; its names are its own
-EXPECTED_NAMES["quicknet"] = models.layer_names(models.create("quicknet"))
+EXPECTED_NAMES["mini_sketchanet"] = models.layer_names(models.create("mini_sketchanet"))
 # the smallest inputs each architecture takes (AlexNet and Sketch-A-Net need their own)
 SMALL_INPUT = {
     "alexnet": (224, 224, 3),
     "sketchanet": (225, 225, 1),
     "resnet18": (32, 32, 3),
     "squeezenet": (48, 48, 1),
-    "quicknet": models.QuickNet.default_input_shape,
+    "mini_sketchanet": models.MiniSketchANet.default_input_shape,
 }
 PLANS = ("float", "wbin", "fbin", "hybrid")
 # XLA compile time dominates these tests on a CPU; optimisation level 0 halves it
@@ -169,8 +169,8 @@ def test_effective_weights_and_inputs_follow_the_plan(preset, last):
     and inputs, the classifier's weights are alpha * sign(W) exactly when
     binarize_last_weights (and the preset binarizes weights), binary-input units feed
     +-1 to the conv."""
-    model = build("quicknet", preset, binarize_last_weights=last)
-    x = images("quicknet", batch=1)
+    model = build("mini_sketchanet", preset, binarize_last_weights=last)
+    x = images("mini_sketchanet", batch=1)
     variables = fake_variables(model, x)
     params = flat(variables["params"])
 
@@ -216,7 +216,7 @@ def assert_useful_gradients(grads):
 # A real gradient costs one XLA compile (seconds on a CPU). AlexNet's layer kinds (a conv
 # chain with pools, a "fully-connected" conv over the last map, 1x1 convs, dropout) are
 # Sketch-A-Net's, which runs for real, so AlexNet's gradients are only traced.
-COMPILED = ("quicknet", "sketchanet", "resnet18", "squeezenet")
+COMPILED = ("mini_sketchanet", "sketchanet", "resnet18", "squeezenet")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
@@ -286,5 +286,5 @@ def test_resnet18_spatial_sizes():
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(ValueError, match="'vgg'.*alexnet, quicknet, resnet18"):
+    with pytest.raises(ValueError, match="'vgg'.*alexnet, mini_sketchanet, resnet18"):
         models.create("vgg")

@@ -23,7 +23,7 @@ from binflax.layers import max_pool
 from binflax.models.base import BinaryNet
 
 
-class QuickNet(BinaryNet):
+class MiniSketchANet(BinaryNet):
     num_classes: int = 10
     widths: Sequence[int] = (48, 64, 64, 128, 128)
     dropout_rate: float = 0.0

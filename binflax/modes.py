@@ -1,14 +1,16 @@
-"""The paper end to end, and the other modes that sit on top of training.
+"""The command line's modes: what ``main.py --mode=MODE`` runs, on top of training.
 
-``run_hbn`` is the HBN pipeline of the paper (HBN-METHOD.md sections 6-7):
+:data:`MODES` is the one list of modes (the CLI, the config check and the docs read it):
 
-1. train the fully binarized network (fbin);
-2. measure each binary-input layer's input-binarization error on the held-out slice of
-   the training split and select the layers whose inputs stay float
-   (``binflax.select``), writing ``select.json``, ``plan.json`` and the plots;
-3. train that hybrid, from scratch as the authors did or from the fbin checkpoint;
-4. train the baselines the config lists (float, wbin) and write ``results.json`` and
-   ``results.md``: top-1/top-5, equivalent FLOPs, MACs and memory per variant.
+- ``summary``: the cost table of a config's model and plan, and what each selection
+  budget admits, from shapes alone (no data);
+- ``train``: the config's plan, with its variant's recipe;
+- ``select``: measure a trained fbin network once and select one hybrid per budget;
+- ``hbn``: the paper end to end (HBN-METHOD.md sections 6-7): train fbin, select, train
+  every hybrid (from scratch, as the authors, or from the fbin checkpoint), train the
+  baselines the config lists, and write the results (:mod:`binflax.results`);
+- ``eval``: test metrics of every trained variant of a workdir;
+- ``export``: bit-pack every trained variant and check its integer path.
 
 Each variant trains in its own sub-directory of the workdir and resumes from its own
 checkpoint, and a finished variant is not trained again: rerunning the same command
@@ -18,56 +20,30 @@ after an interruption picks up where it stopped.
 from __future__ import annotations
 
 import itertools
-import json
-import os
+from collections.abc import Callable
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
-from binflax import cost, data, export, models, paper, parallel, plots, select, train, variants
+from binflax import (
+    checkpointing,
+    cost,
+    data,
+    export,
+    models,
+    outputs,
+    paper,
+    parallel,
+    plots,
+    results,
+    select,
+    train,
+    variants,
+)
+from binflax.outputs import log
 from binflax.plan import Plan
-
-RESULTS_VERSION = 2
-
-
-def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) -> dict:
-    """One row of ``results.json`` (format in ARCHITECTURE.md and docs/cli.md).
-
-    ``top1``/``top5`` are the headline: test accuracy at the checkpoint chosen on the
-    held-out slice. ``final_*`` is the last step's test accuracy, and
-    ``best_test_top1_optimistic`` the best of every test evaluation (the authors' "best
-    epoch", optimistic because the test set chose it).
-    """
-    info = data.get_info(config)
-    costs = cost.layer_costs(result.model, info.image_shape, speedup=config.hbn.speedup)
-    total = cost.totals(costs)
-    plan = result.model.plan
-    best_step, best = result.best_test
-
-    def top5(metrics):
-        return metrics["top5"] if info.num_classes > 5 else None
-
-    return {
-        "top1": result.metrics["top1"],
-        "top5": top5(result.metrics),
-        "test_loss": result.metrics["loss"],
-        "checkpoint_step": result.chosen_step,
-        "holdout_top1": result.holdout["top1"] if result.holdout else None,
-        "final_top1": result.final["top1"],
-        "final_top5": top5(result.final),
-        "best_test_top1_optimistic": best["top1"],
-        "best_test_step": best_step,
-        "eq_flops": total["eq_flops"],
-        "macs": float(total["macs"]),
-        "memory_bytes": int(round(total["memory_bytes"])),
-        "plan": plan.name,
-        "float_inputs": list(plan.float_inputs),
-        "binary_inputs": len(plan.binary_inputs),
-        "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),
-    }
 
 
 def train_variant(
@@ -91,17 +67,15 @@ def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
     variant = config.plan if config.plan in variants.PRESET_VARIANTS else "hybrid"
     result = train_variant(config, workdir, variant, config.plan)
-    entry = variant_entry(result, config)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
-            json.dump(entry, f, indent=2)
+    entry = results.variant_entry(result, config)
+    outputs.write_json(epath.Path(workdir) / "metrics.json", entry)
     return entry
 
 
-def selection_file(workdir: str, kind: str, variant: str, suffix: str = ".json") -> str:
+def selection_file(workdir: str, kind: str, variant: str, suffix: str = ".json") -> epath.Path:
     """``plan.json``/``select.json``/... for ``hybrid``, ``plan_hybrid2.json``/... for others."""
     tail = "" if variant == "hybrid" else f"_{variant}"
-    return os.path.join(workdir, f"{kind}{tail}{suffix}")
+    return epath.Path(workdir) / f"{kind}{tail}{suffix}"
 
 
 def run_select(
@@ -116,11 +90,9 @@ def run_select(
     """
     if fbin is None:
         fbin_config = variants.variant_config(config, "fbin")
-        model, state = train.restore_state(fbin_config, os.path.join(workdir, "fbin"), "fbin")
+        model, state = train.restore_state(fbin_config, _join(workdir, "fbin"), "fbin")
     else:
         model, state = fbin.model, fbin.state
-    if model.plan.name != "fbin" and not model.plan.binary_inputs:
-        raise ValueError("select needs a network with binary inputs (train plan 'fbin' first)")
     mesh = parallel.make_mesh()
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     hold = itertools.islice(data.eval_batches(config, "holdout"), config.hbn.measure_batches)
@@ -143,14 +115,14 @@ def run_select(
             model=type(model).__name__,
         )
         plan = select.hybrid_plan(model, measurement, report.float_layers, name=variant)
-        if jax.process_index() == 0:
-            os.makedirs(workdir, exist_ok=True)
-            report.to_json(selection_file(workdir, "select", variant))
-            plan.to_json(selection_file(workdir, "plan", variant))
+        if outputs.main_process():
+            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            report.save(selection_file(workdir, "select", variant))
+            plan.save(selection_file(workdir, "plan", variant))
             plots.plot_scores(report, selection_file(workdir, "scores", variant, ".png"))
             plots.plot_frontier(report, selection_file(workdir, "frontier", variant, ".png"))
-        train.log(str(report))
-        train.log(
+        log(str(report))
+        log(
             f"[select] {variant}: float inputs kept for "
             f"{', '.join(report.float_layers) or 'none'} (budget {budget:g} x fbin)"
         )
@@ -160,25 +132,23 @@ def run_select(
 
 def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """fbin -> select (one hybrid per budget) -> hybrids, plus baselines; writes results."""
-    fbin = train_variant(config, os.path.join(workdir, "fbin"), "fbin", "fbin")
+    fbin = train_variant(config, _join(workdir, "fbin"), "fbin", "fbin")
     plans = run_select(config, workdir, fbin)
     init = fbin.state if config.hbn.init_hybrid_from_fbin else None
     trained = {
-        variant: train_variant(config, os.path.join(workdir, variant), variant, plan, init)
+        variant: train_variant(config, _join(workdir, variant), variant, plan, init)
         for variant, plan in plans.items()
     }
     trained["fbin"] = fbin
     for baseline in config.hbn.baselines:
-        trained[baseline] = train_variant(
-            config, os.path.join(workdir, baseline), baseline, baseline
-        )
+        trained[baseline] = train_variant(config, _join(workdir, baseline), baseline, baseline)
     entries = {
-        name: variant_entry(trained[name], config)
+        name: results.variant_entry(trained[name], config)
         for name in variants.report_order(config.hbn.budgets, list(trained))
     }
     fbin_eq_flops = entries["fbin"]["eq_flops"]
-    results = {
-        "version": RESULTS_VERSION,
+    run_results = {
+        "version": results.VERSION,
         "model": config.model,
         "dataset": config.dataset,
         "seed": config.seed,
@@ -198,47 +168,9 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
             },
         },
     }
-    if jax.process_index() == 0:
-        write_results(results, workdir)
-    train.log(format_results(results))
-    return results
-
-
-def write_results(results: dict, workdir: str) -> None:
-    """``results.json``, ``results.md`` and the accuracy-vs-compute plot ``results.png``."""
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(format_results(results) + "\n")
-    plots.plot_results(results, os.path.join(workdir, "results.png"))
-
-
-def format_results(results: dict) -> str:
-    """``results.md``: the paper's table, one row per variant (float, wbin, hybrids, fbin)."""
-    variants_ = results["variants"]
-    fbin_flops = variants_.get("fbin", {}).get("eq_flops")
-    lines = [
-        f"# HBN results: {results['model']} on {results['dataset']} (seed {results['seed']})",
-        "",
-        "Top-1/top-5: test accuracy at the checkpoint chosen on the held-out slice of the "
-        "training split. Final: the last step's test top-1. Best test: the best of every "
-        "test evaluation, the authors' figure - optimistic, since the test set chose it.",
-        "",
-        "| variant | top-1 | top-5 | final top-1 | best test top-1 (optimistic) "
-        "| eq. FLOPs (M) | x fbin | MACs (M) | memory (MiB) | float-input layers |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, v in variants_.items():
-        top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
-        ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
-        between = v["float_inputs"][1:-1]
-        layers = "all" if v["binary_inputs"] == 0 else (", ".join(between) or "-")
-        lines.append(
-            f"| {name} | {v['top1']:.2f} | {top5} | {v['final_top1']:.2f} | "
-            f"{v['best_test_top1_optimistic']:.2f} | {v['eq_flops'] / 1e6:.2f} | {ratio} | "
-            f"{v['macs'] / 1e6:.2f} | {v['memory_bytes'] / 2**20:.3f} | {layers} |"
-        )
-    return "\n".join(lines)
+    results.write(run_results, workdir)
+    log(results.format_table(run_results))
+    return run_results
 
 
 def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -259,16 +191,13 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for key in ("file_bytes", "float32_bytes", "predicted_bytes", "compression")
     }
     summary["budgets"] = budget_targets(config)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    train.log(cost.format_summary(summary))
-    train.log(
+    outputs.write_json(epath.Path(workdir) / "summary.json", summary)
+    log(cost.format_summary(summary))
+    log(
         f"exported file {measured['file_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
         f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x smaller)"
     )
-    train.log(format_budget_targets(summary["budgets"], config.model))
+    log(format_budget_targets(summary["budgets"], config.model))
     return summary
 
 
@@ -351,19 +280,21 @@ def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[
     A ``train`` workdir is one run with ``config.plan``; an ``hbn`` workdir holds fbin,
     the hybrids (each with its plan file) and the baselines, each where it was trained.
     """
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if checkpointing.has_checkpoints(workdir):
         variant = config.plan if config.plan in variants.PRESET_VARIANTS else "hybrid"
         return [(workdir, variant, config.plan)]
     plans = {"fbin": "fbin", "float": "float", "wbin": "wbin"}
     for variant in variants.hybrid_names(config.hbn.budgets):
-        plans[variant] = selection_file(workdir, "plan", variant)
+        plans[variant] = str(selection_file(workdir, "plan", variant))
     runs = [
-        (os.path.join(workdir, name), name, plans[name])
+        (_join(workdir, name), name, plans[name])
         for name in variants.report_order(config.hbn.budgets, list(plans))
-        if os.path.isdir(os.path.join(workdir, name, "checkpoints"))
+        if checkpointing.has_checkpoints(_join(workdir, name))
     ]
     if not runs:
-        raise FileNotFoundError(f"no trained checkpoints under {workdir}; train first")
+        raise checkpointing.CheckpointError(
+            f"no trained checkpoints under {workdir}; train first (--mode=train or hbn)"
+        )
     return runs
 
 
@@ -378,9 +309,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics = train.evaluate(
             parallel.replicate(state, mesh), train.eval_batches(config, "test"), mesh
         )
-        train.log(
-            f"[eval] {run_dir}: {type(model).__name__} plan={model.plan.name}: {_fmt(metrics)}"
-        )
+        log(f"[eval] {run_dir}: {type(model).__name__} plan={model.plan.name}: {_fmt(metrics)}")
         results[run_dir] = metrics
     return results
 
@@ -404,14 +333,14 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
             "params": parallel.fetch(state.params),
             "batch_stats": parallel.fetch(state.batch_stats),
         }
-        path = os.path.join(run_dir, "model.npz")
+        path = _join(run_dir, "model.npz")
         report = export.export_model(model, variables, path, input_shape=image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
         exact = np.asarray(export.integer_forward(export.load(path), images))
         fake_quant = np.asarray(model.apply(variables, images))
         report["max_abs_logit_diff"] = float(np.max(np.abs(exact - fake_quant)))
         report["top1_agreement"] = float(np.mean(exact.argmax(-1) == fake_quant.argmax(-1)))
-        train.log(
+        log(
             f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB "
             f"(float32 {report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
             f"model on {len(images)} images: max |logit diff| "
@@ -426,3 +355,18 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return ", ".join(
         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
     )
+
+
+def _join(directory: str, name: str) -> str:
+    """``directory/name`` for a local or remote (``gs://``) directory."""
+    return str(epath.Path(directory) / name)
+
+
+MODES: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {
+    "train": run_train,
+    "select": run_select,
+    "hbn": run_hbn,
+    "summary": run_summary,
+    "eval": run_eval,
+    "export": run_export,
+}

@@ -1,0 +1,89 @@
+"""An HBN run's results: ``results.json``, the paper's table (``results.md``) and its figure.
+
+Why a module of its own: the results are the run's product, read by people (the table,
+the accuracy-vs-compute plot) and by tools (the JSON, format in ARCHITECTURE.md and
+docs/cli.md). One row per trained variant, in the paper's order - float, wbin, the
+hybrids, fbin - with three accuracies, of which only the first is the headline:
+
+- ``top1``/``top5``: test accuracy at the checkpoint chosen on held-out data;
+- ``final_top1``/``final_top5``: the last step's;
+- ``best_test_top1_optimistic``: the best of every test evaluation, the authors' figure.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from etils import epath
+
+from binflax import cost, data, outputs, plots, train
+
+VERSION = 2
+
+
+def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) -> dict:
+    """One row of ``results.json``: accuracies, costs and the plan of a trained variant."""
+    info = data.get_info(config)
+    costs = cost.layer_costs(result.model, info.image_shape, speedup=config.hbn.speedup)
+    total = cost.totals(costs)
+    plan = result.model.plan
+    best_step, best = result.best_test
+
+    def top5(metrics):
+        return metrics["top5"] if info.num_classes > 5 else None
+
+    return {
+        "top1": result.metrics["top1"],
+        "top5": top5(result.metrics),
+        "test_loss": result.metrics["loss"],
+        "checkpoint_step": result.chosen_step,
+        "holdout_top1": result.holdout["top1"] if result.holdout else None,
+        "final_top1": result.final["top1"],
+        "final_top5": top5(result.final),
+        "best_test_top1_optimistic": best["top1"],
+        "best_test_step": best_step,
+        "eq_flops": total["eq_flops"],
+        "macs": float(total["macs"]),
+        "memory_bytes": int(round(total["memory_bytes"])),
+        "plan": plan.name,
+        "float_inputs": list(plan.float_inputs),
+        "binary_inputs": len(plan.binary_inputs),
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 1),
+    }
+
+
+def write(results: dict, workdir: epath.PathLike) -> None:
+    """``results.json``, ``results.md`` and ``results.png`` in ``workdir`` (main process)."""
+    workdir = epath.Path(workdir)
+    outputs.write_json(workdir / "results.json", results)
+    outputs.write_text(workdir / "results.md", format_table(results) + "\n")
+    if outputs.main_process():
+        plots.plot_results(results, workdir / "results.png")
+
+
+def format_table(results: dict) -> str:
+    """``results.md``: the paper's table, one row per variant (float, wbin, hybrids, fbin)."""
+    variants = results["variants"]
+    fbin_flops = variants.get("fbin", {}).get("eq_flops")
+    lines = [
+        f"# HBN results: {results['model']} on {results['dataset']} (seed {results['seed']})",
+        "",
+        "Top-1/top-5: test accuracy at the checkpoint chosen on the held-out slice of the "
+        "training split. Final: the last step's test top-1. Best test: the best of every "
+        "test evaluation, the authors' figure - optimistic, since the test set chose it.",
+        "",
+        "| variant | top-1 | top-5 | final top-1 | best test top-1 (optimistic) "
+        "| eq. FLOPs (M) | x fbin | MACs (M) | memory (MiB) | float-input layers |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in variants.items():
+        top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
+        ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
+        between = v["float_inputs"][1:-1]  # the first and last layers are always float
+        layers = "all" if v["binary_inputs"] == 0 else (", ".join(between) or "-")
+        lines.append(
+            f"| {name} | {v['top1']:.2f} | {top5} | {v['final_top1']:.2f} | "
+            f"{v['best_test_top1_optimistic']:.2f} | {v['eq_flops'] / 1e6:.2f} | {ratio} | "
+            f"{v['macs'] / 1e6:.2f} | {v['memory_bytes'] / 2**20:.3f} | {layers} |"
+        )
+    return "\n".join(lines)
