@@ -37,6 +37,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.holdout_fraction < 1.0:
         raise ConfigError(f"config.holdout_fraction={config.holdout_fraction} must be in [0, 1)")
     _one_of(config, "lr_schedule", train.SCHEDULES)
+    if config.half_precision not in (None, True, False):
+        raise ConfigError(
+            f"config.half_precision={config.half_precision!r} must be True, False or None "
+            "(None: bfloat16 on a TPU or GPU, float32 on a CPU)"
+        )
     if config.test_every_epochs < 0:
         raise ConfigError(f"config.test_every_epochs={config.test_every_epochs} must be >= 0")
     budgets = config.hbn.budgets

@@ -48,6 +48,10 @@ class HBNConv(nn.Module):
       stop_alpha_gradient: treat the weight scale alpha as a constant in the backward
         pass, as the authors' hand-written gradient does (default); False
         differentiates through it ([choice]).
+      dtype: the compute dtype (``config.half_precision``: bfloat16). The conv's inputs
+        and the batch norm's output take it; the conv accumulates in float32, so a
+        binary layer's +-1 products sum exactly; parameters and batch-norm statistics
+        stay float32.
     """
 
     features: int
@@ -61,10 +65,15 @@ class HBNConv(nn.Module):
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
 
     def _batch_norm(self, x: jax.Array, train: bool) -> jax.Array:
         return nn.BatchNorm(
-            use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, name="bn"
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=1e-5,
+            dtype=self.dtype,
+            name="bn",
         )(x)
 
     def _kernel(self, in_features: int) -> jax.Array:
@@ -79,11 +88,12 @@ class HBNConv(nn.Module):
 
     def _conv(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         return jax.lax.conv_general_dilated(
-            x,
-            kernel.astype(x.dtype),
+            jax.lax.convert_element_type(x, self.dtype),
+            jax.lax.convert_element_type(kernel, self.dtype),
             self.strides,
             self.padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32,
         )
 
     @nn.compact
@@ -91,6 +101,7 @@ class HBNConv(nn.Module):
         if self.precision.binary_input:
             if self.norm:
                 x = self._batch_norm(x, train)
+            x = jax.lax.convert_element_type(x, self.dtype)
             self.sow(BINARIZED_INPUTS, "sign_input", x)
             scale = (
                 quantizers.xnor_input_scale(x, self.kernel_size, self.strides, self.padding)

@@ -66,10 +66,22 @@ class TrainResult:
 
 
 # -- model and optimizer ---------------------------------------------------------------
+HALF_PRECISION_BACKENDS = ("tpu", "gpu")
+
+
+def half_precision(config: ml_collections.ConfigDict) -> bool:
+    """``config.half_precision``; ``None`` (the paper configs) means bfloat16 compute on a
+    TPU or GPU backend and float32 on a CPU, whose bfloat16 arithmetic is emulated."""
+    if config.half_precision is None:
+        return jax.default_backend() in HALF_PRECISION_BACKENDS
+    return bool(config.half_precision)
+
+
 def build_model(
     config: ml_collections.ConfigDict, num_classes: int, plan: str | Plan | None = None
 ) -> models.BinaryNet:
-    """The config's model with ``plan`` (default ``config.plan``) resolved on its layers."""
+    """The config's model with ``plan`` (default ``config.plan``) resolved on its layers,
+    computing in bfloat16 under :func:`half_precision` (parameters stay float32)."""
     return models.create(
         config.model,
         plan=config.plan if plan is None else plan,
@@ -79,6 +91,7 @@ def build_model(
         input_quantizer=config.input_quantizer,
         scale_inputs=config.scale_inputs,
         stop_alpha_gradient=config.stop_alpha_gradient,
+        dtype=jnp.bfloat16 if half_precision(config) else jnp.float32,
         **config.model_kwargs.to_dict(),
     )
 
@@ -217,6 +230,7 @@ def train_step(state: TrainState, batch: dict, dropout_key: jax.Array) -> tuple[
             mutable=["batch_stats"],
             rngs={"dropout": jax.random.fold_in(dropout_key, state.step)},
         )
+        logits = logits.astype(jnp.float32)  # the loss is float32 under half precision too
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return loss, (logits, updates)
 
@@ -235,7 +249,8 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     crops = images.shape[1] if images.ndim == 5 else 1
     flat = images.reshape(-1, *images.shape[-3:])
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, flat)
-    log_probs = jax.nn.log_softmax(logits).reshape(images.shape[0], crops, -1).mean(axis=1)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    log_probs = log_probs.reshape(images.shape[0], crops, -1).mean(axis=1)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
     loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
     top5 = jax.lax.top_k(log_probs, min(5, log_probs.shape[-1]))[1]
@@ -340,7 +355,8 @@ def train_and_evaluate(
         log(
             f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
             f"{jax.process_count()} process(es): {total_steps} steps, "
-            f"{steps_per_epoch} per epoch, global batch {config.batch_size}; checkpoint "
+            f"{steps_per_epoch} per epoch, global batch {config.batch_size}, "
+            f"{jnp.dtype(model.dtype).name} compute on {jax.default_backend()}; checkpoint "
             + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
         )
 

@@ -35,6 +35,9 @@ def base() -> ml_collections.ConfigDict:
     config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
     config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
     config.stop_alpha_gradient = True  # alpha is a constant in the backward pass (authors)
+    # bfloat16 compute, float32 parameters, statistics, loss and optimizer. None: on when
+    # the backend is a TPU or GPU, off on a CPU (binflax.train.half_precision).
+    config.half_precision = False
     config.dropout_rate = 0.5
     # Per-variant recipe overrides (binflax.variants): keys float, wbin, fbin, hybrid;
     # fields learning_rate, weight_decay, dropout_rate, batch_size, num_epochs.

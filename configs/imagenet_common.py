@@ -21,6 +21,7 @@ def imagenet_config(model: str) -> ml_collections.ConfigDict:
     config.dataset = "imagenet2012"
     config.num_classes = 1000
     config.image_size = 224
+    config.half_precision = ml_collections.config_dict.placeholder(bool)  # None: bf16 on TPU/GPU
     config.channels = 3
     config.batch_size = 512
     config.eval_batch_size = 500

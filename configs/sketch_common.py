@@ -23,6 +23,7 @@ def sketch_config(model: str, dataset: str, image_size: int) -> ml_collections.C
     config.dataset = dataset
     config.num_classes = SKETCH_CLASSES[dataset]
     config.image_size = image_size
+    config.half_precision = ml_collections.config_dict.placeholder(bool)  # None: bf16 on TPU/GPU
     config.channels = 1
     config.eval_batch_size = 256
     config.lr_schedule = "decay"

@@ -251,3 +251,25 @@ def test_global_avg_pool(rng):
     x = rng.normal(size=(2, 5, 4, 3))
     got = np.asarray(layers.global_avg_pool(jnp.asarray(x, jnp.float32)))
     np.testing.assert_allclose(got, x.mean((1, 2), keepdims=True), rtol=1e-5)
+
+
+def test_bfloat16_binary_unit_has_float32s_signs_and_integer_accumulators(rng):
+    """Half precision loses nothing in an XNOR unit: sign(bfloat16(x)) = sign(x), the +-1
+    products accumulate in float32, so output / alpha is the exact integer accumulator
+    sum(sign(x) * sign(W)) of a NumPy convolution, in float32 and in bfloat16."""
+    x = rng.normal(size=(2, 6, 6, 64)).astype(np.float32)
+    w = rng.normal(0, 0.5, size=(3, 3, 64, 8)).astype(np.float32)
+    accumulators = np_conv(np_sign(x), np_sign(w), pad=1)
+    alpha = np.abs(w).reshape(-1, 8).mean(0)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        module = unit(XNOR, features=8, padding=((1, 1), (1, 1)), norm=False, dtype=dtype)
+        y, state = module.apply(
+            {"params": {"kernel": w}}, jnp.asarray(x), mutable=[BINARIZED_INPUTS]
+        )
+        assert y.dtype == jnp.float32  # the float32 accumulator, scaled by alpha
+        sown = np.asarray(state[BINARIZED_INPUTS]["sign_input"][0], np.float32)
+        np.testing.assert_array_equal(np_sign(sown), np_sign(x))
+        scale = np.asarray(jnp.asarray(alpha).astype(dtype), np.float32)
+        np.testing.assert_allclose(np.asarray(y) / scale, accumulators, atol=1e-3)
+        if dtype == jnp.bfloat16:  # bfloat16 alphas times integers: exact in float32
+            np.testing.assert_array_equal(np.asarray(y) / scale, accumulators)

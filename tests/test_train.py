@@ -7,6 +7,7 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -214,3 +215,25 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "SIGTERM at step" in output and "run the same command again" in output
     assert "Traceback" not in output
     assert _checkpoint_steps(workdir), "no checkpoint was left behind"
+
+
+def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
+    config = small_config(half_precision=True, num_train_steps=4)
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result.model.dtype == jnp.bfloat16 and np.isfinite(result.metrics["loss"])
+    _, sown = result.model.apply(
+        {"params": result.state.params, "batch_stats": result.state.batch_stats},
+        jnp.zeros((2, 16, 16, 1)),
+        mutable=["binarized_inputs"],
+    )
+    assert {x.dtype for x in jax.tree.leaves(sown)} == {jnp.dtype(jnp.bfloat16)}
+    restored = ocp.StandardCheckpointer().restore(
+        os.path.join(tmp_path, "checkpoints", "4", "default")
+    )
+    dtypes = {
+        leaf.dtype
+        for key in ("params", "batch_stats", "opt_state")
+        for leaf in jax.tree.leaves(restored[key])
+        if np.issubdtype(leaf.dtype, np.floating)
+    }
+    assert dtypes == {np.dtype(np.float32)}

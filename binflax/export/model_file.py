@@ -28,7 +28,9 @@ from binflax.export.fold import fold_variables, subtree
 from binflax.export.format import ExportError, read_archive, write_archive
 from binflax.plan import Plan, PlanError
 
-_NOT_FIELDS = ("parent", "name", "plan")
+# Not recorded: the plan has its own entry, and the exported network runs in float32 and
+# integers whatever dtype it was trained in (config.half_precision).
+_NOT_FIELDS = ("parent", "name", "plan", "dtype")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from binflax.layers import HBNConv
 from binflax.plan import LayerPrecision, Plan
@@ -23,6 +24,7 @@ class UnitOptions(nn.Module):
     input_quantizer: str = "ste_sign"
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
+    dtype: Any = jnp.float32  # compute dtype of the units (bfloat16: config.half_precision)
     layer_prefix: str = ""
 
     def unit(
@@ -51,6 +53,7 @@ class UnitOptions(nn.Module):
             input_quantizer=self.input_quantizer,
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
+            dtype=self.dtype,
             name=name,
             **kwargs,
         )
@@ -62,6 +65,7 @@ class UnitOptions(nn.Module):
             input_quantizer=self.input_quantizer,
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
+            dtype=self.dtype,
             layer_prefix=f"{self.layer_prefix}{prefix}/",
         )
 
