@@ -234,6 +234,6 @@ def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
         leaf.dtype
         for key in ("params", "batch_stats", "opt_state")
         for leaf in jax.tree.leaves(restored[key])
-        if np.issubdtype(leaf.dtype, np.floating)
+        if jnp.issubdtype(leaf.dtype, jnp.floating)  # bfloat16 included (not np.floating)
     }
     assert dtypes == {np.dtype(np.float32)}
