@@ -44,10 +44,10 @@ from jax import lax
 
 BITS = 32
 # 64-bit words summed per fused reduction in conv_xnor. Measured on a 2-core AVX2 CPU
-# (docs/export.md): 8 to 31 are within noise of each other (a byte holds the count of up
-# to 31 words); 32 and more make XLA split the reduction into a materialized partial
-# sum, several times slower.
-WORD_GROUP = 16
+# (docs/export.md): 8 to 16 are within noise of each other, 8 a little ahead (a byte
+# holds the count of up to 31 words); 32 and more make XLA split the reduction into a
+# materialized partial sum, several times slower.
+WORD_GROUP = 8
 # Activations NHWC, kernels HWIO: the layouts XLA's CPU convolutions take without a
 # transpose (an OHWI kernel compiles 5-10x slower and transposes on every call).
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -68,11 +68,12 @@ def pack_signs(x: Any) -> Any:
     return pack_bits(xp.asarray(x) < 0)
 
 
-def pack_bits(bits: Any) -> Any:
-    """Packs booleans along the last axis into ``uint32`` words (channel ``c``: bit ``c % 32``).
+def pack_bits(bits: Any, word_type: Any = np.uint32) -> Any:
+    """Packs booleans along the last axis into words (channel ``c``: bit ``c % 32`` of
+    ``uint32`` word ``c // 32``, or of its :func:`pair_words` pair for ``uint64``).
 
     What an integer layer that thresholds its accumulator writes for the next layer
-    (``True`` = -1); padding bits are 0. NumPy in, NumPy out.
+    (``True`` = -1); padding bits are 0. NumPy in, NumPy out (``uint32`` only).
     """
     xp = np if isinstance(bits, np.ndarray) else jnp
     channels = bits.shape[-1]
@@ -80,7 +81,8 @@ def pack_bits(bits: Any) -> Any:
     pad = packed_words(channels) * BITS - channels
     bits = xp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
     bits = bits.reshape(*bits.shape[:-1], -1, BITS)
-    return xp.sum(bits << xp.arange(BITS, dtype=xp.uint32), axis=-1, dtype=xp.uint32)
+    words = xp.sum(bits << xp.arange(BITS, dtype=xp.uint32), axis=-1, dtype=xp.uint32)
+    return pair_words(words) if word_type == np.uint64 else words
 
 
 def unpack_signs(words: Any, channels: int, dtype: Any = np.int8) -> Any:
@@ -237,21 +239,20 @@ def conv_xnor(
 ) -> jax.Array:
     """The fast XNOR + popcount convolution: one im2col of packed words, ``base - 2 * popcount``.
 
-    ``x_words`` is NHW(words) ``uint32`` as :func:`pack_signs` writes it; ``kernel`` and
-    ``base`` come from :func:`xnor_kernel` and :func:`xnor_base`. The patches of 32-bit
-    words are paired into 64-bit words when ``kernel`` is ``uint64`` (which needs
-    ``jax.enable_x64``): LLVM lowers a vector popcount of 64-bit lanes to a byte lookup
-    and one sum of absolute differences, about half the instructions per bit of 32-bit
-    lanes. The popcount is summed over groups of :data:`WORD_GROUP` words, each one loop
-    that XLA vectorizes over the output channels and LLVM turns into byte lookups
-    (``vpshufb``) summed per byte, with one ``vpsadbw`` per group. Returns the same
-    ``int32`` accumulator as :func:`conv_int8` and :func:`conv_popcount`.
+    ``kernel`` and ``base`` come from :func:`xnor_kernel` and :func:`xnor_base`;
+    ``x_words`` is NHW(words) packed by :func:`pack_bits` in the type
+    :func:`xnor_word_type` gives (``uint32`` words are paired after the im2col when the
+    kernel holds ``uint64`` words). 64-bit words need ``jax.enable_x64``: LLVM lowers a
+    vector popcount of 64-bit lanes to byte lookups (``vpshufb``) and one sum of absolute
+    differences (``vpsadbw``), about half the instructions per bit of 32-bit lanes. The
+    popcount is summed in the word type over groups of :data:`WORD_GROUP` words, each one
+    loop that XLA vectorizes over the output channels; LLVM then adds the group's
+    per-byte counts and folds the bytes once per group. Returns the same ``int32``
+    accumulator as :func:`conv_int8` and :func:`conv_popcount`.
     """
-    patches = im2col(jnp.asarray(x_words, jnp.uint32), kernel_size, strides, padding)
-    if kernel.dtype == jnp.uint64:
-        if patches.shape[-1] % 2:
-            patches = jnp.pad(patches, ((0, 0), (0, 0), (0, 0), (0, 1)))
-        patches = lax.bitcast_convert_type(patches.reshape(*patches.shape[:-1], -1, 2), jnp.uint64)
+    patches = im2col(x_words, kernel_size, strides, padding)
+    if patches.dtype != kernel.dtype:
+        patches = pair_words(patches)
     if patches.shape[-1] != kernel.shape[0]:
         raise ValueError(
             f"input patches have {patches.shape[-1]} words, the kernel {kernel.shape[0]} rows"
@@ -260,10 +261,34 @@ def conv_xnor(
     for start in range(0, kernel.shape[0], WORD_GROUP):
         stop = min(start + WORD_GROUP, kernel.shape[0])
         counts = lax.population_count(patches[..., start:stop, None] ^ kernel[start:stop])
-        # Summed in the word type: LLVM then adds the per-byte counts of the group's
-        # words and folds bytes to a word once per group, not once per word.
         popcount = popcount + jnp.sum(counts, axis=-2, dtype=kernel.dtype).astype(jnp.int32)
     return base - 2 * popcount
+
+
+def xnor_word_type(kernel: jax.Array, channels: int) -> Any:
+    """The word type :func:`conv_xnor` takes its input packed in, for ``channels``.
+
+    ``uint64`` when the kernel is ``uint64`` and a pixel's channels fill whole 64-bit
+    words (an even number of 32-bit words): packing then pairs the words once per pixel,
+    before the im2col copies each pixel ``kh * kw`` times. Otherwise ``uint32``, paired
+    after the im2col, where pairs may straddle two taps as in :func:`xnor_kernel`.
+    """
+    if kernel.dtype == jnp.uint64 and packed_words(channels) % 2 == 0:
+        return jnp.uint64
+    return jnp.uint32
+
+
+def pair_words(words: jax.Array) -> jax.Array:
+    """``uint32`` words along the last axis as ``uint64`` ones, the first of a pair in the
+    low half (so channel ``c`` stays bit ``c % 64``); a zero word pads an odd count.
+
+    Shifts and ORs of strided slices, which XLA fuses into their neighbours; a
+    ``bitcast_convert_type`` becomes a separate reduction on XLA's CPU backend.
+    """
+    if words.shape[-1] % 2:
+        words = jnp.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, 1)])
+    low, high = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
+    return low | (high << 32)
 
 
 def im2col(

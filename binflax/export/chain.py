@@ -131,22 +131,27 @@ def sign_limits(
 
 
 def pool_mask(direction: np.ndarray) -> np.ndarray:
-    """Packed ``uint32`` words with bit 1 for the channels whose max pool is an AND of bits."""
+    """Packed ``uint32`` words with bit 1 for the channels whose max pool is an AND of bits
+    (pair them with :func:`binflax.packing.pair_words` for 64-bit words)."""
     return packing.pack_bits(np.asarray(direction) > 0)
 
 
-def threshold_words(acc: jax.Array, sense: jax.Array, limit: jax.Array) -> jax.Array:
+def threshold_words(
+    acc: jax.Array, sense: jax.Array, limit: jax.Array, word_type=np.uint32
+) -> jax.Array:
     """The consumer's packed signs (bit 1 = -1) from the producer's ``int32`` accumulator."""
-    return packing.pack_bits(sense * acc < limit)
+    return packing.pack_bits(sense * acc < limit, word_type)
 
 
 def max_pool_words(words: jax.Array, and_mask: jax.Array, pool: Pool) -> jax.Array:
     """Max pooling of packed signs: AND of the window's bits where ``and_mask`` is 1, else OR."""
     pads = ((0, 0), *pool.padding, (0, 0))
-    ones = jnp.pad(words, pads, constant_values=np.uint32(0xFFFFFFFF))
+    ones = jnp.pad(words, pads, constant_values=np.array(np.iinfo(words.dtype).max, words.dtype))
     zeros = jnp.pad(words, pads)
     all_negative = _reduce_window(ones, pool, jnp.bitwise_and)
     any_negative = _reduce_window(zeros, pool, jnp.bitwise_or)
+    if and_mask.dtype != words.dtype:
+        and_mask = packing.pair_words(and_mask)
     return (all_negative & and_mask) | (any_negative & ~and_mask)
 
 
@@ -165,24 +170,33 @@ def _reduce_window(padded: jax.Array, pool: Pool, op) -> jax.Array:
 def _probe(
     model: nn.Module, input_shape: Sequence[int], layers: Mapping[str, Unit]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every unit's input when every unit outputs independent random values."""
+    """Every unit's input when every unit outputs independent random values.
+
+    One jit-compiled call, concrete even when :func:`find_links` runs under a trace."""
     rng = np.random.default_rng(0)
-    inputs: dict[str, np.ndarray] = {}
-    outputs: dict[str, np.ndarray] = {}
+    outputs = {
+        name: (PROBE_SCALE * rng.standard_normal(unit.output_shape)).astype(np.float32)
+        for name, unit in layers.items()
+    }
 
-    def replace(next_fun, args, kwargs, context):
-        module = context.module
-        if not (isinstance(module, HBNConv) and context.method_name == "__call__"):
-            return next_fun(*args, **kwargs)
-        name = "/".join(module.scope.path)
-        inputs[name] = np.asarray(args[0])
-        shape = layers[name].output_shape
-        outputs[name] = (PROBE_SCALE * rng.standard_normal(shape)).astype(np.float32)
-        return jnp.asarray(outputs[name])
+    def unit_inputs(outputs):
+        inputs = {}
 
-    with nn.intercept_methods(replace):
-        model.apply({}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
-    return inputs, outputs
+        def replace(next_fun, args, kwargs, context):
+            module = context.module
+            if not (isinstance(module, HBNConv) and context.method_name == "__call__"):
+                return next_fun(*args, **kwargs)
+            name = "/".join(module.scope.path)
+            inputs[name] = args[0]
+            return outputs[name]
+
+        with nn.intercept_methods(replace):
+            model.apply({}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        return inputs
+
+    with jax.ensure_compile_time_eval():
+        inputs = jax.jit(unit_inputs)(outputs)
+    return {name: np.asarray(x) for name, x in inputs.items()}, outputs
 
 
 def _match(producer: str, consumer: str, y: np.ndarray, x: np.ndarray) -> Link | None:

@@ -106,10 +106,7 @@ def prepare(
         raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
     key = (tuple(input_shape), arithmetic, chain)
     if key not in exported.cache:
-        # Concrete even when called under a trace (jax.make_jaxpr of integer_forward): the
-        # cache must hold arrays, and the chain's probe runs the model eagerly.
-        with jax.ensure_compile_time_eval():
-            exported.cache[key] = _build(exported, tuple(input_shape), arithmetic, chain)
+        exported.cache[key] = _build(exported, tuple(input_shape), arithmetic, chain)
     return exported.cache[key]
 
 
@@ -160,7 +157,8 @@ def _build(
             "and_mask": chain_lib.pool_mask(direction),
         }
     program = Program(tuple(sorted(arithmetics.items())), links)
-    return program, jax.device_put(prepared)
+    with jax.ensure_compile_time_eval():  # arrays for the cache even under a trace
+        return program, jax.device_put(prepared)
 
 
 def _unit_arrays(unit: Unit, arrays: dict[str, np.ndarray], computation: str) -> dict:
@@ -205,7 +203,9 @@ def _forward(
         acc = integer_conv(module, arrays, x, program.arithmetic(name), packed.pop(name, None))
         for link in consumers.get(name, ()):
             to = arrays["to"][link.consumer]
-            words = chain_lib.threshold_words(acc, to["sense"], to["limit"])
+            word_type = packing.xnor_word_type(layer_arrays[link.consumer]["kernel_words"],
+                                               acc.shape[-1])  # fmt: skip
+            words = chain_lib.threshold_words(acc, to["sense"], to["limit"], word_type)
             if link.pool is not None:
                 words = chain_lib.max_pool_words(words, to["and_mask"], link.pool)
             packed[link.consumer] = words
@@ -248,7 +248,8 @@ def integer_conv(
     pads = _pads(module, x)
     if arithmetic == "popcount":
         if words is None:
-            words = packing.pack_signs(binarize(x, arrays))
+            word_type = packing.xnor_word_type(arrays["kernel_words"], x.shape[-1])
+            words = packing.pack_bits(binarize(x, arrays) < 0, word_type)
         return packing.conv_xnor(
             words, arrays["kernel_words"], arrays["base"], module.kernel_size, module.strides, pads
         )
