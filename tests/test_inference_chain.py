@@ -121,10 +121,16 @@ def test_auto_rule_and_float_lowering():
     model = models.create("alexnet", plan="float")
     found = {unit.name: unit for unit in units.trace_units(model, (224, 224, 3))}
     assert found["fc6"].fully_connected and not found["conv5"].fully_connected
-    lowering = {name: arithmetic.float_lowering(unit, "cpu") for name, unit in found.items()}
+    lowering = {
+        name: arithmetic.float_lowering(unit.fully_connected, unit.pixels, "cpu")
+        for name, unit in found.items()
+    }
     assert lowering == {
         "conv1": "conv", "conv2": "conv", "conv3": "matmul", "conv4": "matmul",
         "conv5": "matmul", "fc6": "matmul", "fc7": "matmul", "fc8": "matmul",
     }  # fmt: skip
-    assert arithmetic.float_lowering(found["conv3"], "gpu") == "conv"
-    assert arithmetic.float_lowering(found["fc6"], "gpu") == "matmul"
+    # Batch 8 moves the 13x13 maps (8 * 169 pixels) back to the convolution.
+    assert arithmetic.float_lowering(False, 8 * found["conv3"].pixels, "cpu") == "conv"
+    assert arithmetic.float_lowering(True, 8, "cpu") == "matmul"
+    assert arithmetic.float_lowering(False, found["conv3"].pixels, "gpu") == "conv"
+    assert arithmetic.float_lowering(True, 1, "gpu") == "matmul"

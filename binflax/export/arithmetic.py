@@ -17,18 +17,17 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
   ``integer_forward(..., arithmetic=...)``.
 - **Float-input units**: a fully-connected layer written as a conv (its kernel covers
   the whole unpadded input) runs as a matrix product with the kernel stored (C_out, K),
-  1.3-2.5x faster than the conv. On the CPU a conv whose output map has at most
-  :data:`MATMUL_MAX_PIXELS` pixels also runs as im2col and that product (1.2-13x faster
-  at batch 1: XLA's CPU convolution is slow on small maps; within 10% at batch 8); larger
-  maps keep XLA's convolution, which is up to 2x faster there.
+  1.3-2.5x faster than the conv. On the CPU a conv with at most
+  :data:`MATMUL_MAX_PIXELS` output pixels (batch included) also runs as im2col and that
+  product: XLA's CPU convolution is slow on small maps (the product measured 1.2-1.3x
+  faster on 13x13-14x14 maps and 1.5x on 7x7 at batch 1, 1.3x on 7x7 at batch 8);
+  with more pixels the convolution is as fast or up to 2x faster.
 """
 
 from __future__ import annotations
 
-from binflax.export.units import Unit
-
 ARITHMETICS = ("auto", "int8", "int8_dot", "popcount")
-MATMUL_MAX_PIXELS = 256
+MATMUL_MAX_PIXELS = 512
 
 
 def choose(backend: str) -> str:
@@ -36,9 +35,8 @@ def choose(backend: str) -> str:
     return "popcount" if backend == "cpu" else "int8"
 
 
-def float_lowering(unit: Unit, backend: str) -> str:
-    """``"matmul"`` (im2col and a matrix product) or ``"conv"`` for a float-input unit."""
-    _, out_h, out_w, _ = unit.output_shape
-    if unit.fully_connected or (backend == "cpu" and out_h * out_w <= MATMUL_MAX_PIXELS):
-        return "matmul"
-    return "conv"
+def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
+    """``"matmul"`` (im2col and a matrix product) or ``"conv"`` for a float-input unit with
+    ``pixels`` output pixels (batch included)."""
+    small = backend == "cpu" and pixels <= MATMUL_MAX_PIXELS
+    return "matmul" if fully_connected or small else "conv"

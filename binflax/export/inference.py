@@ -85,7 +85,7 @@ def integer_forward(
     # 64-bit words for the popcount (binflax.packing.conv_xnor); only inside this call.
     with jax.enable_x64(True):
         program, arrays = prepare(exported, tuple(images.shape[1:]), arithmetic, chain)
-        return _forward(exported.model, program, arrays, images.astype(jnp.float32))
+        return _forward(exported.model, program, arrays, images)
 
 
 def prepare(
@@ -136,7 +136,8 @@ def _build(
         name: _unit_arrays(
             unit,
             dict(stored[name]),
-            arithmetics.get(name) or arithmetic_lib.float_lowering(unit, backend),
+            arithmetics.get(name)
+            or arithmetic_lib.float_lowering(unit.fully_connected, unit.pixels, backend),
         )
         for name, unit in units.items()
     }
@@ -163,7 +164,7 @@ def _build(
 
 def _unit_arrays(unit: Unit, arrays: dict[str, np.ndarray], computation: str) -> dict:
     """One unit's stored arrays in the forms its computation takes: an XNOR arithmetic,
-    or a float unit's ``"conv"`` or ``"matmul"`` lowering."""
+    or a float unit's lowering at batch 1 (``"conv"``: HWIO, ``"matmul"``: (C_out, K))."""
     kernel, bits = arrays.pop("kernel", None), arrays.pop("kernel_bits", None)
     cin, out_features = unit.kernel_shape[2:]
     if computation == "popcount":
@@ -171,8 +172,12 @@ def _unit_arrays(unit: Unit, arrays: dict[str, np.ndarray], computation: str) ->
         arrays["base"] = packing.xnor_base(bits, cin, unit.input_shape[1:3], unit.strides,
                                            unit.padding)  # fmt: skip
         return arrays
-    if kernel is None:  # +-1, as int8 for the integer arithmetics, else as float32
-        kernel = packing.unpack_signs(bits, cin, np.int8 if unit.precision.xnor else np.float32)
+    if kernel is None and unit.precision.xnor:
+        kernel = packing.unpack_signs(bits, cin)  # int8 +-1
+    elif kernel is None:  # +-1 weights, float input: alpha (and the folded BN) go in
+        kernel = (
+            packing.unpack_signs(bits, cin, np.float32) * arrays.pop("scale")[:, None, None, None]
+        )
     if computation == "matmul":
         arrays["kernel_matrix"] = kernel.reshape(out_features, -1)  # (C_out, kh * kw * C_in)
     else:
@@ -212,7 +217,7 @@ def _forward(
         return _scale(module, arrays, x, acc.astype(x.dtype))
 
     with nn.intercept_methods(intercept):
-        return model.apply({}, images, train=False)
+        return model.apply({}, images.astype(jnp.float32), train=False)
 
 
 def layer_forward(
@@ -272,15 +277,26 @@ def _scale(module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array, y: ja
 
 
 def _float_conv(module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-    """A float-input unit's convolution, as XLA's conv or as im2col and a matrix product."""
+    """A float-input unit's convolution, as XLA's conv or as im2col and a matrix product
+    (:func:`binflax.export.arithmetic.float_lowering` at this batch size)."""
     _check_kernel(module, arrays, x.shape[-1])
+    kernel = arrays.get("kernel")
     if "kernel_matrix" in arrays:
+        matrix = arrays["kernel_matrix"].astype(x.dtype)
         patches = packing.im2col(x, module.kernel_size, module.strides, module.padding)
-        kernel = arrays["kernel_matrix"].astype(x.dtype)
-        return lax.dot_general(patches, kernel, (((3,), (1,)), ((), ())))
+        n, out_h, out_w, _ = patches.shape
+        fully_connected = _pads(module, x) == ((0, 0), (0, 0)) and out_h == out_w == 1
+        pixels = n * out_h * out_w
+        if (
+            arithmetic_lib.float_lowering(fully_connected, pixels, jax.default_backend())
+            == "matmul"
+        ):
+            return lax.dot_general(patches, matrix, (((3,), (1,)), ((), ())))
+        # A larger batch than the layout was chosen for: back to the convolution.
+        kernel = matrix.reshape(-1, *module.kernel_size, x.shape[-1]).transpose(1, 2, 3, 0)
     return lax.conv_general_dilated(
         x,
-        arrays["kernel"].astype(x.dtype),
+        kernel.astype(x.dtype),
         module.strides,
         _pads(module, x),
         dimension_numbers=packing.DIMENSION_NUMBERS,

@@ -34,6 +34,11 @@ class Unit:
     use_bias: bool
 
     @property
+    def pixels(self) -> int:
+        """Output pixels at batch 1."""
+        return self.output_shape[1] * self.output_shape[2]
+
+    @property
     def fully_connected(self) -> bool:
         """The kernel covers the whole unpadded input: a dense layer written as a conv."""
         return self.padding == ((0, 0), (0, 0)) and self.kernel_shape[:2] == self.input_shape[1:3]
