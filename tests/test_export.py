@@ -117,8 +117,7 @@ def test_k_map_models_run_without_packed_links(tmp_path):
     images = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
     expected = np.asarray(model.apply(variables, images, train=False))
     results = [  # "auto" runs the popcount (nothing to chain); int8 is the other kernel
-        np.asarray(export.integer_forward(exported, images, arithmetic=a))
-        for a in ("auto", "int8")
+        np.asarray(export.integer_forward(exported, images, arithmetic=a)) for a in ("auto", "int8")
     ]
     np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     for result in results[1:]:

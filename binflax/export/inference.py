@@ -19,10 +19,14 @@ All give the same int32 accumulator, which is then multiplied by alpha (and by X
 K map when the model scales inputs). With ``chain=True`` an XNOR unit whose output feeds
 a popcount unit only through ReLU and max pooling writes that unit's packed input
 directly from its accumulator (:mod:`~binflax.export.chain`); its float output is then
-unused and XLA drops it. Float-input units run a float conv with their folded kernel, or
-with the +-1 kernel and a per-channel scale, as XLA's convolution or as im2col and a
-matrix product (fully-connected layers written as convs, small maps on the CPU:
-:func:`binflax.export.arithmetic.float_lowering`).
+unused and XLA drops it. Float-input units run a float conv with their folded kernel
+(for binary weights, the +-1 kernel times alpha and the folded batch norm), as XLA's
+convolution or as im2col and a matrix product (fully-connected layers written as convs,
+small maps on the CPU: :func:`binflax.export.arithmetic.float_lowering`).
+
+The popcount's 64-bit words need ``jax_enable_x64``, which :func:`integer_forward`
+enables for the duration of its call only; call it eagerly (it compiles itself), not
+inside another ``jax.jit``.
 """
 
 from __future__ import annotations
