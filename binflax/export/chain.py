@@ -33,6 +33,7 @@ input) and producers with a bias.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 
@@ -69,7 +70,14 @@ class Link:
 
 
 def find_links(model: nn.Module, input_shape: Sequence[int]) -> tuple[Link, ...]:
-    """The producer -> consumer pairs of XNOR units that can pass packed words exactly."""
+    """The producer -> consumer pairs of XNOR units that can pass packed words exactly.
+
+    Cached per model and input size: the probe compiles the model once."""
+    return _find_links(model, tuple(input_shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _find_links(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Link, ...]:
     if getattr(model, "scale_inputs", False):
         return ()
     layers = {unit.name: unit for unit in trace_units(model, input_shape)}

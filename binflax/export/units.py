@@ -9,6 +9,7 @@ compiled. Like ``trace_layers`` it runs ``jax.eval_shape`` only: no data, no wei
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -46,6 +47,11 @@ class Unit:
 
 def trace_units(model: nn.Module, input_shape: Sequence[int]) -> tuple[Unit, ...]:
     """The units of ``model`` in call order for inputs of ``input_shape`` (H, W, C)."""
+    return _trace_units(model, tuple(input_shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _trace_units(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Unit, ...]:
     found: list[Unit] = []
 
     def record(next_fun, args, kwargs, context):
