@@ -1,26 +1,32 @@
-"""Is the exact integer path of a binary layer faster than the float32 conv it replaces?
+"""How fast is each exact arithmetic of a binary layer, against float32 and against the peaks?
 
-    python benchmarks/binary_layers.py [--batch 1 --repeats 7 --models alexnet resnet18]
-    python benchmarks/binary_layers.py --markdown   # the table docs/export.md shows
+    python -m benchmarks.binary_layers [--batch 1 --repeats 7 --models alexnet resnet18]
+    python -m benchmarks.binary_layers --markdown   # the tables docs/export.md shows
 
-For every binary-input layer of AlexNet and ResNet-18 under the fbin plan, at their real
-shapes (224x224 inputs; ResNet-18's layers of equal shape are timed once and counted),
-times in one run on the same +-1 data:
+For every binary-input layer of AlexNet, ResNet-18 and Sketch-A-Net under the fbin plan,
+at their real shapes (224x224 and 225x225 inputs; layers of equal shape are timed once
+and counted), times in one run on the same +-1 data:
 
 - ``float32``: the float32 convolution of +-1 values - what the fake-quantized model runs;
-- ``int8``: ``binflax.packing.conv_int8``, an int8 convolution with int32 accumulation -
-  what ``binflax.export.integer_forward`` runs by default;
+- ``float32_matmul``: the same as im2col and a matrix product with the kernel stored
+  (C_out, K); the float baseline of a layer is the faster of the two;
+- ``int8``: ``binflax.packing.conv_int8``, an int8 convolution with int32 accumulation;
 - ``int8_dot``: ``binflax.packing.conv_int8_dot``, im2col + one int8 matrix product;
-- ``popcount``: ``binflax.packing.conv_popcount``, XNOR + population count on packed
-  uint32 words (the reference), its input packed beforehand, as an engine whose
-  previous layer writes bits would have it;
-- ``popcount_with_packing``: the same, packing the int8 signs inside the timed call.
+- ``popcount_reference``: ``binflax.packing.conv_popcount``, XNOR + popcount per kernel
+  tap on 32-bit words, padding masked in the graph (the export's popcount before);
+- ``popcount``: ``binflax.packing.conv_xnor``, what ``arithmetic="auto"`` runs on a CPU
+  (64-bit words, one im2col, padding folded into a base), its input packed beforehand as
+  a producer with a packed link writes it;
+- ``popcount_with_packing``: the same, thresholding and packing the float input inside
+  the timed call, as a unit without a packed link does.
 
-Each function is jit-compiled, checked to give the float32 result exactly, warmed up,
-and timed as the median of ``--repeats`` interleaved calls. The JSON gives milliseconds
-and the speedups over float32 per layer, and their geometric means over the large
-layers (>= 100 M MACs) and over all layers. Kernels are HWIO, the layout XLA's CPU
-convolutions take directly.
+Each function is jit-compiled, checked to give the float32 result exactly, warmed up, and
+timed as the median of ``--repeats`` interleaved calls. Per layer the JSON gives
+milliseconds, speedups over the float baseline and the throughput of the float baseline
+and the popcount in G MAC/s. ``--peaks`` adds the throughputs on one large, compute-bound
+layer (a 3x3 conv, 28x28x512 -> 512): XLA's best float32 lowering against the popcount,
+whose ratio is the measured limit of a binary layer's speedup here, which
+docs/benchmarks.md compares with the instruction set's.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from binflax import models, packing
 from binflax.layers import HBNConv
 
 LARGE_MACS = 100e6
+FLOAT_BASELINES = ("float32", "float32_matmul")
 
 
 def binary_input_layers(name: str) -> list[dict]:
@@ -91,46 +98,70 @@ def unique_shapes(layers: list[dict]) -> list[dict]:
     return list(groups.values())
 
 
+def time_interleaved(candidates: dict, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each ``(jitted function, args)``, interleaved."""
+    times = {key: [] for key in candidates}
+    for _ in range(repeats):
+        for key, (fn, args) in candidates.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
+
+
 def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) -> dict:
     kh, kw, cin, cout = layer["kernel"]
     strides, pads = layer["strides"], layer["padding"]
     x = np.where(rng.random((batch, *layer["input_shape"])) < 0.5, -1, 1).astype(np.int8)
     w = np.where(rng.random((kh, kw, cin, cout)) < 0.5, -1, 1).astype(np.int8)
+    bits = packing.pack_signs(w.transpose(3, 0, 1, 2))  # OHWI, as the export stores it
+    base = packing.xnor_base(bits, cin, layer["input_shape"][:2], strides, pads)
+    kernel_words = packing.xnor_kernel(bits)
+    word_type = np.uint64 if packing.packed_words(cin) % 2 == 0 else np.uint32
 
     def float32(x, w):
         return lax.conv_general_dilated(
             x, w, strides, pads, dimension_numbers=packing.DIMENSION_NUMBERS
         )
 
-    def popcount(x_words, w_words):
+    def float32_matmul(x, w_matrix):
+        patches = packing.im2col(x, (kh, kw), strides, pads)
+        return lax.dot_general(patches, w_matrix, (((3,), (1,)), ((), ())))
+
+    def popcount(x_words, kernel_words):
+        return packing.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads)
+
+    def popcount_with_packing(x, kernel_words):
+        return popcount(packing.pack_bits(x < 0, word_type), kernel_words)
+
+    def popcount_reference(x_words, w_words):
         return packing.conv_popcount(x_words, w_words, cin, strides, pads)
 
-    def popcount_with_packing(x, w_words):
-        return popcount(packing.pack_signs(x), w_words)
-
-    w_words = packing.pack_signs(w.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
-    candidates = {
-        "float32": (jax.jit(float32), (x.astype(np.float32), w.astype(np.float32))),
-        "int8": (jax.jit(lambda a, b: packing.conv_int8(a, b, strides, pads)), (x, w)),
-        "int8_dot": (jax.jit(lambda a, b: packing.conv_int8_dot(a, b, strides, pads)), (x, w)),
-        "popcount": (jax.jit(popcount), (packing.pack_signs(x), w_words)),
-        "popcount_with_packing": (jax.jit(popcount_with_packing), (x, w_words)),
-    }
-    args = {k: jax.device_put(a) for k, (_, a) in candidates.items()}
-    reference = None
-    for key, (fn, _) in candidates.items():
-        out = np.asarray(fn(*args[key]))  # compile and warm up
-        reference = out if reference is None else reference
-        if not np.array_equal(out.astype(np.int64), reference.astype(np.int64)):
-            raise AssertionError(f"{layer['name']}: {key} differs from float32")
-    times = {key: [] for key in candidates}
-    for _ in range(repeats):
-        for key, (fn, _) in candidates.items():
-            start = time.perf_counter()
-            fn(*args[key]).block_until_ready()
-            times[key].append(time.perf_counter() - start)
-    ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+    x_float = x.astype(np.float32)
+    with jax.enable_x64(True):
+        candidates = {
+            "float32": (float32, (x_float, w.astype(np.float32))),
+            "float32_matmul": (float32_matmul, (x_float, w.reshape(-1, cout).T.astype(np.float32))),
+            "int8": (lambda a, b: packing.conv_int8(a, b, strides, pads), (x, w)),
+            "int8_dot": (lambda a, b: packing.conv_int8_dot(a, b, strides, pads), (x, w)),
+            "popcount_reference": (popcount_reference,
+                                   (packing.pack_signs(x), bits.transpose(1, 2, 3, 0))),
+            "popcount": (popcount, (packing.pack_bits(jnp.asarray(x < 0), word_type),
+                                    kernel_words)),
+            "popcount_with_packing": (popcount_with_packing, (x_float, kernel_words)),
+        }  # fmt: skip
+        candidates = {
+            key: (jax.jit(fn), jax.device_put(args)) for key, (fn, args) in candidates.items()
+        }
+        reference = np.rint(np.asarray(candidates["float32"][0](*candidates["float32"][1])))
+        for key, (fn, args) in candidates.items():
+            out = np.asarray(fn(*args))  # compile and warm up
+            if not np.array_equal(np.rint(out).astype(np.int64), reference.astype(np.int64)):
+                raise AssertionError(f"{layer['name']}: {key} differs from float32")
+        ms = time_interleaved(candidates, repeats)
     out_h, out_w = layer["output_shape"][:2]
+    macs = batch * out_h * out_w * kh * kw * cin * cout
+    baseline = min(ms[k] for k in FLOAT_BASELINES)
     return {
         "model": layer["model"],
         "name": layer["name"],
@@ -138,11 +169,38 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
         "input_shape": list(layer["input_shape"]),
         "kernel": list(layer["kernel"]),
         "strides": list(strides),
-        "macs": out_h * out_w * kh * kw * cin * cout,
+        "macs": macs,
         "ms": {k: round(v, 3) for k, v in ms.items()},
         "speedup_vs_float32": {
-            k: round(ms["float32"] / v, 3) for k, v in ms.items() if k != "float32"
+            k: round(baseline / v, 3) for k, v in ms.items() if k not in FLOAT_BASELINES
         },
+        "float32_gmacs": round(macs / baseline / 1e6, 1),
+        "popcount_gmacs": round(macs / ms["popcount"] / 1e6, 1),
+    }
+
+
+PEAK_LAYER = {
+    "model": "peak",
+    "name": "3x3 conv, 28x28x512 -> 512",
+    "input_shape": (28, 28, 512),
+    "kernel": (3, 3, 512, 512),
+    "strides": (1, 1),
+    "padding": ((1, 1), (1, 1)),
+    "output_shape": (28, 28, 512),
+    "same_shape": [],
+}
+
+
+def measure_peaks(batch: int, repeats: int) -> dict:
+    """Throughputs on a layer large enough to be compute-bound (1.85 G MACs per image, the
+    popcount kernel's 288 KiB of words fit L2): XLA's best float32 lowering against the
+    popcount. Their ratio is the measured limit of a binary layer's speedup here."""
+    row = time_layer(PEAK_LAYER, batch, repeats, np.random.default_rng(0))
+    return {
+        "layer": PEAK_LAYER["name"],
+        "float32_gmacs": row["float32_gmacs"],
+        "popcount_gmacs": row["popcount_gmacs"],
+        "ratio": round(row["popcount_gmacs"] / row["float32_gmacs"], 2),
     }
 
 
@@ -171,31 +229,43 @@ def cpu_model() -> str:
 def markdown(result: dict) -> str:
     keys = list(result["layers"][0]["speedup_vs_float32"])
     lines = [
-        "| layer | x | MACs (M) | float32 ms | "
+        "| layer | x | MACs (M) | float32 ms (G MAC/s) | "
         + " | ".join(f"{k} ms (speedup)" for k in keys)
-        + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(keys),
+        + " | popcount G MAC/s |",
+        "|---|---:|---:|---:|" + "---:|" * (len(keys) + 1),
     ]
     for r in result["layers"]:
         cells = [f"{r['ms'][k]:.2f} ({r['speedup_vs_float32'][k]:.2f}x)" for k in keys]
+        baseline = min(r["ms"][k] for k in FLOAT_BASELINES)
         lines.append(
             f"| {r['model']} {r['name']} | {len(r['same_shape'])} | {r['macs'] / 1e6:.0f} | "
-            f"{r['ms']['float32']:.2f} | " + " | ".join(cells) + " |"
+            f"{baseline:.2f} ({r['float32_gmacs']:.0f}) | "
+            + " | ".join(cells)
+            + f" | {r['popcount_gmacs']:.0f} |"
         )
     for label, means in result["geomean_speedup_vs_float32"].items():
+        if not means:
+            continue
         lines.append(
             f"| geometric mean, {label} | | | | "
             + " | ".join(f"{means[k]:.2f}x" for k in keys)
-            + " |"
+            + " | |"
+        )
+    if "peaks" in result:
+        peaks = result["peaks"]
+        lines.append(
+            f"\nPeaks ({peaks['layer']}): float32 {peaks['float32_gmacs']:.0f} G MAC/s, "
+            f"popcount {peaks['popcount_gmacs']:.0f} G MAC/s: ratio {peaks['ratio']:.1f}x."
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18"])
+    parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18", "sketchanet"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--peaks", action="store_true", help="also measure the peaks")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -204,7 +274,7 @@ def main() -> None:
     for name in args.models:
         for layer in unique_shapes(binary_input_layers(name)):
             rows.append(time_layer(layer, args.batch, args.repeats, rng))
-    large = [r for r in rows if r["macs"] >= LARGE_MACS]
+    large = [r for r in rows if r["macs"] >= LARGE_MACS * args.batch]
     result = {
         "benchmark": "binary_layers",
         "device": jax.devices()[0].device_kind,
@@ -216,12 +286,14 @@ def main() -> None:
         "repeats": args.repeats,
         "layers": rows,
         "geomean_speedup_vs_float32": {
-            f"large_layers (>= {LARGE_MACS / 1e6:.0f} M MACs, n={len(large)})": geometric_means(
-                large
+            f"large_layers (>= {LARGE_MACS / 1e6:.0f} M MACs per image, n={len(large)})": (
+                geometric_means(large)
             ),
             f"all_layers (n={len(rows)})": geometric_means(rows),
         },
     }
+    if args.peaks:
+        result["peaks"] = measure_peaks(args.batch, args.repeats)
     print(markdown(result) if args.markdown else json.dumps(result, indent=1))
 
 

@@ -318,8 +318,9 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Exports the best checkpoint of every trained variant in ``workdir`` and checks it.
 
     ``workdir`` is a ``train`` or an ``hbn`` run (:func:`trained_runs`). Each variant goes
-    to ``model.npz`` beside its checkpoints; the file is loaded back and its integer
-    forward compared with the float model's on one test batch.
+    to ``model.npz`` beside its checkpoints; the file is loaded back, its integer
+    forward compared with the float model's on one test batch, and its latency at batch 1
+    measured against the float32 model's (``export.latency``).
     """
     runs = trained_runs(config, workdir)
     _, image_shape = summary_shapes(config)
@@ -340,12 +341,14 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         fake_quant = np.asarray(model.apply(variables, images))
         report["max_abs_logit_diff"] = float(np.max(np.abs(exact - fake_quant)))
         report["top1_agreement"] = float(np.mean(exact.argmax(-1) == fake_quant.argmax(-1)))
+        report["latency"] = latency = export.latency(export.load(path), images[:1])
         log(
             f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB "
             f"(float32 {report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
             f"model on {len(images)} images: max |logit diff| "
             f"{report['max_abs_logit_diff']:.2e}, top-1 agreement "
-            f"{100 * report['top1_agreement']:.1f}%"
+            f"{100 * report['top1_agreement']:.1f}%; batch 1: {latency['ms']:.2f} ms vs "
+            f"float32 {latency['float_ms']:.2f} ms ({latency['speedup']:.2f}x)"
         )
         reports.append(report)
     return reports

@@ -9,7 +9,10 @@ accumulator is an integer, and there are two ways to compute it exactly:
   Engine, XNOR-Net's kernels) runs: ``acc = K - 2 * popcount(x XOR w)``.
 
 Both are here so that the export's integer inference path and the benchmark can check
-one against the other, and both against a NumPy formula (tests/test_packing.py).
+one against the other, and both against a NumPy formula (tests/test_packing.py). The
+popcount arithmetic has two forms: :func:`conv_popcount`, the reference (per kernel tap,
+padding masked in the graph), and :func:`conv_xnor`, the fast one the export runs (one
+im2col of packed words, 64-bit words, padding folded into a precomputed base).
 
 Packing convention (Larq Compute Engine's): along the channel axis, channel ``c`` is bit
 ``c % 32`` of word ``c // 32``; bit 1 means -1 and bit 0 means +1, so ``sign(0) = +1``
@@ -40,6 +43,11 @@ import numpy as np
 from jax import lax
 
 BITS = 32
+# 64-bit words summed per fused reduction in conv_xnor. Measured on a 2-core AVX2 CPU
+# (docs/export.md): 8 to 16 are within noise of each other, 8 a little ahead (a byte
+# holds the count of up to 31 words); 32 and more make XLA split the reduction into a
+# materialized partial sum, several times slower.
+WORD_GROUP = 8
 # Activations NHWC, kernels HWIO: the layouts XLA's CPU convolutions take without a
 # transpose (an OHWI kernel compiles 5-10x slower and transposes on every call).
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -57,13 +65,24 @@ def pack_signs(x: Any) -> Any:
     anything else is computed with ``jax.numpy``.
     """
     xp = np if isinstance(x, np.ndarray) else jnp
-    x = xp.asarray(x)
-    channels = x.shape[-1]
-    bits = (x < 0).astype(xp.uint32)
+    return pack_bits(xp.asarray(x) < 0)
+
+
+def pack_bits(bits: Any, word_type: Any = np.uint32) -> Any:
+    """Packs booleans along the last axis into words (channel ``c``: bit ``c % 32`` of
+    ``uint32`` word ``c // 32``, or of its :func:`pair_words` pair for ``uint64``).
+
+    What an integer layer that thresholds its accumulator writes for the next layer
+    (``True`` = -1); padding bits are 0. NumPy in, NumPy out (``uint32`` only).
+    """
+    xp = np if isinstance(bits, np.ndarray) else jnp
+    channels = bits.shape[-1]
+    bits = bits.astype(xp.uint32)
     pad = packed_words(channels) * BITS - channels
-    bits = xp.pad(bits, [(0, 0)] * (x.ndim - 1) + [(0, pad)])
-    bits = bits.reshape(*x.shape[:-1], -1, BITS)
-    return xp.sum(bits << xp.arange(BITS, dtype=xp.uint32), axis=-1, dtype=xp.uint32)
+    bits = xp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
+    bits = bits.reshape(*bits.shape[:-1], -1, BITS)
+    words = xp.sum(bits << xp.arange(BITS, dtype=xp.uint32), axis=-1, dtype=xp.uint32)
+    return pair_words(words) if word_type == np.uint64 else words
 
 
 def unpack_signs(words: Any, channels: int, dtype: Any = np.int8) -> Any:
@@ -112,13 +131,10 @@ def conv_int8_dot(
     An alternative lowering for backends whose ``int8`` convolution is slow but whose
     ``int8`` dot is not.
     """
-    x = x.astype(jnp.int8)
     kernel = kernel.astype(jnp.int8)
     kh, kw, _, out_features = kernel.shape
-    pads = explicit_padding(x.shape[1:3], (kh, kw), strides, padding)
-    patches = jnp.concatenate([tap for _, _, tap, _ in _taps(x, (kh, kw), strides, pads)], axis=-1)
     return lax.dot_general(
-        patches,
+        im2col(x.astype(jnp.int8), (kh, kw), strides, padding),
         kernel.reshape(-1, out_features),
         (((3,), (0,)), ((), ())),
         preferred_element_type=jnp.int32,
@@ -151,10 +167,154 @@ def conv_popcount(
     n_valid = 0
     for i, j, tap, valid in _taps(x_words, (kh, kw), strides, pads):
         xor = tap[..., :, None] ^ kernel_words[i, j]  # N, Ho, Wo, words, O
-        counts = jnp.sum(lax.population_count(xor).astype(jnp.int32), axis=-2)
+        counts = jnp.sum(lax.population_count(xor), axis=-2, dtype=jnp.int32)
         popcount = popcount + jnp.where(valid[None, :, :, None], counts, 0)
         n_valid = n_valid + valid.astype(jnp.int32)[None, :, :, None]
     return n_valid * channels - 2 * popcount
+
+
+def xnor_kernel(kernel_bits: np.ndarray) -> np.ndarray:
+    """An OHWI packed kernel as the ``(P, C_out)`` ``uint64`` matrix :func:`conv_xnor` takes.
+
+    Rows follow the im2col order of :func:`conv_xnor` (kernel row, column, word); the
+    ``uint32`` words are paired into ``uint64`` ones (the first of a pair in the low half,
+    so channel ``c`` stays bit ``c % 64``), with a zero word appended to an odd count.
+    Pairs may straddle two taps: the input's patches are paired the same way.
+    """
+    kernel_bits = np.asarray(kernel_bits, np.uint32)
+    out_features = kernel_bits.shape[0]
+    rows = kernel_bits.reshape(out_features, -1).T
+    rows = np.pad(rows, ((0, rows.shape[0] % 2), (0, 0)))
+    pairs = np.ascontiguousarray(rows.reshape(-1, 2, out_features).transpose(0, 2, 1))
+    return pairs.view(np.uint64)[..., 0]
+
+
+def xnor_base(
+    kernel_bits: np.ndarray,
+    channels: int,
+    spatial_shape: Sequence[int],
+    strides: Sequence[int],
+    padding: Any,
+) -> np.ndarray:
+    """The accumulator of :func:`conv_xnor` before its popcount: ``int32`` (H_out, W_out, C_out).
+
+    :func:`conv_xnor` pads the input with 0 words (+1 signs), so a tap in the spatial
+    padding adds ``popcount(w_tap)`` to the popcount, where the float model adds nothing.
+    Per output pixel, ``base = n_valid * C + 2 * sum over its padded taps of
+    popcount(w_tap)`` takes that back: ``acc = base - 2 * popcount(patch XOR w)``. It
+    depends only on the kernel and the geometry, so it is computed once per input size.
+    """
+    kernel_bits = np.asarray(kernel_bits, np.uint32)
+    _, kh, kw, _ = kernel_bits.shape
+    pads = explicit_padding(spatial_shape, (kh, kw), strides, padding)
+    (top, bottom), (left, right) = pads
+    h, w = spatial_shape
+    out_h = (h + top + bottom - kh) // strides[0] + 1
+    out_w = (w + left + right - kw) // strides[1] + 1
+    inside = np.pad(np.ones((h, w), bool), pads)
+    padded_taps = np.stack(
+        [
+            ~inside[i : i + (out_h - 1) * strides[0] + 1 : strides[0]][
+                :, j : j + (out_w - 1) * strides[1] + 1 : strides[1]
+            ]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    ).astype(np.int64)  # (H_out, W_out, taps)
+    tap_popcounts = np.bitwise_count(kernel_bits).sum(axis=-1, dtype=np.int64)  # (O, kh, kw)
+    tap_popcounts = tap_popcounts.reshape(kernel_bits.shape[0], -1).T  # (taps, O)
+    n_valid = kh * kw - padded_taps.sum(axis=-1)
+    base = n_valid[..., None] * channels + 2 * (padded_taps @ tap_popcounts)
+    return base.astype(np.int32)
+
+
+def conv_xnor(
+    x_words: jax.Array,
+    kernel: jax.Array,
+    base: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Any,
+) -> jax.Array:
+    """The fast XNOR + popcount convolution: one im2col of packed words, ``base - 2 * popcount``.
+
+    ``kernel`` and ``base`` come from :func:`xnor_kernel` and :func:`xnor_base`;
+    ``x_words`` is NHW(words) packed by :func:`pack_bits` in the type
+    :func:`xnor_word_type` gives (``uint32`` words are paired after the im2col when the
+    kernel holds ``uint64`` words). 64-bit words need ``jax.enable_x64``: LLVM lowers a
+    vector popcount of 64-bit lanes to byte lookups (``vpshufb``) and one sum of absolute
+    differences (``vpsadbw``), about half the instructions per bit of 32-bit lanes. The
+    popcount is summed in the word type over groups of :data:`WORD_GROUP` words, each one
+    loop that XLA vectorizes over the output channels; LLVM then adds the group's
+    per-byte counts and folds the bytes once per group. Returns the same ``int32``
+    accumulator as :func:`conv_int8` and :func:`conv_popcount`.
+    """
+    patches = im2col(x_words, kernel_size, strides, padding)
+    if patches.dtype != kernel.dtype:
+        patches = pair_words(patches)
+    if patches.shape[-1] != kernel.shape[0]:
+        raise ValueError(
+            f"input patches have {patches.shape[-1]} words, the kernel {kernel.shape[0]} rows"
+        )
+    popcount = 0
+    for start in range(0, kernel.shape[0], WORD_GROUP):
+        stop = min(start + WORD_GROUP, kernel.shape[0])
+        counts = lax.population_count(patches[..., start:stop, None] ^ kernel[start:stop])
+        popcount = popcount + jnp.sum(counts, axis=-2, dtype=kernel.dtype).astype(jnp.int32)
+    return base - 2 * popcount
+
+
+def xnor_word_type(kernel: jax.Array, channels: int) -> Any:
+    """The word type :func:`conv_xnor` takes its input packed in, for ``channels``.
+
+    ``uint64`` when the kernel is ``uint64`` and a pixel's channels fill whole 64-bit
+    words (an even number of 32-bit words): packing then pairs the words once per pixel,
+    before the im2col copies each pixel ``kh * kw`` times. Otherwise ``uint32``, paired
+    after the im2col, where pairs may straddle two taps as in :func:`xnor_kernel`.
+    """
+    if kernel.dtype == jnp.uint64 and packed_words(channels) % 2 == 0:
+        return jnp.uint64
+    return jnp.uint32
+
+
+def pair_words(words: jax.Array) -> jax.Array:
+    """``uint32`` words along the last axis as ``uint64`` ones, the first of a pair in the
+    low half (so channel ``c`` stays bit ``c % 64``); a zero word pads an odd count.
+
+    Shifts and ORs of strided slices, which XLA fuses into their neighbours; a
+    ``bitcast_convert_type`` becomes a separate reduction on XLA's CPU backend.
+    """
+    if words.shape[-1] % 2:
+        words = jnp.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, 1)])
+    low, high = words[..., 0::2].astype(jnp.uint64), words[..., 1::2].astype(jnp.uint64)
+    return low | (high << 32)
+
+
+def im2col(
+    x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], padding: Any
+) -> jax.Array:
+    """NHWC -> (N, H_out, W_out, kh * kw * C): each output pixel's patch, zero-padded,
+    ordered (kernel row, kernel column, channel) as an HWIO kernel flattens."""
+    n, h, w, _ = x.shape
+    pads = explicit_padding((h, w), kernel_size, strides, padding)
+    if pads == ((0, 0), (0, 0)) and tuple(kernel_size) == (h, w):
+        return x.reshape(n, 1, 1, -1)  # a fully-connected layer: one patch
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    return jnp.concatenate(list(_tap_slices(padded, kernel_size, strides)), axis=-1)
+
+
+def _tap_slices(
+    padded: jax.Array, kernel_size: Sequence[int], strides: Sequence[int]
+) -> Iterator[jax.Array]:
+    """For each kernel tap, row-major: the strided slice of the padded input it sees."""
+    (kh, kw), (sh, sw) = kernel_size, strides
+    n, h, w, c = padded.shape
+    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            stop = (i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1)
+            yield lax.slice(padded, (0, i, j, 0), (n, *stop, c), (1, sh, sw, 1))
 
 
 def _taps(
@@ -165,16 +325,13 @@ def _taps(
 ) -> Iterator[tuple[int, int, jax.Array, jax.Array]]:
     """For each kernel tap (i, j): the strided input slice it sees (zero-padded) and a
     boolean (H_out, W_out) map of the output pixels for which it lies inside the image."""
-    (kh, kw), (sh, sw) = kernel_size, strides
-    n, h, w, c = x.shape
+    kh, kw = kernel_size
     (top, bottom), (left, right) = pads
-    out_h = (h + top + bottom - kh) // sh + 1
-    out_w = (w + left + right - kw) // sw + 1
     padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    inside = jnp.pad(jnp.ones((h, w), bool), ((top, bottom), (left, right)))
-    for i in range(kh):
-        for j in range(kw):
-            stop = (i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1)
-            tap = lax.slice(padded, (0, i, j, 0), (n, *stop, c), (1, sh, sw, 1))
-            valid = lax.slice(inside, (i, j), stop, (sh, sw))
-            yield i, j, tap, valid
+    inside = jnp.pad(jnp.ones(x.shape[1:3], bool), ((top, bottom), (left, right)))
+    slices = _tap_slices(padded, kernel_size, strides)
+    valid = _tap_slices(inside[None, :, :, None], kernel_size, strides)
+    for (i, j), tap, tap_valid in zip(
+        ((i, j) for i in range(kh) for j in range(kw)), slices, valid, strict=True
+    ):
+        yield i, j, tap, tap_valid[0, :, :, 0]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from binflax import cost, export, models
+from binflax.export import chain as chain_lib
 from binflax.export import fold, format, inference
 from binflax.models import LayerInfo
 from binflax.plan import LayerPrecision, Plan
@@ -49,65 +50,78 @@ def build(name, plan_kind, input_shape, binarize_last_weights=False, **fields):
     return model, random_variables(model, input_shape)
 
 
-def round_trip(tmp_path, model, variables, input_shape, batch=2, arithmetics=("int8",)):
-    images = jax.random.normal(jax.random.key(1), (batch, *input_shape))
-    expected = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+def exported_copy(tmp_path, model, variables, input_shape):
     path = tmp_path / "model.npz"
     report = export.export_model(model, variables, path, input_shape=input_shape)
     assert report["file_bytes"] == os.path.getsize(path)
     exported = export.load(path)
     assert exported.plan == model.plan
-    scale = float(jnp.max(jnp.abs(expected)))
-    assert scale > 0
-    results = {}
-    for arithmetic in arithmetics:
-        logits = export.integer_forward(exported, images, arithmetic=arithmetic)
-        assert logits.shape == expected.shape
-        assert float(jnp.max(jnp.abs(logits - expected))) <= 1e-4 * scale, arithmetic
-        results[arithmetic] = np.asarray(logits)
-    return exported, images, results
+    return exported
 
 
-# Quick set: MiniSketchANet with both plans and ResNet-18 fbin (shortcuts, downsampling); the
-# other models and plans are marked slow (tens of seconds each on two shared cores).
-CASES = [  # model, input (H, W, C), fields, plans that run in the quick set
-    ("mini_sketchanet", (16, 16, 1), {}, ("fbin", "hybrid")),
-    ("resnet18", (32, 32, 3), {"num_classes": 10}, ("fbin",)),
-    ("squeezenet", (32, 32, 1), {"num_classes": 10}, ()),
-    ("sketchanet", (225, 225, 1), {"num_classes": 10}, ()),
+# Every way the integer path can run: the default, each arithmetic forced, the popcount
+# with and without packed activations between XNOR units.
+PATHS = [("auto", True), ("int8", False), ("int8_dot", False), ("popcount", False),
+         ("popcount", True)]  # fmt: skip
+# model, input (H, W, C), fields. AlexNet and Sketch-A-Net only take their full size (their
+# fc6/conv6 kernels span the last feature map), so they are the slow cases.
+CASES = [
+    ("mini_sketchanet", (16, 16, 1), {}),
+    ("resnet18", (32, 32, 3), {"num_classes": 10}),
+    ("squeezenet", (32, 32, 1), {"num_classes": 10}),
+    ("sketchanet", (225, 225, 1), {"num_classes": 10}),
+    ("alexnet", (224, 224, 3), {"num_classes": 10}),
 ]
 
 
 @pytest.mark.parametrize(
     "name,input_shape,fields,plan_kind",
     [
-        pytest.param(n, s, f, p, marks=() if p in quick else pytest.mark.slow, id=f"{n}-{p}")
-        for n, s, f, quick in CASES
+        pytest.param(
+            n, s, f, p, marks=pytest.mark.slow if n in ("sketchanet", "alexnet") else (),
+            id=f"{n}-{p}",
+        )
+        for n, s, f in CASES
         for p in ("fbin", "hybrid")
     ],
-)
-def test_round_trip_matches_fake_quantized_model(tmp_path, name, input_shape, fields, plan_kind):
+)  # fmt: skip
+def test_every_path_gives_the_fake_quantized_logits(tmp_path, name, input_shape, fields, plan_kind):
+    """The independent check: ``model.apply`` of the fake-quantized float model, relative
+    1e-5; and every path gives the same logits bit for bit (the same int32 accumulators)."""
     model, variables = build(name, plan_kind, input_shape, plan_kind == "hybrid", **fields)
-    # SqueezeNet's 16-channel squeeze outputs pad to 32 in the packed words: all backends.
-    arithmetics = inference.ARITHMETICS if name == "squeezenet" else ("int8",)
-    _, _, results = round_trip(tmp_path, model, variables, input_shape, arithmetics=arithmetics)
-    for logits in results.values():
-        np.testing.assert_array_equal(logits, results["int8"])
+    # Batch 3: small float maps run as matrix products, and at 3 images the 16x16 maps of
+    # MiniSketchANet's and ResNet's first layers (768 pixels) fall back to the convolution.
+    images = jax.random.normal(jax.random.key(1), (3, *input_shape))
+    expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0
+    exported = exported_copy(tmp_path, model, variables, input_shape)
+    first = None
+    for arithmetic, chain in PATHS:
+        logits = np.asarray(
+            export.integer_forward(exported, images, arithmetic=arithmetic, chain=chain)
+        )
+        assert logits.shape == expected.shape and logits.dtype == np.float32
+        error = float(np.max(np.abs(logits - expected))) / scale
+        assert error <= 1e-5, (arithmetic, chain, error)
+        first = logits if first is None else first
+        np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic}, chain={chain}")
 
 
-@pytest.mark.slow
-def test_alexnet_round_trip(tmp_path):
-    model, variables = build("alexnet", "hybrid", (224, 224, 3), True, num_classes=10)
-    round_trip(tmp_path, model, variables, (224, 224, 3), batch=1)
-
-
-def test_int8_and_popcount_agree_exactly_with_k_map(tmp_path):
-    """MiniSketchANet's 48-channel layers pad to 64 in the packed words; the K map scales."""
+def test_k_map_models_run_without_packed_links(tmp_path):
+    """MiniSketchANet's 48-channel layers pad to 64 in the packed words; the K map scales, so its
+    units need their float input and nothing is linked."""
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), True, scale_inputs=True)
-    _, _, results = round_trip(
-        tmp_path, model, variables, (16, 16, 1), arithmetics=("int8", "popcount")
-    )
-    np.testing.assert_array_equal(results["int8"], results["popcount"])
+    assert chain_lib.find_links(model, (16, 16, 1)) == ()
+    exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    images = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
+    expected = np.asarray(model.apply(variables, images, train=False))
+    results = [  # "auto" runs the popcount (nothing to chain); int8 is the other kernel
+        np.asarray(export.integer_forward(exported, images, arithmetic=a)) for a in ("auto", "int8")
+    ]
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
 
 
 def test_binary_layers_run_on_int8_with_int32_accumulation(tmp_path):

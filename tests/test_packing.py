@@ -1,4 +1,6 @@
-"""binflax.packing against NumPy: LCE bit order, and the accumulator K - 2 * popcount(xor)."""
+"""binflax.packing against NumPy: LCE bit order, and the accumulator K - 2 * popcount(xor)
+from every arithmetic: int8 conv, int8 im2col product, the popcount reference and the fast
+XNOR kernel with 32- and 64-bit words."""
 
 import jax
 import numpy as np
@@ -102,9 +104,55 @@ def test_integer_accumulators_equal_k_minus_twice_popcount(seed):
         strides,
         padding,
     )
-    for result in (int8, dot, pop):
+    for result in (int8, dot, pop, *xnor_accumulators(x, kernel, strides, padding)):
         assert result.dtype == np.int32
         np.testing.assert_array_equal(np.asarray(result), direct)
+
+
+def xnor_accumulators(x, kernel, strides, padding):
+    """conv_xnor with 32-bit words and, under x64, with 64-bit words."""
+    bits = packing.pack_signs(kernel.transpose(3, 0, 1, 2))  # OHWI
+    base = packing.xnor_base(bits, x.shape[-1], x.shape[1:3], strides, padding)
+    xnor = jax.jit(packing.conv_xnor, static_argnums=(3, 4, 5))
+    words32 = bits.reshape(bits.shape[0], -1).T  # (kh * kw * words, O), im2col order
+    results = [xnor(packing.pack_signs(x), words32, base, kernel.shape[:2], strides, padding)]
+    with jax.enable_x64(True):
+        words64 = packing.xnor_kernel(bits)
+        assert words64.dtype == np.uint64 and words64.shape[0] == -(-words32.shape[0] // 2)
+        results.append(
+            xnor(packing.pack_signs(x), words64, base, kernel.shape[:2], strides, padding)
+        )
+    return results
+
+
+def test_xnor_kernel_pairs_words_low_half_first():
+    bits = np.arange(1, 1 + 2 * 3 * 1 * 1, dtype=np.uint32).reshape(2, 3, 1, 1)  # O=2, taps 3
+    words = packing.xnor_kernel(bits)
+    assert words.shape == (2, 2)  # 3 words per output, padded to 4, paired
+    assert int(words[0, 0]) == 1 | (2 << 32) and int(words[1, 0]) == 3  # 4th word is 0
+    assert int(words[0, 1]) == 4 | (5 << 32)
+
+
+def test_xnor_base_counts_padded_taps():
+    """A 3x3 SAME conv on a 2x2 input: every output pixel has 4 taps in the image."""
+    kernel = -np.ones((3, 3, 5, 1), np.int8)  # every weight -1: popcount 5 per tap
+    bits = packing.pack_signs(kernel.transpose(3, 0, 1, 2))
+    base = packing.xnor_base(bits, 5, (2, 2), (1, 1), "SAME")
+    # n_valid * C + 2 * (5 padded taps) * popcount 5
+    np.testing.assert_array_equal(base[..., 0], np.full((2, 2), 4 * 5 + 2 * 5 * 5))
+
+
+def test_im2col_orders_patches_as_an_hwio_kernel_flattens():
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    kernel = np.random.default_rng(0).standard_normal((3, 3, 3, 5)).astype(np.float32)
+    patches = packing.im2col(x, (3, 3), (1, 1), "SAME")
+    assert patches.shape == (2, 4, 4, 27)
+    conv = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=packing.DIMENSION_NUMBERS
+    )
+    np.testing.assert_allclose(patches @ kernel.reshape(27, 5), conv, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(packing.im2col(x, (4, 4), (1, 1), "VALID"),
+                                  x.reshape(2, 1, 1, -1))  # fmt: skip
 
 
 def test_popcount_rejects_mismatched_words():

@@ -5,7 +5,8 @@ them real and measured: :func:`export_model` writes binary kernels at one bit pe
 weight (Larq Compute Engine's packing) with batch norm folded, :func:`load` reads the
 file back with every check a deployment needs, and :func:`integer_forward` runs the
 exported network with every binary-input, binary-weight layer in exact integer
-arithmetic, giving the fake-quantized float model's logits.
+arithmetic, giving the fake-quantized float model's logits, and :func:`latency` measures
+that against the fastest float32 run of the same network.
 
     >>> import os, tempfile
     >>> import jax.numpy as jnp
@@ -19,13 +20,18 @@ arithmetic, giving the fake-quantized float model's logits.
     (1, 10)
 
 Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.fold` (BN
-folding and packing), :mod:`~binflax.export.inference` (the integer path),
-:mod:`~binflax.export.model_file` (whole models and measured memory); the packed
-arithmetic itself is :mod:`binflax.packing`. The file format is in docs/export.md.
+folding and packing), :mod:`~binflax.export.model_file` (whole models and measured
+memory), :mod:`~binflax.export.inference` (the integer path),
+:mod:`~binflax.export.arithmetic` (which arithmetic each XNOR unit runs),
+:mod:`~binflax.export.chain` (packed activations between XNOR units),
+:mod:`~binflax.export.units` (unit geometry) and :mod:`~binflax.export.latency`
+(measured speed); the packed arithmetic itself is :mod:`binflax.packing`. The design and
+the file format are in docs/export.md.
 """
 
 from binflax.export.format import FORMAT, VERSION, ExportError
 from binflax.export.inference import ARITHMETICS, integer_forward, layer_forward
+from binflax.export.latency import float_calls, latency, time_calls
 from binflax.export.model_file import (
     ExportedModel,
     export_model,
@@ -43,9 +49,12 @@ __all__ = [
     "ExportedModel",
     "export_model",
     "float32_checkpoint_bytes",
+    "float_calls",
     "integer_forward",
+    "latency",
     "layer_forward",
     "load",
     "memory_report",
+    "time_calls",
     "zero_variables",
 ]

@@ -41,8 +41,8 @@ class ExportedModel:
     arrays: dict[str, np.ndarray]
     model: models.BinaryNet
     path: str | None = None
-    # Arrays derived for one arithmetic (binflax.export.inference.prepare), kept so that
-    # repeated forwards neither unpack nor re-transfer them.
+    # What binflax.export.inference.prepare derives per input size, arithmetic and chain
+    # setting, kept so that repeated forwards neither convert nor re-transfer anything.
     cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property

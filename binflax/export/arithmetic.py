@@ -1,0 +1,42 @@
+"""What each unit computes with: the measured rules behind ``arithmetic="auto"``.
+
+Why rules and not a timing at load: every choice here gives the same result (the same
+int32 accumulator for an XNOR unit, the same float sum up to rounding order for a float
+one), so it is about speed only, and a timing at load would compile every candidate for
+every shape (seconds per model) and, on a shared machine, could pick a slower one from a
+noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
+(``benchmarks/binary_layers.py``, docs/export.md):
+
+- **XNOR units** (binary input and weights): the XNOR-popcount kernel
+  (:func:`binflax.packing.conv_xnor`) was the fastest arithmetic for every XNOR unit of
+  AlexNet, ResNet-18 and Sketch-A-Net at batch 1 and 8, several times faster than the
+  int8 convolution and the int8 im2col product, so the CPU rule does not depend on the
+  shape. On GPUs and TPUs, whose int8 units and MXUs have no popcount counterpart, the
+  rule picks the int8 convolution; that is not measured here (no accelerator was
+  available), and any arithmetic can be forced with
+  ``integer_forward(..., arithmetic=...)``.
+- **Float-input units**: a fully-connected layer written as a conv (its kernel covers
+  the whole unpadded input) runs as a matrix product with the kernel stored (C_out, K),
+  1.3-2.5x faster than the conv. On the CPU a conv with at most
+  :data:`MATMUL_MAX_PIXELS` output pixels (batch included) also runs as im2col and that
+  product: XLA's CPU convolution is slow on small maps (the product measured 1.2-1.3x
+  faster on 13x13-14x14 maps and 1.5x on 7x7 at batch 1, 1.3x on 7x7 at batch 8);
+  with more pixels the convolution is as fast or up to 2x faster.
+"""
+
+from __future__ import annotations
+
+ARITHMETICS = ("auto", "int8", "int8_dot", "popcount")
+MATMUL_MAX_PIXELS = 512
+
+
+def choose(backend: str) -> str:
+    """The arithmetic ``"auto"`` runs every XNOR unit with on ``backend``."""
+    return "popcount" if backend == "cpu" else "int8"
+
+
+def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
+    """``"matmul"`` (im2col and a matrix product) or ``"conv"`` for a float-input unit with
+    ``pixels`` output pixels (batch included)."""
+    small = backend == "cpu" and pixels <= MATMUL_MAX_PIXELS
+    return "matmul" if fully_connected or small else "conv"

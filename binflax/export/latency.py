@@ -1,0 +1,95 @@
+"""Measured latency of an exported network against the fastest float32 run of the same network.
+
+Why the float side gets two candidates: a binary network's speedup is only as honest as
+the float baseline it is divided by. The float32 model as a user runs it is
+``jax.jit(model.apply)`` with the variables on the device; the same network can also run
+from a float export, with batch norm folded into the kernels and its fully-connected
+layers (written as convs) as matrix products, which XLA's CPU backend runs faster. The
+baseline is whichever of the two is faster in the same run; both are reported.
+
+Times are medians of calls interleaved across everything compared (one call of each,
+then the next round), after a warm-up call of each that compiles it, so that load on a
+shared machine affects every side alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from binflax import models
+from binflax.export.inference import integer_forward
+from binflax.export.model_file import ExportedModel, export_model, load, zero_variables
+from binflax.plan import Plan
+
+
+def time_calls(calls: Mapping[str, Callable[[], jax.Array]], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each call over ``repeats`` interleaved rounds."""
+    for call in calls.values():
+        jax.block_until_ready(call())
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            samples[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(times) for name, times in samples.items()}
+
+
+def float_calls(
+    model: models.BinaryNet,
+    variables: Mapping,
+    images: jax.Array,
+    directory: str,
+) -> dict[str, Callable[[], jax.Array]]:
+    """The two float32 runs of ``model`` (plan ``float``) on ``images``, ready to time.
+
+    ``"float (model.apply)"``: the jitted Flax model, variables on the device;
+    ``"float (exported)"``: its export (written to ``directory``) run by
+    :func:`~binflax.export.integer_forward`.
+    """
+    if any(layer.binary_input or layer.binary_weight for layer in model.plan):
+        raise ValueError(f"the float baseline needs a float plan, not {model.plan.name!r}")
+    device_variables = jax.device_put(dict(variables))
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    path = os.path.join(directory, "float.npz")
+    export_model(model, variables, path, input_shape=images.shape[1:])
+    exported = load(path)
+    return {
+        "float (model.apply)": lambda: apply(device_variables, images),
+        "float (exported)": lambda: integer_forward(exported, images),
+    }
+
+
+def latency(exported: ExportedModel, images: jax.Array, *, repeats: int = 7) -> dict:
+    """``exported``'s latency on ``images`` against the float32 model of the same network.
+
+    The float model has the same architecture and fields with every layer float, and zero
+    weights (the time of a float32 conv does not depend on its values). Returns
+    milliseconds: ``ms`` (the export, ``arithmetic="auto"``), ``float_apply_ms``,
+    ``float_exported_ms``, ``float_ms`` (the faster of the two) and
+    ``speedup = float_ms / ms``, with ``batch`` and ``repeats``.
+    """
+    images = jnp.asarray(images, jnp.float32)
+    float_model = exported.model.clone(plan=Plan.preset("float", exported.plan.names))
+    variables = zero_variables(float_model, images.shape[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = dict(float_calls(float_model, variables, images, tmp))
+        calls["export"] = lambda: integer_forward(exported, images)
+        ms = time_calls(calls, repeats)
+    float_ms = min(ms["float (model.apply)"], ms["float (exported)"])
+    return {
+        "batch": int(images.shape[0]),
+        "repeats": repeats,
+        "ms": ms["export"],
+        "float_apply_ms": ms["float (model.apply)"],
+        "float_exported_ms": ms["float (exported)"],
+        "float_ms": float_ms,
+        "speedup": float_ms / ms["export"],
+    }

@@ -1,0 +1,43 @@
+"""benchmarks/inference.py --small: the whole-network benchmark end to end, in seconds.
+
+No timing is asserted (the machine may be shared): only that every variant was exported,
+run and measured, and that the predictions and the table come out right.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks import inference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_small_run_measures_every_variant():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.inference", "--small"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert list(rows) == [
+        "float (model.apply)", "float (exported)", "wbin", "hybrid1", "hybrid2", "fbin"
+    ]  # fmt: skip
+    assert all(row["ms"] > 0 and row["batch"] == 1 for row in rows.values())
+    assert max(rows["float (model.apply)"]["speedup"], rows["float (exported)"]["speedup"]) == 1
+    # Equivalent FLOPs: wbin as float, then the hybrids, then fbin.
+    predicted = [rows[v]["predicted_speedup"] for v in ("wbin", "hybrid1", "hybrid2", "fbin")]
+    assert predicted[0] == 1.0 and predicted == sorted(predicted)
+    assert rows["hybrid1"]["float_inputs"] == ["conv4", "conv5"]
+    assert rows["fbin"]["packed_links"] == 3
+    assert rows["fbin"]["file_bytes"] < rows["float (exported)"]["file_bytes"] / 10
+    table = inference.markdown(result)
+    assert (
+        table.count("\n") == len(result["rows"]) + 1 and "| mini_sketchanet | fbin | 1 |" in table
+    )
