@@ -65,7 +65,7 @@ def train_variant(
 
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
-    variant = config.plan if config.plan in variants.PRESET_VARIANTS else "hybrid"
+    variant = variants.of_plan(config.plan)
     result = train_variant(config, workdir, variant, config.plan)
     entry = results.variant_entry(result, config)
     outputs.write_json(epath.Path(workdir) / "metrics.json", entry)
@@ -281,7 +281,7 @@ def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[
     the hybrids (each with its plan file) and the baselines, each where it was trained.
     """
     if checkpointing.has_checkpoints(workdir):
-        variant = config.plan if config.plan in variants.PRESET_VARIANTS else "hybrid"
+        variant = variants.of_plan(config.plan)
         return [(workdir, variant, config.plan)]
     plans = {"fbin": "fbin", "float": "float", "wbin": "wbin"}
     for variant in variants.hybrid_names(config.hbn.budgets):

@@ -44,6 +44,11 @@ def report_order(budgets: Sequence[float], trained: Sequence[str]) -> tuple[str,
     return tuple(name for name in order if name in trained)
 
 
+def of_plan(plan: object) -> str:
+    """The variant a ``train`` run of ``config.plan`` is: the preset's name, else ``hybrid``."""
+    return plan if plan in PRESET_VARIANTS else "hybrid"
+
+
 def recipe_key(variant: str) -> str:
     """The ``config.variants`` key that holds ``variant``'s overrides."""
     return variant if variant in PRESET_VARIANTS else "hybrid"
