@@ -25,6 +25,7 @@ class VGG(nn.Module):
     num_classes: int = 10
     widths: Sequence[int] = (8, 16)
     hidden: int = 32
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -35,6 +36,7 @@ class VGG(nn.Module):
             x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
 
 
