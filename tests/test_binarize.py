@@ -110,22 +110,34 @@ def flat(tree):
     return traverse_util.flatten_dict(tree, sep="/")
 
 
+def compiled(fn, *args):
+    """``fn(*args)``, compiled without XLA's optimisation passes: on a CPU, compiling
+    these small networks costs more than running them, and eager mode compiles every op."""
+    options = {"xla_backend_optimization_level": 0}
+    return jax.jit(fn).lower(*args).compile(options)(*args)
+
+
 def layer_io(model, variables, x, target, **apply_kwargs):
     """The input and output of the planned layer at path ``target`` in one forward pass
     (and the mutated collections when ``apply_kwargs`` has ``mutable``)."""
-    seen = {}
 
-    def record(next_fun, args, kwargs, context):
-        y = next_fun(*args, **kwargs)
-        module = context.module
-        planned = context.method_name == "__call__" and isinstance(module, PLANNED)
-        if planned and "/".join(module.scope.path) == target:
-            seen["x"], seen["y"] = np.asarray(args[0]), np.asarray(y)
-        return y
+    def run(variables, x):
+        seen = {}
 
-    with nn.intercept_methods(record):
-        out = model.apply(variables, x, **apply_kwargs)
-    return (seen["x"], seen["y"], out[1]) if apply_kwargs else (seen["x"], seen["y"])
+        def record(next_fun, args, kwargs, context):
+            y = next_fun(*args, **kwargs)
+            module = context.module
+            planned = context.method_name == "__call__" and isinstance(module, PLANNED)
+            if planned and "/".join(module.scope.path) == target:
+                seen["x"], seen["y"] = args[0], y
+            return y
+
+        with nn.intercept_methods(record):
+            out = model.apply(variables, x, **apply_kwargs)
+        return seen["x"], seen["y"], out[1] if apply_kwargs else None
+
+    inp, out, state = jax.device_get(compiled(run, variables, x))
+    return (inp, out, state) if apply_kwargs else (inp, out)
 
 
 def table(plan):
@@ -266,7 +278,7 @@ def test_binary_dense_and_input_norms(input_norm):
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE, input_norm=input_norm)
     x = images()
     variables = random_variables(model, x)
-    inp, out = layer_io(model, variables, x, "Dense_0")
+    inp, out, state = layer_io(model, variables, x, "Dense_0", mutable=[BINARIZED_INPUTS])
     p, s = flat(variables["params"]), flat(variables["batch_stats"])
     added = {k.removeprefix("Dense_0/") for k in p if k.startswith("Dense_0/")}
     added -= {"kernel", "bias"}
@@ -284,7 +296,6 @@ def test_binary_dense_and_input_norms(input_norm):
     np.testing.assert_allclose(
         out, np_sign(normed) @ np_binary_weights(w) + b, rtol=1e-4, atol=1e-4
     )
-    _, state = model.apply(variables, x, mutable=[BINARIZED_INPUTS])
     (sown,) = state[BINARIZED_INPUTS]["Dense_0"]["sign_input"]
     np.testing.assert_allclose(np.asarray(sown), normed, rtol=1e-5, atol=1e-5)
 
@@ -422,13 +433,15 @@ def test_wbin_is_the_users_network_with_binary_kernels_and_the_ste_gradient(net)
 
     substituted = with_binary_kernels(variables["params"])
     np.testing.assert_allclose(
-        np.asarray(model.apply(variables, x)),
-        np.asarray(net().apply({**variables, "params": substituted}, x)),
+        np.asarray(
+            compiled(lambda p: model.apply({**variables, "params": p}, x), variables["params"])
+        ),
+        np.asarray(compiled(lambda p: net().apply({**variables, "params": p}, x), substituted)),
         rtol=1e-4,
         atol=1e-4,
     )
-    got = flat(jax.grad(lambda p: loss(model, p))(variables["params"]))
-    reference = flat(jax.grad(lambda p: loss(net(), p))(substituted))
+    got = flat(compiled(jax.grad(lambda p: loss(model, p)), variables["params"]))
+    reference = flat(compiled(jax.grad(lambda p: loss(net(), p)), substituted))
     latent = flat(variables["params"])
     for path, g in got.items():
         expected = np.asarray(reference[path])
@@ -544,9 +557,8 @@ def test_select_returns_a_valid_plan_for_the_same_network():
     assert plan.float_inputs == ("Conv_0", *report.float_layers, "Dense_1")
     hybrid = binarize(user_nets.VGG(), plan, input_shape=SHAPE)
     assert hybrid.plan == plan
-    sown = [
-        model.apply(variables, b, mutable=[BINARIZED_INPUTS])[1][BINARIZED_INPUTS] for b in batches
-    ]
+    sow = jax.jit(lambda b: model.apply(variables, b, mutable=[BINARIZED_INPUTS])[1])
+    sown = [sow(b)[BINARIZED_INPUTS] for b in batches]
     for row in report.layers:
         xs = np.concatenate([np.asarray(s[row.name]["sign_input"][0]).ravel() for s in sown])
         assert row.error == pytest.approx(np.sqrt(np.mean((np_sign(xs) - xs) ** 2)), rel=1e-4)
@@ -556,18 +568,16 @@ def test_select_returns_a_valid_plan_for_the_same_network():
 # -- loading float weights, initial values ----------------------------------------------
 
 
-def init(module, x):
-    """``module.init`` compiled without XLA's optimisation passes (as train.init_state)."""
-    options = {"xla_backend_optimization_level": 0}
-    return jax.jit(module.init).lower(jax.random.key(0), x).compile(options)(jax.random.key(0), x)
-
-
 def test_initial_values_are_the_networks_own():
     """Same module paths, same initializers, same order: the binarized network starts
     from the values the user's network is initialised with (the same random keys; the
     two compiled programs may round the initializers' arithmetic differently)."""
     net, x = user_nets.GroupedNet(), images()
-    ours, theirs = init(binarize(net, "fbin", input_shape=SHAPE), x), init(net, x)
+    fbin = binarize(net, "fbin", input_shape=SHAPE)
+    ours, theirs = (
+        compiled(fbin.init, jax.random.key(0), x),
+        compiled(net.init, jax.random.key(0), x),
+    )
     ours = flat(ours["params"])
     for path, value in flat(theirs["params"]).items():
         np.testing.assert_allclose(np.asarray(ours[path]), np.asarray(value), rtol=1e-5, atol=1e-7)
