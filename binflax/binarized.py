@@ -68,8 +68,13 @@ INPUT_NORMS = ("batchnorm", "shift", "none")
 PLANNED_TYPES = (nn.Conv, nn.Dense)
 # nn.Conv's and nn.Dense's hooks for a custom operation: binarize computes the planned
 # layers itself, so it refuses a layer that sets one rather than ignore it.
-_CUSTOM_OPS = ("mask", "conv_general_dilated", "conv_general_dilated_cls")
-_CUSTOM_OPS += ("dot_general", "dot_general_cls")
+_CUSTOM_OPS = (
+    "mask",
+    "conv_general_dilated",
+    "conv_general_dilated_cls",
+    "dot_general",
+    "dot_general_cls",
+)
 
 
 class BinarizeError(UserError, ValueError):
