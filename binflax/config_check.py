@@ -8,17 +8,19 @@ itself dispatches on (``binflax.modes.MODES``, ``binflax.data.DATASETS``,
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 from etils import epath
 
-from binflax import data, models, modes, quantizers, select, train, variants
+from binflax import binarized, data, models, modes, quantizers, select, train, variants
 from binflax.errors import ConfigError
 from binflax.plan import PRESETS
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "mode", tuple(modes.MODES))
-    _one_of(config, "model", tuple(models.MODELS))
+    _model(config)
     _one_of(config, "dataset", data.DATASETS)
     _one_of(config, "input_quantizer", tuple(quantizers.QUANTIZERS))
     _one_of(config, "hbn.method", select.METHODS)
@@ -77,6 +79,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 raise ConfigError(
                     f"config.variants.{key}.{field}={overrides[field]!r} must be positive"
                 )
+
+
+def _model(config):
+    """``config.model`` names a registered model or imports a network of your own, and
+    ``config.model_kwargs`` are fields of it."""
+    name = config.model
+    if name in models.MODELS:
+        cls = models.MODELS[name]
+    else:
+        try:
+            cls = models.import_model(name)
+        except models.ModelError as e:
+            raise ConfigError(f"config.model: {e}") from None
+        _one_of(config, "input_norm", binarized.INPUT_NORMS)
+        if config.scale_inputs:
+            raise ConfigError(
+                "config.scale_inputs=True: XNOR-Net's input scaling is for binflax's own "
+                f"models only, not for config.model={name!r}"
+            )
+    fields = {field.name for field in dataclasses.fields(cls)}
+    for key in config.model_kwargs:
+        if key not in fields or key in ("parent", "name"):
+            raise ConfigError(f"config.model_kwargs.{key} is not a field of {cls.__name__}")
 
 
 def _get(config, field):

@@ -2,15 +2,19 @@
 
 Why shapes only: a researcher asks "what would a hybrid of ResNet-18 cost?" before
 training anything. Every figure here comes from :func:`binflax.models.trace_layers`,
-which runs ``jax.eval_shape``: no data, no weights, no accelerator.
+which runs ``jax.eval_shape``: no data, no weights, no accelerator. It counts the planned
+layers: binflax's units, or the ``nn.Conv`` and ``nn.Dense`` layers of a network passed
+through ``binflax.binarize`` (with what binarization adds to them).
 
 Definitions (HBN-METHOD.md section 5):
-- MACs of a conv = H_out * W_out * C_out * C_in * kh * kw;
+- MACs of a conv = H_out * W_out * C_out * C_in * kh * kw, with C_in per group in a
+  grouped conv; a dense layer is a 1x1 conv on a 1x1 map, C_in * C_out;
 - equivalent FLOPs = sum of MACs, where a layer with binary input *and* binary weights
   counts MACs / ``speedup`` (58, XNOR-Net's measured figure); binary weights with a
   float input save memory only;
 - memory: a binary weight is 1 bit plus one float32 alpha per output channel, a float
-  weight 32 bits, a bias 32 bits, batch norm 2 float32 per channel after folding.
+  weight 32 bits, a bias 32 bits, batch norm 2 float32 per channel after folding, a
+  learned input threshold (``binarize``'s ``input_norm="shift"``) 1 float32 per channel.
 
 The summary table reads as Larq's ``lq.models.summary`` does: one row per layer with
 its input and weight precision, then totals.
@@ -19,6 +23,7 @@ its input and weight precision, then totals.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -55,17 +60,18 @@ class LayerCost:
 
 def layer_cost(info: LayerInfo, speedup: float = XNOR_SPEEDUP) -> LayerCost:
     """The cost of one traced layer."""
-    kh, kw, cin, cout = info.kernel_shape
-    kernel_params = kh * kw * cin * cout
+    cin, cout = info.input_shape[-1], info.kernel_shape[-1]
+    kernel_params = math.prod(info.kernel_shape)
     bias_params = cout if info.use_bias else 0
     # The unit's batch norm acts on its input when the input is binarized, else on its output.
     bn_channels = (cin if info.precision.binary_input else cout) if info.norm else 0
-    params = kernel_params + bias_params + 2 * bn_channels
+    other_params = bias_params + 2 * bn_channels + (cin if info.input_threshold else 0)
+    params = kernel_params + other_params
     if info.precision.binary_weight:
         kernel_bytes = kernel_params / 8 + FLOAT_BYTES * cout  # 1 bit each + alpha
     else:
         kernel_bytes = FLOAT_BYTES * kernel_params
-    memory = kernel_bytes + FLOAT_BYTES * (bias_params + 2 * bn_channels)
+    memory = kernel_bytes + FLOAT_BYTES * other_params
     macs = info.macs
     eq_flops = macs / speedup if info.precision.xnor else float(macs)
     return LayerCost(

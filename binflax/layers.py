@@ -13,7 +13,9 @@ model and the packed export to a single layer type.
 
 In a binary-input unit, the tensor that ``sign`` receives is sown into the
 ``"binarized_inputs"`` collection under the unit's path; ``binflax.select`` reads it to
-measure the input-binarization error without a second model definition.
+measure the input-binarization error without a second model definition. Every unit
+reports its shapes to :mod:`binflax.tracing` as it runs, which is how the cost model and
+``binflax.select`` find the planned layers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from binflax import quantizers
+from binflax import quantizers, tracing
 from binflax.plan import LayerPrecision
 
 BINARIZED_INPUTS = "binarized_inputs"
@@ -98,6 +100,7 @@ class HBNConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        input_shape = tuple(x.shape)
         if self.precision.binary_input:
             if self.norm:
                 x = self._batch_norm(x, train)
@@ -118,6 +121,17 @@ class HBNConv(nn.Module):
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         if self.norm and not self.precision.binary_input:
             y = self._batch_norm(y, train)
+        tracing.record(
+            tracing.LayerInfo(
+                name="/".join(self.scope.path),
+                precision=self.precision,
+                kernel_shape=(*self.kernel_size, input_shape[-1], self.features),
+                input_shape=input_shape,
+                output_shape=tuple(y.shape),
+                use_bias=self.use_bias,
+                norm=self.norm,
+            )
+        )
         return y
 
 

@@ -176,8 +176,9 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The cost table of the config's model and plan, from shapes only (no data needed).
 
-    ``summary.json`` also holds the *measured* memory: the size of the bit-packed export
-    file (``binflax.export``) against the float32 checkpoint, written from zero weights;
+    ``summary.json`` also holds, for binflax's own models, the *measured* memory: the size
+    of the bit-packed export file (``binflax.export``) against the float32 checkpoint,
+    written from zero weights;
     and, for each of ``config.hbn.budgets``, the equivalent FLOPs it allows and the
     authors' hybrid it admits (:func:`budget_targets`), so a user sees what an ``hbn``
     run targets before spending anything.
@@ -185,18 +186,27 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     num_classes, image_shape = summary_shapes(config)
     model = train.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
-    measured = export.memory_report(model, input_shape=image_shape)
-    summary["export"] = {
-        key: measured[key]
-        for key in ("file_bytes", "float32_bytes", "predicted_bytes", "compression")
-    }
+    # The export rebuilds registered models only (docs/byom.md): a network of your own
+    # gets the cost model's figures without a measured file.
+    measured = (
+        export.memory_report(model, input_shape=image_shape)
+        if config.model in models.MODELS
+        else None
+    )
+    if measured is not None:
+        summary["export"] = {
+            key: measured[key]
+            for key in ("file_bytes", "float32_bytes", "predicted_bytes", "compression")
+        }
     summary["budgets"] = budget_targets(config)
     outputs.write_json(epath.Path(workdir) / "summary.json", summary)
     log(cost.format_summary(summary))
-    log(
-        f"exported file {measured['file_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
-        f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x smaller)"
-    )
+    if measured is not None:
+        log(
+            f"exported file {measured['file_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
+            f"{measured['float32_bytes'] / 2**20:.3f} MiB "
+            f"({measured['compression']:.1f}x smaller)"
+        )
     log(format_budget_targets(summary["budgets"], config.model))
     return summary
 

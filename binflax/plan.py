@@ -16,11 +16,22 @@ Presets (HBN-METHOD.md section 1): ``float``; ``wbin`` (binary weights except th
 layer, float inputs); ``fbin`` (as wbin, plus binary inputs except first and last layer);
 a *hybrid* is fbin with some inputs kept float. The last layer's weights are binary only
 when ``binarize_last_weights`` is set.
+
+Layer names are module paths (``conv3``, ``layer4_1/conv1``, ``Block_0/Conv_1``): a layer
+finds its own entry by its scope path (:func:`precision_of`). Rules name layers by
+pattern instead - ``(regex, input, weight)``, matched with ``re.fullmatch``, the first
+match wins - and expand into the exhaustive plan over a network's layers:
+
+    >>> rules = [("conv1|fc", "float", "float"), ("conv3", "float", "binary"),
+    ...          (".*", "binary", "binary")]
+    >>> Plan.from_rules(rules, names).float_inputs
+    ('conv1', 'conv3', 'fc')
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
@@ -30,6 +41,7 @@ from binflax.errors import UserError
 
 Precision = Literal["binary", "float"]
 PRESETS = ("float", "wbin", "fbin")
+PRECISIONS = ("binary", "float")
 FORMAT = "binflax.plan"
 VERSION = 1
 
@@ -68,13 +80,7 @@ class Plan:
     def __init__(self, layers: Iterable[LayerPrecision], name: str = "custom"):
         layers = tuple(LayerPrecision(*layer) for layer in layers)
         for layer in layers:
-            for field in ("input", "weight"):
-                value = getattr(layer, field)
-                if value not in ("binary", "float"):
-                    raise PlanError(
-                        f"layer {layer.name!r}: {field} precision must be 'binary' or "
-                        f"'float', got {value!r}"
-                    )
+            _check_precisions(f"layer {layer.name!r}", layer.input, layer.weight)
         names = [layer.name for layer in layers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -121,6 +127,54 @@ class Plan:
                 "float" if n == first or (n == last and not binarize_last_weights) else "binary"
             )
             layers.append(LayerPrecision(n, inp, weight))
+        return cls(layers, name=name)
+
+    @classmethod
+    def from_rules(
+        cls, rules: Iterable[Sequence[str]], layer_names: Sequence[str], *, name: str = "rules"
+    ) -> Plan:
+        """The plan over ``layer_names`` that ordered ``(regex, input, weight)`` rules give.
+
+        Each layer takes the precisions of the first rule whose regex ``re.fullmatch``-es
+        its name. A layer that no rule matches, and a rule that decides no layer (it
+        matches none, or only layers that earlier rules took), are errors: a rule that
+        does nothing is almost always a typo.
+        """
+        compiled = []
+        for index, rule in enumerate(rules):
+            where = f"rule {index} {rule!r}"
+            if not isinstance(rule, list | tuple) or len(rule) != 3:
+                raise PlanError(f"{where} is not a (regex, input, weight) triple")
+            pattern, inp, weight = rule
+            try:
+                regex = re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise PlanError(f"{where}: {pattern!r} is not a regular expression: {e}") from None
+            _check_precisions(where, inp, weight)
+            compiled.append((where, regex, inp, weight))
+        layers, decided = [], {where: [] for where, *_ in compiled}
+        for layer in layer_names:
+            rule = next((r for r in compiled if r[1].fullmatch(layer)), None)
+            if rule is None:
+                raise PlanError(
+                    f"no rule matches layer {layer!r}; end the rules with a catch-all such "
+                    f"as ('.*', 'binary', 'binary'). The network's layers: "
+                    f"{', '.join(layer_names)}"
+                )
+            layers.append((layer, rule[2], rule[3]))
+            decided[rule[0]].append(layer)
+        for where, regex, _, _ in compiled:
+            if decided[where]:
+                continue
+            matched = [n for n in layer_names if regex.fullmatch(n)]
+            if matched:
+                raise PlanError(
+                    f"{where} decides no layer: earlier rules take every layer it matches "
+                    f"({', '.join(matched)})"
+                )
+            raise PlanError(
+                f"{where} matches no layer; the network's layers: {', '.join(layer_names)}"
+            )
         return cls(layers, name=name)
 
     # -- queries ---------------------------------------------------------------------
@@ -217,12 +271,25 @@ class Plan:
         return cls.from_dict(data)
 
 
+Rules = Sequence[tuple[str, Precision, Precision]]
+
+
 def resolve(
-    spec: str | Plan, layer_names: Sequence[str], *, binarize_last_weights: bool = False
+    spec: str | Plan | Rules,
+    layer_names: Sequence[str],
+    *,
+    binarize_last_weights: bool = False,
 ) -> Plan:
-    """A plan from a preset name, a JSON path or a Plan, validated against the network."""
+    """A plan from a preset name, a JSON path, a Plan or a list of ``(regex, input,
+    weight)`` rules (:meth:`Plan.from_rules`), validated against the network.
+
+    ``binarize_last_weights`` shapes the presets only: a Plan, a plan file and rules
+    state every layer's weights themselves.
+    """
     if isinstance(spec, Plan):
         plan = spec
+    elif isinstance(spec, list | tuple):
+        plan = Plan.from_rules(spec, layer_names)
     elif spec in PRESETS:
         plan = Plan.preset(spec, layer_names, binarize_last_weights=binarize_last_weights)
     elif str(spec).endswith(".json") or epath.Path(spec).exists():
@@ -232,6 +299,20 @@ def resolve(
             f"plan {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a plan JSON file"
         )
     return plan.validate(layer_names)
+
+
+def precision_of(plan: Plan | None, path: str) -> LayerPrecision:
+    """The entry of the layer at module path ``path``; with no plan every layer is float
+    (how :func:`binflax.tracing.layer_names` lists a network's layers)."""
+    return LayerPrecision(path, "float", "float") if plan is None else plan[path]
+
+
+def _check_precisions(where: str, inp: str, weight: str) -> None:
+    for field, value in (("input", inp), ("weight", weight)):
+        if value not in PRECISIONS:
+            raise PlanError(
+                f"{where}: {field} precision must be 'binary' or 'float', got {value!r}"
+            )
 
 
 def _check_known(names: Iterable[str], layer_names: Sequence[str]) -> None:

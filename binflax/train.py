@@ -31,6 +31,7 @@ from clu import metric_writers
 from flax.training import train_state
 
 from binflax import data, models, parallel, quantizers
+from binflax.binarized import binarize
 from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
 from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
@@ -79,20 +80,44 @@ def half_precision(config: ml_collections.ConfigDict) -> bool:
 
 def build_model(
     config: ml_collections.ConfigDict, num_classes: int, plan: str | Plan | None = None
-) -> models.BinaryNet:
+) -> nn.Module:
     """The config's model with ``plan`` (default ``config.plan``) resolved on its layers,
-    computing in bfloat16 under :func:`half_precision` (parameters stay float32)."""
-    return models.create(
-        config.model,
-        plan=config.plan if plan is None else plan,
+    computing in bfloat16 under :func:`half_precision` (parameters stay float32).
+
+    ``config.model`` is a registered name (``binflax.models.MODELS``) or the import path
+    ``"package.module:ClassName"`` of a ``flax.linen`` network of your own. That class is
+    built with ``num_classes``, ``config.model_kwargs`` and, when it has the field,
+    ``dropout_rate`` (so per-variant recipes reach it), then passed through
+    ``binflax.binarize`` at the config's input shape (docs/byom.md).
+    """
+    plan = config.plan if plan is None else plan
+    dtype = jnp.bfloat16 if half_precision(config) else jnp.float32
+    if config.model in models.MODELS:
+        return models.create(
+            config.model,
+            plan=plan,
+            binarize_last_weights=config.binarize_last_weights,
+            num_classes=num_classes,
+            dropout_rate=config.dropout_rate,
+            input_quantizer=config.input_quantizer,
+            scale_inputs=config.scale_inputs,
+            stop_alpha_gradient=config.stop_alpha_gradient,
+            dtype=dtype,
+            **config.model_kwargs.to_dict(),
+        )
+    cls = models.import_model(config.model)
+    fields = {"num_classes": num_classes, **config.model_kwargs.to_dict()}
+    if "dropout_rate" in {field.name for field in dataclasses.fields(cls)}:
+        fields.setdefault("dropout_rate", config.dropout_rate)
+    return binarize(
+        cls(**fields),
+        plan,
+        input_shape=(config.image_size, config.image_size, config.channels),
         binarize_last_weights=config.binarize_last_weights,
-        num_classes=num_classes,
-        dropout_rate=config.dropout_rate,
+        input_norm=config.input_norm,
         input_quantizer=config.input_quantizer,
-        scale_inputs=config.scale_inputs,
         stop_alpha_gradient=config.stop_alpha_gradient,
-        dtype=jnp.bfloat16 if half_precision(config) else jnp.float32,
-        **config.model_kwargs.to_dict(),
+        dtype=dtype,
     )
 
 
@@ -181,7 +206,7 @@ def create_optimizer(
 
 def init_state(
     config: ml_collections.ConfigDict,
-    model: models.BinaryNet,
+    model: nn.Module,
     image_shape: tuple[int, int, int],
     steps_per_epoch: int,
 ) -> TrainState:
@@ -486,7 +511,7 @@ def eval_batches(config: ml_collections.ConfigDict, split: str) -> Iterable[dict
 
 def restore_state(
     config: ml_collections.ConfigDict, workdir: str, plan: str | Plan | None = None
-) -> tuple[models.BinaryNet, TrainState]:
+) -> tuple[nn.Module, TrainState]:
     """The best checkpointed state of a finished or running ``train`` in ``workdir``."""
     info = dataset_info(config)
     model = build_model(config, info.num_classes, plan)

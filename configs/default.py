@@ -28,12 +28,19 @@ def base() -> ml_collections.ConfigDict:
     config.mode = "train"  # a mode of binflax.modes.MODES (docs/cli.md)
 
     # Model and plan.
-    config.model = "mini_sketchanet"  # registry name in binflax.models.MODELS
-    config.model_kwargs = ml_collections.ConfigDict()  # extra model fields (widths, ...)
+    # A registry name in binflax.models.MODELS, or the import path "package.module:Class"
+    # of a flax.linen network of your own: a class with a num_classes field, called as
+    # model(images, train=...); binflax.binarize plans its nn.Conv and nn.Dense layers
+    # (docs/byom.md), e.g. --config.model=tests.user_nets:VGG.
+    config.model = "mini_sketchanet"
+    config.model_kwargs = ml_collections.ConfigDict()  # the model's other fields (widths, ...)
     config.plan = "fbin"  # float | wbin | fbin | path of a plan JSON written by `select`
     config.binarize_last_weights = False
     config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
     config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
+    # A network of your own: what a binary-input layer applies before sign, batchnorm |
+    # shift (a learned per-channel threshold) | none (binflax.binarize's input_norm).
+    config.input_norm = "batchnorm"
     config.stop_alpha_gradient = True  # alpha is a constant in the backward pass (authors)
     # bfloat16 compute, float32 parameters, statistics, loss and optimizer. None: on when
     # the backend is a TPU or GPU, off on a CPU (binflax.train.half_precision).

@@ -39,7 +39,10 @@ def run_cells(text: str, workdir: str) -> list[str]:
         for index, (_, code, _) in enumerate(cells(text)):
             buffer = io.StringIO()
             with contextlib.redirect_stdout(buffer):
-                exec(compile(code, f"docs/select.md cell {index + 1}", "exec"), namespace)
+                # dont_inherit: a cell runs as in a notebook, without this file's __future__ imports
+                # (which would turn a Flax module's annotations into strings)
+                cell = compile(code, f"docs/select.md cell {index + 1}", "exec", dont_inherit=True)
+                exec(cell, namespace)
             outputs.append(buffer.getvalue())
     finally:
         os.chdir(cwd)

@@ -5,29 +5,30 @@
     >>> models.layer_names(model)[:3]
     ('conv1', 'conv2', 'conv3')
 
-``create`` resolves the plan (a preset, a plan JSON path or a :class:`~binflax.plan.Plan`)
-against the network's own layer names, so a plan that names a layer the network does
-not have fails at once with a message that names it.
+``create`` resolves the plan (a preset, a plan JSON path, a :class:`~binflax.plan.Plan` or
+``(regex, input, weight)`` rules) against the network's own layer names, so a plan that
+names a layer the network does not have fails at once with a message that names it.
+A network of your own is not registered: :func:`import_model` finds its class from
+``"package.module:ClassName"`` and ``binflax.binarize`` plans it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+import dataclasses
+import importlib
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from binflax import plan as plan_lib
-from binflax.layers import HBNConv
+from binflax.errors import UserError
 from binflax.models.alexnet import AlexNet
 from binflax.models.base import BinaryNet
 from binflax.models.mini_sketchanet import MiniSketchANet
 from binflax.models.resnet import ResNet, ResNet18
 from binflax.models.sketchanet import SketchANet
 from binflax.models.squeezenet import SqueezeNet
-from binflax.plan import LayerPrecision, Plan
+from binflax.plan import Plan
+from binflax.tracing import LayerInfo, layer_names, trace_layers
 
 MODELS: dict[str, type[BinaryNet]] = {
     "alexnet": AlexNet,
@@ -43,80 +44,55 @@ __all__ = [
     "BinaryNet",
     "LayerInfo",
     "MiniSketchANet",
+    "ModelError",
     "ResNet",
     "ResNet18",
     "SketchANet",
     "SqueezeNet",
     "create",
+    "import_model",
     "layer_names",
     "trace_layers",
 ]
 
 
-class LayerInfo(NamedTuple):
-    """One planned conv layer as traced from shapes alone."""
-
-    name: str
-    precision: LayerPrecision
-    kernel_shape: tuple[int, int, int, int]  # (kh, kw, cin, cout)
-    input_shape: tuple[int, ...]  # NHWC, batch 1
-    output_shape: tuple[int, ...]
-    use_bias: bool
-    norm: bool
-
-    @property
-    def macs(self) -> int:
-        kh, kw, cin, cout = self.kernel_shape
-        _, h, w, _ = self.output_shape
-        return h * w * cout * cin * kh * kw
+class ModelError(UserError, ValueError):
+    """A model name or import path that does not give a model binflax can build."""
 
 
-def trace_layers(
-    model: nn.Module, input_shape: Sequence[int] | None = None
-) -> tuple[LayerInfo, ...]:
-    """Every :class:`HBNConv` of ``model`` in call order, from ``jax.eval_shape`` only.
-
-    No data and no weights are needed; ``input_shape`` is (H, W, C) and defaults to the
-    model's ``default_input_shape``.
-    """
-    input_shape = tuple(input_shape or model.default_input_shape)
-    found: list[LayerInfo] = []
-
-    def record(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        module = context.module
-        if isinstance(module, HBNConv) and context.method_name == "__call__":
-            x = args[0]
-            found.append(
-                LayerInfo(
-                    name="/".join(module.scope.path),
-                    precision=module.precision,
-                    kernel_shape=(*module.kernel_size, x.shape[-1], module.features),
-                    input_shape=tuple(x.shape),
-                    output_shape=tuple(out.shape),
-                    use_bias=module.use_bias,
-                    norm=module.norm,
-                )
-            )
-        return out
-
-    with nn.intercept_methods(record):
-        jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
+def import_model(spec: str) -> type[nn.Module]:
+    """The class that ``"package.module:ClassName"`` names: a ``flax.linen`` module with a
+    ``num_classes`` field, called as ``model(images, train=...)`` (``config.model`` for a
+    network of your own; see docs/byom.md)."""
+    module_name, sep, class_name = spec.partition(":")
+    if not (sep and module_name and class_name):
+        raise ModelError(
+            f"{spec!r} is neither a registered model ({', '.join(sorted(MODELS))}) nor an "
+            "import path 'package.module:ClassName'"
         )
-    return tuple(found)
-
-
-def layer_names(model: nn.Module) -> tuple[str, ...]:
-    """The planned layers of ``model`` in call order (the first is the stem, the last the
-    classifier)."""
-    return tuple(info.name for info in trace_layers(model.clone(plan=None)))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelError(f"{spec!r}: cannot import {module_name!r}: {e}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        found = "nothing" if cls is None else type(cls).__name__
+        raise ModelError(
+            f"{spec!r}: {module_name} has {found} named {class_name!r}, not a flax.linen "
+            "Module class"
+        )
+    if "num_classes" not in {field.name for field in dataclasses.fields(cls)}:
+        raise ModelError(
+            f"{spec!r}: {class_name} has no num_classes field; binflax sets it to the "
+            "dataset's number of classes"
+        )
+    return cls
 
 
 def create(
     name: str,
     *,
-    plan: str | Plan = "float",
+    plan: str | Plan | plan_lib.Rules = "float",
     binarize_last_weights: bool = False,
     **kwargs,
 ) -> BinaryNet:
@@ -128,7 +104,7 @@ def create(
     try:
         cls = MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; models: {', '.join(sorted(MODELS))}") from None
+        raise ModelError(f"unknown model {name!r}; models: {', '.join(sorted(MODELS))}") from None
     model = cls(**kwargs)
     resolved = plan_lib.resolve(
         plan, layer_names(model), binarize_last_weights=binarize_last_weights

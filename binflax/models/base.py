@@ -1,9 +1,11 @@
 """What every binflax model shares: plan lookup and the options of its binary units.
 
 Why: the four paper models differ in topology only. Each builds its layers through
-:meth:`BinaryNet.unit`, which reads the layer's precision from the plan by its path, so
-a plan entry and a parameter path are always the same string (``conv3``,
-``layer4_1/conv1``, ``fire2/squeeze``).
+:meth:`BinaryNet.unit`, which reads the layer's precision from the plan by the layer's
+own module path (``plan.precision_of``, the lookup ``binflax.binarize`` uses for a
+network of your own), so a plan entry and a parameter path are always the same string
+(``conv3``, ``layer4_1/conv1``, ``fire2/squeeze``) and a nested block needs to be told
+only the plan, not where it sits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from binflax.layers import HBNConv
-from binflax.plan import LayerPrecision, Plan
+from binflax.plan import Plan, precision_of
 
 
 class UnitOptions(nn.Module):
@@ -25,7 +27,6 @@ class UnitOptions(nn.Module):
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
     dtype: Any = jnp.float32  # compute dtype of the units (bfloat16: config.half_precision)
-    layer_prefix: str = ""
 
     def unit(
         self,
@@ -36,11 +37,9 @@ class UnitOptions(nn.Module):
         padding: int | Any = "VALID",
         **kwargs,
     ) -> HBNConv:
-        """A :class:`HBNConv` named ``name`` whose precision comes from the plan."""
-        path = f"{self.layer_prefix}{name}"
-        precision = (
-            self.plan[path] if self.plan is not None else LayerPrecision(path, "float", "float")
-        )
+        """A :class:`HBNConv` named ``name`` whose precision is the plan's entry for its
+        module path (this module's path, then ``name``)."""
+        precision = precision_of(self.plan, "/".join((*self.scope.path, name)))
         kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
         if isinstance(padding, int):
             padding = ((padding, padding), (padding, padding))
@@ -58,15 +57,14 @@ class UnitOptions(nn.Module):
             **kwargs,
         )
 
-    def unit_options(self, prefix: str) -> dict:
-        """The fields to hand to a nested block whose layers live under ``prefix/``."""
+    def unit_options(self) -> dict:
+        """The fields to hand to a nested block: the plan and the units' options."""
         return dict(
             plan=self.plan,
             input_quantizer=self.input_quantizer,
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
             dtype=self.dtype,
-            layer_prefix=f"{self.layer_prefix}{prefix}/",
         )
 
 

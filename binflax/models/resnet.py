@@ -48,9 +48,9 @@ class ResNet(BinaryNet):
             for block in range(blocks):
                 name = f"layer{stage}_{block}"
                 strides = 2 if stage > 1 and block == 0 else 1
-                x = BasicBlock(
-                    features=width, strides=strides, name=name, **self.unit_options(name)
-                )(x, train)
+                x = BasicBlock(features=width, strides=strides, name=name, **self.unit_options())(
+                    x, train
+                )
         x = global_avg_pool(x)
         x = self.unit("fc", self.num_classes, 1, use_bias=True, norm=False)(x, train)
         return x.reshape(x.shape[0], -1)

@@ -59,7 +59,7 @@ class SqueezeNet(BinaryNet):
                 expand1x1=expand1x1,
                 expand3x3=expand3x3,
                 name=name,
-                **self.unit_options(name),
+                **self.unit_options(),
             )(x, train)
             if name in POOL_AFTER:
                 x = max_pool(x, 3, 2, ceil_mode=True)

@@ -2,8 +2,9 @@
 
 Why measure it: HBN keeps float inputs where binarizing them destroys the most
 information for the least compute (HBN-METHOD.md section 6). On a trained fbin network,
-each binary-input :class:`~binflax.layers.HBNConv` sows the tensor ``x`` that ``sign``
-receives into the ``"binarized_inputs"`` collection; :func:`measure` reads those tensors
+each binary-input layer (a :class:`~binflax.layers.HBNConv`, or a layer of a network
+passed through ``binflax.binarize``) sows the tensor ``x`` that ``sign`` receives into the
+``"binarized_inputs"`` collection under its path; :func:`measure` reads those tensors
 over held-out batches and reduces them to per-layer running sums inside one jit-compiled
 step, so no activation is ever stored and memory does not grow with the number of batches.
 
@@ -77,8 +78,9 @@ def measure(
 ) -> Measurement:
     """Measures every binary-input layer's input-binarization error over ``batches``.
 
-    ``model`` is a binflax model whose plan binarizes some inputs (an fbin network, as
-    the paper measures); ``variables`` its ``params`` and ``batch_stats`` (a sown
+    ``model`` is a binflax model or a ``binflax.binarize``-d network whose plan binarizes
+    some inputs (an fbin network, as the paper measures); ``variables`` its ``params``
+    and ``batch_stats`` (a sown
     ``binarized_inputs`` collection in them is ignored). ``max_batches`` stops early.
     """
     if metric not in METRICS:
