@@ -20,7 +20,7 @@ PLAN_FIELDS = {
 
 def test_small_run_prints_every_field_for_every_plan_and_dtype(capsys, monkeypatch):
     monkeypatch.setattr(accelerator, "peak_bf16_flops", lambda kind: 1e12)  # CPU has none
-    args = ["--small", "--models", "mini_sketchanet", "--steps", "1", "--repeats", "1"]
+    args = ["--small", "--steps", "1", "--repeats", "1"]
     report = accelerator.main([*args, "--pipeline_images", "4"])
     assert json.loads(capsys.readouterr().out) == report
     assert report["device"]["platform"] == "cpu" and report["device"]["peak_bf16_flops"] == 1e12
