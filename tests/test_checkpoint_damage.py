@@ -9,21 +9,12 @@ import pytest
 
 from binflax import cli
 from binflax.checkpointing import BEST, DAMAGED, LATEST
-from configs import quickstart
+from tests.test_train import small_config
 
 
 def config(**overrides):
-    config = quickstart.get_config()
-    config.mode = "train"
-    config.plan = "fbin"
-    config.batch_size = 32
-    config.eval_batch_size = 40
-    config.num_train_steps = 10
-    config.log_every_steps = 5
-    config.checkpoint_every_steps = 5
-    config.eval_every_epochs = 1000  # the holdout at the last step only: best = step 10
-    config.update(overrides)
-    return config
+    """fbin, a checkpoint every 5 steps, the holdout at the last step only (best = last)."""
+    return small_config(**{"num_train_steps": 10, **overrides})
 
 
 @pytest.fixture(scope="module")
