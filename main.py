@@ -5,10 +5,11 @@
     python main.py --config=configs/sketchanet_tuberlin.py:runlocal --config.seed=1
 
 --mode is one of binflax.modes.MODES (docs/cli.md); the default is the config's ``mode``.
-Without --workdir the run writes to runs/<config name>/.
+Without --workdir the run writes to runs/<config name>/; --workdir may be a local path or
+a Cloud Storage one (gs://bucket/run), as on a Cloud TPU VM.
 """
 
-import os
+import pathlib
 import sys
 
 from absl import app, flags
@@ -48,14 +49,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from binflax import cli  # imported after flag parsing: JAX and TF start here
 
-    config_name = os.path.splitext(
-        os.path.basename(config_flags.get_config_filename(FLAGS["config"]))
-    )[0]
+    # the config file is local (ml_collections loads it); its name names the default workdir
+    config_name = pathlib.PurePath(config_flags.get_config_filename(FLAGS["config"])).stem
     sys.exit(
         cli.run(
             FLAGS.config,
             mode=FLAGS.mode,
-            workdir=FLAGS.workdir or os.path.join("runs", config_name),
+            workdir=FLAGS.workdir or str(pathlib.PurePath("runs", config_name)),
             coordinator_address=FLAGS.coordinator_address,
             num_processes=FLAGS.num_processes,
             process_id=FLAGS.process_id,

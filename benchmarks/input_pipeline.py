@@ -1,24 +1,27 @@
-"""Throughput of the sketch training pipeline: 1111x1111 PNGs versus the stored 256 ones.
+"""Host throughput of the training input pipelines: sketches (PNG) and ImageNet (JPEG).
 
     python -m benchmarks.input_pipeline [--images 32] [--repeats 2] [--trials 3]
 
-Stage measured: the per-example host work of a training step, from PNG bytes in memory
-to an augmented ``(225, 225, 1)`` float32 array, i.e. :func:`binflax.data.augment.sketch_train`
-(PNG decode, resize to 256, random-resized crop 225, flip, rotation, invert, normalize)
-inside ``tf.data.Dataset.map``, then batching. Disk reads and the TFDS record parsing
-are not included. Two inputs:
+Stage measured: the per-example host work of a training step, from encoded bytes in
+memory to the augmented float32 array the step takes, i.e. the dataset recipe's own
+``train`` transform (``binflax.data.recipes``) inside ``tf.data.Dataset.map``, then
+batching. Disk or bucket reads and TFDS record parsing are not included. Three inputs:
 
 - ``png_1111``: TU-Berlin's original 1111x1111 PNGs (what a pipeline reading the
-  official files would decode every epoch);
+  official files would decode every epoch), through the ``tu_berlin`` recipe (225 crop);
 - ``stored_256``: the 256x256 grayscale PNGs the ``tu_berlin`` builder stores, which the
   binflax pipeline decodes every epoch (the 1111 -> 256 reduction is paid once, at
-  preparation: ``prepare_ms_per_image``).
+  preparation: ``prepare_ms_per_image``);
+- ``imagenet_jpeg``: ImageNet-like 500x375 JPEGs (quality 90, ~110 KB, about ImageNet's
+  average) through the ``imagenet2012`` recipe: partial JPEG decode of a random-resized
+  window, resize to 224, flip, normalisation.
 
 Each is run with one thread (``per_core``) and with every core of the machine, best of
-``--trials`` (the machine may be shared). The
-synthetic sketches are 1111x1111, white, with 25 black strokes 3-6 pixels wide, close to
-TU-Berlin's PNGs in size (about 20-40 KB). Prints one JSON object; the ratios are the
-figures to compare across machines.
+``--trials`` (the machine may be shared). The synthetic sketches are white with 25 black
+strokes 3-6 pixels wide, close to TU-Berlin's PNGs in size (about 20-40 KB); the
+synthetic photographs are smooth random colour fields with fine noise. Prints one JSON
+object. How many host cores an accelerator needs is its images per second divided by
+the per-core figure (``benchmarks/accelerator.py`` prints it for every model).
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from binflax.data import augment, sketch_files
+from binflax.data import augment, recipes, sketch_files
 
 tf = augment.tf
-SIZE = 225
+SKETCH_SIZE = 225
+IMAGENET_SIZE = 224
+PHOTO_SHAPE = (375, 500)  # height, width
 
 
 def synthetic_sketch(seed: int, size: int = 1111) -> bytes:
@@ -51,15 +57,40 @@ def synthetic_sketch(seed: int, size: int = 1111) -> bytes:
     return buffer.getvalue()
 
 
-def images_per_second(encoded: list[bytes], threads: int, repeats: int, batch: int = 16) -> float:
+def synthetic_photo(seed: int, shape: tuple[int, int] = PHOTO_SHAPE) -> bytes:
+    """A JPEG about as large as an average ImageNet training image."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize(shape[::-1], Image.BICUBIC), np.float32)
+    pixels = np.clip(smooth + rng.normal(0.0, 24.0, smooth.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def transform(dataset: str, size: int) -> Callable:
+    """The recipe's training transform of ``dataset`` at ``size``: ``(encoded, seed) -> image``."""
+    train = recipes.recipe(dataset).train
+
+    def apply(encoded, seed):
+        return train(encoded, seed, size=size)
+
+    return apply
+
+
+def images_per_second(
+    encoded: list[bytes], fn: Callable, threads: int, repeats: int, batch: int = 16
+) -> float:
+    """Images per second through ``fn`` in a ``tf.data`` map with ``threads`` threads
+    (the first batch, a warm-up, is not timed; at least three batches are)."""
+    batch = max(1, min(batch, len(encoded) * repeats // 4))
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded)).repeat(repeats).enumerate()
     parallel = tf.data.AUTOTUNE if threads > 1 else 1
 
-    def transform(i, x):
-        seed = tf.stack([tf.constant(0, tf.int64), i])
-        return augment.sketch_train(x, seed, size=SIZE, mean=0.06, std=0.93, flip=True)
+    def prepare(i, x):
+        return fn(x, tf.stack([tf.constant(0, tf.int64), i]))
 
-    ds = ds.map(transform, num_parallel_calls=parallel).batch(batch).prefetch(2)
+    ds = ds.map(prepare, num_parallel_calls=parallel).batch(batch).prefetch(2)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
@@ -72,29 +103,55 @@ def images_per_second(encoded: list[bytes], threads: int, repeats: int, batch: i
     return count / (time.perf_counter() - start)
 
 
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def measure(encoded: list[bytes], fn: Callable, repeats: int, trials: int) -> dict:
+    """Best-of-``trials`` images per second on one core and on every core."""
+    one = max(images_per_second(encoded, fn, 1, repeats) for _ in range(trials))
+    every = max(images_per_second(encoded, fn, host_cores(), repeats) for _ in range(trials))
+    return {
+        "kb_per_image": round(float(np.mean([len(e) for e in encoded])) / 1024, 1),
+        "images_per_sec_per_core": round(one, 1),
+        "images_per_sec_all_cores": round(every, 1),
+    }
+
+
+def per_core_rates(images: int, repeats: int, trials: int) -> dict[str, dict]:
+    """What an accelerator's pipeline costs the host, by kind: ``sketch`` (the stored
+    256x256 PNGs, TU-Berlin recipe) and ``imagenet`` (JPEGs, ImageNet recipe)."""
+    sketches = [sketch_files.reduced_png(synthetic_sketch(i), f"sketch {i}") for i in range(images)]
+    photos = [synthetic_photo(i) for i in range(images)]
+    return {
+        "sketch": measure(sketches, transform("tu_berlin", SKETCH_SIZE), repeats, trials),
+        "imagenet": measure(photos, transform("imagenet2012", IMAGENET_SIZE), repeats, trials),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="passes over the images per trial")
     parser.add_argument("--trials", type=int, default=3, help="the best trial is reported")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
     originals = [synthetic_sketch(i) for i in range(args.images)]
     start = time.perf_counter()  # the builder's one-off reduction to 256x256
     stored = [sketch_files.reduced_png(data, f"sketch {i}") for i, data in enumerate(originals)]
     prepare_ms = 1000 * (time.perf_counter() - start) / args.images
+    photos = [synthetic_photo(i) for i in range(args.images)]
 
-    result = {"machine": f"{platform.machine()} {cores}-core CPU", "crop": SIZE}
-    for name, encoded in (("png_1111", originals), ("stored_256", stored)):
-        one = max(images_per_second(encoded, 1, args.repeats) for _ in range(args.trials))
-        every = max(images_per_second(encoded, cores, args.repeats) for _ in range(args.trials))
-        result[name] = {
-            "kb_per_png": round(float(np.mean([len(e) for e in encoded])) / 1024, 1),
-            "images_per_sec_per_core": round(one, 1),
-            "images_per_sec_all_cores": round(every, 1),
-        }
-    result["prepare_ms_per_image"] = round(prepare_ms, 1)
+    sketch = transform("tu_berlin", SKETCH_SIZE)
+    result = {
+        "machine": f"{platform.machine()} {host_cores()}-core CPU",
+        "png_1111": measure(originals, sketch, args.repeats, args.trials),
+        "stored_256": measure(stored, sketch, args.repeats, args.trials),
+        "imagenet_jpeg": measure(
+            photos, transform("imagenet2012", IMAGENET_SIZE), args.repeats, args.trials
+        ),
+        "prepare_ms_per_image": round(prepare_ms, 1),
+    }
     result["stored_vs_1111_per_core"] = round(
         result["stored_256"]["images_per_sec_per_core"]
         / result["png_1111"]["images_per_sec_per_core"],

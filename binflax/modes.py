@@ -20,9 +20,12 @@ after an interruption picks up where it stopped.
 from __future__ import annotations
 
 import itertools
+import pathlib
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
@@ -344,14 +347,15 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
             "params": parallel.fetch(state.params),
             "batch_stats": parallel.fetch(state.batch_stats),
         }
-        path = _join(run_dir, "model.npz")
-        report = export.export_model(model, variables, path, input_shape=image_shape)
+        path = epath.Path(run_dir) / "model.npz"
+        report, exported = _export_through_local_file(model, variables, path, image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
-        exact = np.asarray(export.integer_forward(export.load(path), images))
-        fake_quant = np.asarray(model.apply(variables, images))
+        exact = np.asarray(export.integer_forward(exported, images))
+        # the reference is the float32 model, whatever dtype it trained in (half precision)
+        fake_quant = np.asarray(model.clone(dtype=jnp.float32).apply(variables, images))
         report["max_abs_logit_diff"] = float(np.max(np.abs(exact - fake_quant)))
         report["top1_agreement"] = float(np.mean(exact.argmax(-1) == fake_quant.argmax(-1)))
-        report["latency"] = latency = export.latency(export.load(path), images[:1])
+        report["latency"] = latency = export.latency(exported, images[:1])
         log(
             f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB "
             f"(float32 {report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
@@ -362,6 +366,27 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         )
         reports.append(report)
     return reports
+
+
+def _export_through_local_file(
+    model: models.BinaryNet,
+    variables: dict,
+    path: epath.Path,
+    image_shape: tuple[int, int, int],
+) -> tuple[dict, export.ExportedModel]:
+    """Exports to ``path`` (a ``gs://`` one too) and loads the file back.
+
+    Every process of a multi-host run checks the export, but only the main one may write
+    the shared workdir: each exports into a local temporary directory, and the main
+    process then copies the bytes to ``path`` through epath.
+    """
+    with tempfile.TemporaryDirectory(prefix="binflax-export-") as tmp:
+        local = pathlib.Path(tmp) / path.name
+        report = export.export_model(model, variables, local, input_shape=image_shape)
+        exported = export.load(local)
+        outputs.write_bytes(path, local.read_bytes())
+    report["path"] = str(path)
+    return report, exported
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

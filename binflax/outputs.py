@@ -29,12 +29,17 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
-def write_text(path: epath.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` from the main process, creating its directory."""
+def write_bytes(path: epath.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` from the main process, creating its directory."""
     if main_process():
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_bytes(data)
+
+
+def write_text(path: epath.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` from the main process, creating its directory."""
+    write_bytes(path, text.encode())
 
 
 def write_json(path: epath.PathLike, data: Any) -> None:

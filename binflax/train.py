@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from clu import metric_writers
+from etils import epath
 from flax.training import train_state
 
 from binflax import data, models, parallel, quantizers
@@ -358,13 +358,13 @@ def train_and_evaluate(
     state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     writer = metric_writers.create_default_writer(
-        os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
+        epath.Path(workdir) / "tensorboard", just_logging=jax.process_index() > 0
     )
     try:
         history = EvalHistory(workdir)
         restored = checkpoints.restore_latest(state)
         if restored is not None:
-            state = restored
+            _, state = restored
             log(f"[{name}] resuming from step {int(state.step)} in {workdir}")
         elif init_from is not None:
             state = state.replace(
@@ -437,8 +437,8 @@ def train_and_evaluate(
                     tested = evaluate_split("test", done)
                 if holdout or tested or done % config.checkpoint_every_steps == 0:
                     _save(checkpoints, done, state, name, workdir)
-                if holdout:
-                    checkpoints.save_if_best(done, state, holdout)
+                if holdout and history.best("holdout")[0] == done:
+                    checkpoints.save_best(done, state)
 
                 if preemption.requested:
                     _save(checkpoints, done, state, name, workdir)
@@ -449,11 +449,13 @@ def train_and_evaluate(
 
         if history.get("test", total_steps) is None:  # finished before evaluations were kept
             evaluate_split("test", total_steps)
-        chosen_step = checkpoints.best_step if has_holdout else None
-        if chosen_step is None or chosen_step == total_steps:
+        best = None
+        if has_holdout and checkpoints.best_step not in (None, total_steps):
+            best = checkpoints.restore_best(state)  # the latest intact one if it is damaged
+        if best is None or best[0] == total_steps:
             chosen_step, chosen = total_steps, state
         else:
-            chosen = parallel.replicate(checkpoints.restore_best(state), mesh)
+            chosen_step, chosen = best[0], parallel.replicate(best[1], mesh)
         metrics = history.get("test", chosen_step) or evaluate(
             chosen, eval_batches(config, "test"), mesh
         )
@@ -523,7 +525,7 @@ def restore_state(
         checkpoints.close()
     if restored is None:
         raise CheckpointError(f"no checkpoint in {workdir}; train it first (--mode=train)")
-    return model, restored
+    return model, restored[1]
 
 
 def _hms(seconds: float) -> str:

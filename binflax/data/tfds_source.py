@@ -20,7 +20,6 @@ would race.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tarfile
 from collections.abc import Callable
 
@@ -61,9 +60,13 @@ class Span:
 def _manual_dir(config, builder: tfds.core.DatasetBuilder) -> str:
     """``config.manual_dir``, else TFDS's default ``<data_dir>/downloads/manual``."""
     if config.manual_dir:
-        return os.fspath(config.manual_dir)
-    data_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
-    return os.path.join(data_root, "downloads", "manual")
+        return str(config.manual_dir)
+    return str(_data_root(builder) / "downloads" / "manual")
+
+
+def _data_root(builder: tfds.core.DatasetBuilder) -> epath.Path:
+    """The TFDS data dir that holds ``<name>/<version>/`` (``builder.data_dir``)."""
+    return epath.Path(builder.data_dir).parent.parent
 
 
 def prepared_builder(
@@ -90,7 +93,7 @@ def prepared_builder(
         raise DatasetError(
             f"{name} is not prepared in {builder.data_dir}. Prepare it once before a "
             f"multi-process run: python -m binflax.data.prepare {name} "
-            f"--data_dir {os.path.dirname(os.path.dirname(builder.data_dir))} "
+            f"--data_dir {_data_root(builder)} "
             f"--manual_dir {manual_dir}"
         )
     if check_manual is not None:

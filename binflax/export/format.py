@@ -2,9 +2,10 @@
 
 Why ``.npz``: anyone can open the file with ``numpy.load`` and no binflax, its members
 are stored uncompressed so its size is the payload plus a few hundred bytes per array
-(which makes the cost model's memory prediction checkable against ``os.path.getsize``),
+(which makes the cost model's memory prediction checkable against the file's size),
 and a zip archive keeps its directory at the end, so a truncated file cannot be
-mistaken for a whole one.
+mistaken for a whole one. Files are read and written through ``etils.epath``, so a
+``gs://`` path works as a local one.
 
 Layout (docs/export.md has the full description):
 
@@ -25,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
+from etils import epath
 
 from binflax.errors import UserError
 
@@ -56,10 +57,14 @@ def digest(header: Mapping, arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_archive(
-    path: str | os.PathLike, header: Mapping, arrays: Mapping[str, np.ndarray]
-) -> int:
-    """Writes ``header`` and ``arrays`` to ``path`` atomically; returns the file's size."""
+def write_archive(path: epath.PathLike, header: Mapping, arrays: Mapping[str, np.ndarray]) -> int:
+    """Writes ``header`` and ``arrays`` to ``path`` atomically, creating its directory;
+    returns the file's size.
+
+    The archive is written to a hidden temporary file beside ``path`` and then renamed
+    over it, so a reader never sees half a file (on Cloud Storage, where an object
+    appears whole when its upload ends, the rename is a copy).
+    """
     if HEADER_KEY in arrays:
         raise ValueError(f"array name {HEADER_KEY!r} is reserved for the header")
     arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
@@ -71,35 +76,38 @@ def write_archive(
     }
     header["sha256"] = digest(header, arrays)
     header_bytes = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".npz")
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".export-{uuid.uuid4().hex}.npz")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with tmp.open("wb") as f:
             np.savez(f, **{HEADER_KEY: header_bytes}, **arrays)
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
-    return os.path.getsize(path)
+    return path.stat().length
 
 
-def read_archive(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+def read_archive(path: epath.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Reads and validates an export file; returns ``(header, arrays)``."""
-    path = os.fspath(path)
+    path = epath.Path(path)
+    if not path.is_file():
+        reason = "it is a directory" if path.is_dir() else "no such file"
+        raise ExportError(f"cannot read export file {path}: {reason}")
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             magic = f.read(len(_ZIP_MAGIC))
     except OSError as e:
-        raise ExportError(f"cannot read export file {path}: {e.strerror}") from None
+        raise ExportError(f"cannot read export file {path}: {e.strerror or e}") from None
     if magic != _ZIP_MAGIC:
         raise ExportError(
             f"{path} is not a binflax export: it is not an .npz (zip) archive "
             f"(it starts with {magic!r})"
         )
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as npz:
             if HEADER_KEY not in npz.files:
                 shown = ", ".join(npz.files[:5]) + (", ..." if len(npz.files) > 5 else "")
                 raise ExportError(
@@ -118,7 +126,7 @@ def read_archive(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
-def _parse_header(path: str, raw: np.ndarray) -> dict:
+def _parse_header(path: epath.Path, raw: np.ndarray) -> dict:
     try:
         header = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -137,7 +145,7 @@ def _parse_header(path: str, raw: np.ndarray) -> dict:
     return header
 
 
-def _check_arrays(path: str, header: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+def _check_arrays(path: epath.Path, header: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     declared = header["arrays"]
     missing = sorted(set(declared) - set(arrays))
     extra = sorted(set(arrays) - set(declared))

@@ -14,7 +14,6 @@ shared machine affects every side alike.
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from binflax import models
 from binflax.export.inference import integer_forward
@@ -46,7 +46,7 @@ def float_calls(
     model: models.BinaryNet,
     variables: Mapping,
     images: jax.Array,
-    directory: str,
+    directory: epath.PathLike,
 ) -> dict[str, Callable[[], jax.Array]]:
     """The two float32 runs of ``model`` (plan ``float``) on ``images``, ready to time.
 
@@ -58,7 +58,7 @@ def float_calls(
         raise ValueError(f"the float baseline needs a float plan, not {model.plan.name!r}")
     device_variables = jax.device_put(dict(variables))
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    path = os.path.join(directory, "float.npz")
+    path = epath.Path(directory) / "float.npz"
     export_model(model, variables, path, input_shape=images.shape[1:])
     exported = load(path)
     return {

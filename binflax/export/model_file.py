@@ -12,7 +12,6 @@ the network it came from with ``models.create`` - no Python object is pickled.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from binflax import cost, models, packing
 from binflax.export.fold import fold_variables, subtree
@@ -65,7 +65,7 @@ class ExportedModel:
 def export_model(
     model: models.BinaryNet,
     variables: Mapping,
-    path: str | os.PathLike,
+    path: epath.PathLike,
     *,
     input_shape: Sequence[int] | None = None,
 ) -> dict:
@@ -109,7 +109,7 @@ def export_model(
     for key, array in arrays.items():
         layer_bytes[key.rsplit("/", 1)[0]] += array.nbytes
     return {
-        "path": os.fspath(path),
+        "path": str(path),
         "model": model_name,
         "plan": model.plan.name,
         "file_bytes": file_bytes,
@@ -128,9 +128,9 @@ def export_model(
     }
 
 
-def load(path: str | os.PathLike) -> ExportedModel:
-    """Reads, validates and rebuilds an export; any defect is an :class:`ExportError`."""
-    path = os.fspath(path)
+def load(path: epath.PathLike) -> ExportedModel:
+    """Reads, validates and rebuilds an export (a local or ``gs://`` path); any defect is
+    an :class:`ExportError`."""
     header, arrays = read_archive(path)
     try:
         plan = Plan.from_dict(header["plan"])
@@ -194,7 +194,7 @@ def memory_report(
     if variables is None:
         variables = zero_variables(model, input_shape)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.npz")
+        path = epath.Path(tmp) / "model.npz"
         report = export_model(model, variables, path, input_shape=input_shape)
     del report["path"]
     report["compression"] = report["float32_bytes"] / report["file_bytes"]
