@@ -116,7 +116,7 @@ def frontier_figure(report: Any, *, title: str | None = None) -> Figure:
         "*",
         color=FLOAT_COLOR,
         markersize=14,
-        label="chosen: " + (", ".join(data["float_layers"]) or "fbin"),
+        label=_chosen_label(data["float_layers"]),
         zorder=3,
     )
     ax.set_xscale("log")
@@ -125,6 +125,16 @@ def frontier_figure(report: Any, *, title: str | None = None) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title(title or f"{data['model'] or 'model'}: selection frontier")
     return fig
+
+
+def _chosen_label(float_layers: list[str], *, named: int = 3) -> str:
+    """The chosen hybrid's legend entry: its float-input layers, or their count when more
+    than ``named`` (ResNet-18's Hybrid1 has ten, which squeezed the axes to nothing)."""
+    if not float_layers:
+        return "chosen: fbin"
+    if len(float_layers) > named:
+        return f"chosen: {len(float_layers)} float-input layers"
+    return "chosen: " + ", ".join(float_layers)
 
 
 VARIANT_COLORS = {"float": "#2ca02c", "wbin": "#1f77b4", "fbin": BINARY_COLOR}

@@ -2,6 +2,7 @@
 
 import matplotlib.image
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from binflax import plots, select
 
@@ -38,6 +39,20 @@ def test_the_budget_is_a_dashed_line_and_an_unbounded_report_has_none(report):
     (budget,) = dashed_vertical_lines(plots.frontier_figure(report))
     assert budget.get_xdata()[0] == pytest.approx(1.1 * report.eq_flops["fbin"] / 1e6)
     assert dashed_vertical_lines(plots.frontier_figure(report.to_dict() | {"budget": None})) == []
+
+
+def test_many_chosen_layers_are_counted_in_the_legend_and_the_axes_keep_their_size(report):
+    """ResNet-18's Hybrid1 keeps ten inputs float: naming them all in the legend squeezed
+    the frontier's axes to nothing (Matplotlib's constrained layout gave up)."""
+    ten = [f"layer{i}_0/downsample" for i in range(10)]
+    figure = plots.frontier_figure(report.to_dict() | {"float_layers": ten})
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "chosen: 10 float-input layers" in labels
+    FigureCanvasAgg(figure).draw()  # runs the constrained layout
+    width, height = figure.axes[0].get_window_extent().size  # pixels of a 720 x 480 figure
+    assert width > 300 and height > 200
+    few = plots.frontier_figure(report.to_dict() | {"float_layers": ["conv4", "conv5"]})
+    assert "chosen: conv4, conv5" in [t.get_text() for t in few.axes[0].get_legend().get_texts()]
 
 
 def test_a_report_without_layers_is_refused(report, tmp_path):
