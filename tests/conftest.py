@@ -1,8 +1,13 @@
-"""Session-wide test settings and the spec's numbers that several test files check against.
+"""Session-wide test settings, shared fixtures, and the spec's numbers that several test
+files check against.
 
 JAX's persistent compilation cache is shared by every test of the session and by the
 subprocesses the tests start (through the environment), so the same train step of the
 quickstart net is compiled once rather than once per test process.
+
+Tests marked ``slow`` (end-to-end runs of tens of seconds) are collected first, so that
+``pytest -n 2`` (pytest-xdist, README's test command) starts them while the many short
+tests fill the other worker, instead of finishing on one of them alone.
 """
 
 import os
@@ -14,6 +19,26 @@ import pytest
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="binflax-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+    """A fake Cloud Storage bucket, ``testfs://bucket/...`` (tests/remote_fs.py), and a
+    fresh working directory; afterwards, checks that nothing bypassed epath into a local
+    ``testfs:`` folder."""
+    from tests import remote_fs
+
+    installed = remote_fs.install(str(tmp_path / "bucket"), monkeypatch)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    yield installed
+    strays = [p for p in tmp_path.rglob("*") if p.name.startswith(remote_fs.SCHEME)]
+    assert not strays and not list(cwd.iterdir()), f"written outside the bucket: {strays}"
 
 
 class AuthorsSketchANet(NamedTuple):

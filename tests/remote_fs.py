@@ -17,6 +17,7 @@ received, so a test can check that binflax handed them the URI and not a local p
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -161,3 +162,9 @@ def install(root: str, monkeypatch: Any) -> Installed:
 
     monkeypatch.setattr(tf.summary, "create_file_writer", create_bucket_file_writer)
     return installed
+
+
+def files(installed: Installed, key: str) -> dict[str, pathlib.Path]:
+    """The files stored under ``testfs://bucket/KEY``, by their path relative to it."""
+    root = pathlib.Path(installed.root) / "bucket" / key
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}

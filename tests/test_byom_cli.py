@@ -17,6 +17,7 @@ GROUPED = "tests.user_nets:GroupedNet"
 LAYERS = ["Conv_0", "Conv_1", "Conv_2", "Dense_0"]
 
 
+@pytest.mark.slow
 def test_hbn_pipeline_runs_on_a_user_network(tmp_path, capsys):
     config = quickstart.get_config()
     config.model = GROUPED

@@ -3,11 +3,13 @@
 import importlib
 import json
 import os
+import re
 
 import pytest
 
 from binflax import cli
 from configs import quickstart
+from tests import remote_fs
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 EXPERIMENTS = sorted(
@@ -101,7 +103,12 @@ def test_a_plan_naming_an_unknown_layer_is_refused_by_name(tmp_path, capsys):
     assert "conv9" in capsys.readouterr().err
 
 
-def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, capsys):
+@pytest.mark.slow
+def test_hbn_pipeline_in_a_bucket_writes_results_and_resumes(bucket, capsys):
+    """hbn, its rerun, select, export, eval and summary in a ``gs://``-style workdir (the
+    fake bucket of tests/remote_fs.py): results, plans, plots, checkpoints, TensorBoard
+    and exports land in the bucket, a rerun retrains nothing, and nothing is written to a
+    local folder named after the URI (the fixture checks)."""
     config = quickstart.get_config()
     config.num_train_steps = 12
     config.batch_size = 32
@@ -110,10 +117,10 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     config.checkpoint_every_steps = 6
     config.hbn.baselines = ("float",)
     config.hbn.measure_batches = 2
-    workdir = str(tmp_path)
-    assert cli.run(config, mode="hbn", workdir=workdir) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["variants"]) == {"float", "hybrid", "fbin"}
+    workdir = "testfs://bucket/run"
+    assert cli.run(config, mode="hbn", workdir=workdir) == 0, capsys.readouterr().err
+    files = remote_fs.files(bucket, "run")
+    results = json.loads(files["results.json"].read_text())
     assert list(results["variants"]) == ["float", "hybrid", "fbin"]  # the paper's order
     for entry in results["variants"].values():
         assert set(entry) >= {"top1", "top5", "eq_flops", "macs", "memory_bytes", "plan"}
@@ -124,39 +131,47 @@ def test_hbn_pipeline_writes_results_and_resumes_without_retraining(tmp_path, ca
     assert variants["fbin"]["eq_flops"] <= variants["hybrid"]["eq_flops"]
     assert variants["hybrid"]["eq_flops"] <= 1.5 * variants["fbin"]["eq_flops"]
     assert variants["float"]["eq_flops"] == variants["float"]["macs"]
-    for name in (
-        "select.json",
-        "plan.json",
-        "scores.png",
-        "frontier.png",
-        "results.md",
-        "results.png",
-    ):
-        assert (tmp_path / name).exists(), name
-    assert "| hybrid |" in (tmp_path / "results.md").read_text()
+    assert "| hybrid |" in files["results.md"].read_text()
 
     capsys.readouterr()
     assert cli.run(config, mode="hbn", workdir=workdir) == 0
     out = capsys.readouterr().out
     assert "resuming from step 12" in out and "step 6/12" not in out
-    again = json.loads((tmp_path / "results.json").read_text())["variants"]
+    again = json.loads(files["results.json"].read_text())["variants"]
     for name, entry in variants.items():
         assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
 
-    # select, export and eval work on what hbn left behind
-    (tmp_path / "plan.json").unlink()
+    # select, export, eval and summary work on what hbn left behind
+    files["plan.json"].unlink()
     assert cli.run(config, mode="select", workdir=workdir) == 0
-    assert json.loads((tmp_path / "plan.json").read_text())["layers"]["conv1"]["input"] == "float"
+    plan = json.loads(remote_fs.files(bucket, "run")["plan.json"].read_text())
+    assert plan["layers"]["conv1"]["input"] == "float"
     capsys.readouterr()
     assert cli.run(config, mode="export", workdir=workdir) == 0
     out = capsys.readouterr().out
-    for name in ("fbin", "hybrid", "float"):
-        assert (tmp_path / name / "model.npz").exists()
     assert out.count("top-1 agreement 100.0%") == 3
+    assert "testfs://bucket/run/fbin/model.npz" in out
     assert cli.run(config, mode="eval", workdir=workdir) == 0
     out = capsys.readouterr().out
     for name in ("fbin", "hybrid", "float"):
         assert f"plan={variants[name]['plan']}: top1 {variants[name]['top1']:.4g}" in out
+    assert cli.run(config, mode="summary", workdir=workdir) == 0
+
+    files = remote_fs.files(bucket, "run")
+    expected = {"results.json", "results.md", "results.png", "select.json", "plan.json"}
+    expected |= {"scores.png", "frontier.png", "summary.json"}
+    for name in ("float", "hybrid", "fbin"):
+        expected |= {f"{name}/evaluations.json", f"{name}/model.npz"}
+        step = variants[name]["checkpoint_step"]
+        assert any(re.fullmatch(rf"{name}/checkpoints/12/.+", f) for f in files), name
+        assert any(re.fullmatch(rf"{name}/best/{step}/.+", f) for f in files), name
+        assert any(f.startswith(f"{name}/tensorboard/events.out.tfevents") for f in files)
+    assert expected <= set(files), expected - set(files)
+    # Orbax (TensorStore) and TensorBoard (TensorFlow) reach buckets with their own
+    # clients: they were handed the URI, not a local path
+    assert bucket.tensorstore_uris and bucket.tensorboard_uris
+    for uri in bucket.tensorstore_uris + bucket.tensorboard_uris:
+        assert uri.startswith("testfs://bucket/run/"), uri
 
 
 def test_per_variant_overrides_are_checked_by_name(tmp_path, capsys):

@@ -322,12 +322,11 @@ def tiny_tu_berlin(tmp_path_factory):
 
 @pytest.mark.slow
 def test_runlocal_hbn_of_a_paper_config_trains_every_hybrid(tiny_tu_berlin, capsys):
-    config = load("resnet18_tuberlin", "runlocal")
+    config = load("sketchanet_tuberlin", "runlocal")
     config.update(
         data_dir=str(tiny_tu_berlin / "data"),
         manual_dir=str(tiny_tu_berlin / "manual"),
         num_classes=len(data_fakes.TU_CLASSES),
-        image_size=32,
         holdout_fraction=0.2,  # of 24 sketches: 3 held out, 12 to train on, 9 to test
         batch_size=4,  # 3 steps per epoch: 2 epochs (of tf.data startup and evaluations)
         eval_batch_size=4,

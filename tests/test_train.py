@@ -172,6 +172,7 @@ def _checkpoint_steps(workdir):
     return [int(d) for d in os.listdir(path) if d.isdigit()]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     first = runner.run_main(*TRAIN_ARGS, f"--workdir={whole}")
@@ -197,6 +198,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert whole_metrics["top1"] == killed_metrics["top1"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     workdir = str(tmp_path / "run")
     log = str(tmp_path / "log.txt")
@@ -217,6 +219,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert _checkpoint_steps(workdir), "no checkpoint was left behind"
 
 
+@pytest.mark.slow
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
     config = small_config(half_precision=True, num_train_steps=4)
     result = train.train_and_evaluate(config, str(tmp_path))
