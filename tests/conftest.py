@@ -6,8 +6,8 @@ subprocesses the tests start (through the environment), so the same train step o
 quickstart net is compiled once rather than once per test process.
 
 Tests marked ``slow`` (end-to-end runs of tens of seconds) are collected first, so that
-``pytest -n 2`` (pytest-xdist, README's test command) starts them while the many short
-tests fill the other worker, instead of finishing on one of them alone.
+README's test command, which runs one pytest-xdist worker per core, starts them while
+the many short tests fill the other workers, instead of finishing on one of them alone.
 """
 
 import os
