@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import input_pipeline
+from benchmarks.binary_layers import cpu_model
 from binflax import cost, models, paper, train
 from binflax.plan import Plan
 from configs import alexnet, quickstart, resnet18, sketchanet_tuberlin
@@ -247,12 +247,9 @@ def device_peak_bytes(device: jax.Device) -> int | None:
 
 
 def host_description() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:  # local: the host's own CPU description
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0] if names else platform.processor()} ({input_pipeline.host_cores()} cores)"
+    """The host's CPU (model and SIMD flags, as benchmarks/binary_layers.py reports it) and
+    the cores this process may use."""
+    return f"{cpu_model()}, {input_pipeline.host_cores()} cores"
 
 
 def main(argv: list[str] | None = None) -> dict:
