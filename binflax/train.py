@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from clu import metric_writers
 from etils import epath
 from flax.training import train_state
 
@@ -37,6 +36,7 @@ from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
 from binflax.outputs import log
 from binflax.plan import Plan
+from binflax.summaries import ScalarWriter
 
 
 class TrainState(train_state.TrainState):
@@ -357,9 +357,7 @@ def train_and_evaluate(
 
     state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    writer = metric_writers.create_default_writer(
-        epath.Path(workdir) / "tensorboard", just_logging=jax.process_index() > 0
-    )
+    writer = ScalarWriter(epath.Path(workdir) / "tensorboard", enabled=jax.process_index() == 0)
     try:
         history = EvalHistory(workdir)
         restored = checkpoints.restore_latest(state)

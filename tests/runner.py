@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+from binflax.data.common import QUIET_TENSORFLOW
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,7 +19,9 @@ def env(devices: int = 1) -> dict:
     environment = dict(os.environ)
     environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's own variables are left as a user has them: binflax quiets it itself
+    for name in QUIET_TENSORFLOW:
+        environment.pop(name, None)
     return environment
 
 

@@ -109,14 +109,12 @@ class ClosingSpy:
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     closed = []
-    real_checkpoints, real_writer = train.Checkpoints, train.metric_writers.create_default_writer
+    real_checkpoints, real_writer = train.Checkpoints, train.ScalarWriter
     monkeypatch.setattr(
         train, "Checkpoints", lambda *a, **k: ClosingSpy(real_checkpoints(*a, **k), closed)
     )
     monkeypatch.setattr(
-        train.metric_writers,
-        "create_default_writer",
-        lambda *a, **k: ClosingSpy(real_writer(*a, **k), closed),
+        train, "ScalarWriter", lambda *a, **k: ClosingSpy(real_writer(*a, **k), closed)
     )
     real_step = train._jit_train_step
 
@@ -130,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     monkeypatch.setattr(train, "_jit_train_step", poisoned)
     with pytest.raises(train.TrainingDiverged, match="last good checkpoint is step 10"):
         train.train_and_evaluate(small_config(), str(tmp_path))
-    assert sorted(closed) == ["AsyncMultiWriter", "Checkpoints"]  # closed although it failed
+    assert sorted(closed) == ["Checkpoints", "ScalarWriter"]  # closed although it failed
     checkpoints = Checkpoints(str(tmp_path))
     assert checkpoints.latest_step == 10
     checkpoints.close()
@@ -240,3 +238,20 @@ def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
         if jnp.issubdtype(leaf.dtype, jnp.floating)  # bfloat16 included (not np.floating)
     }
     assert dtypes == {np.dtype(np.float32)}
+
+
+def test_a_digits_run_never_imports_tensorflow(tmp_path):
+    """TensorFlow (4 s of start-up, and its log lines) is for TFDS pipelines only: a digits
+    run trains, evaluates, checkpoints and writes TensorBoard events without it."""
+    code = f"""
+import sys
+from binflax import cli
+from configs import quickstart
+config = quickstart.get_config()
+config.update(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=2)
+assert cli.run(config, mode="train", workdir={str(tmp_path)!r}) == 0
+print("tensorflow loaded:", "tensorflow" in sys.modules)
+"""
+    result = runner.run_python(code)
+    assert "tensorflow loaded: False" in result.stdout, result.stdout[-2000:]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

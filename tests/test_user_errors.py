@@ -6,11 +6,19 @@ process (all at once, to keep the suite quick). The mistakes found after the fla
 parsed take the same path through ``binflax.cli.run`` and run in-process. Each must exit
 with status 1, print the single line ``binflax: ...`` (plus absl's hint for a bad flag)
 naming what to change, and show no traceback.
+
+The line must be all a user sees on stderr on any CPU. TensorFlow announces itself at
+start-up (its CPU-feature notice on every x86 CPU, oneDNN's notice on AVX-512 ones), so
+the tests run with TensorFlow's variables as a user has them (unset: binflax quiets it),
+and the command-line mistakes also run with ``TF_ENABLE_ONEDNN_OPTS=1``, which makes
+TensorFlow print oneDNN's notice on an AVX2 CPU too: a digits config never loads
+TensorFlow, so it still prints nothing.
 """
 
 import importlib
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -29,6 +37,11 @@ FLAG_MISTAKES = {
 }
 
 
+def _noisy_tensorflow_env() -> dict:
+    """The environment of a user on an AVX-512 CPU, on any CPU (see the module docstring)."""
+    return {**runner.env(), "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
 def assert_one_line(err: str, expected: str) -> None:
     lines = err.strip().splitlines()
     assert "Traceback" not in err, err
@@ -41,7 +54,7 @@ def test_mistakes_in_the_command_line_are_one_line(tmp_path):
         name: subprocess.Popen(
             runner.main_command(*args, f"--workdir={tmp_path}"),
             cwd=runner.ROOT,
-            env=runner.env(),
+            env=_noisy_tensorflow_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -53,6 +66,36 @@ def test_mistakes_in_the_command_line_are_one_line(tmp_path):
         assert processes[name].returncode == 1, (name, out[-2000:], err[-2000:])
         assert "Traceback" not in out, name
         assert_one_line(err, expected)
+
+
+def test_a_missing_tfds_dataset_is_one_line_although_tensorflow_loads(tmp_path):
+    """The TFDS path imports TensorFlow: binflax's own environment keeps it quiet."""
+    result = runner.run_main(
+        "--config=configs/sketchanet_tuberlin.py:runlocal",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+        f"--config.manual_dir={tmp_path / 'dl'}",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert_one_line(result.stderr, str(tmp_path / "dl"))
+
+
+def test_tensorflow_is_quiet_but_a_users_own_setting_is_kept():
+    code = (
+        "import os; from binflax.data import common; common.tensorflow(); "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", code], env=runner.env(), capture_output=True, text=True
+    )
+    # JAX, imported first, sets its own default level of 1 (INFO lines off), which stays
+    assert quiet.stdout.split() == ["1", "0"] and quiet.stderr == "", quiet.stderr
+    own = subprocess.run(
+        [sys.executable, "-c", code], env=_noisy_tensorflow_env(), capture_output=True, text=True
+    )
+    assert own.stdout.split() == ["1", "1"]
+    assert "oneDNN custom operations are on" in own.stderr  # what the quiet default hides
 
 
 @pytest.mark.parametrize(

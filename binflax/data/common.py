@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 
@@ -40,13 +41,29 @@ def per_process_batch(global_batch: int, process_count: int, what: str = "batch_
     return global_batch // process_count
 
 
+# Read by TensorFlow when it loads; a value the user set is kept ([choice] 96).
+QUIET_TENSORFLOW = {
+    # TensorFlow's C++ INFO and WARNING lines (the CPU-feature notice on every x86 CPU).
+    # JAX, imported before TensorFlow, sets its own default of 1 (INFO off), which stays.
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # oneDNN's custom CPU kernels, on by default on AVX-512 CPUs, announce themselves
+    # through absl before any log level applies; binflax runs only tf.data image ops,
+    # which gain nothing from them, and with them off every CPU runs the same kernels.
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
+
+
 @functools.cache
 def tensorflow():
-    """TensorFlow for tf.data and TFDS only, with every accelerator hidden from it.
+    """TensorFlow for tf.data and TFDS only: quiet, and with every accelerator hidden.
 
     JAX owns the GPUs and TPUs; a TensorFlow that initialised them would reserve their
-    memory. Call this before any TensorFlow op runs in the process.
+    memory. TensorFlow's start-up lines would come before binflax's own output, so the
+    environment in :data:`QUIET_TENSORFLOW` is set first. Call this before anything
+    imports TensorFlow in the process: it is the one place binflax imports it.
     """
+    for name, value in QUIET_TENSORFLOW.items():
+        os.environ.setdefault(name, value)
     import tensorflow as tf
 
     for kind in ("GPU", "TPU"):
