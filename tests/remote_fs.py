@@ -8,10 +8,11 @@ reads and writes ``ROOT/...`` through epath's local backend, while ``str()`` and
 ``os.fspath()`` of the path stay the URI. Code that bypasses epath therefore writes to
 ``./testfs:/...`` relative to the working directory, where the test looks for it.
 
-Orbax (through TensorStore) and TensorBoard's writer (through TensorFlow) reach Cloud
+Orbax (through TensorStore) and an image folder's reads (through TensorFlow) reach Cloud
 Storage with their own clients, which accept ``gs://`` but no test scheme. :func:`install`
-redirects exactly those two entry points for ``testfs://`` and records the URIs they
-received, so a test can check that binflax handed them the URI and not a local path.
+redirects exactly those entry points for ``testfs://`` (and records the URIs TensorStore
+received, so a test can check that binflax handed it the URI and not a local path).
+TensorBoard events go through epath (binflax.summaries).
 """
 
 from __future__ import annotations
@@ -129,14 +130,12 @@ class Installed:
     def __init__(self, root: str):
         self.root = root
         self.tensorstore_uris: list[str] = []
-        self.tensorboard_uris: list[str] = []
 
 
 def install(root: str, monkeypatch: Any) -> Installed:
     """Stores ``testfs://`` under ``root`` for the rest of the test (``monkeypatch`` undoes
-    the two native-client redirections; the epath class stays registered, inert)."""
+    the native-client redirection; the epath class stays registered, inert)."""
     import orbax.checkpoint._src.serialization.tensorstore_utils as ts_utils
-    import tensorflow as tf
 
     installed = Installed(os.path.abspath(root))
     os.makedirs(installed.root, exist_ok=True)
@@ -152,15 +151,17 @@ def install(root: str, monkeypatch: Any) -> Installed:
 
     monkeypatch.setattr(ts_utils, "_normalize_path", normalize_bucket)
 
-    create_file_writer = tf.summary.create_file_writer
+    # TensorFlow reads an image folder's files itself (binflax.data.folder_source)
+    from binflax.data import folder_source
 
-    def create_bucket_file_writer(logdir, *args, **kwargs):
-        if str(logdir).startswith(PREFIX):
-            installed.tensorboard_uris.append(str(logdir))
-            logdir = BucketPath.backend.local(logdir)
-        return create_file_writer(logdir, *args, **kwargs)
+    local_root = os.path.join(installed.root, "")
 
-    monkeypatch.setattr(tf.summary, "create_file_writer", create_bucket_file_writer)
+    def read_bucket_file(path):
+        tf = folder_source.tf
+        return tf.io.read_file(tf.strings.regex_replace(path, f"^{PREFIX}", local_root))
+
+    monkeypatch.setattr(folder_source, "read_file", read_bucket_file)
+
     return installed
 
 

@@ -13,10 +13,13 @@ dataset answers the same three calls:
 Batches are dicts of NumPy arrays: ``image`` float32 NHWC (or ``(B, crops, H, W, C)``
 for multi-crop evaluation), ``label`` int32, and ``mask`` bool for eval.
 
-Importing this package registers the TFDS builders ``tu_berlin`` and ``sketchy``
-(``python -m binflax.data.prepare tu_berlin --manual_dir DIR`` prepares one; see
-docs/data.md). TensorFlow itself is imported only when a TFDS pipeline runs, and then
-with every accelerator hidden from it.
+``config.dataset`` is ``digits`` (embedded), any TFDS image-classification dataset by
+name (binflax's own ``tu_berlin`` and ``sketchy``, which importing this package
+registers, or TFDS's ``mnist``, ``fashion_mnist``, ``cifar10``, ...), or
+``folder:PATH`` (``PATH/<split>/<class>/<image>``). ``python -m binflax.data.prepare
+NAME --manual_dir DIR`` prepares a TFDS dataset from files you have (docs/data.md).
+TensorFlow itself is imported only when such a pipeline runs, quiet and with every
+accelerator hidden from it: a digits run never loads it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import ml_collections
 
 from binflax.data import digits, sketchy, tu_berlin  # noqa: F401  (registers the TFDS builders)
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
-from binflax.data.recipes import RECIPES
+from binflax.data.recipes import AUGMENTS, FOLDER_PREFIX, RECIPES
 
 __all__ = [
+    "AUGMENTS",
     "DATASETS",
+    "FOLDER_PREFIX",
     "DatasetError",
     "DatasetInfo",
     "eval_batches",
@@ -39,7 +44,7 @@ __all__ = [
 ]
 
 _EMBEDDED = {"digits": digits}
-# Every dataset ``config.dataset`` may name: the embedded ones and the TFDS recipes.
+# The datasets binflax has a recipe for; any other TFDS name and folder:PATH work too.
 DATASETS = (*_EMBEDDED, *RECIPES)
 
 

@@ -13,7 +13,13 @@ Recipes (HBN-METHOD.md section 8):
   background), normalize; evaluation takes ten crops of the 256 image (four corners and
   the centre, each also mirrored), in torchvision's ``TenCrop`` order;
 - ImageNet: random-resized crop 224 and flip; evaluation resizes the shorter side to 256
-  and takes the centre 224; mean/std normalisation with the usual ImageNet statistics.
+  and takes the centre 224; mean/std normalisation with the usual ImageNet statistics;
+- the small benchmarks (MNIST, CIFAR, image folders): ``none``, ``flip`` and
+  ``crop_flip`` (zero-pad 4, random crop back to size, flip); evaluation resizes to the
+  size and normalizes.
+
+:data:`TRANSFORMS` gives each ``config.augment`` name (``binflax.data.recipes.AUGMENTS``)
+one calling convention for the pipelines.
 
 Sizes scale with ``config.image_size``: the resize target is ``round(size * 256 / 225)``
 for sketches and ``round(size * 256 / 224)`` for ImageNet, so a small test image size
@@ -25,7 +31,10 @@ find no window. [choice] The rotation fills the uncovered corners with the backg
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from collections.abc import Callable, Sequence
 
 from binflax.data.common import tensorflow
 
@@ -171,8 +180,9 @@ def sketch_eval(encoded: tf.Tensor, *, size: int, mean: float, std: float) -> tf
     return (ten_crop(1.0 - image, size) - mean) / std
 
 
-def _imagenet_normalize(image: tf.Tensor) -> tf.Tensor:
-    return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+    """``(image - mean) / std`` per channel (a single value applies to every channel)."""
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
 def _encoded_shape(encoded: tf.Tensor) -> tf.Tensor:
@@ -198,29 +208,129 @@ def _decode_window(encoded: tf.Tensor, offset: tf.Tensor, hw: tf.Tensor) -> tf.T
     )
 
 
-def imagenet_train(encoded: tf.Tensor, seed: tf.Tensor, *, size: int) -> tf.Tensor:
+def imagenet_train(
+    encoded: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tf.Tensor:
     """Random-resized crop + flip + normalisation: ``(size, size, 3)`` float32."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     offset, hw = crop_window(_encoded_shape(encoded), crop_seed)
     window = tf.image.convert_image_dtype(_decode_window(encoded, offset, hw), tf.float32)
     image = random_flip(tf.image.resize(window, [size, size]), flip_seed)
-    return _imagenet_normalize(image)
+    return normalize(image, mean, std)
 
 
-def imagenet_eval(encoded: tf.Tensor, *, size: int) -> tf.Tensor:
+def imagenet_eval(
+    encoded: tf.Tensor,
+    *,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tf.Tensor:
     """Resize the shorter side to 256 (for 224), centre crop: ``(size, size, 3)``."""
     image = resize_shorter(decode(encoded, 3), resize_target(size, IMAGENET_RESIZE))
-    return _imagenet_normalize(centre_crop(image, size))
+    return normalize(centre_crop(image, size), mean, std)
 
 
-def bitmap_train(
-    encoded: tf.Tensor, seed: tf.Tensor, *, size: int, mean: float, std: float
+def decode_resized(encoded: tf.Tensor, *, size: int, channels: int) -> tf.Tensor:
+    """``(size, size, channels)`` in [0, 1]; an image already of that size is not resampled."""
+    image = decode(encoded, channels)
+    same = tf.reduce_all(tf.shape(image)[:2] == size)
+    image = tf.cond(same, lambda: image, lambda: tf.image.resize(image, [size, size]))
+    return tf.ensure_shape(image, [size, size, channels])
+
+
+def crop_flip_draws(seed: tf.Tensor, pad: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The random part of ``crop_flip``: the crop's ``(y, x)`` offset in the padded image,
+    each uniform in ``[0, 2 * pad]``, and whether to mirror (probability 1/2)."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    offset = tf.random.stateless_uniform([2], crop_seed, 0, 2 * pad + 1, dtype=tf.int32)
+    return offset, tf.random.stateless_uniform([], flip_seed) < 0.5
+
+
+def pad_crop(image: tf.Tensor, offset: tf.Tensor, pad: int) -> tf.Tensor:
+    """Zero-pad ``image`` by ``pad`` on each side and cut its size back out at ``offset``."""
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.slice(padded, tf.concat([offset, [0]], 0), tf.shape(image))
+
+
+def small_train(
+    encoded: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    size: int,
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    flip: bool,
+    pad: int = 0,
 ) -> tf.Tensor:
-    """Small bitmaps (QuickDraw 28x28): resize to ``size``, flip, normalize."""
-    image = random_flip(tf.image.resize(decode(encoded, 1), [size, size]), seed)
-    return (image - mean) / std
+    """``none``, ``flip`` and ``crop_flip``: the small benchmarks' transforms.
+
+    [choice] The crop pads with zeros in [0, 1] before normalization, as torchvision's
+    ``RandomCrop(32, padding=4)`` pads the image itself: the border is black.
+    """
+    image = decode_resized(encoded, size=size, channels=channels)
+    offset, mirror = crop_flip_draws(seed, pad)
+    if pad:
+        image = pad_crop(image, offset, pad)
+    if flip:
+        image = tf.cond(mirror, lambda: tf.image.flip_left_right(image), lambda: image)
+    return normalize(image, mean, std)
 
 
-def bitmap_eval(encoded: tf.Tensor, *, size: int, mean: float, std: float) -> tf.Tensor:
-    """Small bitmaps at test time: resize to ``size`` and normalize."""
-    return (tf.image.resize(decode(encoded, 1), [size, size]) - mean) / std
+def small_eval(
+    encoded: tf.Tensor, *, size: int, channels: int, mean: Sequence[float], std: Sequence[float]
+) -> tf.Tensor:
+    """Evaluation for the small benchmarks: decode, resize to ``size``, normalize."""
+    return normalize(decode_resized(encoded, size=size, channels=channels), mean, std)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """One ``config.augment`` choice as the pipelines call it.
+
+    ``train(encoded, seed, *, size, channels, mean, std)`` and ``evaluate(encoded, *,
+    size, channels, mean, std)``; ``evaluate`` returns ``(eval_crops, size, size, C)``
+    when ``eval_crops > 1``.
+    """
+
+    train: Callable
+    evaluate: Callable
+    eval_crops: int = 1
+
+
+def _sketch(flip: bool) -> Transform:
+    def train(encoded, seed, *, size, channels, mean, std):
+        del channels  # sketches are grayscale
+        return sketch_train(encoded, seed, size=size, mean=mean[0], std=std[0], flip=flip)
+
+    def evaluate(encoded, *, size, channels, mean, std):
+        del channels
+        return sketch_eval(encoded, size=size, mean=mean[0], std=std[0])
+
+    return Transform(train, evaluate, eval_crops=10)
+
+
+def _imagenet_train(encoded, seed, *, size, channels, mean, std):
+    del channels  # always RGB
+    return imagenet_train(encoded, seed, size=size, mean=mean, std=std)
+
+
+def _imagenet_eval(encoded, *, size, channels, mean, std):
+    del channels
+    return imagenet_eval(encoded, size=size, mean=mean, std=std)
+
+
+TRANSFORMS = {
+    "none": Transform(functools.partial(small_train, flip=False), small_eval),
+    "flip": Transform(functools.partial(small_train, flip=True), small_eval),
+    "crop_flip": Transform(functools.partial(small_train, flip=True, pad=4), small_eval),
+    "sketch": _sketch(flip=False),
+    "sketch_flip": _sketch(flip=True),
+    "imagenet": Transform(_imagenet_train, _imagenet_eval),
+}

@@ -1,6 +1,7 @@
-"""tf.data pipelines for the TFDS datasets (sketches, ImageNet, QuickDraw).
+"""tf.data pipelines for every dataset but the digits: TFDS datasets and image folders.
 
-The three calls :mod:`binflax.data` dispatches to for every dataset but the digits.
+The three calls :mod:`binflax.data` dispatches to; :mod:`binflax.data.sources` opens the
+dataset (splits, records, transform, normalization), the same way for all of them.
 
 Training stream, per process (``B`` = ``config.batch_size // process_count``):
 an epoch is ``S = (len(train) // process_count) // B`` steps. Epoch ``e`` reads this
@@ -32,49 +33,23 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from binflax.data import recipes, tfds_source
+from binflax.data import sources
 from binflax.data.common import DatasetError, DatasetInfo, per_process_batch, tensorflow
-from binflax.data.tfds_source import Span
+from binflax.data.tfds_source import in_memory
 
 tf = tensorflow()
 AUTOTUNE = tf.data.AUTOTUNE
 _PROCESS_STRIDE = 1 << 40  # per-example seeds of different processes never collide
 
 
-def _spans(recipe: recipes.Recipe, builder, holdout_fraction: float) -> dict[str, Span]:
-    """``train``, ``holdout`` and ``test`` as ranges of the prepared TFDS splits."""
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise DatasetError(f"config.holdout_fraction={holdout_fraction} must be in [0, 1)")
-    size = tfds_source.split_size(builder, "train")
-    if recipe.test_split is None:
-        size -= round(recipe.carved_test_fraction * size)
-        test = Span("train", size, tfds_source.split_size(builder, "train"))
-    else:
-        test = Span(recipe.test_split, 0, tfds_source.split_size(builder, recipe.test_split))
-    num_holdout = round(holdout_fraction * size)
-    return {
-        "train": Span("train", num_holdout, size),
-        "holdout": Span("train", 0, num_holdout),
-        "test": test,
-    }
-
-
-def _open(config, process_count: int):
-    recipe = recipes.recipe(config.dataset)
-    builder = tfds_source.prepared_builder(
-        config, recipe.tfds_name, check_manual=recipe.check_manual, process_count=process_count
-    )
-    return recipe, builder, _spans(recipe, builder, float(config.holdout_fraction))
-
-
 def get_info(config) -> DatasetInfo:
-    recipe, builder, spans = _open(config, process_count=1)
+    source = sources.open_source(config, process_count=1)
     return DatasetInfo(
         name=config.dataset,
-        num_classes=builder.info.features["label"].num_classes,
-        image_shape=(config.image_size, config.image_size, recipe.channels),
-        num_examples={name: len(span) for name, span in spans.items()},
-        eval_crops=recipe.eval_crops,
+        num_classes=source.num_classes,
+        image_shape=(config.image_size, config.image_size, source.channels),
+        num_examples={name: len(span) for name, span in source.spans.items()},
+        eval_crops=source.transform.eval_crops,
     )
 
 
@@ -89,10 +64,16 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _traced_once(train_fn, size: int):
+def _normalization(source: sources.Source, size: int) -> dict:
+    """The keyword arguments every transform takes besides the image (and seed)."""
+    return dict(size=size, channels=source.channels, mean=source.mean, std=source.std)
+
+
+def _traced_once(source: sources.Source, size: int):
     """The training transform as one traced TensorFlow function, reused by every epoch."""
+    options = _normalization(source, size)
     return tf.function(
-        lambda encoded, seed: train_fn(encoded, seed, size=size),
+        lambda encoded, seed: source.transform.train(encoded, seed, **options),
         input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64)],
         autograph=False,
     )
@@ -101,25 +82,25 @@ def _traced_once(train_fn, size: int):
 def train_batches(
     config, *, seed: int, start_step: int, process_index: int, process_count: int
 ) -> Iterator[dict]:
-    recipe, builder, spans = _open(config, process_count)
+    source = sources.open_source(config, process_count)
     local = per_process_batch(int(config.batch_size), process_count)
-    train = spans["train"]
+    train = source.spans["train"]
     steps = (len(train) // process_count) // local
     if steps == 0:
         raise DatasetError(
             f"config.batch_size={config.batch_size} exceeds the {len(train)} training examples"
         )
     shard = train.shard(process_index, process_count)
-    cached = tfds_source.read_into_memory(builder, shard) if config.cache else None
+    cached = in_memory(source.read(shard)) if config.cache else None
 
     def records(key: int) -> tf.data.Dataset:
         if cached is not None:
             return cached
-        return tfds_source.read(builder, shard, shuffle_seed=key)
+        return source.read(shard, shuffle_seed=key)
 
     buffer = max(1, min(int(config.shuffle_buffer), len(shard)))
     offset = process_index * _PROCESS_STRIDE
-    augment = _traced_once(recipe.train, int(config.image_size))
+    augment = _traced_once(source, int(config.image_size))
 
     def epoch_stream(epoch: int, skip: int) -> tf.data.Dataset:
         key = epoch_seed(seed, epoch)
@@ -146,24 +127,25 @@ def train_batches(
 
 
 def eval_batches(config, split: str, *, process_index: int, process_count: int) -> Iterator[dict]:
-    recipe, builder, spans = _open(config, process_count)
-    span = spans[split]
+    source = sources.open_source(config, process_count)
+    span = source.spans[split]
     local = per_process_batch(int(config.eval_batch_size), process_count, "eval_batch_size")
     largest_shard = math.ceil(len(span) / process_count)
     num_batches = math.ceil(largest_shard / local)
     shard = span.shard(process_index, process_count)
     size = int(config.image_size)
-    shape = (size, size, recipe.channels)
-    if recipe.eval_crops > 1:
-        shape = (recipe.eval_crops, *shape)
+    shape = (size, size, source.channels)
+    if source.transform.eval_crops > 1:
+        shape = (source.transform.eval_crops, *shape)
+    options = _normalization(source, size)
 
     @tf.autograph.experimental.do_not_convert
     def prepare(example):
-        image = recipe.evaluate(example["image"], size=size)
+        image = source.transform.evaluate(example["image"], **options)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": True}
 
     padding = {"image": tf.zeros(shape), "label": tf.constant(0), "mask": tf.constant(False)}
     pad = tf.data.Dataset.from_tensors(padding).repeat(num_batches * local - len(shard))
-    ds = tfds_source.read(builder, shard).map(prepare, num_parallel_calls=AUTOTUNE)
+    ds = source.read(shard).map(prepare, num_parallel_calls=AUTOTUNE)
     ds = ds.concatenate(pad).batch(local).prefetch(AUTOTUNE).with_options(_options())
     return ds.as_numpy_iterator()

@@ -1,47 +1,68 @@
-"""What differs between the TFDS datasets: where the data comes from, how it is split and
-which transforms it gets. The pipelines (:mod:`binflax.data.pipelines`) are the same for
-all of them.
+"""What differs between datasets: how each is split, which transforms it gets by default,
+and the statistics it is normalized with. The pipelines (:mod:`binflax.data.pipelines`)
+are the same for all of them. Nothing here imports TensorFlow: a config can be checked,
+and the digits trained, without it.
 
-Splits (``holdout`` is always the first ``config.holdout_fraction`` of TFDS's ``train``,
-``train`` the rest, [choice] as in the digits):
+Splits (``holdout`` is always the first ``config.holdout_fraction`` of the source's
+``train``, ``train`` the rest, [choice] as in the digits):
 
-- ``tu_berlin``, ``sketchy``: ``test`` is the builder's ``test`` split;
+- ``tu_berlin``, ``sketchy`` and any other TFDS dataset: ``test`` is the builder's
+  ``test`` split, else its ``validation`` split;
 - ``imagenet2012``: [choice] ``test`` is ILSVRC's validation set (TFDS ``validation``),
   the one every ImageNet paper reports; TFDS's unlabeled ``test`` is not used;
 - ``quickdraw_bitmap``: TFDS has only ``train``; [choice] its last 1% (504,263 bitmaps)
-  is carved out as ``test``.
+  is carved out as ``test``;
+- ``folder:PATH``: the folders ``train`` and ``test`` (else ``val``).
 
-Normalization: the authors' sketch statistics (TU-Berlin mean 0.06 std 0.93, Sketchy
-0.0465 / 0.9, of the inverted image); ImageNet's usual per-channel statistics; [choice]
-QuickDraw bitmaps (already white strokes on black) are mapped from [0, 1] to [-1, 1],
-with a random horizontal flip for training.
+Transforms (``config.augment``; an unset field takes the dataset's own, :data:`AUGMENTS`
+says what each does). Normalization: the authors' sketch statistics (TU-Berlin mean 0.06
+std 0.93, Sketchy 0.0465 / 0.9, of the inverted image); the published per-channel
+statistics of ImageNet, MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100; [choice] QuickDraw
+bitmaps (already white strokes on black) are mapped from [0, 1] to [-1, 1]. Any other
+dataset is normalized with its training split's own per-channel mean and std, computed
+once (:mod:`binflax.data.statistics`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
 from etils import epath
 
-from binflax.data import augment, sketchy, tu_berlin
+from binflax.data import sketchy, tu_berlin
 from binflax.data.common import DatasetError
 
 IMAGENET_URL = "https://image-net.org/download-images"
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+FOLDER_PREFIX = "folder:"
+
+# config.augment: what the training transform does (evaluation only decodes, resizes to
+# config.image_size and normalizes, except where said).
+AUGMENTS = {
+    "none": "decode, resize to config.image_size, normalize",
+    "flip": "as none, plus a random horizontal flip",
+    "crop_flip": "as flip, after a zero padding of 4 and a random crop back to size "
+    "(the CIFAR standard)",
+    "sketch": "the authors' sketch recipe: resize to 256/225 of the size, random-resized "
+    "crop, rotation within 10 degrees, inversion; evaluation on ten crops",
+    "sketch_flip": "sketch with a random horizontal flip (the authors' TU-Berlin recipe)",
+    "imagenet": "random-resized crop and flip; evaluation resizes the shorter side to "
+    "256/224 of the size and takes the centre",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    tfds_name: str
-    channels: int
-    eval_crops: int
-    train: Callable  # (encoded, seed, *, size) -> image
-    evaluate: Callable  # (encoded, *, size) -> image, or (crops, ...) image
-    test_split: str | None = "test"  # None: carved from the end of TFDS's train
+    """How one dataset is read; ``None`` fields are taken from the data themselves."""
+
+    augment: str = "none"  # the default of config.augment
+    mean: tuple[float, ...] | None = None  # per channel (one value: every channel)
+    std: tuple[float, ...] | None = None  # None: computed from the training split
+    channels: int | None = None  # None: the builder's
+    test_split: str | None = "test"  # None: carved from the end of train
     carved_test_fraction: float = 0.0
-    check_manual: Callable[[str], object] | None = None  # None: TFDS downloads it
+    check_manual: Callable[[str], object] | None = None  # raises when files are missing
 
 
 def _check_imagenet(manual_dir: str) -> None:
@@ -54,52 +75,44 @@ def _check_imagenet(manual_dir: str) -> None:
         )
 
 
-def _sketch(name: str, mean: float, std: float, flip: bool, check) -> Recipe:
-    return Recipe(
-        tfds_name=name,
-        channels=1,
-        eval_crops=10,
-        train=functools.partial(augment.sketch_train, mean=mean, std=std, flip=flip),
-        evaluate=functools.partial(augment.sketch_eval, mean=mean, std=std),
-        check_manual=check,
-    )
-
-
-def _bitmap_train(encoded, seed, *, size):
-    return augment.bitmap_train(encoded, seed, size=size, mean=0.5, std=0.5)
-
-
-def _bitmap_eval(encoded, *, size):
-    return augment.bitmap_eval(encoded, size=size, mean=0.5, std=0.5)
-
-
 RECIPES = {
-    "tu_berlin": _sketch("tu_berlin", 0.06, 0.93, True, tu_berlin.find_source),
-    "sketchy": _sketch("sketchy", 0.0465, 0.9, False, sketchy.find_source),
+    "tu_berlin": Recipe(
+        "sketch_flip", (0.06,), (0.93,), channels=1, check_manual=tu_berlin.find_source
+    ),
+    "sketchy": Recipe("sketch", (0.0465,), (0.9,), channels=1, check_manual=sketchy.find_source),
     "imagenet2012": Recipe(
-        tfds_name="imagenet2012",
+        "imagenet",
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
         channels=3,
-        eval_crops=1,
-        train=augment.imagenet_train,
-        evaluate=augment.imagenet_eval,
         test_split="validation",
         check_manual=_check_imagenet,
     ),
     "quickdraw_bitmap": Recipe(
-        tfds_name="quickdraw_bitmap",
-        channels=1,
-        eval_crops=1,
-        train=_bitmap_train,
-        evaluate=_bitmap_eval,
-        test_split=None,
-        carved_test_fraction=0.01,
+        "flip", (0.5,), (0.5,), channels=1, test_split=None, carved_test_fraction=0.01
     ),
+    # The statistics every paper on these uses (torchvision's examples, BinaryNet's code).
+    "mnist": Recipe("none", (0.1307,), (0.3081,)),
+    "fashion_mnist": Recipe("none", (0.2860,), (0.3530,)),
+    "cifar10": Recipe("crop_flip", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": Recipe("crop_flip", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
 
 def recipe(dataset: str) -> Recipe:
-    if dataset not in RECIPES:
-        raise DatasetError(
-            f"unknown config.dataset={dataset!r}; choose digits or one of {sorted(RECIPES)}"
-        )
-    return RECIPES[dataset]
+    """The recipe of a TFDS dataset or image folder: its own if binflax has one, else the
+    generic one (no augmentation, the training split's statistics)."""
+    return RECIPES.get(dataset, Recipe())
+
+
+def folder_path(dataset: str) -> str | None:
+    """``PATH`` of ``config.dataset = "folder:PATH"``, else None."""
+    return dataset[len(FOLDER_PREFIX) :] if dataset.startswith(FOLDER_PREFIX) else None
+
+
+def augment_of(config) -> str:
+    """``config.augment``, or the dataset's own transform when it is unset."""
+    name = config.get("augment") or recipe(config.dataset).augment
+    if name not in AUGMENTS:
+        raise DatasetError(f"config.augment={name!r} is not one of: {', '.join(AUGMENTS)}")
+    return name

@@ -10,22 +10,32 @@ shuffled by key hash at preparation, so a contiguous range is a random subset.
 :meth:`Span.shard` cuts a span into ``process_count`` contiguous, disjoint pieces whose
 union is the span (sizes differ by at most one).
 
-A dataset that is not prepared is built here when its manual dir holds the files (TFDS
-``download_and_prepare``); otherwise the :class:`DatasetError` says which files are
-expected where. [choice] With several processes the dataset must be prepared beforehand
+A dataset that is not prepared is built here (TFDS ``download_and_prepare``): binflax's
+builders from the archives in the manual dir, TFDS's own from the files it registers,
+found in the manual dir by name or else downloaded; otherwise the :class:`DatasetError`
+says which files are expected where. A manual file whose checksum differs from TFDS's
+registry (Debian's Fashion-MNIST, whose gzip wrappers were recompressed) is refused
+unless ``config.accept_checksums``; the accepted checksums are recorded beside the
+prepared data (:data:`ACCEPTED_CHECKSUMS`), never in the installed TFDS package.
+[choice] With several processes the dataset must be prepared beforehand
 (``python -m binflax.data.prepare``, or one single-process run): concurrent writers
 would race.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import re
 import tarfile
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core.download import checksums
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from binflax.data.common import DatasetError, tensorflow
 
@@ -69,6 +79,21 @@ def _data_root(builder: tfds.core.DatasetBuilder) -> epath.Path:
     return epath.Path(builder.data_dir).parent.parent
 
 
+def unknown_dataset(name: str) -> DatasetError:
+    """``name`` is neither binflax's nor TFDS's: the error names TFDS's closest builders."""
+    known = tfds.list_builders(with_community_datasets=False)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else " (tfds.list_builders())"
+    return DatasetError(
+        f"config.dataset={name!r} is neither digits, folder:PATH nor a TFDS dataset{hint}"
+    )
+
+
+def expected_files(builder: tfds.core.DatasetBuilder) -> list[str]:
+    """The file names TFDS downloads for ``builder`` (and looks for in a manual dir)."""
+    return sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
+
+
 def prepared_builder(
     config,
     name: str,
@@ -79,12 +104,13 @@ def prepared_builder(
     """The TFDS builder for ``name``, preparing the dataset first if needed.
 
     ``check_manual(manual_dir)`` raises :class:`DatasetError` when the manually
-    downloaded files are missing; ``None`` means TFDS downloads the data itself.
+    downloaded files of binflax's own builders are missing. TFDS's builders take their
+    registered files from the manual dir when they are there, else download them.
     """
     try:
         builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError as err:
-        raise DatasetError(f"TFDS knows no dataset {name!r}: {err}") from err
+    except tfds.core.registered.DatasetNotFoundError:
+        raise unknown_dataset(name) from None
     # what builder.is_prepared() checks, without its warning about the empty version folder
     if (epath.Path(builder.data_dir) / "dataset_info.json").exists():
         return builder
@@ -98,16 +124,80 @@ def prepared_builder(
         )
     if check_manual is not None:
         check_manual(manual_dir)
+    files = expected_files(builder)
+    missing = [f for f in files if not (epath.Path(manual_dir) / f).exists()]
+    if config.manual_dir and missing:  # the user said where the files are: no download
+        raise DatasetError(
+            f"{name}: {', '.join(missing)} not found in {manual_dir}; TFDS prepares "
+            f"{name} from {', '.join(files)}"
+        )
+    accepted = accepted_checksums(builder, manual_dir) if config.get("accept_checksums") else {}
     download_config = tfds.download.DownloadConfig(
         manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP
     )
     try:
-        builder.download_and_prepare(download_config=download_config)
+        with _verifying_against(builder, accepted):
+            builder.download_and_prepare(download_config=download_config)
+    except NonMatchingChecksumError as err:
+        found = re.search(r"downloaded to (\S+),", str(err))
+        raise DatasetError(
+            f"{found.group(1) if found else manual_dir} differs from the checksum TFDS "
+            f"registers for {name}; if it is the file you meant, accept it with "
+            "--accept_checksums (config.accept_checksums=True)"
+        ) from None
+    except tfds.download.DownloadError as err:
+        raise DatasetError(
+            f"{name} is not prepared in {builder.data_dir} and could not be downloaded "
+            f"({str(err).splitlines()[0]}); put {', '.join(files) or 'its files'} in "
+            f"{manual_dir} (--config.manual_dir=DIR)"
+        ) from None
     except (OSError, AssertionError, ValueError, tarfile.TarError, tf.errors.OpError) as err:
         raise DatasetError(
             f"preparing {name} from {manual_dir} into {builder.data_dir} failed: {err}"
         ) from err
+    if accepted:
+        checksums.save_url_infos(epath.Path(builder.data_dir) / ACCEPTED_CHECKSUMS, accepted)
     return builder
+
+
+ACCEPTED_CHECKSUMS = "accepted_checksums.tsv"  # beside dataset_info.json, in TFDS's format
+
+
+def accepted_checksums(builder: tfds.core.DatasetBuilder, manual_dir: str) -> dict:
+    """``{url: UrlInfo}`` of the manual files as they are, for the files that TFDS
+    registers (the user accepted them: ``config.accept_checksums``)."""
+    accepted = {}
+    for url, info in (builder.url_infos or {}).items():
+        path = epath.Path(manual_dir) / info.filename
+        if info.filename and path.exists():
+            accepted[url] = checksums.compute_url_info(path)
+    return accepted
+
+
+@contextlib.contextmanager
+def _verifying_against(builder: tfds.core.DatasetBuilder, accepted: dict):
+    """TFDS verifies ``accepted``'s checksums in place of its registry's, for this build.
+
+    Why not TFDS's own ``register_checksums``: it writes the new checksums into the
+    installed package's checksum file, changing what every later TFDS user of the
+    environment verifies against. Here the download manager of this one build is given
+    the accepted checksums instead, and nothing outside the data dir is written.
+    """
+    if not accepted:
+        yield
+        return
+    make = builder._make_download_manager
+
+    def make_accepting(*args, **kwargs):
+        manager = make(*args, **kwargs)
+        manager._url_infos = {**manager._url_infos, **accepted}
+        return manager
+
+    builder._make_download_manager = make_accepting
+    try:
+        yield
+    finally:
+        del builder._make_download_manager
 
 
 def split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
@@ -140,10 +230,10 @@ def read(
     return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
 
 
-def read_into_memory(builder: tfds.core.DatasetBuilder, span: Span) -> Records:
-    """The span's records held in host memory (``config.cache``), in TFDS order."""
+def in_memory(records: Records) -> Records:
+    """``records`` held in host memory, encoded, in their order (``config.cache``)."""
     images, labels = [], []
-    for example in read(builder, span).as_numpy_iterator():
+    for example in records.as_numpy_iterator():
         images.append(example["image"])
         labels.append(example["label"])
     if not images:

@@ -189,7 +189,65 @@ def test_augmentations_are_deterministic_per_seed():
 def test_bitmaps_resize_and_map_to_minus_one_one():
     bitmap = np.zeros((28, 28), np.uint8)
     bitmap[10:18, 4:8] = 255
-    train = augment.bitmap_train(_png(bitmap), _seeds(1)[0], size=32, mean=0.5, std=0.5)
-    evaluated = augment.bitmap_eval(_png(bitmap), size=32, mean=0.5, std=0.5).numpy()
+    flip = augment.TRANSFORMS["flip"]  # QuickDraw's recipe
+    options = dict(size=32, channels=1, mean=(0.5,), std=(0.5,))
+    train = flip.train(_png(bitmap), _seeds(1)[0], **options).numpy()
+    evaluated = flip.evaluate(_png(bitmap), **options).numpy()
     assert train.shape == evaluated.shape == (32, 32, 1)
     assert evaluated.min() == pytest.approx(-1.0) and evaluated.max() == pytest.approx(1.0)
+
+
+def _rgb(seed: int, hw=(32, 32)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
+
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def test_crop_flip_is_a_zero_padded_crop_then_a_mirror():
+    """Every draw against NumPy: pad 4 with black, cut 32x32 at the drawn offset, mirror
+    when drawn, then normalize per channel."""
+    image = _rgb(0)
+    crop_flip = augment.TRANSFORMS["crop_flip"]
+    options = dict(size=32, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD)
+    padded = np.pad(image / 255.0, ((4, 4), (4, 4), (0, 0)))
+    offsets, mirrors = set(), []
+    for seed in _seeds(40):
+        offset, mirror = (t.numpy() for t in augment.crop_flip_draws(seed, 4))
+        y, x = offset
+        expected = padded[y : y + 32, x : x + 32]
+        if mirror:
+            expected = expected[:, ::-1]
+        expected = (expected - CIFAR_MEAN) / CIFAR_STD
+        out = crop_flip.train(_png(image), seed, **options).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+        offsets.add((int(y), int(x)))
+        mirrors.append(bool(mirror))
+    assert all(0 <= y <= 8 and 0 <= x <= 8 for y, x in offsets) and len(offsets) > 20
+    assert 10 <= sum(mirrors) <= 30
+
+
+def test_none_and_evaluation_only_normalize_an_image_of_the_right_size():
+    image = _rgb(1)
+    options = dict(size=32, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD)
+    expected = (image / 255.0 - CIFAR_MEAN) / CIFAR_STD
+    for name in ("none", "flip", "crop_flip"):
+        out = augment.TRANSFORMS[name].evaluate(_png(image), **options).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    out = augment.TRANSFORMS["none"].train(_png(image), _seeds(1)[0], **options).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_small_transforms_resize_and_convert_channels():
+    image = _rgb(2, hw=(20, 30))
+    gray = dict(size=16, channels=1, mean=(0.5,), std=(0.25,))
+    out = augment.TRANSFORMS["none"].evaluate(_png(image), **gray).numpy()
+    assert out.shape == (16, 16, 1)
+    resized = tf.image.resize(tf.image.rgb_to_grayscale(image / 255.0), [16, 16]).numpy()
+    np.testing.assert_allclose(out, (resized - 0.5) / 0.25, atol=2e-2)
+
+
+def test_every_augment_name_has_a_transform():
+    from binflax.data import recipes
+
+    assert set(augment.TRANSFORMS) == set(recipes.AUGMENTS)

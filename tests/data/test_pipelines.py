@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import types
 
 import data_fakes
 import numpy as np
@@ -12,7 +11,7 @@ import tensorflow_datasets as tfds
 from data_fakes import TU_CLASSES, identify
 
 import binflax.data
-from binflax.data import DatasetError, pipelines, prepare, recipes
+from binflax.data import DatasetError, augment, prepare, recipes, sources
 from binflax.data.tfds_source import Span
 
 TU_MEAN, TU_STD = 0.06, 0.93
@@ -31,13 +30,9 @@ def _ids(batch, grays_to_file, mean=TU_MEAN, std=TU_STD) -> list[str]:
 
 def _files_of(config, grays, split: str) -> set[str]:
     """The files of a pipeline split, read straight from TFDS (independent of the pipeline)."""
-    spans = pipelines._spans(
-        recipes.recipe(config.dataset),
-        tfds.builder(config.dataset, data_dir=config.data_dir),
-        config.holdout_fraction,
-    )
-    span = spans[split]
     builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
+    span = sources.spans(recipes.recipe(config.dataset), sizes, config.holdout_fraction)[split]
     ds = builder.as_dataset(split=span.tfds_split)
     return {ex["file_name"].decode() for ex in ds.as_numpy_iterator()}
 
@@ -176,9 +171,7 @@ def test_unknown_dataset_is_named():
 
 
 def test_quickdraw_carves_a_test_split_from_train():
-    splits = {"train": types.SimpleNamespace(num_examples=50_426_266)}
-    builder = types.SimpleNamespace(info=types.SimpleNamespace(splits=splits))
-    spans = pipelines._spans(recipes.recipe("quickdraw_bitmap"), builder, 0.05)
+    spans = sources.spans(recipes.recipe("quickdraw_bitmap"), {"train": 50_426_266}, 0.05)
     assert spans["test"] == Span("train", 50_426_266 - 504_263, 50_426_266)
     rest = 50_426_266 - 504_263
     assert spans["holdout"] == Span("train", 0, round(0.05 * rest))
@@ -199,7 +192,7 @@ def imagenet_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet")
     val = data_fakes.ilsvrc_tars(root / "manual", per_synset=3, num_val=4)
     config = data_fakes.sketch_config(
-        root, "imagenet2012", image_size=16, holdout_fraction=0.0, batch_size=2
+        root, "imagenet2012", image_size=16, channels=3, holdout_fraction=0.0, batch_size=2
     )
     info = binflax.data.get_info(config)  # prepares TFDS's imagenet2012 from the tars
     return config, val, info
@@ -210,7 +203,7 @@ def test_imagenet_from_fake_ilsvrc_tars(imagenet_data):
     assert info.num_classes == 1000 and info.eval_crops == 1
     assert info.num_examples == {"train": 6, "holdout": 0, "test": 4}
     names = tfds.builder("imagenet2012", data_dir=config.data_dir).info.features["label"].names
-    mean, std = np.array(recipes.augment.IMAGENET_MEAN), np.array(recipes.augment.IMAGENET_STD)
+    mean, std = np.array(augment.IMAGENET_MEAN), np.array(augment.IMAGENET_STD)
 
     def colour(image) -> np.ndarray:
         return (image[8, 8] * std + mean) * 255
