@@ -1,4 +1,6 @@
-"""The model registry: the paper's four networks and the quickstart net, built with a plan.
+"""The model registry: the paper's four networks, the quickstart net and two small
+benchmarks binary-network papers report (LeNet-5 on MNIST, VGG-Small on CIFAR-10), built
+with a plan.
 
     >>> from binflax import models
     >>> model = models.create("alexnet", plan="fbin", num_classes=1000)
@@ -20,13 +22,14 @@ import importlib
 import flax.linen as nn
 
 from binflax import plan as plan_lib
-from binflax.errors import UserError
 from binflax.models.alexnet import AlexNet
-from binflax.models.base import BinaryNet
+from binflax.models.base import BinaryNet, ModelError
+from binflax.models.lenet5 import LeNet5
 from binflax.models.mini_sketchanet import MiniSketchANet
 from binflax.models.resnet import ResNet, ResNet18
 from binflax.models.sketchanet import SketchANet
 from binflax.models.squeezenet import SqueezeNet
+from binflax.models.vgg_small import VGGSmall
 from binflax.plan import Plan
 from binflax.tracing import LayerInfo, layer_names, trace_layers
 
@@ -36,6 +39,8 @@ MODELS: dict[str, type[BinaryNet]] = {
     "resnet18": ResNet18,
     "squeezenet": SqueezeNet,
     "mini_sketchanet": MiniSketchANet,
+    "lenet5": LeNet5,
+    "vgg_small": VGGSmall,
 }
 
 __all__ = [
@@ -43,21 +48,19 @@ __all__ = [
     "AlexNet",
     "BinaryNet",
     "LayerInfo",
+    "LeNet5",
     "MiniSketchANet",
     "ModelError",
     "ResNet",
     "ResNet18",
     "SketchANet",
     "SqueezeNet",
+    "VGGSmall",
     "create",
     "import_model",
     "layer_names",
     "trace_layers",
 ]
-
-
-class ModelError(UserError, ValueError):
-    """A model name or import path that does not give a model binflax can build."""
 
 
 def import_model(spec: str) -> type[nn.Module]:

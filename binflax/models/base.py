@@ -15,8 +15,14 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from binflax.errors import UserError
 from binflax.layers import HBNConv
 from binflax.plan import Plan, precision_of
+
+
+class ModelError(UserError, ValueError):
+    """A model name, import path or field value that does not give a model binflax can
+    build."""
 
 
 class UnitOptions(nn.Module):

@@ -6,6 +6,11 @@ is its own plan entry, so a hybrid can mix the two inside one block. The classif
 1x1 conv after global average pooling. Block ``b`` of stage ``s`` is ``layer{s}_{b}``, as
 torchvision's ``layer{s}.{b}``. Unlike the authors' hybrid ResNet files, the second
 block of stage 1 is fed by the first block (their files feed it from the stem).
+
+``stem`` picks the first layer: ``"imagenet"`` (the default, torchvision's) is a 7x7
+stride-2 ``conv1`` and a 3x3 stride-2 max pool, 224 -> 112 -> 56; ``"cifar"`` is the
+3x3 stride-1 ``conv1`` with no pool that CIFAR papers use, so a 32x32 image keeps its
+32x32 map through stage 1 (the ImageNet stem leaves 8x8). The plan names are the same.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ import flax.linen as nn
 import jax
 
 from binflax.layers import global_avg_pool
-from binflax.models.base import BinaryNet, UnitOptions
+from binflax.models.base import BinaryNet, ModelError, UnitOptions
+
+STEMS = {  # stem: (conv1 kernel, stride, padding, max pool after it)
+    "imagenet": (7, 2, 3, True),
+    "cifar": (3, 1, 1, False),
+}
 
 
 class BasicBlock(UnitOptions):
@@ -37,12 +47,21 @@ class BasicBlock(UnitOptions):
 class ResNet(BinaryNet):
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
+    stem: str = "imagenet"
     default_input_shape: ClassVar[tuple[int, int, int]] = (224, 224, 3)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(self.unit("conv1", self.widths[0], 7, 2, 3, use_bias=True)(x, train))
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        if self.stem not in STEMS:
+            raise ModelError(
+                f"unknown {type(self).__name__} stem={self.stem!r}; stem is one of "
+                f"{', '.join(map(repr, STEMS))}"
+            )
+        kernel, strides, padding, pool = STEMS[self.stem]
+        conv1 = self.unit("conv1", self.widths[0], kernel, strides, padding, use_bias=True)
+        x = nn.relu(conv1(x, train))
+        if pool:
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         stages = zip(self.stage_sizes, self.widths, strict=True)
         for stage, (blocks, width) in enumerate(stages, start=1):
             for block in range(blocks):
@@ -57,4 +76,5 @@ class ResNet(BinaryNet):
 
 
 class ResNet18(ResNet):
-    """ResNet-18: stage sizes (2, 2, 2, 2); ~1814 M MACs and 11.69 M params at 224x224x3."""
+    """ResNet-18: stage sizes (2, 2, 2, 2); ~1814 M MACs and 11.69 M params at 224x224x3;
+    with ``stem="cifar"``, ~555 M MACs and 11.17 M params at 32x32x3 with 10 classes."""

@@ -1,10 +1,12 @@
 """The registered models under every plan: names, parameter layout, block layout, gradients.
 
 Expected layer lists and spatial sizes are written out by hand from HBN-METHOD.md
-section 4 and torchvision's layouts. Most checks run on shapes alone (``jax.eval_shape``);
-a real gradient is compiled once per model, under a hybrid plan, since XLA compile time
-(not compute) dominates on a CPU. Variables come from NumPy, not from the initializers,
-whose random-number code takes seconds to compile for every distinct shape.
+section 4, torchvision's layouts and the files the small benchmarks' docstrings name
+(their MACs and parameters: test_small_benchmarks.py). Most checks run on shapes alone
+(``jax.eval_shape``); a real gradient is compiled once per model, under a hybrid plan,
+since XLA compile time (not compute) dominates on a CPU. Variables come from NumPy, not
+from the initializers, whose random-number code takes seconds to compile for every
+distinct shape.
 """
 
 import flax.linen as nn
@@ -21,6 +23,8 @@ from tests.fakes import fake_variables, variable_shapes
 
 ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 SKETCHANET = tuple(f"conv{i}" for i in range(1, 9))
+LENET5 = ("conv1", "conv2", "fc1", "fc")
+VGG_SMALL = (*(f"conv{i}" for i in range(1, 7)), "fc1", "fc2", "fc")
 
 
 def _resnet18_names():
@@ -44,6 +48,8 @@ EXPECTED_NAMES = {
     "sketchanet": SKETCHANET,
     "resnet18": RESNET18,
     "squeezenet": SQUEEZENET,
+    "lenet5": LENET5,
+    "vgg_small": VGG_SMALL,
 }
 # the quickstart net is tuned to the digits and may change shape; its names are its own
 EXPECTED_NAMES["mini_sketchanet"] = models.layer_names(models.create("mini_sketchanet"))
@@ -54,6 +60,8 @@ SMALL_INPUT = {
     "resnet18": (32, 32, 3),
     "squeezenet": (48, 48, 1),
     "mini_sketchanet": models.MiniSketchANet.default_input_shape,
+    "lenet5": (28, 28, 1),
+    "vgg_small": (28, 28, 1),  # Fashion-MNIST: fc1 spans the 3x3 map the third pool leaves
 }
 PLANS = ("float", "wbin", "fbin", "hybrid")
 # XLA compile time dominates these tests on a CPU; optimisation level 0 halves it
@@ -286,5 +294,5 @@ def test_resnet18_spatial_sizes():
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(ValueError, match="'vgg'.*alexnet, mini_sketchanet, resnet18"):
+    with pytest.raises(ValueError, match="'vgg'.*alexnet, lenet5, mini_sketchanet, resnet18"):
         models.create("vgg")
