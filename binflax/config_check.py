@@ -21,7 +21,7 @@ from binflax.plan import PRESETS
 def validate(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "mode", tuple(modes.MODES))
     _model(config)
-    _one_of(config, "dataset", data.DATASETS)
+    _dataset(config)
     _one_of(config, "input_quantizer", tuple(quantizers.QUANTIZERS))
     _one_of(config, "hbn.method", select.METHODS)
     _one_of(config, "hbn.error_metric", select.METRICS)
@@ -58,6 +58,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"config.hbn.budgets has {budget!r}; each budget must be a number >= 1.0 "
                 "(a multiple of fbin's equivalent FLOPs)"
             )
+    _controls(config)
     for baseline in config.hbn.baselines:
         if baseline not in ("float", "wbin"):
             raise ConfigError(f"config.hbn.baselines has {baseline!r}; allowed: float, wbin")
@@ -104,11 +105,50 @@ def _model(config):
             raise ConfigError(f"config.model_kwargs.{key} is not a field of {cls.__name__}")
 
 
+def _controls(config):
+    """``config.hbn.controls`` names each control of ``binflax.select.CONTROLS`` at most
+    once (a repeat would train one row twice), and ``num_random`` is a count."""
+    controls = config.hbn.controls
+    if not isinstance(controls, tuple | list):
+        raise ConfigError(
+            f"config.hbn.controls={controls!r} must be a tuple of control names, e.g. "
+            f"('random', 'cost_only'); controls: {', '.join(select.CONTROLS)}"
+        )
+    for control in controls:
+        if control not in select.CONTROLS:
+            raise ConfigError(
+                f"config.hbn.controls has {control!r}; controls: {', '.join(select.CONTROLS)}"
+            )
+    if len(set(controls)) < len(controls):
+        raise ConfigError(f"config.hbn.controls={tuple(controls)!r} names a control twice")
+    num_random = config.hbn.num_random
+    if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 1:
+        raise ConfigError(f"config.hbn.num_random={num_random!r} must be an integer >= 1")
+
+
 def _get(config, field):
     value = config
     for part in field.split("."):
         value = value[part]
     return value
+
+
+def _dataset(config: ml_collections.ConfigDict) -> None:
+    """A name (digits, or a TFDS dataset, checked when it is opened) or folder:PATH."""
+    dataset = config.dataset
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ConfigError(
+            f"config.dataset={dataset!r} must be digits, a TFDS dataset name "
+            f"({', '.join(data.DATASETS[1:])}, mnist, cifar10, ...) or folder:PATH"
+        )
+    if dataset == data.FOLDER_PREFIX:
+        raise ConfigError("config.dataset='folder:' needs a path: folder:PATH")
+    augment = config.get("augment")
+    if augment is not None and augment not in data.AUGMENTS:
+        raise ConfigError(
+            f"config.augment={augment!r} is not one of: {', '.join(data.AUGMENTS)} "
+            "(unset: the dataset's own)"
+        )
 
 
 def _one_of(config, field, allowed):

@@ -7,8 +7,10 @@
 - ``train``: the config's plan, with its variant's recipe;
 - ``select``: measure a trained fbin network once and select one hybrid per budget;
 - ``hbn``: the paper end to end (HBN-METHOD.md sections 6-7): train fbin, select, train
-  every hybrid (from scratch, as the authors, or from the fbin checkpoint), train the
-  baselines the config lists, and write the results (:mod:`binflax.results`);
+  every hybrid (from scratch, as the authors, or from the fbin checkpoint) and the
+  controls the config lists beside it (``config.hbn.controls``: the same budget, float
+  inputs chosen without the metric), train the baselines the config lists, and write
+  the results (:mod:`binflax.results`);
 - ``eval``: test metrics of every trained variant of a workdir;
 - ``export``: bit-pack every trained variant and check its integer path.
 
@@ -45,6 +47,7 @@ from binflax import (
     train,
     variants,
 )
+from binflax.errors import ConfigError
 from binflax.outputs import log
 from binflax.plan import Plan
 
@@ -88,8 +91,11 @@ def run_select(
 ) -> dict[str, Plan]:
     """Measures a trained fbin network once and selects one hybrid per budget.
 
-    Writes each hybrid's selection report, plan and plots (:func:`selection_file`) and
-    returns the plans by variant name, in the order of ``config.hbn.budgets``.
+    Writes each hybrid's selection report, plan and plots (:func:`selection_file`), and
+    the plan of each of its controls (``config.hbn.controls``: the same budget, float
+    inputs chosen without the metric, :mod:`binflax.select.controls`). Returns the plans
+    by variant name, in the order of ``config.hbn.budgets``, each hybrid followed by its
+    controls.
     """
     if fbin is None:
         fbin_config = variants.variant_config(config, "fbin")
@@ -104,6 +110,12 @@ def run_select(
         variables,
         (parallel.global_batch(b, mesh) for b in hold),
         metric=config.hbn.error_metric,
+    )
+    prob = select.problem(
+        measurement.errors,
+        measurement.macs,
+        fixed_macs=measurement.fixed_macs,
+        speedup=config.hbn.speedup,
     )
     budgets = config.hbn.budgets
     plans = {}
@@ -130,11 +142,37 @@ def run_select(
             f"{', '.join(report.float_layers) or 'none'} (budget {budget:g} x fbin)"
         )
         plans[variant] = plan
+        try:
+            controls = select.control_sets(
+                prob,
+                report.float_layers,
+                budget,
+                controls=config.hbn.controls,
+                num_random=config.hbn.num_random,
+                seed=config.seed,
+            )
+        except select.ControlError as e:
+            raise ConfigError(
+                f"config.hbn.controls: the random control of {variant} ({e}); lower "
+                "config.hbn.num_random or drop 'random' from config.hbn.controls"
+            ) from None
+        for label, float_layers in controls.items():
+            name = variants.control_name(variant, label)
+            plans[name] = select.hybrid_plan(model, measurement, float_layers, name=name)
+            if outputs.main_process():
+                plans[name].save(selection_file(workdir, "plan", name))
+            same = " - the hybrid's own" if set(float_layers) == set(report.float_layers) else ""
+            log(
+                f"[select] {name} (control of {variant}, no metric): float inputs kept for "
+                f"{', '.join(float_layers) or 'none'}{same} "
+                f"({prob.eq_flops(float_layers) / prob.fbin_eq_flops:.3f} x fbin)"
+            )
     return plans
 
 
 def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """fbin -> select (one hybrid per budget) -> hybrids, plus baselines; writes results."""
+    """fbin -> select (one hybrid per budget, and its controls) -> hybrids, plus
+    baselines; writes results."""
     fbin = train_variant(config, _join(workdir, "fbin"), "fbin", "fbin")
     plans = run_select(config, workdir, fbin)
     init = fbin.state if config.hbn.init_hybrid_from_fbin else None
@@ -150,6 +188,7 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for name in variants.report_order(config.hbn.budgets, list(trained))
     }
     fbin_eq_flops = entries["fbin"]["eq_flops"]
+    budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
     run_results = {
         "version": results.VERSION,
         "model": config.model,
@@ -167,7 +206,18 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "max_eq_flops": budget * fbin_eq_flops,
                     "float_inputs": list(plans[variant].float_inputs),
                 }
-                for variant, budget in zip(plans, config.hbn.budgets, strict=True)
+                for variant, budget in budgets.items()
+            },
+            "controls": {
+                name: {
+                    "hybrid": hybrid,
+                    "budget": budgets[hybrid],
+                    "control": name.partition(".")[2],
+                    "max_eq_flops": budgets[hybrid] * fbin_eq_flops,
+                    "float_inputs": list(plans[name].float_inputs),
+                }
+                for name in plans
+                if (hybrid := variants.controlled_hybrid(name))
             },
         },
     }
@@ -297,8 +347,10 @@ def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[
         variant = variants.of_plan(config.plan)
         return [(workdir, variant, config.plan)]
     plans = {"fbin": "fbin", "float": "float", "wbin": "wbin"}
+    labels = select.control_labels(config.hbn.controls, config.hbn.num_random)
     for variant in variants.hybrid_names(config.hbn.budgets):
-        plans[variant] = str(selection_file(workdir, "plan", variant))
+        for name in (variant, *(variants.control_name(variant, label) for label in labels)):
+            plans[name] = str(selection_file(workdir, "plan", name))
     runs = [
         (_join(workdir, name), name, plans[name])
         for name in variants.report_order(config.hbn.budgets, list(plans))

@@ -25,8 +25,11 @@ from typing import Any
 from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from binflax import variants
 
 BINARY_COLOR = "#8c8c8c"
 FLOAT_COLOR = "#d62728"
@@ -138,24 +141,52 @@ def _chosen_label(float_layers: list[str], *, named: int = 3) -> str:
 
 
 VARIANT_COLORS = {"float": "#2ca02c", "wbin": "#1f77b4", "fbin": BINARY_COLOR}
+CONTROL_COLOR = "#ff7f0e"
+# How a point is drawn: HBN hybrids and baselines filled circles, the controls (float
+# inputs chosen without the metric) hollow diamonds, so the two read apart at a glance.
+HYBRID_STYLE = {"marker": "o", "markersize": 8, "linestyle": "none"}
+CONTROL_STYLE = {
+    "marker": "D",
+    "markersize": 7,
+    "markerfacecolor": "none",
+    "markeredgewidth": 1.5,
+    "linestyle": "none",
+}
 
 
 def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     """Top-1 of every trained variant against its equivalent FLOPs (log axis), and against
     its memory in a second panel: the paper's accuracy-vs-compute picture.
 
-    ``results`` is ``results.json``'s content; hybrids are drawn in red, each labelled.
+    ``results`` is ``results.json``'s content; hybrids are drawn in red, each labelled,
+    and their controls (``hybrid1.random0``, ...) as hollow orange diamonds, with a
+    legend telling the two apart.
     """
-    variants = results.get("variants") or {}
-    if not variants:
+    entries = results.get("variants") or {}
+    if not entries:
         raise ValueError("the results have no trained variant to plot")
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     compute, memory = fig.subplots(1, 2, sharey=True)
-    for name, entry in variants.items():
-        color = VARIANT_COLORS.get(name, FLOAT_COLOR)
+    # Variants at one point (a control that drew its hybrid's own set) share one label.
+    names_at: dict[tuple, list[str]] = {}
+    for name, entry in entries.items():
+        control = variants.controlled_hybrid(name) is not None
+        style = (
+            {"color": CONTROL_COLOR, **CONTROL_STYLE}
+            if control
+            else {"color": VARIANT_COLORS.get(name, FLOAT_COLOR), **HYBRID_STYLE}
+        )
         for ax, x in ((compute, entry["eq_flops"] / 1e6), (memory, entry["memory_bytes"] / 2**20)):
-            ax.plot([x], [entry["top1"]], "o", color=color, markersize=8)
-            ax.annotate(name, (x, entry["top1"]), textcoords="offset points", xytext=(6, 4))
+            ax.plot([x], [entry["top1"]], **style)
+            names_at.setdefault((ax, x, entry["top1"]), []).append(name)
+    for (ax, x, y), names in names_at.items():
+        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(6, 4))
+    if any(variants.controlled_hybrid(name) for name in entries):
+        handles = [
+            Line2D([], [], color=FLOAT_COLOR, label="HBN hybrid (metric)", **HYBRID_STYLE),
+            Line2D([], [], color=CONTROL_COLOR, label="control (no metric)", **CONTROL_STYLE),
+        ]
+        compute.legend(handles=handles, fontsize=8)
     compute.set_xscale("log")
     compute.set_xlabel("equivalent MFLOPs (log scale)")
     compute.set_ylabel("test top-1 (%), checkpoint chosen on held-out data")

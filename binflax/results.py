@@ -3,7 +3,9 @@
 Why a module of its own: the results are the run's product, read by people (the table,
 the accuracy-vs-compute plot) and by tools (the JSON, format in ARCHITECTURE.md and
 docs/cli.md). One row per trained variant, in the paper's order - float, wbin, the
-hybrids, fbin - with three accuracies, of which only the first is the headline:
+hybrids (each followed by its controls, ``hybrid1.random0``, ``hybrid1.cost_only``, ...:
+float inputs chosen at its budget without the metric), fbin - with three accuracies, of
+which only the first is the headline:
 
 - ``top1``/``top5``: test accuracy at the checkpoint chosen on held-out data;
 - ``final_top1``/``final_top5``: the last step's;
@@ -15,7 +17,8 @@ from __future__ import annotations
 import ml_collections
 from etils import epath
 
-from binflax import cost, data, outputs, plots, train
+from binflax import cost, data, outputs, plots, train, variants
+from binflax.select import RANDOM_FLOOR
 
 VERSION = 2
 
@@ -62,9 +65,10 @@ def write(results: dict, workdir: epath.PathLike) -> None:
 
 
 def format_table(results: dict) -> str:
-    """``results.md``: the paper's table, one row per variant (float, wbin, hybrids, fbin)."""
-    variants = results["variants"]
-    fbin_flops = variants.get("fbin", {}).get("eq_flops")
+    """``results.md``: the paper's table, one row per variant (float, wbin, hybrids, fbin),
+    each hybrid followed by its controls and a paragraph saying what they are."""
+    entries = results["variants"]
+    fbin_flops = entries.get("fbin", {}).get("eq_flops")
     lines = [
         f"# HBN results: {results['model']} on {results['dataset']} (seed {results['seed']})",
         "",
@@ -72,11 +76,22 @@ def format_table(results: dict) -> str:
         "training split. Final: the last step's test top-1. Best test: the best of every "
         "test evaluation, the authors' figure - optimistic, since the test set chose it.",
         "",
+    ]
+    if any(variants.controlled_hybrid(name) for name in entries):
+        lines += [
+            "Controls (`HYBRID.random<i>`, `HYBRID.cost_only`, `HYBRID.error_only`): float "
+            "inputs chosen at HYBRID's budget without the metric - a random ranking (at "
+            f"least {100 * RANDOM_FLOOR:g}% of HYBRID's eq. FLOPs), the cheapest layers "
+            "first, the largest errors first. A hybrid that beats its controls is evidence "
+            "that the metric picks the right layers.",
+            "",
+        ]
+    lines += [
         "| variant | top-1 | top-5 | final top-1 | best test top-1 (optimistic) "
         "| eq. FLOPs (M) | x fbin | MACs (M) | memory (MiB) | float-input layers |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, v in variants.items():
+    for name, v in entries.items():
         top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
         ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
         between = v["float_inputs"][1:-1]  # the first and last layers are always float

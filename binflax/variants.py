@@ -16,6 +16,13 @@ once and overrides, per variant, only what differs:
     ('hybrid1', 'hybrid2')
     >>> hybrid_names((1.5,))
     ('hybrid',)
+
+A control hybrid (``config.hbn.controls``: float inputs chosen at a hybrid's budget
+without the paper's metric, :mod:`binflax.select.controls`) is named after its hybrid
+and trains with the ``hybrid`` recipe:
+
+    >>> control_name("hybrid1", "random0"), controlled_hybrid("hybrid1.random0")
+    ('hybrid1.random0', 'hybrid1')
 """
 
 from __future__ import annotations
@@ -38,9 +45,26 @@ def hybrid_names(budgets: Sequence[float]) -> tuple[str, ...]:
     return tuple(f"hybrid{i}" for i in range(1, len(budgets) + 1))
 
 
+def control_name(hybrid: str, label: str) -> str:
+    """The row of ``hybrid``'s control ``label`` (``random0``, ``cost_only``, ...)."""
+    return f"{hybrid}.{label}"
+
+
+def controlled_hybrid(variant: str) -> str | None:
+    """The hybrid that the control ``variant`` controls; ``None`` for any other variant."""
+    hybrid, dot, _ = variant.partition(".")
+    return hybrid if dot else None
+
+
 def report_order(budgets: Sequence[float], trained: Sequence[str]) -> tuple[str, ...]:
-    """The paper's row order: float, wbin, the hybrids (most float inputs first), fbin."""
-    order = ("float", "wbin", *hybrid_names(budgets), "fbin")
+    """The paper's row order: float, wbin, the hybrids (most float inputs first), fbin.
+
+    Each hybrid is followed by its controls, in the order they appear in ``trained``.
+    """
+    order = []
+    for name in ("float", "wbin", *hybrid_names(budgets), "fbin"):
+        order.append(name)
+        order += [v for v in trained if controlled_hybrid(v) == name]
     return tuple(name for name in order if name in trained)
 
 

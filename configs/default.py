@@ -51,9 +51,16 @@ def base() -> ml_collections.ConfigDict:
     config.variants = ml_collections.ConfigDict()
 
     # Data.
-    config.dataset = "digits"  # digits | tu_berlin | sketchy | imagenet2012 | quickdraw_bitmap
+    # digits | any TFDS image dataset (tu_berlin, sketchy, imagenet2012, mnist, cifar10,
+    # fashion_mnist, ...) | folder:PATH with PATH/<train|test|val>/<class>/<image>
+    config.dataset = "digits"
     config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir
     config.manual_dir = ml_collections.config_dict.placeholder(str)  # manual downloads
+    # Manual files whose checksums differ from TFDS's registry are accepted (and recorded
+    # beside the prepared data, never in the TFDS package); docs/data.md.
+    config.accept_checksums = False
+    # none | flip | crop_flip | sketch | sketch_flip | imagenet; unset: the dataset's own
+    config.augment = ml_collections.config_dict.placeholder(str)
     config.num_classes = 10  # must match the dataset; lets `summary` run without data
     config.image_size = 32
     config.channels = 1
@@ -86,6 +93,10 @@ def base() -> ml_collections.ConfigDict:
     config.hbn.speedup = 58.0
     config.hbn.measure_batches = 20
     config.hbn.init_hybrid_from_fbin = False  # authors train the hybrid from scratch
+    # Control hybrids beside each hybrid, float inputs chosen at its budget without the
+    # metric (binflax.select.controls): any of random | cost_only | error_only.
+    config.hbn.controls = ()
+    config.hbn.num_random = 3  # random draws per hybrid when controls has "random"
 
     # Bookkeeping.
     config.num_eval_batches = -1  # > 0 evaluates on that many batches only (smoke runs)

@@ -69,3 +69,35 @@ def test_results_figure_places_every_variant_at_its_cost_and_accuracy(tmp_path):
     assert points == [(2.0, 90.0), (3.0, 95.0)]
     assert compute.get_xscale() == "log" and memory.lines[0].get_xydata()[0][0] == 1.0
     assert plots.plot_results(results, tmp_path / "r.png") == str(tmp_path / "r.png")
+
+
+def test_controls_are_hollow_diamonds_beside_the_filled_hybrids_with_a_legend():
+    entry = {"eq_flops": 2e6, "memory_bytes": 2**20, "top1": 90.0}
+    results = {
+        "model": "m",
+        "dataset": "d",
+        "variants": {
+            "hybrid1": entry,
+            "hybrid1.random0": entry | {"top1": 80.0},
+            "hybrid1.cost_only": entry | {"top1": 85.0},
+            "hybrid1.error_only": entry,  # the hybrid's own set: its point, its label
+            "fbin": entry | {"eq_flops": 1e6},
+        },
+    }
+    compute, _ = plots.results_figure(results).axes
+    hollow = {
+        tuple(line.get_xydata()[0])
+        for line in compute.lines
+        if line.get_marker() == "D" and line.get_markerfacecolor() == "none"
+    }
+    assert hollow == {(2.0, 80.0), (2.0, 85.0), (2.0, 90.0)}
+    at_hybrid = [line for line in compute.lines if tuple(line.get_xydata()[0]) == (2.0, 90.0)]
+    assert [line.get_marker() for line in at_hybrid] == ["o", "D"]
+    assert at_hybrid[0].get_markerfacecolor() == plots.FLOAT_COLOR
+    texts = sorted(text.get_text() for text in compute.texts)
+    assert texts == ["fbin", "hybrid1\nhybrid1.error_only", "hybrid1.cost_only", "hybrid1.random0"]
+    labels = [text.get_text() for text in compute.get_legend().get_texts()]
+    assert labels == ["HBN hybrid (metric)", "control (no metric)"]
+    for name in ("hybrid1.random0", "hybrid1.cost_only", "hybrid1.error_only"):
+        del results["variants"][name]
+    assert plots.results_figure(results).axes[0].get_legend() is None

@@ -12,7 +12,10 @@ whole accuracy-proxy/compute trade-off:
   (0/1 knapsack), ``partition`` (largest score gap), or ``num_float=k``;
 - :func:`pareto_frontier` - every budget's optimum;
 - :func:`select` - all of it in one call, returning a :class:`~binflax.plan.Plan` and a
-  printable :class:`SelectionReport`.
+  printable :class:`SelectionReport`;
+- :func:`control_sets` - the float-input sets of control hybrids chosen without the
+  metric (``random``, ``cost_only``, ``error_only``) at a hybrid's budget, the direct
+  test that the metric picks the right layers.
 
     >>> from binflax import select
     >>> select.solve({"a": 0.6, "b": 0.9}, {"a": 1e8, "b": 1e5}, fixed_macs=1e7, budget=1.02)
@@ -21,30 +24,52 @@ whole accuracy-proxy/compute trade-off:
 The walkthrough is docs/select.md.
 """
 
+from binflax.select.controls import (
+    CONTROLS,
+    RANDOM_FLOOR,
+    ControlError,
+    control_labels,
+    control_sets,
+    cost_only,
+    error_only,
+    random_sets,
+)
 from binflax.select.metrics import METRICS, Measurement, measure
 from binflax.select.report import LayerRow, SelectionReport, hybrid_plan, select
 from binflax.select.scores import SCORES, get_score
 from binflax.select.solvers import (
     METHODS,
     FrontierPoint,
+    Problem,
     layer_scores,
     pareto_frontier,
+    problem,
     solve,
 )
 
 __all__ = [
+    "CONTROLS",
     "METHODS",
     "METRICS",
+    "RANDOM_FLOOR",
     "SCORES",
+    "ControlError",
     "FrontierPoint",
     "LayerRow",
     "Measurement",
+    "Problem",
     "SelectionReport",
+    "control_labels",
+    "control_sets",
+    "cost_only",
+    "error_only",
     "get_score",
     "hybrid_plan",
     "layer_scores",
     "measure",
     "pareto_frontier",
+    "problem",
+    "random_sets",
     "select",
     "solve",
 ]
