@@ -32,6 +32,7 @@ docs/benchmarks.md compares with the instruction set's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -214,16 +215,63 @@ def geometric_means(rows: list[dict]) -> dict:
     }
 
 
-def cpu_model() -> str:
+def _cpuinfo() -> tuple[str, str, set[str]]:
+    """``(model name, vendor, flags)`` of this machine's first CPU from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             lines = f.read().splitlines()
     except OSError:
-        return platform.processor()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        return platform.processor(), "", set()
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
+
+    return (
+        field("model name") or platform.processor(),
+        field("vendor_id"),
+        set(field("flags").split()),
+    )
+
+
+def cpu_model() -> str:
+    name, _, flags = _cpuinfo()
     simd = sorted(f for f in flags if f.startswith(("avx", "sse4")) or f in ("popcnt",))
-    return f"{names[0] if names else platform.processor()} ({' '.join(simd)})"
+    return f"{name} ({' '.join(simd)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryMacLimit:
+    """The most a core can gain on a binary MAC over a float32 MAC, from its instruction
+    set: peak XNOR-popcount binary MACs per cycle over peak float32 FMA MACs per cycle
+    (docs/benchmarks.md derives each)."""
+
+    isa: str
+    binary_macs_per_cycle: float
+    float_macs_per_cycle: float
+
+    @property
+    def speedup(self) -> float:
+        return self.binary_macs_per_cycle / self.float_macs_per_cycle
+
+
+# AVX2 (Zen 3 and the like): 256 binary MACs per ~2 cycles (8 vector uops on 4 pipes,
+# the nibble-lookup popcount) against two 8-lane FMA pipes.
+AVX2_LIMIT = BinaryMacLimit("AVX2", 128.0, 16.0)
+# AVX-512 VPOPCNTDQ on Zen 4: 512-bit ops run as two 256-bit halves, so vpxorq + vpopcntq
+# + vpaddq are 6 uops per 512 binary MACs on 4 vector pipes (vpopcntq on 2 of them):
+# ~1.5 cycles; the two 256-bit FMA pipes still give 16 float32 MACs per cycle.
+ZEN4_LIMIT = BinaryMacLimit("AVX-512 VPOPCNTDQ (256-bit datapaths)", 512 / 1.5, 16.0)
+# AVX-512 VPOPCNTDQ with 512-bit datapaths (Ice Lake and later Intel server cores): one
+# vpopcntq per cycle, against two 16-lane FMA pipes.
+AVX512_LIMIT = BinaryMacLimit("AVX-512 VPOPCNTDQ", 512.0, 32.0)
+
+
+def binary_mac_limit() -> BinaryMacLimit:
+    """The limit for this machine's CPU; CPUs without AVX2 get AVX2's (an upper bound)."""
+    _, vendor, flags = _cpuinfo()
+    if "avx512_vpopcntdq" in flags:
+        return ZEN4_LIMIT if vendor == "AuthenticAMD" else AVX512_LIMIT
+    return AVX2_LIMIT
 
 
 def markdown(result: dict) -> str:

@@ -17,8 +17,9 @@ are timed interleaved, median of ``--repeats`` rounds, at each batch size.
 Per variant and batch the JSON gives milliseconds, the speedup over the float32 baseline,
 the speedup the paper's equivalent FLOPs predict (binary-input, binary-weight MACs at
 1/58: ``binflax.cost``) and the fraction of it achieved, the same with binary MACs at
-1/:data:`AVX2_LIMIT` - the most an AVX2 core can gain on a binary MAC (docs/benchmarks.md),
-so the best this network can do here if its float layers ran at float32 speed - and the
+1/``binary_mac_limit().speedup`` - the most this CPU's instruction set can gain on a
+binary MAC (8x with AVX2, ~21x with Zen 4's AVX-512 VPOPCNTDQ; docs/benchmarks.md), so
+the best this network can do here if its float layers ran at float32 speed - and the
 export's file size. The weights' values do not change any time measured here (no arithmetic skips
 zeros), but random batch norms give the packed links realistic thresholds.
 """
@@ -35,15 +36,10 @@ import tempfile
 import jax
 import numpy as np
 
-from benchmarks.binary_layers import cpu_model
+from benchmarks.binary_layers import binary_mac_limit, cpu_model
 from binflax import cost, export, models
 from binflax.export import chain
 from binflax.plan import Plan
-
-# Peak XNOR-popcount binary MACs per cycle over peak float32 MACs per cycle on an AVX2
-# core: 256 binary MACs per ~2 cycles (8 vector instructions on 4 pipes) against 16
-# (two 8-lane FMA pipes). docs/benchmarks.md derives it.
-AVX2_LIMIT = 8.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +128,8 @@ def measure_network(
         path = os.path.join(directory, f"{name}_{variant}.npz")
         report = export.export_model(model, random_variables(model, shape), path, input_shape=shape)
         eq_flops = cost.totals(cost.layer_costs(model, shape))["eq_flops"]
-        limit = cost.totals(cost.layer_costs(model, shape, speedup=AVX2_LIMIT))["eq_flops"]
+        limit_factor = binary_mac_limit().speedup
+        limit = cost.totals(cost.layer_costs(model, shape, speedup=limit_factor))["eq_flops"]
         variants[variant] = {
             "exported": export.load(path),
             "file_bytes": report["file_bytes"],
@@ -187,9 +184,11 @@ def measure_network(
 
 
 def markdown(result: dict) -> str:
+    limit = result["binary_mac_limit"]
     lines = [
         "| network | variant | batch | ms | speedup vs float32 | eq-FLOPs prediction (58x) "
-        "| of prediction | AVX2 limit (8x) | of limit | file (MiB) |",
+        f"| of prediction | {limit['isa']} limit ({limit['speedup']:.1f}x) | of limit "
+        "| file (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
@@ -215,6 +214,7 @@ def main() -> None:
 
     networks = SMALL if args.small else {name: NETWORKS[name] for name in args.models}
     batches, repeats = ([1], 3) if args.small else (args.batches, args.repeats)
+    limit = binary_mac_limit()
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for name, network in networks.items():
@@ -223,6 +223,7 @@ def main() -> None:
         "benchmark": "inference",
         "device": jax.devices()[0].device_kind,
         "cpu": cpu_model(),
+        "binary_mac_limit": dataclasses.asdict(limit) | {"speedup": limit.speedup},
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks import inference
+from benchmarks import binary_layers, inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,25 @@ def test_small_run_measures_every_variant():
     assert rows["hybrid1"]["float_inputs"] == ["conv4", "conv5"]
     assert rows["fbin"]["packed_links"] == 3
     assert rows["fbin"]["file_bytes"] < rows["float (exported)"]["file_bytes"] / 10
+    limit = result["binary_mac_limit"]  # this CPU's instruction set, not a fixed 8x
+    assert limit["speedup"] == binary_layers.binary_mac_limit().speedup >= 8.0
+    fbin = rows["fbin"]
+    assert 1.0 < fbin["limit_speedup"] <= limit["speedup"] < fbin["predicted_speedup"]
     table = inference.markdown(result)
     assert (
         table.count("\n") == len(result["rows"]) + 1 and "| mini_sketchanet | fbin | 1 |" in table
     )
+    assert f"{limit['isa']} limit ({limit['speedup']:.1f}x)" in table
+
+
+def test_the_limit_follows_the_instruction_set(monkeypatch):
+    def cpu(vendor, flags):
+        return lambda: ("a CPU", vendor, set(flags))
+
+    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", ["avx2", "popcnt"]))
+    assert binary_layers.binary_mac_limit().speedup == 8.0  # Zen 3: 128 / 16
+    zen4 = ["avx2", "avx512f", "avx512_vpopcntdq"]
+    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", zen4))
+    assert round(binary_layers.binary_mac_limit().speedup, 2) == 21.33  # (512 / 1.5) / 16
+    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("GenuineIntel", zen4))
+    assert binary_layers.binary_mac_limit().speedup == 16.0  # 512 / 32
