@@ -14,6 +14,11 @@ which only the first is the headline:
 
 from __future__ import annotations
 
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+
 import ml_collections
 from etils import epath
 
@@ -94,11 +99,60 @@ def format_table(results: dict) -> str:
     for name, v in entries.items():
         top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
         ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
-        between = v["float_inputs"][1:-1]  # the first and last layers are always float
-        layers = "all" if v["binary_inputs"] == 0 else (", ".join(between) or "-")
+        layers = _float_layers(v)
         lines.append(
             f"| {name} | {v['top1']:.2f} | {top5} | {v['final_top1']:.2f} | "
             f"{v['best_test_top1_optimistic']:.2f} | {v['eq_flops'] / 1e6:.2f} | {ratio} | "
             f"{v['macs'] / 1e6:.2f} | {v['memory_bytes'] / 2**20:.3f} | {layers} |"
         )
     return "\n".join(lines)
+
+
+def _float_layers(entry: dict) -> str:
+    """A row's float-input layers besides the first and last (always float), for tables."""
+    if entry["binary_inputs"] == 0:
+        return "all"
+    return ", ".join(entry["float_inputs"][1:-1]) or "-"
+
+
+def format_over_seeds(runs: Sequence[dict]) -> str:
+    """The same runs over several seeds (one ``results.json`` each) as one table: each
+    variant's headline top-1 per seed, mean and sample std, its equivalent FLOPs as x
+    fbin (mean over seeds) and the float-input layers each seed chose.
+
+    Rows follow the first run's order; a variant missing from a run is left out.
+    """
+    runs = sorted(runs, key=lambda r: r["seed"])
+    names = [n for n in runs[0]["variants"] if all(n in r["variants"] for r in runs)]
+    seeds = " / ".join(str(r["seed"]) for r in runs)
+    lines = [
+        f"| variant | top-1, seeds {seeds} | mean | std | x fbin (mean) "
+        "| float-input layers (per seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        top1 = [r["variants"][name]["top1"] for r in runs]
+        ratio = statistics.mean(
+            r["variants"][name]["eq_flops"] / r["variants"]["fbin"]["eq_flops"] for r in runs
+        )
+        sets = [_float_layers(r["variants"][name]) for r in runs]
+        layers = sets[0] if len(set(sets)) == 1 else " / ".join(sets)
+        std = statistics.stdev(top1) if len(top1) > 1 else 0.0
+        lines.append(
+            f"| {name} | {' / '.join(f'{t:.2f}' for t in top1)} | "
+            f"{statistics.mean(top1):.2f} | {std:.2f} | {ratio:.2f} | {layers} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m binflax.results RUN/results.json ...``: the table over seeds."""
+    parser = argparse.ArgumentParser(description=format_over_seeds.__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="results.json files, one per seed")
+    args = parser.parse_args(argv)
+    runs = [json.loads(epath.Path(path).read_text()) for path in args.results]
+    print(format_over_seeds(runs))
+
+
+if __name__ == "__main__":
+    main()
