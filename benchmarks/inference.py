@@ -5,7 +5,7 @@
     python -m benchmarks.inference --small     # CI-sized: MiniSketchANet at 16x16, batch 1
 
 For each network, in one process: the float32 model and its wbin, hybrid (the paper's
-layer sets, HBN-METHOD.md section 9) and fbin variants with random weights and batch
+layer sets, docs/method.md section 10) and fbin variants with random weights and batch
 norms, each exported to an ``.npz`` file, loaded back and run whole by
 ``binflax.export.integer_forward`` (``arithmetic="auto"``, packed activations between
 binary layers). The float32 baseline is the faster of ``jax.jit(model.apply)`` with the
@@ -50,7 +50,7 @@ class Network:
     hybrids: dict[str, tuple[str, ...]]  # float-input layers besides the first and last
 
 
-# The paper's hybrids (HBN-METHOD.md section 9). ResNet-18's Hybrid1 and Hybrid2 also keep
+# The paper's hybrids (docs/method.md section 10). ResNet-18's Hybrid1 and Hybrid2 also keep
 # the three downsampling shortcuts float; ResNet-18 binarizes its classifier's weights.
 RESNET_DOWNSAMPLES = ("layer2_0/downsample", "layer3_0/downsample", "layer4_0/downsample")
 NETWORKS = {

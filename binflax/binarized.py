@@ -22,7 +22,7 @@ adds, so trained float weights load as they are (:func:`load_float_variables`).
     >>> model.plan.binary_inputs
     ('Conv_1',)
 
-What a planned layer computes (HBN-METHOD.md sections 2-3):
+What a planned layer computes (docs/method.md sections 3-4):
 
 - binary weights: ``alpha * sign(W)`` with ``alpha = mean |W|`` per output channel, the
   gradient reaching the latent ``W`` through the STE (alpha constant by default);
@@ -133,7 +133,7 @@ def binarize(
     """``model`` with ``plan`` applied to every ``nn.Conv`` and ``nn.Dense`` it calls.
 
     ``plan`` is a preset (``"float"``, ``"wbin"``, ``"fbin"``; first and last layer in call
-    order as HBN-METHOD.md section 2 says), a :class:`~binflax.plan.Plan`, the path of a
+    order as docs/method.md section 3 says), a :class:`~binflax.plan.Plan`, the path of a
     plan JSON file, or ordered ``(regex, input, weight)`` rules matched with
     ``re.fullmatch`` against each layer's module path, the first match winning. Every
     form is expanded, by tracing the network at ``input_shape`` (one example, e.g.

@@ -6,7 +6,7 @@ which runs ``jax.eval_shape``: no data, no weights, no accelerator. It counts th
 layers: binflax's units, or the ``nn.Conv`` and ``nn.Dense`` layers of a network passed
 through ``binflax.binarize`` (with what binarization adds to them).
 
-Definitions (HBN-METHOD.md section 5):
+Definitions (docs/method.md section 6):
 - MACs of a conv = H_out * W_out * C_out * C_in * kh * kw, with C_in per group in a
   grouped conv; a dense layer is a 1x1 conv on a 1x1 map, C_in * C_out;
 - equivalent FLOPs = sum of MACs, where a layer with binary input *and* binary weights
@@ -115,7 +115,7 @@ def summary(
     *,
     speedup: float = XNOR_SPEEDUP,
 ) -> dict:
-    """``summary.json``'s content: ``{"layers": [...], "total": {...}}`` (ARCHITECTURE.md)."""
+    """``summary.json``'s content: ``{"layers": [...], "total": {...}}`` (docs/cli.md)."""
     costs = layer_costs(model, input_shape, speedup=speedup)
     return {
         "model": type(model).__name__,

@@ -1,7 +1,7 @@
 """Every evaluation of a training run, kept on disk so that a resumed run reports the same.
 
-Why: a run reports three figures, and only one of them is honest (HBN-METHOD.md
-section 8):
+Why: a run reports three figures, and only one of them is honest (docs/method.md
+section 9):
 
 - the **headline**: test accuracy at the checkpoint chosen on *held-out* data;
 - the **final** step's test accuracy;

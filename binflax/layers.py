@@ -1,8 +1,8 @@
 """The one layer binflax builds every network from: a conv unit whose precision is planned.
 
 Why one unit: the paper changes a network only in *where* inputs and weights are binary,
-and the authors' block layouts differ only in where batch norm sits (HBN-METHOD.md
-section 3):
+and the authors' block layouts differ only in where batch norm sits (docs/method.md
+section 4):
 
 - binary input: ``BN(in) -> sign -> conv(alpha * sign(W), no bias)``
 - float input:  ``conv(W or alpha * sign(W)) -> BN(out)``
@@ -32,7 +32,7 @@ from binflax.plan import LayerPrecision
 BINARIZED_INPUTS = "binarized_inputs"
 FLOAT_PRECISION = LayerPrecision("", "float", "float")
 # The authors' ``weights_init``: Kaiming-normal with fan_out (kh * kw * out channels),
-# untruncated, for every conv (HBN-METHOD.md section 4).
+# untruncated, for every conv (docs/method.md section 5).
 KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 

@@ -6,7 +6,7 @@
   budget admits, from shapes alone (no data);
 - ``train``: the config's plan, with its variant's recipe;
 - ``select``: measure a trained fbin network once and select one hybrid per budget;
-- ``hbn``: the paper end to end (HBN-METHOD.md sections 6-7): train fbin, select, train
+- ``hbn``: the paper end to end (docs/method.md section 7): train fbin, select, train
   every hybrid (from scratch, as the authors, or from the fbin checkpoint) and the
   controls the config lists beside it (``config.hbn.controls``: the same budget, float
   inputs chosen without the metric), train the baselines the config lists, and write

@@ -1,4 +1,4 @@
-"""The authors' hybrids, as layer sets in binflax's names (HBN-METHOD.md section 9).
+"""The authors' hybrids, as layer sets in binflax's names (docs/method.md section 10).
 
 Why in the library: a paper config's budgets are set so that the authors' hybrids fit
 (each budget sits just above one hybrid's cost, as a multiple of fbin's equivalent

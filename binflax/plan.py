@@ -12,7 +12,7 @@ trained later with ``--config.plan=runs/.../plan.json`` (:meth:`Plan.save`, :met
     >>> Plan.hybrid(names, float_inputs=["conv3"])["conv3"].input
     'float'
 
-Presets (HBN-METHOD.md section 1): ``float``; ``wbin`` (binary weights except the first
+Presets (docs/method.md section 2): ``float``; ``wbin`` (binary weights except the first
 layer, float inputs); ``fbin`` (as wbin, plus binary inputs except first and last layer);
 a *hybrid* is fbin with some inputs kept float. The last layer's weights are binary only
 when ``binarize_last_weights`` is set.

@@ -10,7 +10,7 @@ of the library trustworthy.
     >>> quantizers.ste_sign(jnp.array([-0.5, 0.0, 2.0]))
     Array([-1.,  1.,  1.], dtype=float32)
 
-Conventions (HBN-METHOD.md section 2):
+Conventions (docs/method.md section 3):
 - ``sign(0) == +1`` (as Larq and LCE); ``jnp.sign`` maps 0 to 0 and is never used bare.
 - input binarization is a plain sign, gradient ``g * 1[|x| <= clip]`` (Larq's ``ste_sign``);
 - weight binarization is XNOR-Net's ``alpha_o * sign(W)`` with ``alpha_o = mean |W|`` over

@@ -1,7 +1,7 @@
 """An HBN run's results: ``results.json``, the paper's table (``results.md``) and its figure.
 
 Why a module of its own: the results are the run's product, read by people (the table,
-the accuracy-vs-compute plot) and by tools (the JSON, format in ARCHITECTURE.md and
+the accuracy-vs-compute plot) and by tools (the JSON, format in
 docs/cli.md). One row per trained variant, in the paper's order - float, wbin, the
 hybrids (each followed by its controls, ``hybrid1.random0``, ``hybrid1.cost_only``, ...:
 float inputs chosen at its budget without the metric), fbin - with three accuracies, of

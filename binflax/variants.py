@@ -3,7 +3,7 @@
 Why a module of its own: the paper compares float, wbin, one or more hybrids and fbin,
 and the authors trained them with different recipes: their float Sketch-A-Net has its
 own learning rate and weight decay, their binary nets a larger dropout, their float
-ResNet-18 a larger batch (HBN-METHOD.md section 8). A config states the shared recipe
+ResNet-18 a larger batch (docs/method.md section 9). A config states the shared recipe
 once and overrides, per variant, only what differs:
 
     config.variants.float = ml_collections.ConfigDict({"learning_rate": 5e-3})

@@ -1,4 +1,4 @@
-"""The ImageNet recipe shared by alexnet.py and resnet18.py (HBN-METHOD.md section 8).
+"""The ImageNet recipe shared by alexnet.py and resnet18.py (docs/method.md section 9).
 
 The authors' ``imagenetscheduler`` with Adam (their code/utils.py and run_imagenet_3.sh):
 90 epochs at batch 512; epoch 0 at lr 8e-5 without weight decay (their ``--maxlr``,

@@ -1,4 +1,4 @@
-"""The authors' sketch experiments (HBN-METHOD.md section 8), shared by the sketch configs.
+"""The authors' sketch experiments (docs/method.md section 9), shared by the sketch configs.
 
 Every sketch config runs the whole HBN pipeline (fbin -> select -> one hybrid per budget,
 plus the float and wbin baselines) on TU-Berlin or Sketchy with 10-crop evaluation, and

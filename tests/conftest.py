@@ -41,7 +41,7 @@ def bucket(tmp_path, monkeypatch):
 
 
 class AuthorsSketchANet(NamedTuple):
-    """The spec's Sketch-A-Net sanity check (HBN-METHOD.md section 7)."""
+    """The spec's Sketch-A-Net sanity check (docs/method.md section 7)."""
 
     errors: dict[str, float]  # the authors' measured input errors (TU-Berlin, trained fbin)
     macs: dict[str, int]  # those layers' MACs in binflax's Sketch-A-Net (250 classes)

@@ -173,7 +173,7 @@ def test_plan_names_are_the_module_paths_of_the_users_own_params(net):
 @pytest.mark.parametrize("preset", ["float", "wbin", "fbin"])
 def test_presets_expand_in_call_order(preset, last):
     """The first layer called is float, the last called keeps a float input and binary
-    weights only with binarize_last_weights (HBN-METHOD.md section 2)."""
+    weights only with binarize_last_weights (docs/method.md section 3)."""
     names = NAMES[user_nets.PreActResNet]
     model = binarize(
         user_nets.PreActResNet(), preset, input_shape=SHAPE, binarize_last_weights=last

@@ -1,4 +1,4 @@
-"""binflax.cost against MACs worked out by hand and the numbers of HBN-METHOD.md section 5."""
+"""binflax.cost against MACs worked out by hand and the numbers of docs/method.md section 6."""
 
 import json
 
@@ -43,7 +43,7 @@ def formula_macs(layers):
     return {name: h * h * cout * cin * k * k for name, h, cin, cout, k in layers}
 
 
-SPEC_ALEXNET_MACS = {  # HBN-METHOD.md section 4, in millions
+SPEC_ALEXNET_MACS = {  # docs/method.md section 5, in millions
     "conv1": 105.4,
     "conv2": 447.9,
     "conv3": 149.5,

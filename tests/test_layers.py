@@ -1,7 +1,7 @@
 """binflax.layers: the planned conv unit against a NumPy convolution and batch norm.
 
-Each case builds the unit's expected output from the block layouts of HBN-METHOD.md
-section 3 (binary input: BN -> sign -> conv; float input: conv -> BN) with NumPy alone.
+Each case builds the unit's expected output from the block layouts of docs/method.md
+section 4 (binary input: BN -> sign -> conv; float input: conv -> BN) with NumPy alone.
 Variables are made with NumPy (shapes from ``jax.eval_shape``), so the checks do not
 depend on the initializers.
 """

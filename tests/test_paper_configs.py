@@ -1,6 +1,6 @@
 """Every paper config runs the authors' experiment: their hybrids' costs, their recipe.
 
-The authors' hybrids are written out here from HBN-METHOD.md section 9 (not imported
+The authors' hybrids are written out here from docs/method.md section 10 (not imported
 from binflax), and their costs come from the cost model at each config's own shapes;
 the recipe is checked on the built model and optimizer, not on the config's text.
 """
@@ -31,7 +31,7 @@ PAPER_CONFIGS = (
     "squeezenet_tuberlin",
 )
 
-# HBN-METHOD.md section 9: float-input layers besides the first and the classifier.
+# docs/method.md section 10: float-input layers besides the first and the classifier.
 DOWNSAMPLES = ["layer2_0/downsample", "layer3_0/downsample", "layer4_0/downsample"]
 FIRES = [f"fire{i}" for i in range(2, 10)]
 SPEC_HYBRIDS = {

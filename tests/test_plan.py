@@ -1,4 +1,4 @@
-"""binflax.plan: the presets as HBN-METHOD.md section 1 defines them, JSON, validation."""
+"""binflax.plan: the presets as docs/method.md section 2 defines them, JSON, validation."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""binflax.quantizers against NumPy formulas written out by hand (HBN-METHOD.md section 2)."""
+"""binflax.quantizers against NumPy formulas written out by hand (docs/method.md section 3)."""
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,7 @@ tensor of shape ``[2]``): the pipeline derives every example's seed from (run se
 epoch, position in the epoch), so a run restarted at step ``s`` draws exactly the crops,
 flips and angles the uninterrupted run drew.
 
-Recipes (HBN-METHOD.md section 8):
+Recipes (docs/method.md section 9):
 
 - sketches: grayscale, resize to 256, random-resized crop 225, horizontal flip (not for
   Sketchy), rotation within +-10 degrees, invert (``1 - x``, strokes become 1 on a 0

@@ -3,7 +3,7 @@
 Why fold: at inference a batch norm is an affine map per channel, ``BN(x) = x * m + s``
 with ``m = gamma / sqrt(var + eps)`` and ``s = beta - mean * m``, so it need not be
 stored as four arrays nor computed as such. Where it goes depends on the unit
-(HBN-METHOD.md section 3, binflax.layers.HBNConv):
+(docs/method.md section 4, binflax.layers.HBNConv):
 
 - **binary input** (``BN(in) -> sign -> conv``): only the sign of ``BN(x)`` matters, and
   ``BN(x) >= 0`` is ``x >= tau`` where ``m > 0`` and ``x <= tau`` where ``m < 0``, with

@@ -1,6 +1,6 @@
 """AlexNet as the HBN authors trained it: batch norm, no groups, no LRN, convs for fc layers.
 
-Shapes (HBN-METHOD.md section 4): 224x224x3 -> conv1 96 11/4 pad 2 -> pool 3/2 ->
+Shapes (docs/method.md section 5): 224x224x3 -> conv1 96 11/4 pad 2 -> pool 3/2 ->
 conv2 256 5 pad 2 -> pool -> conv3 384 3 -> conv4 384 3 -> conv5 256 3 -> pool ->
 fc6 4096 (6x6 conv) -> fc7 4096 -> fc8 classes; 1135.3 M MACs in all.
 """

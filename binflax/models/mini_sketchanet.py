@@ -4,7 +4,7 @@ Why this shape: it keeps the paper's story visible at smoke scale. Like Sketch-A
 it has a wide float first layer, a few 3x3 convs that hold most of the MACs, and two
 "fully-connected" layers written as convs (a 4x4 conv on the 4x4 map, then a 1x1) that
 cost little but suffer from binarized inputs - so a hybrid that keeps them float costs
-only ~1.4x fbin's equivalent FLOPs. It is narrow on purpose: HBN-METHOD.md section 10
+only ~1.4x fbin's equivalent FLOPs. It is narrow on purpose: docs/method.md section 11
 measured that a wide net hides the cost of binarization on the digits.
 
     16x16x1 -> conv1 48 5x5 -> pool -> conv2 64 3x3 -> conv3 64 3x3 -> pool

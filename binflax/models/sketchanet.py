@@ -1,6 +1,6 @@
 """Sketch-A-Net (Yu et al. 2015) in the HBN authors' batch-norm form.
 
-Shapes (HBN-METHOD.md section 4): 225x225x1 -> conv1 64 15/3 -> pool 3/2 -> conv2 128 5
+Shapes (docs/method.md section 5): 225x225x1 -> conv1 64 15/3 -> pool 3/2 -> conv2 128 5
 -> pool -> conv3..conv5 256 3 pad 1 -> pool -> conv6 512 7x7 -> conv7 512 1x1 ->
 conv8 classes 1x1; spatial sizes 71 -> 35 -> 31 -> 15 -> 15 -> 7 -> 1; ~608 M MACs.
 """

@@ -2,7 +2,7 @@
 
 Why: HBN binarizes weights almost everywhere and inputs almost everywhere, keeping float
 inputs in the few layers whose input suffers most from binarization at the least
-compute (HBN-METHOD.md sections 6 and 7). This package measures that damage on a trained
+compute (docs/method.md section 7). This package measures that damage on a trained
 fbin network, scores and selects layers under an equivalent-FLOPs budget, and traces the
 whole accuracy-proxy/compute trade-off:
 

@@ -1,7 +1,7 @@
 """Control hybrids: float-input sets chosen at a hybrid's budget *without* the paper's metric.
 
 Why: the paper's claim is that its joint score of error and cost picks the right layers
-(HBN-METHOD.md section 7). The direct test trains, beside each HBN hybrid, hybrids of
+(docs/method.md section 7). The direct test trains, beside each HBN hybrid, hybrids of
 the same budget whose float inputs come from a rule that ignores the metric, or keeps
 only one of its halves:
 

@@ -1,7 +1,7 @@
 """Input-binarization error: how far the tensor a layer binarizes is from its sign.
 
 Why measure it: HBN keeps float inputs where binarizing them destroys the most
-information for the least compute (HBN-METHOD.md section 6). On a trained fbin network,
+information for the least compute (docs/method.md section 7). On a trained fbin network,
 each binary-input layer (a :class:`~binflax.layers.HBNConv`, or a layer of a network
 passed through ``binflax.binarize``) sows the tensor ``x`` that ``sign`` receives into the
 ``"binarized_inputs"`` collection under its path; :func:`measure` reads those tensors

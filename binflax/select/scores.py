@@ -1,7 +1,7 @@
 """Layer scores: how strongly a layer's input asks to stay in float.
 
 Why pluggable: the paper's joint metric is not published. binflax's default,
-``log_ratio``, is ``S_l = E_l * ln(C_total / C_l)`` (HBN-METHOD.md section 7): it grows with
+``log_ratio``, is ``S_l = E_l * ln(C_total / C_l)`` (docs/method.md section 7): it grows with
 the input-binarization error ``E_l`` and falls with the layer's share of the compute. It
 reproduces the authors' plotted metric for Sketch-A-Net's conv2 and conv3 up to one scale
 factor, and their two Sketch-A-Net hybrids, but not every layer of every network. So a

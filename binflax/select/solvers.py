@@ -1,7 +1,7 @@
 """Which layers keep a float input: the greedy rule, the exact knapsack, the Pareto frontier.
 
 Why these three: the paper ranks layers by a joint score and keeps float inputs for the
-top of the ranking while the hybrid stays within a compute budget (HBN-METHOD.md
+top of the ranking while the hybrid stays within a compute budget (docs/method.md
 section 7). That rule is fast and explainable but not optimal, so binflax also solves the
 underlying problem exactly - choose the float-input set that minimises the error left
 binarized under the budget, a 0/1 knapsack - and traces the whole trade-off curve.

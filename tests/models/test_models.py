@@ -1,7 +1,7 @@
 """The registered models under every plan: names, parameter layout, block layout, gradients.
 
-Expected layer lists and spatial sizes are written out by hand from HBN-METHOD.md
-section 4, torchvision's layouts and the files the small benchmarks' docstrings name
+Expected layer lists and spatial sizes are written out by hand from docs/method.md
+section 5, torchvision's layouts and the files the small benchmarks' docstrings name
 (their MACs and parameters: test_small_benchmarks.py). Most checks run on shapes alone
 (``jax.eval_shape``); a real gradient is compiled once per model, under a hybrid plan,
 since XLA compile time (not compute) dominates on a CPU. Variables come from NumPy, not
