@@ -59,7 +59,7 @@ from jax import lax
 from binflax import plan as plan_lib
 from binflax import quantizers, tracing
 from binflax.errors import UserError
-from binflax.layers import BINARIZED_INPUTS
+from binflax.layers import BINARIZED_INPUTS, BN_EPSILON, SIGN_INPUT
 from binflax.plan import LayerPrecision, Plan, precision_of
 
 INPUT_NORMS = ("batchnorm", "shift", "none")
@@ -301,7 +301,7 @@ def _binary_input(options: Binarized, module: nn.Module, x: jax.Array) -> jax.Ar
         x = nn.BatchNorm(
             use_running_average=not module.is_mutable_collection("batch_stats"),
             momentum=options.bn_momentum,
-            epsilon=1e-5,
+            epsilon=BN_EPSILON,
             dtype=options.dtype,
             param_dtype=module.param_dtype,
             name="bn",
@@ -313,7 +313,7 @@ def _binary_input(options: Binarized, module: nn.Module, x: jax.Array) -> jax.Ar
         )
         x = x - threshold
     x = lax.convert_element_type(x, options.dtype)
-    module.sow(BINARIZED_INPUTS, "sign_input", x)
+    module.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
     return quantizers.get_quantizer(options.input_quantizer).fn(x)
 
 

@@ -29,7 +29,12 @@ import jax.numpy as jnp
 from binflax import quantizers, tracing
 from binflax.plan import LayerPrecision
 
+# What a binary-input layer sows: the tensor ``sign`` receives, in this collection under
+# this key (binflax.select measures it; binflax.binarize's layers sow the same).
 BINARIZED_INPUTS = "binarized_inputs"
+SIGN_INPUT = "sign_input"
+# Every planned layer's batch-norm epsilon; the export folds its maps with the same one.
+BN_EPSILON = 1e-5
 FLOAT_PRECISION = LayerPrecision("", "float", "float")
 # The authors' ``weights_init``: Kaiming-normal with fan_out (kh * kw * out channels),
 # untruncated, for every conv (docs/method.md section 5).
@@ -73,7 +78,7 @@ class HBNConv(nn.Module):
         return nn.BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
-            epsilon=1e-5,
+            epsilon=BN_EPSILON,
             dtype=self.dtype,
             name="bn",
         )(x)
@@ -105,7 +110,7 @@ class HBNConv(nn.Module):
             if self.norm:
                 x = self._batch_norm(x, train)
             x = jax.lax.convert_element_type(x, self.dtype)
-            self.sow(BINARIZED_INPUTS, "sign_input", x)
+            self.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
             scale = (
                 quantizers.xnor_input_scale(x, self.kernel_size, self.strides, self.padding)
                 if self.scale_inputs

@@ -34,11 +34,9 @@ from typing import Any
 import numpy as np
 
 from binflax.export.format import ExportError
+from binflax.layers import BN_EPSILON
 from binflax.models import LayerInfo
 from binflax.packing import pack_signs
-
-# HBNConv._batch_norm's epsilon: the folded maps must use the same one.
-BN_EPSILON = 1e-5
 
 
 def subtree(tree: Mapping, path: str, what: str) -> Mapping:

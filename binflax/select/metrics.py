@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 
 from binflax import models
-from binflax.layers import BINARIZED_INPUTS
+from binflax.layers import BINARIZED_INPUTS, SIGN_INPUT
 from binflax.quantizers import binary_sign
 
 METRICS = ("rmse", "relative", "one_minus_x2")
-_SOWN_KEY = "sign_input"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +188,7 @@ def _sums(xs: tuple[jax.Array, ...], weight: jax.Array) -> jax.Array:
 
 def _captured(tree: Mapping, path: tuple[str, ...] = ()):
     for key, value in tree.items():
-        if key == _SOWN_KEY:
+        if key == SIGN_INPUT:
             yield "/".join(path), value
         else:
             yield from _captured(value, (*path, key))
