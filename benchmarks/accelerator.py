@@ -46,7 +46,7 @@ import numpy as np
 
 from benchmarks import input_pipeline
 from benchmarks.binary_layers import cpu_model
-from binflax import cost, models, paper, train
+from binflax import cost, models, networks, paper, train
 from binflax.plan import Plan
 from configs import alexnet, quickstart, resnet18, sketchanet_tuberlin
 
@@ -114,11 +114,11 @@ def build(config: ml_collections.ConfigDict, plan: str, half: bool, image_shape,
     config.half_precision = half
     if plan == "hybrid":
         plan = Plan.hybrid(
-            models.layer_names(train.build_model(config, config.num_classes, "fbin")),
+            models.layer_names(networks.build_model(config, config.num_classes, "fbin")),
             hybrid_float_inputs(config.model),
             binarize_last_weights=config.binarize_last_weights,
         )
-    model = train.build_model(config, config.num_classes, plan)
+    model = networks.build_model(config, config.num_classes, plan)
     state = train.init_state(config, model, image_shape, steps_per_epoch=1000)
     rng = np.random.default_rng(0)
     data = jax.device_put(

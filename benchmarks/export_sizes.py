@@ -3,7 +3,7 @@
     python -m benchmarks.export_sizes [--configs alexnet sketchanet_tuberlin ...] [--markdown]
 
 For each config in configs/ (its model, classes, input size and options, as
-``binflax.train.build_model`` builds them) and each of the wbin, fbin and hybrid plans,
+``binflax.networks.build_model`` builds them) and each of the wbin, fbin and hybrid plans,
 with the config's own ``binarize_last_weights`` and with binary last-layer weights, this
 exports the model to a temporary file (``binflax.export.memory_report``; zero weights of
 the right shapes, since sizes do not depend on values) and prints JSON: the file's
@@ -24,7 +24,7 @@ import importlib
 import json
 import os
 
-from binflax import export, models, modes, train
+from binflax import export, models, modes, networks
 from binflax.plan import Plan
 
 NOT_EXPERIMENTS = ("default", "imagenet_common", "sketch_common")
@@ -53,9 +53,9 @@ def measure(config_name: str) -> list[dict]:
     rows = []
     for last in sorted({bool(config.binarize_last_weights), True}):
         config.binarize_last_weights = last
-        base = train.build_model(config, num_classes, plan="float")
+        base = networks.build_model(config, num_classes, plan="float")
         for plan_name, plan in plans(base, last).items():
-            model = train.build_model(config, num_classes, plan=plan)
+            model = networks.build_model(config, num_classes, plan=plan)
             report = export.memory_report(model, input_shape=image_shape)
             rows.append(
                 {

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from binflax import models, train
+from binflax import models, networks, train
 from binflax.plan import Plan
 from configs import default
 
@@ -41,7 +41,7 @@ def make_state(model_name: str, plan, image_shape, batch: int):
     config = default.base()
     config.model = model_name
     config.plan = "float"
-    model = train.build_model(config, NUM_CLASSES[model_name], plan)
+    model = networks.build_model(config, NUM_CLASSES[model_name], plan)
     state = train.init_state(config, model, image_shape, steps_per_epoch=100)
     rng = np.random.default_rng(0)
     data = {

@@ -38,6 +38,7 @@ from binflax import (
     data,
     export,
     models,
+    networks,
     outputs,
     paper,
     parallel,
@@ -237,7 +238,7 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run targets before spending anything.
     """
     num_classes, image_shape = summary_shapes(config)
-    model = train.build_model(config, num_classes)
+    model = networks.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
     # The export rebuilds registered models only (docs/byom.md): a network of your own
     # gets the cost model's figures without a measured file.
@@ -276,7 +277,7 @@ def budget_targets(config: ml_collections.ConfigDict) -> list[dict]:
     Costs come from the cost model at the config's own input shape and classes.
     """
     num_classes, image_shape = summary_shapes(config)
-    fbin = train.build_model(config, num_classes, "fbin")
+    fbin = networks.build_model(config, num_classes, "fbin")
     names = models.layer_names(fbin)
 
     def eq_flops(model):

@@ -29,8 +29,7 @@ import optax
 from etils import epath
 from flax.training import train_state
 
-from binflax import data, models, parallel, quantizers
-from binflax.binarized import binarize
+from binflax import data, networks, parallel, quantizers
 from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
 from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
@@ -66,61 +65,7 @@ class TrainResult:
     best_test: tuple[int, dict]  # (step, metrics) of the best test evaluation: optimistic
 
 
-# -- model and optimizer ---------------------------------------------------------------
-HALF_PRECISION_BACKENDS = ("tpu", "gpu")
-
-
-def half_precision(config: ml_collections.ConfigDict) -> bool:
-    """``config.half_precision``; ``None`` (the paper configs) means bfloat16 compute on a
-    TPU or GPU backend and float32 on a CPU, whose bfloat16 arithmetic is emulated."""
-    if config.half_precision is None:
-        return jax.default_backend() in HALF_PRECISION_BACKENDS
-    return bool(config.half_precision)
-
-
-def build_model(
-    config: ml_collections.ConfigDict, num_classes: int, plan: str | Plan | None = None
-) -> nn.Module:
-    """The config's model with ``plan`` (default ``config.plan``) resolved on its layers,
-    computing in bfloat16 under :func:`half_precision` (parameters stay float32).
-
-    ``config.model`` is a registered name (``binflax.models.MODELS``) or the import path
-    ``"package.module:ClassName"`` of a ``flax.linen`` network of your own. That class is
-    built with ``num_classes``, ``config.model_kwargs`` and, when it has the field,
-    ``dropout_rate`` (so per-variant recipes reach it), then passed through
-    ``binflax.binarize`` at the config's input shape (docs/byom.md).
-    """
-    plan = config.plan if plan is None else plan
-    dtype = jnp.bfloat16 if half_precision(config) else jnp.float32
-    if config.model in models.MODELS:
-        return models.create(
-            config.model,
-            plan=plan,
-            binarize_last_weights=config.binarize_last_weights,
-            num_classes=num_classes,
-            dropout_rate=config.dropout_rate,
-            input_quantizer=config.input_quantizer,
-            scale_inputs=config.scale_inputs,
-            stop_alpha_gradient=config.stop_alpha_gradient,
-            dtype=dtype,
-            **config.model_kwargs.to_dict(),
-        )
-    cls = models.import_model(config.model)
-    fields = {"num_classes": num_classes, **config.model_kwargs.to_dict()}
-    if "dropout_rate" in {field.name for field in dataclasses.fields(cls)}:
-        fields.setdefault("dropout_rate", config.dropout_rate)
-    return binarize(
-        cls(**fields),
-        plan,
-        input_shape=(config.image_size, config.image_size, config.channels),
-        binarize_last_weights=config.binarize_last_weights,
-        input_norm=config.input_norm,
-        input_quantizer=config.input_quantizer,
-        stop_alpha_gradient=config.stop_alpha_gradient,
-        dtype=dtype,
-    )
-
-
+# -- optimizer -------------------------------------------------------------------------
 # The authors' ``imagenetscheduler`` (their code/utils.py, ``adjust_learning_rate``):
 # ``(first epoch, learning rate, weight decay)``; epoch 0 runs at the configured
 # ``learning_rate`` and ``weight_decay``, as their ``--maxlr`` and ``--weightDecay``.
@@ -335,7 +280,7 @@ def train_and_evaluate(
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    model = build_model(config, info.num_classes, plan)
+    model = networks.build_model(config, info.num_classes, plan)
     steps_per_epoch = info.num_examples["train"] // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -514,7 +459,7 @@ def restore_state(
 ) -> tuple[nn.Module, TrainState]:
     """The best checkpointed state of a finished or running ``train`` in ``workdir``."""
     info = dataset_info(config)
-    model = build_model(config, info.num_classes, plan)
+    model = networks.build_model(config, info.num_classes, plan)
     state = init_state(config, model, info.image_shape, steps_per_epoch=1)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     try:

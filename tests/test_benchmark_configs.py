@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from binflax import cost, data, models, train
+from binflax import cost, data, models, networks
 from binflax.plan import Plan
 
 CONFIGS = {  # config: (model, dataset, channels, augment)
@@ -26,7 +26,7 @@ def load(name, arg=None):
 
 
 def maximal_sets(config) -> dict[float, list[tuple[str, ...]]]:
-    fbin = train.build_model(config, config.num_classes, "fbin")
+    fbin = networks.build_model(config, config.num_classes, "fbin")
     shape = (config.image_size, config.image_size, config.channels)
     names = models.layer_names(fbin)
 

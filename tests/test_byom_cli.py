@@ -10,7 +10,7 @@ import json
 import jax.numpy as jnp
 import pytest
 
-from binflax import cli, train
+from binflax import cli, networks
 from configs import quickstart
 
 GROUPED = "tests.user_nets:GroupedNet"
@@ -80,7 +80,7 @@ def test_build_model_passes_the_recipe_to_a_user_network():
     config.model_kwargs = {"hidden": 12}
     config.dropout_rate = 0.25
     config.half_precision = True
-    model = train.build_model(config, num_classes=7, plan="wbin")
+    model = networks.build_model(config, num_classes=7, plan="wbin")
     assert (model.model.num_classes, model.model.hidden, model.model.dropout_rate) == (7, 12, 0.25)
     assert model.dtype == jnp.bfloat16 and model.default_input_shape == (16, 16, 1)
     assert model.plan.name == "wbin" and model.plan.names[-1] == "Dense_1"

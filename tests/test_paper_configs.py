@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from binflax import cli, cost, models, paper, select, train, variants
+from binflax import cli, cost, models, networks, paper, select, train, variants
 from binflax.layers import HBNConv
 from binflax.plan import Plan
 from tests.data import data_fakes
@@ -74,7 +74,7 @@ def eq_flops(model, config):
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_each_authors_hybrid_has_a_budget_just_above_its_cost(name):
     config = load(name)
-    fbin = train.build_model(config, config.num_classes, "fbin")
+    fbin = networks.build_model(config, config.num_classes, "fbin")
     layers = models.layer_names(fbin)
     fbin_eq = eq_flops(fbin, config)
     budgets = config.hbn.budgets
@@ -91,7 +91,7 @@ def test_each_authors_hybrid_has_a_budget_just_above_its_cost(name):
 
 def test_alexnet_costs_are_the_specs():
     config = load("alexnet")
-    fbin = train.build_model(config, 1000, "fbin")
+    fbin = networks.build_model(config, 1000, "fbin")
     layers = models.layer_names(fbin)
     for float_inputs, expected in ((["fc6", "fc7"], 180.8e6), (["fc7"], 143.7e6), ([], 127.2e6)):
         hybrid = fbin.clone(plan=Plan.hybrid(layers, float_inputs))
@@ -100,7 +100,7 @@ def test_alexnet_costs_are_the_specs():
 
 def test_sketchanet_budgets_select_the_authors_hybrids_from_their_errors(authors_sketchanet):
     config = load("sketchanet_tuberlin")
-    fbin = train.build_model(config, config.num_classes, "fbin")
+    fbin = networks.build_model(config, config.num_classes, "fbin")
     costs = cost.layer_costs(fbin, shape(config))
     errors = authors_sketchanet.errors
     macs = {c.name: c.macs for c in costs if c.name in errors}
@@ -137,7 +137,7 @@ def dropout_rates(config, variant):
     """The rate of every nn.Dropout the variant's model calls in a training forward pass."""
     vconfig = variants.variant_config(config, variant)
     plan = variant if variant in variants.PRESET_VARIANTS else "fbin"
-    model = train.build_model(vconfig, vconfig.num_classes, plan)
+    model = networks.build_model(vconfig, vconfig.num_classes, plan)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     rates = []
 
@@ -177,7 +177,7 @@ def authors_kernel_gradient(w, g_b):
 
 def model_unit(config, name):
     """The fbin model's own unit ``name``, unbound, as the model builds it."""
-    model = train.build_model(config, config.num_classes, "fbin")
+    model = networks.build_model(config, config.num_classes, "fbin")
     found = {}
 
     def capture(next_fun, args, kwargs, context):
@@ -238,7 +238,7 @@ def test_resnet18_config_binarizes_the_classifier_kernel():
     leaves the logits unchanged exactly when its weights are binary."""
     for name, binary in (("resnet18_tuberlin", True), ("resnet18", True), ("quickstart", False)):
         config = load(name)
-        model = train.build_model(config, 10, "fbin")
+        model = networks.build_model(config, 10, "fbin")
         size = 32 if config.model == "resnet18" else config.image_size
         x = jnp.asarray(np.random.default_rng(1).normal(size=(2, size, size, config.channels)))
         classifier = models.layer_names(model)[-1]
@@ -256,7 +256,7 @@ def test_resnet18_config_binarizes_the_classifier_kernel():
 
 def test_squeezenet_has_a_relu_after_conv10():
     config = load("squeezenet_tuberlin")
-    model = train.build_model(config, 10, "fbin")
+    model = networks.build_model(config, 10, "fbin")
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 64, 64, 1)), jnp.float32)
     variables = fake_variables(model, x)
     params = dict(variables["params"])

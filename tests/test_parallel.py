@@ -12,7 +12,7 @@ from tests import runner
 ONE_VS_EIGHT = r"""
 import json, jax, numpy as np, optax
 from configs import quickstart
-from binflax import data, parallel, quantizers, train
+from binflax import data, networks, parallel, quantizers, train
 
 assert jax.device_count() == 8
 config = quickstart.get_config()
@@ -21,7 +21,7 @@ out = {}
 for plan in ("wbin", "fbin"):
     config.plan = plan
     info = data.get_info(config)
-    model = train.build_model(config, info.num_classes)
+    model = networks.build_model(config, info.num_classes)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = parallel.make_mesh(devices)

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from binflax import models, parallel, train
+from binflax import models, networks, parallel, train
 from binflax.checkpointing import Checkpoints
 from binflax.plan import Plan
 from configs import quickstart
@@ -66,9 +66,9 @@ def test_transfer_matching_copies_same_shaped_leaves_only():
 def test_hybrid_from_fbin_keeps_the_batch_norms_that_moved():
     """A layer whose input turns float has its BN after the conv: a different shape."""
     config = small_config()
-    fbin = train.build_model(config, 10, "fbin")
+    fbin = networks.build_model(config, 10, "fbin")
     names = models.layer_names(fbin)
-    hybrid = train.build_model(config, 10, Plan.hybrid(names, ["conv2"]))
+    hybrid = networks.build_model(config, 10, Plan.hybrid(names, ["conv2"]))
     x = np.zeros((1, 16, 16, 1), np.float32)
     v_fbin = fbin.init(jax.random.key(1), x)
     v_hyb = hybrid.init(jax.random.key(2), x)
