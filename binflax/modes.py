@@ -177,10 +177,15 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     fbin = train_variant(config, _join(workdir, "fbin"), "fbin", "fbin")
     plans = run_select(config, workdir, fbin)
     init = fbin.state if config.hbn.init_hybrid_from_fbin else None
-    trained = {
-        variant: train_variant(config, _join(workdir, variant), variant, plan, init)
-        for variant, plan in plans.items()
-    }
+    trained, same_as = {}, {}
+    for variant, plan in plans.items():
+        twin = _trained_twin(variant, plan, plans, trained)
+        if twin is not None:
+            # Training is deterministic: the twin's run is the run this row would repeat.
+            log(f"[{variant}] the float inputs of {twin}: its trained run stands for this row")
+            trained[variant], same_as[variant] = trained[twin], twin
+            continue
+        trained[variant] = train_variant(config, _join(workdir, variant), variant, plan, init)
     trained["fbin"] = fbin
     for baseline in config.hbn.baselines:
         trained[baseline] = train_variant(config, _join(workdir, baseline), baseline, baseline)
@@ -188,6 +193,8 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
         name: results.variant_entry(trained[name], config)
         for name in variants.report_order(config.hbn.budgets, list(trained))
     }
+    for name, twin in same_as.items():
+        entries[name] |= {"plan": name, "same_as": twin}
     fbin_eq_flops = entries["fbin"]["eq_flops"]
     budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
     run_results = {
@@ -225,6 +232,17 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results.write(run_results, workdir)
     log(results.format_table(run_results))
     return run_results
+
+
+def _trained_twin(variant: str, plan: Plan, plans: dict[str, Plan], trained: dict) -> str | None:
+    """The already trained hybrid or control with ``variant``'s float inputs, when
+    ``variant`` is a control (a control that lands on its hybrid's set is not retrained)."""
+    if variants.controlled_hybrid(variant) is None:
+        return None
+    return next(
+        (name for name in trained if set(plans[name].float_inputs) == set(plan.float_inputs)),
+        None,
+    )
 
 
 def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -99,7 +99,7 @@ def format_table(results: dict) -> str:
     for name, v in entries.items():
         top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
         ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
-        layers = _float_layers(v)
+        layers = _float_layers(v) + (f" (= {v['same_as']})" if "same_as" in v else "")
         lines.append(
             f"| {name} | {v['top1']:.2f} | {top5} | {v['final_top1']:.2f} | "
             f"{v['best_test_top1_optimistic']:.2f} | {v['eq_flops'] / 1e6:.2f} | {ratio} | "
