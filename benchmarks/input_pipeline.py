@@ -70,10 +70,12 @@ def synthetic_photo(seed: int, shape: tuple[int, int] = PHOTO_SHAPE) -> bytes:
 
 def transform(dataset: str, size: int) -> Callable:
     """The recipe's training transform of ``dataset`` at ``size``: ``(encoded, seed) -> image``."""
-    train = recipes.recipe(dataset).train
+    recipe = recipes.recipe(dataset)
+    train = augment.TRANSFORMS[recipe.augment].train
+    options = dict(size=size, channels=recipe.channels, mean=recipe.mean, std=recipe.std)
 
     def apply(encoded, seed):
-        return train(encoded, seed, size=size)
+        return train(encoded, seed, **options)
 
     return apply
 
