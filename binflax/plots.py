@@ -168,6 +168,7 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     compute, memory = fig.subplots(1, 2, sharey=True)
     # Variants at one point (a control that drew its hybrid's own set) share one label.
+    # Controls are labelled in the compute panel only: their memory is their hybrid's.
     names_at: dict[tuple, list[str]] = {}
     for name, entry in entries.items():
         control = variants.controlled_hybrid(name) is not None
@@ -178,7 +179,8 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
         )
         for ax, x in ((compute, entry["eq_flops"] / 1e6), (memory, entry["memory_bytes"] / 2**20)):
             ax.plot([x], [entry["top1"]], **style)
-            names_at.setdefault((ax, x, entry["top1"]), []).append(name)
+            if ax is compute or not control:
+                names_at.setdefault((ax, x, entry["top1"]), []).append(name)
     for (ax, x, y), names in names_at.items():
         ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(6, 4))
     if any(variants.controlled_hybrid(name) for name in entries):

@@ -84,7 +84,7 @@ def test_controls_are_hollow_diamonds_beside_the_filled_hybrids_with_a_legend():
             "fbin": entry | {"eq_flops": 1e6},
         },
     }
-    compute, _ = plots.results_figure(results).axes
+    compute, memory = plots.results_figure(results).axes
     hollow = {
         tuple(line.get_xydata()[0])
         for line in compute.lines
@@ -98,6 +98,8 @@ def test_controls_are_hollow_diamonds_beside_the_filled_hybrids_with_a_legend():
     assert texts == ["fbin", "hybrid1\nhybrid1.error_only", "hybrid1.cost_only", "hybrid1.random0"]
     labels = [text.get_text() for text in compute.get_legend().get_texts()]
     assert labels == ["HBN hybrid (metric)", "control (no metric)"]
+    labelled = "\n".join(text.get_text() for text in memory.texts).split("\n")
+    assert sorted(labelled) == ["fbin", "hybrid1"]  # no control: their memory is their hybrid's
     for name in ("hybrid1.random0", "hybrid1.cost_only", "hybrid1.error_only"):
         del results["variants"][name]
     assert plots.results_figure(results).axes[0].get_legend() is None
