@@ -10,25 +10,7 @@ import pytest
 
 from binflax import checkpointing, cli, results, select, variants
 from configs import quickstart
-
-SPEEDUP = 58.0
-
-
-def random_instance(seed, n=10):
-    rng = np.random.default_rng(seed)
-    names = [f"l{i}" for i in range(n)]
-    errors = dict(zip(names, rng.uniform(0.05, 1.0, n).tolist(), strict=True))
-    macs = dict(zip(names, rng.integers(10_000, 5_000_000, n).tolist(), strict=True))
-    fixed = float(rng.integers(100_000, 3_000_000))
-    return errors, macs, fixed
-
-
-def added_cost(macs, subset):
-    return sum(macs[n] for n in subset) * (1 - 1 / SPEEDUP)
-
-
-def fbin_of(macs, fixed):
-    return fixed + sum(macs.values()) / SPEEDUP
+from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 
 
 def room_of(macs, fixed, budget):
@@ -40,7 +22,7 @@ def cost_only_reference(macs, fixed, budget):
     """Plain Python: the k cheapest layers, for the largest k that fits."""
     cheapest = sorted(macs, key=lambda n: macs[n])
     room = room_of(macs, fixed, budget)
-    k = max(k for k in range(len(macs) + 1) if added_cost(macs, cheapest[:k]) <= room)
+    k = max(k for k in range(len(macs) + 1) if costs_of(macs, cheapest[:k]) <= room)
     return tuple(n for n in macs if n in cheapest[:k])
 
 
@@ -48,7 +30,7 @@ def fill_reference(macs, fixed, budget, ranked):
     """Plain Python: the layers of ``ranked`` in turn, each that still fits."""
     room, chosen = room_of(macs, fixed, budget), []
     for name in ranked:
-        if added_cost(macs, [*chosen, name]) <= room:
+        if costs_of(macs, [*chosen, name]) <= room:
             chosen.append(name)
     return tuple(n for n in macs if n in chosen)
 
@@ -61,7 +43,7 @@ def error_only_reference(errors, macs, fixed, budget):
 def budgets_of(macs, fixed):
     """Budgets that admit a fifth to a half of the candidates' added cost."""
     fbin = fbin_of(macs, fixed)
-    return [1 + f * added_cost(macs, macs) / fbin for f in (0.2, 0.35, 0.5)]
+    return [1 + f * costs_of(macs, macs) / fbin for f in (0.2, 0.35, 0.5)]
 
 
 # -- the rules ----------------------------------------------------------------------------
@@ -81,7 +63,7 @@ def test_cost_only_and_error_only_on_a_hand_made_instance():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_cost_only_and_error_only_equal_their_plain_python_rules(seed):
-    errors, macs, fixed = random_instance(seed)
+    errors, macs, fixed = random_instance(np.random.default_rng(seed), 10)
     prob = select.problem(errors, macs, fixed_macs=fixed, speedup=SPEEDUP)
     for budget in (1.0, *budgets_of(macs, fixed), 1e9):
         assert select.cost_only(prob, budget) == cost_only_reference(macs, fixed, budget)
@@ -92,7 +74,7 @@ def test_cost_only_and_error_only_equal_their_plain_python_rules(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_every_control_stays_within_its_bounds_and_fills_its_budget(seed):
-    errors, macs, fixed = random_instance(10 + seed)
+    errors, macs, fixed = random_instance(np.random.default_rng(10 + seed), 10)
     prob = select.problem(errors, macs, fixed_macs=fixed, speedup=SPEEDUP)
     fbin = fbin_of(macs, fixed)
     for budget in budgets_of(macs, fixed):
@@ -106,23 +88,23 @@ def test_every_control_stays_within_its_bounds_and_fills_its_budget(seed):
             seed=seed,
         )
         assert list(sets) == ["error_only", "random0", "random1", "random2", "cost_only"]
-        floor = 0.95 * (fbin + added_cost(macs, hybrid))
+        floor = 0.95 * (fbin + costs_of(macs, hybrid))
         for label, chosen in sets.items():
-            eq_flops = fbin + added_cost(macs, chosen)
+            eq_flops = fbin + costs_of(macs, chosen)
             assert eq_flops == pytest.approx(prob.eq_flops(chosen), rel=1e-12)
             assert eq_flops <= budget * fbin * (1 + 1e-9), label
             if label.startswith("random"):
                 assert eq_flops >= floor, label
             # nothing left out would still fit: the control spends its budget
             for name in set(macs) - set(chosen):
-                assert eq_flops + added_cost(macs, [name]) > budget * fbin, (label, name)
+                assert eq_flops + costs_of(macs, [name]) > budget * fbin, (label, name)
 
 
 # -- the random draws ---------------------------------------------------------------------
 
 
 def test_random_draws_are_reproducible_from_the_seed_and_differ_between_draws_and_seeds():
-    errors, macs, fixed = random_instance(20, n=12)
+    errors, macs, fixed = random_instance(np.random.default_rng(20), 12)
     prob = select.problem(errors, macs, fixed_macs=fixed, speedup=SPEEDUP)
     budget = budgets_of(macs, fixed)[1]
 

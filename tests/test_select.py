@@ -18,9 +18,7 @@ from binflax import cost, models, select
 from binflax.layers import BINARIZED_INPUTS
 from binflax.plan import Plan
 from binflax.select import solvers
-
-SPEEDUP = 58.0
-
+from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 
 # -- the spec's sanity check --------------------------------------------------------------
 
@@ -62,22 +60,6 @@ def test_eq_flops_match_the_cost_model(authors_sketchanet):
 
 
 # -- references ---------------------------------------------------------------------------
-
-
-def random_instance(rng, n):
-    names = [f"l{i}" for i in range(n)]
-    errors = dict(zip(names, rng.uniform(0.05, 1.0, n).tolist(), strict=True))
-    macs = dict(zip(names, rng.integers(10_000, 5_000_000, n).tolist(), strict=True))
-    fixed = float(rng.integers(100_000, 3_000_000))
-    return errors, macs, fixed
-
-
-def costs_of(macs, subset):
-    return sum(macs[n] for n in subset) * (1 - 1 / SPEEDUP)
-
-
-def fbin_of(macs, fixed):
-    return fixed + sum(macs.values()) / SPEEDUP
 
 
 def greedy_reference(errors, macs, fixed, budget, num_float=None):
