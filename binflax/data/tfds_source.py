@@ -145,13 +145,17 @@ def prepared_builder(
             f"registers for {name}; if it is the file you meant, accept it with "
             "--accept_checksums (config.accept_checksums=True)"
         ) from None
-    except tfds.download.DownloadError as err:
+    except (tfds.download.DownloadError, OSError) as err:
+        if not missing:
+            raise DatasetError(
+                f"preparing {name} from {manual_dir} into {builder.data_dir} failed: {err}"
+            ) from err
         raise DatasetError(
             f"{name} is not prepared in {builder.data_dir} and could not be downloaded "
-            f"({str(err).splitlines()[0]}); put {', '.join(files) or 'its files'} in "
-            f"{manual_dir} (--config.manual_dir=DIR)"
+            f"({type(err).__name__}); put {', '.join(missing)} in {manual_dir} "
+            "(or give their folder as --config.manual_dir=DIR)"
         ) from None
-    except (OSError, AssertionError, ValueError, tarfile.TarError, tf.errors.OpError) as err:
+    except (AssertionError, ValueError, tarfile.TarError, tf.errors.OpError) as err:
         raise DatasetError(
             f"preparing {name} from {manual_dir} into {builder.data_dir} failed: {err}"
         ) from err

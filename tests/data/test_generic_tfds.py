@@ -206,3 +206,20 @@ def test_missing_manual_files_name_what_tfds_expects_and_where(tmp_path):
         sources.open_source(config, process_count=1)
     message = str(missing.value)
     assert tiny_images.FILE_NAME in message and str(tmp_path / "manual") in message
+
+
+def test_a_failed_download_names_the_files_to_put_in_the_manual_dir(tmp_path, monkeypatch):
+    """No manual dir given, no network: TFDS's download fails (here at once), and the
+    error says which files to put where."""
+
+    def offline(self, *args, **kwargs):
+        raise OSError("Failed to resolve 'binflax.invalid'")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+    config = _config(tmp_path, manual_dir=None)
+    with pytest.raises(DatasetError) as failed:
+        sources.open_source(config, process_count=1)
+    message = str(failed.value)
+    default_manual = tmp_path / "data" / "downloads" / "manual"
+    assert f"put {tiny_images.FILE_NAME} in {default_manual}" in message
+    assert "could not be downloaded (OSError)" in message and "\n" not in message
