@@ -143,12 +143,7 @@ def _dataset(config: ml_collections.ConfigDict) -> None:
         )
     if dataset == data.FOLDER_PREFIX:
         raise ConfigError("config.dataset='folder:' needs a path: folder:PATH")
-    augment = config.get("augment")
-    if augment is not None and augment not in data.AUGMENTS:
-        raise ConfigError(
-            f"config.augment={augment!r} is not one of: {', '.join(data.AUGMENTS)} "
-            "(unset: the dataset's own)"
-        )
+    data.recipes.augment_of(config)  # names config.augment when it is not a transform
 
 
 def _one_of(config, field, allowed):

@@ -114,5 +114,8 @@ def augment_of(config) -> str:
     """``config.augment``, or the dataset's own transform when it is unset."""
     name = config.get("augment") or recipe(config.dataset).augment
     if name not in AUGMENTS:
-        raise DatasetError(f"config.augment={name!r} is not one of: {', '.join(AUGMENTS)}")
+        raise DatasetError(
+            f"config.augment={name!r} is not one of: {', '.join(AUGMENTS)} "
+            "(unset: the dataset's own)"
+        )
     return name
