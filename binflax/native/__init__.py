@@ -1,0 +1,151 @@
+"""A native XNOR + popcount convolution behind ``jax.ffi``, exact to ``packing.conv_xnor``.
+
+Why: XLA lowers the popcount convolution to byte lookups it can neither block for
+registers nor widen lazily; ``xnor_kernel.cc`` does both, with AVX-512 (VPOPCNTDQ), AVX2
+and portable code paths in one object chosen at run time (docs/native.md).
+
+    from binflax import native
+
+    native.available()  # builds the kernel on first use (seconds), then loads it from cache
+    acc = native.conv_xnor(x_words, kernel, base, (3, 3), (1, 1), "SAME")
+
+:func:`conv_xnor` takes the arguments of :func:`binflax.packing.conv_xnor` and returns the
+same ``int32`` accumulator. Where the kernel cannot be built (no compiler, or the build
+fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
+
+The path is the best the CPU supports, or the one named by the ``isa`` argument or, when
+that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``, ``avx2``,
+``portable``), read when a function is traced: the tests force each path this way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from binflax import packing
+from binflax.native import build
+
+TARGET = "binflax_xnor_conv"
+# The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
+ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
+ISA_ENV = "BINFLAX_NATIVE_ISA"
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The loaded kernel with its FFI target registered, or ``None`` after one warning."""
+    try:
+        path = build.library_path()
+        library = ctypes.CDLL(str(path))
+    except (build.BuildError, OSError) as error:
+        warnings.warn(
+            f"binflax.native: the XNOR kernel is unavailable, using XLA's popcount "
+            f"(binflax.packing.conv_xnor) instead: {error}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    for name in ("binflax_best_isa", "binflax_isa_supported"):
+        getattr(library, name).restype = ctypes.c_int64
+    library.binflax_isa_supported.argtypes = [ctypes.c_int64]
+    _register(str(path))
+    return library
+
+
+@functools.cache
+def _register(path: str) -> None:
+    """Registers the FFI target once per object (a second registration of a name fails)."""
+    handler = ctypes.CDLL(path).BinflaxXnorConv
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+
+
+def available() -> bool:
+    """Whether the native kernel is built and loaded (builds it on the first call)."""
+    return _library() is not None
+
+
+def supported_isas() -> list[str]:
+    """The code paths this CPU can run, best last; empty when the kernel is unavailable."""
+    library = _library()
+    if library is None:
+        return []
+    return [name for name, code in ISAS.items() if library.binflax_isa_supported(code)]
+
+
+def isa(requested: str | None = None) -> str:
+    """The code path a call runs: ``requested``, else ``$BINFLAX_NATIVE_ISA``, else the best
+    this CPU supports. Raises ``ValueError`` for an unknown or unsupported path and
+    ``RuntimeError`` when the kernel is unavailable."""
+    return _resolve(requested)
+
+
+def _resolve(requested: str | None) -> str:
+    library = _library()
+    if library is None:
+        raise RuntimeError("binflax.native: the kernel is unavailable")
+    requested = requested or os.environ.get(ISA_ENV) or None
+    if requested is None:
+        code = library.binflax_best_isa()
+        return next(name for name, c in ISAS.items() if c == code)
+    if requested not in ISAS:
+        raise ValueError(f"unknown ISA {requested!r}; expected one of {sorted(ISAS)}")
+    if not library.binflax_isa_supported(ISAS[requested]):
+        raise ValueError(f"this CPU cannot run the {requested} path")
+    return requested
+
+
+def conv_xnor(
+    x_words: jax.Array,
+    kernel: jax.Array,
+    base: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
+    *,
+    isa: str | None = None,
+) -> jax.Array:
+    """:func:`binflax.packing.conv_xnor` as one native custom call: the same ``int32``
+    (N, H_out, W_out, C_out) accumulator, ``base - 2 * popcount(patch XOR kernel)``.
+
+    ``x_words`` is NHW(words) in ``uint32`` or ``uint64`` (:func:`packing.xnor_word_type`),
+    ``kernel`` the ``(P, C_out)`` matrix of :func:`packing.xnor_kernel` (or its ``uint32``
+    rows), ``base`` from :func:`packing.xnor_base`. ``isa`` forces a code path (see
+    :func:`isa`). Falls back to ``packing.conv_xnor`` when the kernel is unavailable.
+    Traceable under ``jax.jit``; the geometry arguments are static.
+    """
+    library = _library()
+    if library is None:
+        # Dilation passed only when used: packing.conv_xnor takes it from its next version.
+        dilated = () if tuple(dilation) == (1, 1) else (dilation,)
+        return packing.conv_xnor(x_words, kernel, base, kernel_size, strides, padding, *dilated)
+    code = ISAS[_resolve(isa)]
+    x_words, kernel = jnp.asarray(x_words), jnp.asarray(kernel)
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    n, h, w, words = x_words.shape
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)  # the dilated kernel's extent
+    (top, bottom), (left, right) = packing.explicit_padding((h, w), span, strides, padding)
+    out_h = (h + top + bottom - span[0]) // sh + 1
+    out_w = (w + left + right - span[1]) // sw + 1
+    channels = kernel.shape[1]
+    rows32 = kh * kw * words * (2 if x_words.dtype == jnp.uint64 else 1)
+    rows = -(-rows32 // 2) if kernel.dtype == jnp.uint64 else rows32
+    if kernel.shape[0] != rows:
+        raise ValueError(f"input patches have {rows} words, the kernel {kernel.shape[0]} rows")
+    base = jnp.broadcast_to(jnp.asarray(base, jnp.int32), (out_h, out_w, channels))
+    call = jax.ffi.ffi_call(
+        TARGET,
+        jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32),
+        vmap_method="sequential",
+    )
+    geometry = dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left, isa=code)
+    return call(x_words, kernel, base, **{k: np.int64(v) for k, v in geometry.items()})

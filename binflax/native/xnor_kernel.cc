@@ -1,0 +1,458 @@
+// XNOR + popcount convolution on packed signs, an XLA FFI custom call on the CPU.
+//
+// Why: XLA lowers binflax.packing.conv_xnor to byte-lookup popcounts that it cannot block
+// for registers nor widen lazily; this kernel computes the same int32 accumulator,
+// acc = base - 2 * popcount(patch XOR w), with both.
+//
+// Contract (binflax.packing.conv_xnor's): x is NHW(words), uint32 or uint64 words of 32 or
+// 64 packed signs (a uint64 word is two uint32 words, the first in the low half, which on
+// a little-endian CPU is the same bytes). A pixel's patch is the uint32 stream of its taps
+// (kernel row, column, word), a tap in the spatial padding reading 0 words, padded with a
+// 0 word to an even count and read as uint64 pairs; `base` (H_out, W_out, C_out) takes the
+// padded taps back. The kernel is the (P, C_out) matrix of binflax.packing.xnor_kernel
+// (uint64 pairs) or its uint32 rows.
+//
+// Three code paths in one object, chosen at run time from the CPU's flags (each compiled
+// with its own target attribute, so the object itself needs no -march):
+// - avx512: 8 output channels per zmm, vpxorq + vpopcntq + vpaddq, 4 pixels x 32 channels
+//   of accumulators in registers.
+// - avx2: 4 output channels per ymm, popcount by a 16-entry vpshufb lookup. The nibbles
+//   are split once when the operands are laid out (xor commutes with the split), so a
+//   256-bit product costs 2 vpxor + 2 vpshufb + 2 vpaddb; counts stay bytes for 31
+//   reduction words and are widened by one vpsadbw. 1 pixel x 24 channels of
+//   accumulators in registers. Measured faster than a Harley-Seal carry-save tree here
+//   (docs/native.md), which needs 4 registers of carries per accumulator.
+// - portable: __builtin_popcountll on 2 pixels x 4 channels.
+//
+// Threads: XLA's intra-op thread pool (ffi::ThreadPool); the calling thread works too,
+// and work items are taken from an atomic counter, so the call is correct however many
+// pool threads are free.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Isa : int64_t { kAuto = 0, kPortable = 1, kAvx2 = 2, kAvx512 = 3 };
+
+bool Supported(int64_t isa) {
+  switch (isa) {
+    case kPortable:
+      return true;
+    case kAvx2:
+      return __builtin_cpu_supports("avx2");
+    case kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    default:
+      return false;
+  }
+}
+
+int64_t Best() {
+  for (int64_t isa : {kAvx512, kAvx2}) {
+    if (Supported(isa)) return isa;
+  }
+  return kPortable;
+}
+
+// Popcounts of `rows` consecutive pixels' patches (each `words` reduction words of
+// `planes` uint64 words) against one group of `vectors` vectors of channels; writes
+// totals[row * vectors * lanes + channel].
+using Micro = void (*)(const uint64_t* patches, const uint64_t* kernel, int64_t words,
+                       uint64_t* totals);
+
+constexpr int kMaxVectors = 6;
+
+// How a path lays out its operands and which micro-kernels it runs: `lanes` channels per
+// vector, up to `vectors` vectors in a group of channels (a group's kernel stays in L1),
+// `rows` pixels per call, `planes` words per reduction word (2: the nibble split). full[v
+// - 1] takes `rows` pixels and v vectors (the last group may have fewer), single[v - 1] one
+// leftover pixel.
+struct Path {
+  int64_t lanes, vectors, rows, planes;
+  Micro full[kMaxVectors], single[kMaxVectors];
+  int64_t group() const { return lanes * vectors; }
+};
+
+template <int kRows, int kVectors>
+__attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
+    const uint64_t* patches, const uint64_t* kernel, int64_t words, uint64_t* totals) {
+  __m512i acc[kRows][kVectors];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < words; ++k) {
+    __m512i x[kRows];
+    for (int r = 0; r < kRows; ++r) x[r] = _mm512_set1_epi64(patches[r * words + k]);
+    for (int v = 0; v < kVectors; ++v) {
+      const __m512i w = _mm512_loadu_si512(kernel + (k * kVectors + v) * 8);
+      for (int r = 0; r < kRows; ++r)
+        acc[r][v] = _mm512_add_epi64(acc[r][v], _mm512_popcnt_epi64(_mm512_xor_si512(x[r], w)));
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v)
+      _mm512_storeu_si512(totals + (r * kVectors + v) * 8, acc[r][v]);
+}
+
+template <int kRows, int kVectors>
+__attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
+                                               const uint64_t* kernel, int64_t words,
+                                               uint64_t* totals) {
+  // 31 words of at most 8 set bits per byte keep a byte count under 256.
+  constexpr int64_t kByteRun = 31;
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
+                                       2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i total[kRows][kVectors];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v) total[r][v] = zero;
+  for (int64_t start = 0; start < words; start += kByteRun) {
+    const int64_t stop = std::min(words, start + kByteRun);
+    __m256i acc[kRows][kVectors];
+    for (int r = 0; r < kRows; ++r)
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = zero;
+    for (int64_t k = start; k < stop; ++k) {
+      __m256i low[kRows], high[kRows];
+      for (int r = 0; r < kRows; ++r) {
+        low[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2]);
+        high[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2 + 1]);
+      }
+      const uint64_t* w = kernel + k * kVectors * 8;
+      for (int v = 0; v < kVectors; ++v) {
+        const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
+        const __m256i w_high =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
+        for (int r = 0; r < kRows; ++r) {
+          acc[r][v] = _mm256_add_epi8(
+              acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
+          acc[r][v] = _mm256_add_epi8(
+              acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
+        }
+      }
+    }
+    for (int r = 0; r < kRows; ++r)
+      for (int v = 0; v < kVectors; ++v)
+        total[r][v] = _mm256_add_epi64(total[r][v], _mm256_sad_epu8(acc[r][v], zero));
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(totals + (r * kVectors + v) * 4),
+                          total[r][v]);
+}
+
+template <int kRows>
+void MicroPortable(const uint64_t* patches, const uint64_t* kernel, int64_t words,
+                   uint64_t* totals) {
+  uint64_t acc[kRows][4] = {};
+  for (int64_t k = 0; k < words; ++k) {
+    for (int r = 0; r < kRows; ++r) {
+      const uint64_t x = patches[r * words + k];
+      for (int l = 0; l < 4; ++l) acc[r][l] += __builtin_popcountll(x ^ kernel[k * 4 + l]);
+    }
+  }
+  std::memcpy(totals, acc, sizeof(acc));
+}
+
+// Register blocks, measured on a Zen 3 (docs/native.md): AVX2 1 pixel x 6 vectors (6 byte
+// accumulators, 2 broadcasts and 2 kernel vectors live; 2 pixels x 3 and 2 x 4 spill or
+// load more); AVX-512 4 pixels x 4 vectors (16 of 32 registers, each kernel vector loaded
+// once per 4 pixels).
+Path PathOf(int64_t isa) {
+  switch (isa) {
+    case kAvx512:
+      return {8,
+              4,
+              4,
+              1,
+              {MicroAvx512<4, 1>, MicroAvx512<4, 2>, MicroAvx512<4, 3>, MicroAvx512<4, 4>},
+              {MicroAvx512<1, 1>, MicroAvx512<1, 2>, MicroAvx512<1, 3>, MicroAvx512<1, 4>}};
+    case kAvx2:
+      return {4,
+              6,
+              1,
+              2,
+              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>,
+               MicroAvx2<1, 5>, MicroAvx2<1, 6>},
+              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>,
+               MicroAvx2<1, 5>, MicroAvx2<1, 6>}};
+    default:
+      return {4, 1, 2, 1, {MicroPortable<2>}, {MicroPortable<1>}};
+  }
+}
+
+// Runs body(0) ... body(count - 1) on the calling thread and the pool's threads, items
+// before `barrier` all finished before any item from `barrier` on starts (the operands
+// are laid out before the arithmetic reads them). One parallel region rather than two:
+// waking a pool thread takes tens of microseconds here, as long as a small layer's whole
+// layout step, so the helpers are woken once, at the start. Items are taken from an
+// atomic counter, so the result does not depend on how many helpers ever start; one that
+// starts after the work is done finds the counter exhausted and only releases its
+// reference to the shared state.
+void ParallelFor(ffi::ThreadPool& pool, int64_t barrier, int64_t count,
+                 const std::function<void(int64_t)>& body) {
+  struct State {
+    std::atomic<int64_t> next{0}, before_barrier{0};
+    int64_t barrier = 0, count = 0, done = 0;
+    std::mutex mutex;
+    std::condition_variable finished;
+    const std::function<void(int64_t)>* body = nullptr;
+  };
+  auto state = std::make_shared<State>();
+  state->barrier = barrier;
+  state->count = count;
+  state->body = &body;
+  auto work = [](State& s) {
+    int64_t mine = 0;
+    for (int64_t i; (i = s.next.fetch_add(1)) < s.count; ++mine) {
+      if (i >= s.barrier) {
+        while (s.before_barrier.load(std::memory_order_acquire) < s.barrier)
+          std::this_thread::yield();
+      }
+      (*s.body)(i);
+      if (i < s.barrier) s.before_barrier.fetch_add(1, std::memory_order_release);
+    }
+    if (mine == 0) return;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.done += mine;
+    if (s.done == s.count) s.finished.notify_all();
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, count - 1);
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([state, work] { work(*state); });
+  work(*state);
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->finished.wait(lock, [&] { return state->done == state->count; });
+}
+
+struct Geometry {
+  int64_t batch, height, width, words32;  // input, words32 uint32 words per pixel
+  int64_t out_height, out_width, channels;
+  int64_t kh, kw, sh, sw, dh, dw, top, left;
+  int64_t words;  // uint64 reduction words per patch
+  int64_t pixels() const { return batch * out_height * out_width; }
+};
+
+// Pixel m's patch as `words` reduction words of `planes` uint64 words each.
+void WritePatch(const Geometry& g, const uint32_t* x, int64_t m, int64_t planes, uint32_t* stream,
+                uint64_t* out) {
+  const int64_t n = m / (g.out_height * g.out_width);
+  const int64_t oh = m / g.out_width % g.out_height, ow = m % g.out_width;
+  uint32_t* dst = stream;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t h = oh * g.sh - g.top + i * g.dh;
+    for (int64_t j = 0; j < g.kw; ++j, dst += g.words32) {
+      const int64_t w = ow * g.sw - g.left + j * g.dw;
+      if (h < 0 || h >= g.height || w < 0 || w >= g.width) {
+        std::memset(dst, 0, g.words32 * sizeof(uint32_t));
+      } else {
+        std::memcpy(dst, x + ((n * g.height + h) * g.width + w) * g.words32,
+                    g.words32 * sizeof(uint32_t));
+      }
+    }
+  }
+  dst[0] = 0;  // the pad word of an odd count
+  for (int64_t k = 0; k < g.words; ++k) {
+    const uint64_t word = uint64_t{stream[2 * k]} | (uint64_t{stream[2 * k + 1]} << 32);
+    if (planes == 2) {
+      out[2 * k] = word & 0x0F0F0F0F0F0F0F0FULL;
+      out[2 * k + 1] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+    } else {
+      out[k] = word;
+    }
+  }
+}
+
+// Channels of group `group` (`vectors` vectors), the last group's possibly fewer.
+int64_t VectorsIn(const Geometry& g, const Path& path, int64_t group) {
+  const int64_t left = g.channels - group * path.group();
+  return std::min(path.vectors, (left + path.lanes - 1) / path.lanes);
+}
+
+int64_t Groups(const Geometry& g, const Path& path) {
+  return (g.channels + path.group() - 1) / path.group();
+}
+
+// Kernel group `group` as [word][vector][plane][lane]; lanes past C_out are 0 and their
+// counts are never written out.
+void WriteKernelGroup(const Geometry& g, const Path& path, const void* kernel, bool kernel64,
+                      int64_t group, uint64_t* out) {
+  const int64_t c = g.channels, rows32 = g.kh * g.kw * g.words32, first = group * path.group();
+  const int64_t width = std::min(path.group(), c - first);
+  const int64_t stride = VectorsIn(g, path, group) * path.lanes;  // channels per word
+  const uint64_t* k64 = static_cast<const uint64_t*>(kernel);
+  const uint32_t* k32 = static_cast<const uint32_t*>(kernel);
+  for (int64_t k = 0; k < g.words; ++k) {
+    uint64_t* dst = out + k * stride * path.planes;
+    for (int64_t j = 0; j < stride; ++j) {
+      uint64_t word = 0;
+      if (j < width && kernel64) {
+        word = k64[k * c + first + j];
+      } else if (j < width) {
+        word = k32[2 * k * c + first + j];
+        if (2 * k + 1 < rows32) word |= uint64_t{k32[(2 * k + 1) * c + first + j]} << 32;
+      }
+      if (path.planes == 2) {  // [vector][plane][lane]
+        uint64_t* d = dst + (j / path.lanes) * 2 * path.lanes + j % path.lanes;
+        d[0] = word & 0x0F0F0F0F0F0F0F0FULL;
+        d[path.lanes] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+      } else {
+        dst[j] = word;
+      }
+    }
+  }
+}
+
+// Words of scratch a call needs: the laid-out patches and kernel.
+int64_t ScratchWords(const Geometry& g, const Path& path) {
+  const int64_t patch_words = g.pixels() * g.words * path.planes;
+  return patch_words + Groups(g, path) * path.group() * g.words * path.planes;
+}
+
+// Scratch for the laid-out operands, kept between calls: a fresh buffer of this size
+// (hundreds of KiB) costs more in page faults than a small layer's whole arithmetic. A
+// call takes the largest free buffer (growing it if needed) and gives it back; concurrent
+// calls get separate ones. The memory stays allocated, at most one buffer per concurrent
+// call, each as large as the largest layer it has served.
+class Scratch {
+ public:
+  explicit Scratch(size_t words) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        buffer_ = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (buffer_.size() < words) buffer_.resize(words);
+  }
+  ~Scratch() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(buffer_));
+    std::sort(free_.begin(), free_.end(),
+              [](const auto& a, const auto& b) { return a.size() < b.size(); });
+  }
+  uint64_t* data() { return buffer_.data(); }
+
+ private:
+  static inline std::mutex mutex_;
+  static inline std::vector<std::vector<uint64_t>> free_;
+  std::vector<uint64_t> buffer_;
+};
+
+ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                    ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh, int64_t kw, int64_t sh,
+                    int64_t sw, int64_t dh, int64_t dw, int64_t top, int64_t left,
+                    int64_t isa) {
+  if (isa == kAuto) isa = Best();
+  if (!Supported(isa)) return ffi::Error::InvalidArgument("ISA not supported on this CPU");
+  const auto xd = x.dimensions(), kd = kernel.dimensions(), od = out->dimensions();
+  if (xd.size() != 4 || kd.size() != 2 || od.size() != 4)
+    return ffi::Error::InvalidArgument("x must be NHWC words, the kernel (P, C_out)");
+  const bool x64 = x.element_type() == ffi::U64, kernel64 = kernel.element_type() == ffi::U64;
+  if ((!x64 && x.element_type() != ffi::U32) || (!kernel64 && kernel.element_type() != ffi::U32))
+    return ffi::Error::InvalidArgument("words must be uint32 or uint64");
+  if (x64 && !kernel64)
+    return ffi::Error::InvalidArgument("uint64 input words need a uint64 kernel");
+  Geometry g{xd[0], xd[1], xd[2], xd[3] * (x64 ? 2 : 1), od[1], od[2], od[3], kh, kw, sh, sw,
+             dh, dw, top, left, 0};
+  const int64_t rows32 = kh * kw * g.words32;
+  g.words = (rows32 + 1) / 2;
+  if (kd[0] != (kernel64 ? g.words : rows32) || kd[1] != g.channels || od[0] != g.batch)
+    return ffi::Error::InvalidArgument("kernel rows or channels do not match the input");
+  const Path path = PathOf(isa);
+  Scratch scratch(ScratchWords(g, path));
+
+  const int64_t pixels = g.pixels(), groups = Groups(g, path);
+  const int64_t patch_size = g.words * path.planes, group_size = path.group() * patch_size;
+  uint64_t* patches = scratch.data();
+  uint64_t* laid_kernel = patches + pixels * patch_size;
+  const uint32_t* x32 = static_cast<const uint32_t*>(x.untyped_data());
+
+  // Items: first the layout (kernel groups, then patches in blocks of 64 pixels), then
+  // the arithmetic per (pixel block, channel group), groups innermost: a block's patches
+  // (at most 128 KiB) stay in L2 while the groups pass, a group's kernel in L1 while the
+  // block's pixels pass. At least 8 arithmetic items, for the threads to share.
+  constexpr int64_t kPatchBlock = 64;
+  const int64_t patch_blocks = (pixels + kPatchBlock - 1) / kPatchBlock;
+  const int64_t layout_items = groups + patch_blocks;
+  const int64_t rows = path.rows;
+  const int64_t fit = std::max<int64_t>(rows, (128 << 10) / (patch_size * 8) / rows * rows);
+  const int64_t split = (8 + groups - 1) / groups;
+  const int64_t block = std::min(fit, std::max(rows, (pixels / split + rows - 1) / rows * rows));
+  const int64_t pixel_blocks = (pixels + block - 1) / block;
+  const int32_t* base_data = base.typed_data();
+  int32_t* out_data = out->typed_data();
+  const int64_t out_pixels = g.out_height * g.out_width;
+  ParallelFor(pool, layout_items, layout_items + groups * pixel_blocks, [&](int64_t item) {
+    if (item < groups) {
+      WriteKernelGroup(g, path, kernel.untyped_data(), kernel64, item,
+                       laid_kernel + item * group_size);
+      return;
+    }
+    if (item < layout_items) {
+      const int64_t start = (item - groups) * kPatchBlock;
+      std::unique_ptr<uint32_t[]> stream(new uint32_t[rows32 + 1]);
+      for (int64_t m = start; m < std::min(pixels, start + kPatchBlock); ++m)
+        WritePatch(g, x32, m, path.planes, stream.get(), patches + m * patch_size);
+      return;
+    }
+    item -= layout_items;
+    const int64_t group = item % groups, start = item / groups * block;
+    const int64_t stop = std::min(pixels, start + block);
+    const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
+    const int64_t width = std::min(path.group(), g.channels - first);
+    const int64_t stride = vectors * path.lanes;
+    uint64_t totals[4 * 32];
+    for (int64_t m = start; m < stop;) {
+      const int64_t n_rows = stop - m >= rows ? rows : 1;
+      (n_rows == rows ? path.full : path.single)[vectors - 1](
+          patches + m * patch_size, laid_kernel + group * group_size, g.words, totals);
+      for (int64_t r = 0; r < n_rows; ++r, ++m) {
+        const int32_t* b = base_data + (m % out_pixels) * g.channels + first;
+        int32_t* o = out_data + m * g.channels + first;
+        for (int64_t j = 0; j < width; ++j)
+          o[j] = b[j] - 2 * static_cast<int32_t>(totals[r * stride + j]);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConv, XnorConv,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw")
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("isa"));
+
+// For Python (ctypes): the best path on this CPU and whether a path runs here.
+extern "C" int64_t binflax_best_isa() { return Best(); }
+
+extern "C" int64_t binflax_isa_supported(int64_t isa) { return Supported(isa); }

@@ -1,0 +1,149 @@
+"""The native XNOR kernel gives conv_xnor's accumulators exactly, on every code path.
+
+Each geometry is checked against ``binflax.packing.conv_xnor`` and against the +-1
+convolution written in NumPy; each ISA path the CPU has is forced in turn, so an AVX-512
+machine also runs the AVX2 and portable paths. The kernel is built once per session (the
+``native`` fixture); without a compiler these tests skip and the fallback test still runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from binflax import native, packing
+
+# (batch, height, width, C_in, C_out, kernel, stride, padding): channels 1 to 512, odd and
+# even word counts, 1x1 to 11x11 kernels, a fully-connected one, asymmetric padding.
+GEOMETRIES = {
+    "c1_3x3_same": (1, 6, 6, 1, 8, 3, 1, "SAME"),
+    "c31_3x3_s2_b3": (3, 7, 5, 31, 33, 3, 2, "SAME"),
+    "c32_1x1": (1, 5, 5, 32, 31, 1, 1, "VALID"),
+    "c33_asymmetric_b3": (3, 6, 7, 33, 17, 3, 1, ((2, 0), (1, 2))),
+    "c64_5x5_s2": (1, 9, 9, 64, 64, 5, 2, "SAME"),
+    "c64_11x11_s4": (1, 23, 23, 64, 24, 11, 4, ((2, 1), (2, 1))),
+    "c100_fully_connected_b3": (3, 4, 4, 100, 10, 4, 1, "VALID"),
+    "c100_3x3_s2_valid": (1, 6, 6, 100, 100, 3, 2, "VALID"),
+    "c512_3x3": (1, 5, 5, 512, 40, 3, 1, "SAME"),
+    "c64_3x3_dilated_2": (1, 8, 9, 64, 16, 3, 1, "SAME", (2, 2)),
+}
+# packing.conv_xnor and xnor_base take a dilation from their next version on.
+HAS_DILATION = "dilation" in inspect.signature(packing.conv_xnor).parameters
+WORD_BITS = (32, 64)
+
+
+@pytest.fixture(scope="session")
+def paths() -> list[str]:
+    """The ISA paths this CPU runs; builds the kernel (once) or skips."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if not native.available():
+            pytest.skip(f"native kernel unavailable: {caught[0].message if caught else ''}")
+    return native.supported_isas()
+
+
+def numpy_conv(x: np.ndarray, w: np.ndarray, strides, pads, dilation) -> np.ndarray:
+    """The float model's accumulator: +-1 input zero-padded, times the HWIO +-1 kernel."""
+    (kh, kw), (sh, sw), (dh, dw) = w.shape[:2], strides, dilation
+    padded = np.pad(x.astype(np.int32), ((0, 0), *pads, (0, 0)))
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    patches = sliding_window_view(padded, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
+    return np.einsum("nhwcij,ijco->nhwo", patches, w.astype(np.int32))
+
+
+@functools.cache
+def case(name: str, bits: int):
+    """Operands for a geometry in ``bits``-bit kernel words, and the two references."""
+    n, h, w, cin, cout, k, s, padding, *dilated = GEOMETRIES[name]
+    if dilated and not HAS_DILATION:
+        pytest.skip("packing.conv_xnor has no dilation in this version")
+    dilation = tuple(dilated[0]) if dilated else (1, 1)
+    rng = np.random.default_rng(len(name) + bits)
+    x = np.where(rng.random((n, h, w, cin)) < 0.5, -1, 1).astype(np.int8)
+    weights = np.where(rng.random((k, k, cin, cout)) < 0.5, -1, 1).astype(np.int8)
+    span = tuple((k - 1) * d + 1 for d in dilation)
+    pads = packing.explicit_padding((h, w), span, (s, s), padding)
+    kernel_bits = packing.pack_signs(weights.transpose(3, 0, 1, 2))  # OHWI
+    base = packing.xnor_base(kernel_bits, cin, (h, w), (s, s), padding, *dilated)
+    with jax.enable_x64(bits == 64):
+        # uint64 pairs, or the (kh * kw * words, C_out) uint32 rows they pair
+        kernel = packing.xnor_kernel(kernel_bits) if bits == 64 else kernel_bits.reshape(cout, -1).T
+        word_type = packing.xnor_word_type(jax.numpy.asarray(kernel), cin)
+        x_words = np.asarray(packing.pack_bits(x < 0, word_type))
+        args = (x_words, kernel, base, (k, k), (s, s), padding, *dilated)
+        xla = jax.jit(packing.conv_xnor, static_argnums=tuple(range(3, len(args))))
+        reference = np.asarray(xla(*args))
+    expected = numpy_conv(x, weights, (s, s), pads, dilation)
+    np.testing.assert_array_equal(reference, expected)
+    return args, expected
+
+
+@pytest.mark.parametrize("bits", WORD_BITS)
+@pytest.mark.parametrize("name", GEOMETRIES)
+@pytest.mark.parametrize("isa", list(native.ISAS))
+def test_accumulators_equal_conv_xnor_and_numpy(paths, isa, name, bits):
+    if isa not in paths:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args, expected = case(name, bits)
+    with jax.enable_x64(bits == 64):
+        out = native.conv_xnor(*args, isa=isa)
+        assert out.dtype == np.int32
+        np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_inside_jit_with_the_path_from_the_environment(paths, monkeypatch):
+    args, expected = case("c33_asymmetric_b3", 64)
+    fn = jax.jit(native.conv_xnor, static_argnums=(3, 4, 5))
+    for isa in paths:
+        monkeypatch.setenv(native.ISA_ENV, isa)
+        assert native.isa() == isa
+        fn.clear_cache()  # the path is read when tracing
+        with jax.enable_x64(True):
+            np.testing.assert_array_equal(np.asarray(fn(*args)), expected)
+
+
+def test_unknown_or_unsupported_path_is_refused(paths, monkeypatch):
+    monkeypatch.setenv(native.ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match="unknown ISA"):
+        native.isa()
+    missing = [isa for isa in native.ISAS if isa not in paths]
+    if missing:
+        with pytest.raises(ValueError, match="cannot run"):
+            native.isa(missing[0])
+    assert native.isa("portable") == "portable"
+
+
+def test_mismatched_kernel_rows_are_refused(paths):
+    (x_words, kernel, base, *geometry), _ = case("c33_asymmetric_b3", 32)
+    with pytest.raises(ValueError, match="kernel 2 rows"):
+        native.conv_xnor(x_words, kernel[:2], base, *geometry)
+
+
+@pytest.fixture
+def no_compiler(monkeypatch, tmp_path):
+    """A process with no usable compiler and an empty cache; the real kernel afterwards."""
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    monkeypatch.setenv("BINFLAX_CACHE_DIR", str(tmp_path))
+    native._library.cache_clear()
+    yield
+    native._library.cache_clear()  # the next call loads the cached kernel again
+
+
+def test_build_failure_warns_once_and_falls_back(no_compiler):
+    args, expected = case("c32_1x1", 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not native.available()
+        assert not native.available()
+        assert native.supported_isas() == []
+        out = native.conv_xnor(*args)
+    messages = [str(w.message) for w in caught if "binflax.native" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "/nonexistent/g++" in messages[0] and "packing.conv_xnor" in messages[0]
+    np.testing.assert_array_equal(np.asarray(out), expected)
