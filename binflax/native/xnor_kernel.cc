@@ -71,11 +71,20 @@ int64_t Best() {
   return kPortable;
 }
 
+// What a micro-kernel writes: for `rows` consecutive pixels, out[row * stride + j] =
+// base[row][j] - 2 * popcount for the group's first `width` channels.
+struct Tile {
+  const int32_t* base[4];
+  int32_t* out;
+  int64_t stride, width;
+};
+
 // Popcounts of `rows` consecutive pixels' patches (each `words` reduction words of
-// `planes` uint64 words) against one group of `vectors` vectors of channels; writes
-// totals[row * vectors * lanes + channel].
+// `planes` uint64 words) against one group of `vectors` vectors of channels, written out
+// as accumulators (the epilogue fused: for a short reduction it costs as much as a tenth
+// of the arithmetic).
 using Micro = void (*)(const uint64_t* patches, const uint64_t* kernel, int64_t words,
-                       uint64_t* totals);
+                       const Tile& tile);
 
 constexpr int kMaxVectors = 6;
 
@@ -90,9 +99,15 @@ struct Path {
   int64_t group() const { return lanes * vectors; }
 };
 
+// The accumulators of `lanes` channels from their popcounts, the last vector's lanes past
+// `width` left alone.
+inline void StorePartial(const uint32_t* counts, int64_t n, const int32_t* base, int32_t* out) {
+  for (int64_t l = 0; l < n; ++l) out[l] = base[l] - 2 * static_cast<int32_t>(counts[l]);
+}
+
 template <int kRows, int kVectors>
 __attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
-    const uint64_t* patches, const uint64_t* kernel, int64_t words, uint64_t* totals) {
+    const uint64_t* patches, const uint64_t* kernel, int64_t words, const Tile& tile) {
   __m512i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
@@ -105,15 +120,29 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
         acc[r][v] = _mm512_add_epi64(acc[r][v], _mm512_popcnt_epi64(_mm512_xor_si512(x[r], w)));
     }
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVectors; ++v)
-      _mm512_storeu_si512(totals + (r * kVectors + v) * 8, acc[r][v]);
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t n = std::min<int64_t>(8, tile.width - v * 8);
+      const __m256i counts = _mm512_cvtepi64_epi32(acc[r][v]);
+      const int32_t* base = tile.base[r] + v * 8;
+      int32_t* out = tile.out + r * tile.stride + v * 8;
+      if (n == 8) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                            _mm256_sub_epi32(b, _mm256_add_epi32(counts, counts)));
+      } else if (n > 0) {
+        alignas(32) uint32_t spill[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(spill), counts);
+        StorePartial(spill, n, base, out);
+      }
+    }
+  }
 }
 
 template <int kRows, int kVectors>
 __attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
                                                const uint64_t* kernel, int64_t words,
-                                               uint64_t* totals) {
+                                               const Tile& tile) {
   // 31 words of at most 8 set bits per byte keep a byte count under 256.
   constexpr int64_t kByteRun = 31;
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
@@ -150,23 +179,40 @@ __attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
       for (int v = 0; v < kVectors; ++v)
         total[r][v] = _mm256_add_epi64(total[r][v], _mm256_sad_epu8(acc[r][v], zero));
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVectors; ++v)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(totals + (r * kVectors + v) * 4),
-                          total[r][v]);
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);  // the low halves
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t n = std::min<int64_t>(4, tile.width - v * 4);
+      const __m128i counts =
+          _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[r][v], even));
+      const int32_t* base = tile.base[r] + v * 4;
+      int32_t* out = tile.out + r * tile.stride + v * 4;
+      if (n == 4) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                         _mm_sub_epi32(b, _mm_add_epi32(counts, counts)));
+      } else if (n > 0) {
+        alignas(16) uint32_t spill[4];
+        _mm_store_si128(reinterpret_cast<__m128i*>(spill), counts);
+        StorePartial(spill, n, base, out);
+      }
+    }
+  }
 }
 
 template <int kRows>
 void MicroPortable(const uint64_t* patches, const uint64_t* kernel, int64_t words,
-                   uint64_t* totals) {
-  uint64_t acc[kRows][4] = {};
+                   const Tile& tile) {
+  uint32_t acc[kRows][4] = {};
   for (int64_t k = 0; k < words; ++k) {
     for (int r = 0; r < kRows; ++r) {
       const uint64_t x = patches[r * words + k];
       for (int l = 0; l < 4; ++l) acc[r][l] += __builtin_popcountll(x ^ kernel[k * 4 + l]);
     }
   }
-  std::memcpy(totals, acc, sizeof(acc));
+  for (int r = 0; r < kRows; ++r)
+    StorePartial(acc[r], std::min<int64_t>(4, tile.width), tile.base[r],
+                 tile.out + r * tile.stride);
 }
 
 // Register blocks, measured on a Zen 3 (docs/native.md): AVX2 1 pixel x 6 vectors (6 byte
@@ -258,10 +304,10 @@ void WritePatch(const Geometry& g, const uint32_t* x, int64_t m, int64_t planes,
     for (int64_t j = 0; j < g.kw; ++j, dst += g.words32) {
       const int64_t w = ow * g.sw - g.left + j * g.dw;
       if (h < 0 || h >= g.height || w < 0 || w >= g.width) {
-        std::memset(dst, 0, g.words32 * sizeof(uint32_t));
+        for (int64_t c = 0; c < g.words32; ++c) dst[c] = 0;
       } else {
-        std::memcpy(dst, x + ((n * g.height + h) * g.width + w) * g.words32,
-                    g.words32 * sizeof(uint32_t));
+        const uint32_t* src = x + ((n * g.height + h) * g.width + w) * g.words32;
+        for (int64_t c = 0; c < g.words32; ++c) dst[c] = src[c];
       }
     }
   }
@@ -292,26 +338,27 @@ int64_t Groups(const Geometry& g, const Path& path) {
 void WriteKernelGroup(const Geometry& g, const Path& path, const void* kernel, bool kernel64,
                       int64_t group, uint64_t* out) {
   const int64_t c = g.channels, rows32 = g.kh * g.kw * g.words32, first = group * path.group();
-  const int64_t width = std::min(path.group(), c - first);
-  const int64_t stride = VectorsIn(g, path, group) * path.lanes;  // channels per word
+  const int64_t width = std::min(path.group(), c - first), vectors = VectorsIn(g, path, group);
   const uint64_t* k64 = static_cast<const uint64_t*>(kernel);
   const uint32_t* k32 = static_cast<const uint32_t*>(kernel);
+  uint64_t* dst = out;
   for (int64_t k = 0; k < g.words; ++k) {
-    uint64_t* dst = out + k * stride * path.planes;
-    for (int64_t j = 0; j < stride; ++j) {
-      uint64_t word = 0;
-      if (j < width && kernel64) {
-        word = k64[k * c + first + j];
-      } else if (j < width) {
-        word = k32[2 * k * c + first + j];
-        if (2 * k + 1 < rows32) word |= uint64_t{k32[(2 * k + 1) * c + first + j]} << 32;
-      }
-      if (path.planes == 2) {  // [vector][plane][lane]
-        uint64_t* d = dst + (j / path.lanes) * 2 * path.lanes + j % path.lanes;
-        d[0] = word & 0x0F0F0F0F0F0F0F0FULL;
-        d[path.lanes] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
-      } else {
-        dst[j] = word;
+    for (int64_t j0 = 0; j0 < vectors * path.lanes; j0 += path.lanes, dst += path.planes * path.lanes) {
+      for (int64_t l = 0; l < path.lanes; ++l) {
+        const int64_t j = first + j0 + l;
+        uint64_t word = 0;
+        if (j0 + l < width && kernel64) {
+          word = k64[k * c + j];
+        } else if (j0 + l < width) {
+          word = k32[2 * k * c + j];
+          if (2 * k + 1 < rows32) word |= uint64_t{k32[(2 * k + 1) * c + j]} << 32;
+        }
+        if (path.planes == 2) {
+          dst[l] = word & 0x0F0F0F0F0F0F0F0FULL;
+          dst[path.lanes + l] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+        } else {
+          dst[l] = word;
+        }
       }
     }
   }
@@ -384,21 +431,34 @@ ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kerne
   const uint32_t* x32 = static_cast<const uint32_t*>(x.untyped_data());
 
   // Items: first the layout (kernel groups, then patches in blocks of 64 pixels), then
-  // the arithmetic per (pixel block, channel group), groups innermost: a block's patches
-  // (at most 128 KiB) stay in L2 while the groups pass, a group's kernel in L1 while the
-  // block's pixels pass. At least 8 arithmetic items, for the threads to share.
-  constexpr int64_t kPatchBlock = 64;
+  // the arithmetic per (pixel block, run of channel groups): at least 8 items for the
+  // threads to share, pixel blocks first. Inside an item, tiles of 16 pixels pass every
+  // group of the run: the tile's accumulator rows (and its base rows) stay in L1 while
+  // the groups fill them, each group's kernel comes from L2 once per tile.
+  constexpr int64_t kPatchBlock = 64, kItems = 8, kTile = 16;
   const int64_t patch_blocks = (pixels + kPatchBlock - 1) / kPatchBlock;
   const int64_t layout_items = groups + patch_blocks;
-  const int64_t rows = path.rows;
-  const int64_t fit = std::max<int64_t>(rows, (128 << 10) / (patch_size * 8) / rows * rows);
-  const int64_t split = (8 + groups - 1) / groups;
-  const int64_t block = std::min(fit, std::max(rows, (pixels / split + rows - 1) / rows * rows));
-  const int64_t pixel_blocks = (pixels + block - 1) / block;
+  const int64_t pixel_blocks = std::min(kItems, (pixels + kTile - 1) / kTile);
+  const int64_t block = (pixels + pixel_blocks - 1) / pixel_blocks;
+  const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
+  const int64_t run = (groups + runs - 1) / runs;
   const int32_t* base_data = base.typed_data();
   int32_t* out_data = out->typed_data();
   const int64_t out_pixels = g.out_height * g.out_width;
-  ParallelFor(pool, layout_items, layout_items + groups * pixel_blocks, [&](int64_t item) {
+  auto compute = [&](int64_t group, int64_t start, int64_t stop) {
+    const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
+    Tile tile{{}, nullptr, g.channels, std::min(path.group(), g.channels - first)};
+    for (int64_t m = start; m < stop;) {
+      const int64_t n_rows = stop - m >= path.rows ? path.rows : 1;
+      for (int64_t r = 0; r < n_rows; ++r)
+        tile.base[r] = base_data + ((m + r) % out_pixels) * g.channels + first;
+      tile.out = out_data + m * g.channels + first;
+      (n_rows == path.rows ? path.full : path.single)[vectors - 1](
+          patches + m * patch_size, laid_kernel + group * group_size, g.words, tile);
+      m += n_rows;
+    }
+  };
+  ParallelFor(pool, layout_items, layout_items + pixel_blocks * runs, [&](int64_t item) {
     if (item < groups) {
       WriteKernelGroup(g, path, kernel.untyped_data(), kernel64, item,
                        laid_kernel + item * group_size);
@@ -412,23 +472,12 @@ ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kerne
       return;
     }
     item -= layout_items;
-    const int64_t group = item % groups, start = item / groups * block;
-    const int64_t stop = std::min(pixels, start + block);
-    const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
-    const int64_t width = std::min(path.group(), g.channels - first);
-    const int64_t stride = vectors * path.lanes;
-    uint64_t totals[4 * 32];
-    for (int64_t m = start; m < stop;) {
-      const int64_t n_rows = stop - m >= rows ? rows : 1;
-      (n_rows == rows ? path.full : path.single)[vectors - 1](
-          patches + m * patch_size, laid_kernel + group * group_size, g.words, totals);
-      for (int64_t r = 0; r < n_rows; ++r, ++m) {
-        const int32_t* b = base_data + (m % out_pixels) * g.channels + first;
-        int32_t* o = out_data + m * g.channels + first;
-        for (int64_t j = 0; j < width; ++j)
-          o[j] = b[j] - 2 * static_cast<int32_t>(totals[r * stride + j]);
-      }
-    }
+    const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
+    const int64_t first_group = item / pixel_blocks * run;
+    const int64_t last_group = std::min(groups, first_group + run);
+    for (int64_t tile = start; tile < stop; tile += kTile)
+      for (int64_t group = first_group; group < last_group; ++group)
+        compute(group, tile, std::min(stop, tile + kTile));
   });
   return ffi::Error::Success();
 }
