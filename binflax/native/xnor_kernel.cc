@@ -28,7 +28,10 @@
 // and work items are taken from an atomic counter, so the call is correct however many
 // pool threads are free.
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#define BINFLAX_X86 1
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -55,10 +58,12 @@ bool Supported(int64_t isa) {
   switch (isa) {
     case kPortable:
       return true;
+#ifdef BINFLAX_X86
     case kAvx2:
       return __builtin_cpu_supports("avx2");
     case kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+#endif
     default:
       return false;
   }
@@ -105,6 +110,7 @@ inline void StorePartial(const uint32_t* counts, int64_t n, const int32_t* base,
   for (int64_t l = 0; l < n; ++l) out[l] = base[l] - 2 * static_cast<int32_t>(counts[l]);
 }
 
+#ifdef BINFLAX_X86
 template <int kRows, int kVectors>
 __attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
     const uint64_t* patches, const uint64_t* kernel, int64_t words, const Tile& tile) {
@@ -200,6 +206,8 @@ __attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
   }
 }
 
+#endif  // BINFLAX_X86
+
 template <int kRows>
 void MicroPortable(const uint64_t* patches, const uint64_t* kernel, int64_t words,
                    const Tile& tile) {
@@ -221,6 +229,7 @@ void MicroPortable(const uint64_t* patches, const uint64_t* kernel, int64_t word
 // once per 4 pixels).
 Path PathOf(int64_t isa) {
   switch (isa) {
+#ifdef BINFLAX_X86
     case kAvx512:
       return {8,
               4,
@@ -237,6 +246,7 @@ Path PathOf(int64_t isa) {
                MicroAvx2<1, 5>, MicroAvx2<1, 6>},
               {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>,
                MicroAvx2<1, 5>, MicroAvx2<1, 6>}};
+#endif
     default:
       return {4, 1, 2, 1, {MicroPortable<2>}, {MicroPortable<1>}};
   }
