@@ -97,6 +97,33 @@ def test_accumulators_equal_conv_xnor_and_numpy(paths, isa, name, bits):
         np.testing.assert_array_equal(np.asarray(out), expected)
 
 
+def thresholds(channels: int, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(sense, limit)`` as chain.sign_limits gives: +-1, and limits that
+    split the accumulators' range (some channels always or never set)."""
+    rng = np.random.default_rng(channels)
+    sense = np.where(rng.random(channels) < 0.5, -1, 1).astype(np.int32)
+    return sense, rng.integers(-bound - 2, bound + 3, channels).astype(np.int32)
+
+
+@pytest.mark.parametrize("word_type", [np.uint32, np.uint64])
+@pytest.mark.parametrize(
+    "name", ["c1_3x3_same", "c31_3x3_s2_b3", "c33_asymmetric_b3", "c100_fully_connected_b3"]
+)
+@pytest.mark.parametrize("isa", list(native.ISAS))
+def test_fused_threshold_writes_the_next_layers_words(paths, isa, name, word_type):
+    if isa not in paths:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args, expected = case(name, 64)
+    sense, limit = thresholds(expected.shape[-1], int(np.abs(expected).max()))
+    with jax.enable_x64(True):
+        words = native.conv_xnor_words(
+            *args[:3], sense, limit, *args[3:], word_type=word_type, isa=isa
+        )
+        reference = packing.pack_bits(jax.numpy.asarray(sense * expected < limit), word_type)
+        assert words.dtype == word_type and words.shape == reference.shape
+        np.testing.assert_array_equal(np.asarray(words), np.asarray(reference))
+
+
 def test_inside_jit_with_the_path_from_the_environment(paths, monkeypatch):
     args, expected = case("c33_asymmetric_b3", 64)
     fn = jax.jit(native.conv_xnor, static_argnums=(3, 4, 5))
@@ -143,7 +170,10 @@ def test_build_failure_warns_once_and_falls_back(no_compiler):
         assert not native.available()
         assert native.supported_isas() == []
         out = native.conv_xnor(*args)
+        sense, limit = thresholds(out.shape[-1], 9)
+        words = native.conv_xnor_words(*args[:3], sense, limit, *args[3:])
     messages = [str(w.message) for w in caught if "binflax.native" in str(w.message)]
     assert len(messages) == 1, messages
     assert "/nonexistent/g++" in messages[0] and "packing.conv_xnor" in messages[0]
     np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_array_equal(np.asarray(words), packing.pack_bits(sense * expected < limit))

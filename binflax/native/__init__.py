@@ -34,7 +34,11 @@ import numpy as np
 from binflax import packing
 from binflax.native import build
 
-TARGET = "binflax_xnor_conv"
+# FFI target names and the handlers (xnor_kernel.cc) they call.
+TARGETS = {
+    "binflax_xnor_conv": "BinflaxXnorConv",
+    "binflax_xnor_conv_words": "BinflaxXnorConvWords",
+}
 # The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
 ISA_ENV = "BINFLAX_NATIVE_ISA"
@@ -63,9 +67,12 @@ def _library() -> ctypes.CDLL | None:
 
 @functools.cache
 def _register(path: str) -> None:
-    """Registers the FFI target once per object (a second registration of a name fails)."""
-    handler = ctypes.CDLL(path).BinflaxXnorConv
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    """Registers the FFI targets once per object (a second registration of a name fails)."""
+    library = ctypes.CDLL(path)
+    for target, handler in TARGETS.items():
+        jax.ffi.register_ffi_target(
+            target, jax.ffi.pycapsule(getattr(library, handler)), platform="cpu"
+        )
 
 
 def available() -> bool:
@@ -123,11 +130,63 @@ def conv_xnor(
     :func:`isa`). Falls back to ``packing.conv_xnor`` when the kernel is unavailable.
     Traceable under ``jax.jit``; the geometry arguments are static.
     """
-    library = _library()
-    if library is None:
-        # Dilation passed only when used: packing.conv_xnor takes it from its next version.
-        dilated = () if tuple(dilation) == (1, 1) else (dilation,)
-        return packing.conv_xnor(x_words, kernel, base, kernel_size, strides, padding, *dilated)
+    geometry = (kernel_size, strides, padding, dilation)
+    if _library() is None:
+        return _fallback(x_words, kernel, base, *geometry)
+    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
+    (n, out_h, out_w), channels = shape, kernel.shape[1]
+    result = jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32)
+    return call("binflax_xnor_conv", result, *args)
+
+
+def conv_xnor_words(
+    x_words: jax.Array,
+    kernel: jax.Array,
+    base: jax.Array,
+    sense: jax.Array,
+    limit: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
+    *,
+    word_type: Any = np.uint32,
+    isa: str | None = None,
+) -> jax.Array:
+    """:func:`conv_xnor` with the next layer's threshold fused: its packed input words.
+
+    ``pack_bits(sense * acc < limit, word_type)`` for the per-channel ``int32`` ``sense``
+    and ``limit`` of :func:`binflax.export.chain.sign_limits`, as
+    ``chain.threshold_words`` computes it from the accumulator, which here never leaves
+    the kernel: a chain of binary layers stays packed. ``word_type`` is ``uint32`` or
+    ``uint64`` (the latter under ``jax.enable_x64``).
+    """
+    geometry = (kernel_size, strides, padding, dilation)
+    if _library() is None:
+        acc = _fallback(x_words, kernel, base, *geometry)
+        return packing.pack_bits(sense * acc < limit, word_type)
+    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
+    channels = kernel.shape[1]
+    words = packing.packed_words(channels)
+    if np.dtype(word_type) == np.uint64:
+        words = -(-words // 2)
+    result = jax.ShapeDtypeStruct((*shape, words), word_type)
+    thresholds = [
+        jnp.broadcast_to(jnp.asarray(v, jnp.int32).reshape(-1), (channels,)) for v in (sense, limit)
+    ]
+    return call("binflax_xnor_conv_words", result, *args, *thresholds)
+
+
+def _fallback(x_words, kernel, base, kernel_size, strides, padding, dilation) -> jax.Array:
+    """``packing.conv_xnor``, given a dilation only when used (it takes one from its next
+    version on)."""
+    dilated = () if tuple(dilation) == (1, 1) else (dilation,)
+    return packing.conv_xnor(x_words, kernel, base, kernel_size, strides, padding, *dilated)
+
+
+def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa):
+    """The checked operands, a caller of an FFI target with the geometry's attributes, and
+    the output's (N, H_out, W_out)."""
     code = ISAS[_resolve(isa)]
     x_words, kernel = jnp.asarray(x_words), jnp.asarray(kernel)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
@@ -136,16 +195,16 @@ def conv_xnor(
     (top, bottom), (left, right) = packing.explicit_padding((h, w), span, strides, padding)
     out_h = (h + top + bottom - span[0]) // sh + 1
     out_w = (w + left + right - span[1]) // sw + 1
-    channels = kernel.shape[1]
     rows32 = kh * kw * words * (2 if x_words.dtype == jnp.uint64 else 1)
     rows = -(-rows32 // 2) if kernel.dtype == jnp.uint64 else rows32
     if kernel.shape[0] != rows:
         raise ValueError(f"input patches have {rows} words, the kernel {kernel.shape[0]} rows")
-    base = jnp.broadcast_to(jnp.asarray(base, jnp.int32), (out_h, out_w, channels))
-    call = jax.ffi.ffi_call(
-        TARGET,
-        jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32),
-        vmap_method="sequential",
-    )
-    geometry = dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left, isa=code)
-    return call(x_words, kernel, base, **{k: np.int64(v) for k, v in geometry.items()})
+    base = jnp.broadcast_to(jnp.asarray(base, jnp.int32), (out_h, out_w, kernel.shape[1]))
+    attributes = dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left, isa=code)
+    attributes = {k: np.int64(v) for k, v in attributes.items()}
+
+    def call(target: str, result: jax.ShapeDtypeStruct, *operands: jax.Array) -> jax.Array:
+        ffi = jax.ffi.ffi_call(target, result, vmap_method="sequential")
+        return ffi(*operands, **attributes)
+
+    return call, (x_words, kernel, base), (n, out_h, out_w)

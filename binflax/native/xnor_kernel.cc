@@ -252,48 +252,99 @@ Path PathOf(int64_t isa) {
   }
 }
 
-// Runs body(0) ... body(count - 1) on the calling thread and the pool's threads, items
-// before `barrier` all finished before any item from `barrier` on starts (the operands
-// are laid out before the arithmetic reads them). One parallel region rather than two:
-// waking a pool thread takes tens of microseconds here, as long as a small layer's whole
-// layout step, so the helpers are woken once, at the start. Items are taken from an
-// atomic counter, so the result does not depend on how many helpers ever start; one that
-// starts after the work is done finds the counter exhausted and only releases its
-// reference to the shared state.
-void ParallelFor(ffi::ThreadPool& pool, int64_t barrier, int64_t count,
+// Runs body(0) ... body(ends.back() - 1) on the calling thread and the pool's threads, in
+// phases: the items of phase p, [ends[p - 1], ends[p]), start once every earlier item has
+// finished (the operands are laid out before the arithmetic reads them). One parallel
+// region rather than one per phase: waking a pool thread takes tens of microseconds
+// here, as long as a small layer's whole layout step, so the helpers are woken once, at
+// the start. Items are taken from an atomic counter, so the result does not depend on
+// how many helpers ever start; one that starts after the work is done finds the counter
+// exhausted and only releases its reference to the shared state.
+void ParallelFor(ffi::ThreadPool& pool, std::vector<int64_t> ends,
                  const std::function<void(int64_t)>& body) {
   struct State {
-    std::atomic<int64_t> next{0}, before_barrier{0};
-    int64_t barrier = 0, count = 0, done = 0;
+    std::atomic<int64_t> next{0}, completed{0};
+    std::vector<int64_t> ends;
+    int64_t done = 0;
     std::mutex mutex;
     std::condition_variable finished;
     const std::function<void(int64_t)>* body = nullptr;
   };
   auto state = std::make_shared<State>();
-  state->barrier = barrier;
-  state->count = count;
+  state->ends = std::move(ends);
   state->body = &body;
+  const int64_t count = state->ends.back();
+  // No item of a phase finishes before every earlier item has, so `completed` reaching a
+  // phase's start means exactly that the earlier phases are done.
   auto work = [](State& s) {
     int64_t mine = 0;
-    for (int64_t i; (i = s.next.fetch_add(1)) < s.count; ++mine) {
-      if (i >= s.barrier) {
-        while (s.before_barrier.load(std::memory_order_acquire) < s.barrier)
-          std::this_thread::yield();
+    const int64_t count = s.ends.back();
+    for (int64_t i; (i = s.next.fetch_add(1)) < count; ++mine) {
+      int64_t start = 0;
+      for (int64_t end : s.ends) {
+        if (end > i) break;
+        start = end;
       }
+      while (s.completed.load(std::memory_order_acquire) < start) std::this_thread::yield();
       (*s.body)(i);
-      if (i < s.barrier) s.before_barrier.fetch_add(1, std::memory_order_release);
+      s.completed.fetch_add(1, std::memory_order_release);
     }
     if (mine == 0) return;
     std::lock_guard<std::mutex> lock(s.mutex);
     s.done += mine;
-    if (s.done == s.count) s.finished.notify_all();
+    if (s.done == count) s.finished.notify_all();
   };
   const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, count - 1);
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([state, work] { work(*state); });
   work(*state);
   std::unique_lock<std::mutex> lock(state->mutex);
-  state->finished.wait(lock, [&] { return state->done == state->count; });
+  state->finished.wait(lock, [&] { return state->done == count; });
 }
+
+// The next layer's packed signs from one pixel's accumulators, as
+// binflax.export.chain.threshold_words: bit c of the uint32 stream is sense[c] * acc[c] <
+// limit[c] (int32, wrapping as XLA's multiply does), bits past C_out and whole words past
+// them 0.
+using Pack = void (*)(const int32_t* acc, const int32_t* sense, const int32_t* limit,
+                      int64_t channels, int64_t words32, uint32_t* out);
+
+void PackPortable(const int32_t* acc, const int32_t* sense, const int32_t* limit,
+                  int64_t channels, int64_t words32, uint32_t* out) {
+  for (int64_t w = 0; w < words32; ++w) {
+    uint32_t bits = 0;
+    for (int64_t c = w * 32; c < std::min(channels, w * 32 + 32); ++c) {
+      const int32_t product = static_cast<int32_t>(static_cast<uint32_t>(sense[c]) *
+                                                   static_cast<uint32_t>(acc[c]));
+      bits |= static_cast<uint32_t>(product < limit[c]) << (c % 32);
+    }
+    out[w] = bits;
+  }
+}
+
+#ifdef BINFLAX_X86
+__attribute__((target("avx2"))) void PackAvx2(const int32_t* acc, const int32_t* sense,
+                                              const int32_t* limit, int64_t channels,
+                                              int64_t words32, uint32_t* out) {
+  const int64_t full = channels / 8 * 8;  // channels in whole vectors of 8
+  for (int64_t w = 0; w < words32; ++w) {
+    uint32_t bits = 0;
+    for (int64_t c = w * 32; c < std::min(full, w * 32 + 32); c += 8) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+      const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sense + c));
+      const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(limit + c));
+      const __m256i below = _mm256_cmpgt_epi32(l, _mm256_mullo_epi32(s, a));
+      bits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(below))) << (c % 32);
+    }
+    out[w] = bits;
+  }
+  if (full < channels) {  // the last channels, into the word that holds them
+    uint32_t tail;
+    const int64_t w = full / 32;
+    PackPortable(acc + w * 32, sense + w * 32, limit + w * 32, channels - w * 32, 1, &tail);
+    out[w] = tail;
+  }
+}
+#endif
 
 struct Geometry {
   int64_t batch, height, width, words32;  // input, words32 uint32 words per pixel
@@ -411,40 +462,56 @@ class Scratch {
   std::vector<uint64_t> buffer_;
 };
 
-ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
-                    ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh, int64_t kw, int64_t sh,
-                    int64_t sw, int64_t dh, int64_t dw, int64_t top, int64_t left,
-                    int64_t isa) {
-  if (isa == kAuto) isa = Best();
+// The attributes both handlers take: the geometry and the path.
+struct Attributes {
+  int64_t kh, kw, sh, sw, dh, dw, top, left, isa;
+};
+
+// Where the accumulators go: `acc` (N, H_out, W_out, C_out), or, when `sense` is set,
+// packed by the per-channel thresholds into `words`, `words32` uint32 words per pixel.
+struct Output {
+  int32_t* acc = nullptr;
+  const int32_t* sense = nullptr;
+  const int32_t* limit = nullptr;
+  uint32_t* words = nullptr;
+  int64_t words32 = 0;
+};
+
+ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuffer& kernel,
+               const ffi::Buffer<ffi::S32>& base, Attributes a, Output output) {
+  const int64_t isa = a.isa == kAuto ? Best() : a.isa;
   if (!Supported(isa)) return ffi::Error::InvalidArgument("ISA not supported on this CPU");
-  const auto xd = x.dimensions(), kd = kernel.dimensions(), od = out->dimensions();
-  if (xd.size() != 4 || kd.size() != 2 || od.size() != 4)
+  const auto xd = x.dimensions(), kd = kernel.dimensions(), bd = base.dimensions();
+  if (xd.size() != 4 || kd.size() != 2 || bd.size() != 3)
     return ffi::Error::InvalidArgument("x must be NHWC words, the kernel (P, C_out)");
   const bool x64 = x.element_type() == ffi::U64, kernel64 = kernel.element_type() == ffi::U64;
   if ((!x64 && x.element_type() != ffi::U32) || (!kernel64 && kernel.element_type() != ffi::U32))
     return ffi::Error::InvalidArgument("words must be uint32 or uint64");
   if (x64 && !kernel64)
     return ffi::Error::InvalidArgument("uint64 input words need a uint64 kernel");
-  Geometry g{xd[0], xd[1], xd[2], xd[3] * (x64 ? 2 : 1), od[1], od[2], od[3], kh, kw, sh, sw,
-             dh, dw, top, left, 0};
-  const int64_t rows32 = kh * kw * g.words32;
+  Geometry g{xd[0], xd[1], xd[2], xd[3] * (x64 ? 2 : 1), bd[0], bd[1], kd[1], a.kh, a.kw, a.sh,
+             a.sw, a.dh, a.dw, a.top, a.left, 0};
+  const int64_t rows32 = a.kh * a.kw * g.words32;
   g.words = (rows32 + 1) / 2;
-  if (kd[0] != (kernel64 ? g.words : rows32) || kd[1] != g.channels || od[0] != g.batch)
+  if (kd[0] != (kernel64 ? g.words : rows32) || bd[2] != g.channels)
     return ffi::Error::InvalidArgument("kernel rows or channels do not match the input");
   const Path path = PathOf(isa);
-  Scratch scratch(ScratchWords(g, path));
-
   const int64_t pixels = g.pixels(), groups = Groups(g, path);
   const int64_t patch_size = g.words * path.planes, group_size = path.group() * patch_size;
+  const int64_t layout_words = ScratchWords(g, path);
+  // Fused, the accumulators are scratch too (2 per uint64 word).
+  Scratch scratch(layout_words + (output.sense ? (pixels * g.channels + 1) / 2 : 0));
   uint64_t* patches = scratch.data();
   uint64_t* laid_kernel = patches + pixels * patch_size;
+  int32_t* acc = output.sense ? reinterpret_cast<int32_t*>(patches + layout_words) : output.acc;
   const uint32_t* x32 = static_cast<const uint32_t*>(x.untyped_data());
 
   // Items: first the layout (kernel groups, then patches in blocks of 64 pixels), then
   // the arithmetic per (pixel block, run of channel groups): at least 8 items for the
   // threads to share, pixel blocks first. Inside an item, tiles of 16 pixels pass every
   // group of the run: the tile's accumulator rows (and its base rows) stay in L1 while
-  // the groups fill them, each group's kernel comes from L2 once per tile.
+  // the groups fill them, each group's kernel comes from L2 once per tile. Fused, last,
+  // the thresholds pack the accumulators in blocks of pixels.
   constexpr int64_t kPatchBlock = 64, kItems = 8, kTile = 16;
   const int64_t patch_blocks = (pixels + kPatchBlock - 1) / kPatchBlock;
   const int64_t layout_items = groups + patch_blocks;
@@ -452,9 +519,14 @@ ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kerne
   const int64_t block = (pixels + pixel_blocks - 1) / pixel_blocks;
   const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
   const int64_t run = (groups + runs - 1) / runs;
+  const int64_t compute_end = layout_items + pixel_blocks * runs;
   const int32_t* base_data = base.typed_data();
-  int32_t* out_data = out->typed_data();
   const int64_t out_pixels = g.out_height * g.out_width;
+#ifdef BINFLAX_X86
+  const Pack pack = isa == kPortable ? PackPortable : PackAvx2;
+#else
+  const Pack pack = PackPortable;
+#endif
   auto compute = [&](int64_t group, int64_t start, int64_t stop) {
     const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
     Tile tile{{}, nullptr, g.channels, std::min(path.group(), g.channels - first)};
@@ -462,34 +534,72 @@ ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kerne
       const int64_t n_rows = stop - m >= path.rows ? path.rows : 1;
       for (int64_t r = 0; r < n_rows; ++r)
         tile.base[r] = base_data + ((m + r) % out_pixels) * g.channels + first;
-      tile.out = out_data + m * g.channels + first;
+      tile.out = acc + m * g.channels + first;
       (n_rows == path.rows ? path.full : path.single)[vectors - 1](
           patches + m * patch_size, laid_kernel + group * group_size, g.words, tile);
       m += n_rows;
     }
   };
-  ParallelFor(pool, layout_items, layout_items + pixel_blocks * runs, [&](int64_t item) {
+  std::vector<int64_t> ends = {layout_items, compute_end};
+  if (output.sense) ends.push_back(compute_end + pixel_blocks);
+  ParallelFor(pool, ends, [&](int64_t item) {
     if (item < groups) {
       WriteKernelGroup(g, path, kernel.untyped_data(), kernel64, item,
                        laid_kernel + item * group_size);
-      return;
-    }
-    if (item < layout_items) {
+    } else if (item < layout_items) {
       const int64_t start = (item - groups) * kPatchBlock;
       std::unique_ptr<uint32_t[]> stream(new uint32_t[rows32 + 1]);
       for (int64_t m = start; m < std::min(pixels, start + kPatchBlock); ++m)
         WritePatch(g, x32, m, path.planes, stream.get(), patches + m * patch_size);
-      return;
+    } else if (item < compute_end) {
+      item -= layout_items;
+      const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
+      const int64_t first_group = item / pixel_blocks * run;
+      const int64_t last_group = std::min(groups, first_group + run);
+      for (int64_t tile = start; tile < stop; tile += kTile)
+        for (int64_t group = first_group; group < last_group; ++group)
+          compute(group, tile, std::min(stop, tile + kTile));
+    } else {
+      const int64_t start = (item - compute_end) * block;
+      for (int64_t m = start; m < std::min(pixels, start + block); ++m)
+        pack(acc + m * g.channels, output.sense, output.limit, g.channels, output.words32,
+             output.words + m * output.words32);
     }
-    item -= layout_items;
-    const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
-    const int64_t first_group = item / pixel_blocks * run;
-    const int64_t last_group = std::min(groups, first_group + run);
-    for (int64_t tile = start; tile < stop; tile += kTile)
-      for (int64_t group = first_group; group < last_group; ++group)
-        compute(group, tile, std::min(stop, tile + kTile));
   });
   return ffi::Error::Success();
+}
+
+ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                    ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
+                    int64_t left, int64_t isa) {
+  const auto od = out->dimensions(), bd = base.dimensions();
+  if (od.size() != 4 || bd.size() != 3 || od[1] != bd[0] || od[2] != bd[1] || od[3] != bd[2])
+    return ffi::Error::InvalidArgument("output and base shapes differ");
+  Output output;
+  output.acc = out->typed_data();
+  return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output);
+}
+
+ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                         ffi::Buffer<ffi::S32> base, ffi::Buffer<ffi::S32> sense,
+                         ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out,
+                         int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
+                         int64_t dw, int64_t top, int64_t left, int64_t isa) {
+  const auto od = out->dimensions(), bd = base.dimensions();
+  const int64_t per_word = out->element_type() == ffi::U64 ? 2 : 1;
+  if (out->element_type() != ffi::U32 && per_word == 1)
+    return ffi::Error::InvalidArgument("packed words must be uint32 or uint64");
+  if (od.size() != 4 || bd.size() != 3 || od[1] != bd[0] || od[2] != bd[1] ||
+      od[3] * per_word * 32 < bd[2] || static_cast<int64_t>(sense.element_count()) != bd[2] ||
+      static_cast<int64_t>(limit.element_count()) != bd[2])
+    return ffi::Error::InvalidArgument("output, base, sense or limit shapes differ");
+  Output output;
+  output.sense = sense.typed_data();
+  output.limit = limit.typed_data();
+  output.words = static_cast<uint32_t*>(out->untyped_data());
+  output.words32 = od[3] * per_word;
+  return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output);
 }
 
 }  // namespace
@@ -501,6 +611,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConv, XnorConv,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw")
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("isa"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWords, XnorConvWords,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("kh")
                                   .Attr<int64_t>("kw")
                                   .Attr<int64_t>("sh")
