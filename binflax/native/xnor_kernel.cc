@@ -145,65 +145,78 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
   }
 }
 
+// The byte counts of reduction words [start, stop) (at most 31: 8 set bits per byte and
+// word keep a count under 256) into acc, for kRows pixels and kVectors vectors.
+template <int kRows, int kVectors>
+__attribute__((target("avx2"), always_inline)) inline void ByteCountsAvx2(
+    const uint64_t* patches, const uint64_t* kernel, int64_t words, int64_t start, int64_t stop,
+    __m256i (&acc)[kRows][kVectors]) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
+                                       2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
+  for (int64_t k = start; k < stop; ++k) {
+    __m256i low[kRows], high[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      low[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2]);
+      high[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2 + 1]);
+    }
+    const uint64_t* w = kernel + k * kVectors * 8;
+    for (int v = 0; v < kVectors; ++v) {
+      const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
+      const __m256i w_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
+      for (int r = 0; r < kRows; ++r) {
+        acc[r][v] = _mm256_add_epi8(acc[r][v],
+                                    _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
+        acc[r][v] = _mm256_add_epi8(acc[r][v],
+                                    _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
+      }
+    }
+  }
+}
+
+// base - 2 * total for one pixel's kVectors vectors of 64-bit totals, 8 channels per store.
+template <int kVectors>
+__attribute__((target("avx2"), always_inline)) inline void StoreAvx2(
+    const __m256i (&total)[kVectors], const int32_t* base, int32_t* out, int64_t width) {
+  const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int v = 0; v < kVectors; v += 2) {
+    // Two vectors' counts (each under 2^32) as 8 int32: the second's in the high halves.
+    const __m256i odd = v + 1 < kVectors ? _mm256_slli_epi64(total[v + 1], 32) : total[v];
+    const __m256i counts = _mm256_permutevar8x32_epi32(
+        _mm256_blend_epi32(total[v], odd, 0b10101010), order);
+    const int64_t n = std::min<int64_t>(v + 1 < kVectors ? 8 : 4, width - v * 4);
+    if (n == 8) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + v * 4));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + v * 4),
+                          _mm256_sub_epi32(b, _mm256_add_epi32(counts, counts)));
+    } else if (n > 0) {
+      alignas(32) uint32_t spill[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(spill), counts);
+      StorePartial(spill, n, base + v * 4, out + v * 4);
+    }
+  }
+}
+
 template <int kRows, int kVectors>
 __attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
                                                const uint64_t* kernel, int64_t words,
                                                const Tile& tile) {
-  // 31 words of at most 8 set bits per byte keep a byte count under 256.
   constexpr int64_t kByteRun = 31;
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                       2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i zero = _mm256_setzero_si256();
-  __m256i total[kRows][kVectors];
+  __m256i acc[kRows][kVectors], total[kRows][kVectors];
+  ByteCountsAvx2(patches, kernel, words, 0, std::min(words, kByteRun), acc);
   for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVectors; ++v) total[r][v] = zero;
-  for (int64_t start = 0; start < words; start += kByteRun) {
-    const int64_t stop = std::min(words, start + kByteRun);
-    __m256i acc[kRows][kVectors];
-    for (int r = 0; r < kRows; ++r)
-      for (int v = 0; v < kVectors; ++v) acc[r][v] = zero;
-    for (int64_t k = start; k < stop; ++k) {
-      __m256i low[kRows], high[kRows];
-      for (int r = 0; r < kRows; ++r) {
-        low[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2]);
-        high[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2 + 1]);
-      }
-      const uint64_t* w = kernel + k * kVectors * 8;
-      for (int v = 0; v < kVectors; ++v) {
-        const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
-        const __m256i w_high =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
-        for (int r = 0; r < kRows; ++r) {
-          acc[r][v] = _mm256_add_epi8(
-              acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
-          acc[r][v] = _mm256_add_epi8(
-              acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
-        }
-      }
-    }
+    for (int v = 0; v < kVectors; ++v) total[r][v] = _mm256_sad_epu8(acc[r][v], zero);
+  // Longer reductions widen every 31 words (a short one keeps no totals live in the loop).
+  for (int64_t start = kByteRun; start < words; start += kByteRun) {
+    ByteCountsAvx2(patches, kernel, words, start, std::min(words, start + kByteRun), acc);
     for (int r = 0; r < kRows; ++r)
       for (int v = 0; v < kVectors; ++v)
         total[r][v] = _mm256_add_epi64(total[r][v], _mm256_sad_epu8(acc[r][v], zero));
   }
-  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);  // the low halves
-  for (int r = 0; r < kRows; ++r) {
-    for (int v = 0; v < kVectors; ++v) {
-      const int64_t n = std::min<int64_t>(4, tile.width - v * 4);
-      const __m128i counts =
-          _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[r][v], even));
-      const int32_t* base = tile.base[r] + v * 4;
-      int32_t* out = tile.out + r * tile.stride + v * 4;
-      if (n == 4) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                         _mm_sub_epi32(b, _mm_add_epi32(counts, counts)));
-      } else if (n > 0) {
-        alignas(16) uint32_t spill[4];
-        _mm_store_si128(reinterpret_cast<__m128i*>(spill), counts);
-        StorePartial(spill, n, base, out);
-      }
-    }
-  }
+  for (int r = 0; r < kRows; ++r)
+    StoreAvx2(total[r], tile.base[r], tile.out + r * tile.stride, tile.width);
 }
 
 #endif  // BINFLAX_X86
