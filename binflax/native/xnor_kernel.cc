@@ -367,34 +367,48 @@ struct Geometry {
   int64_t pixels() const { return batch * out_height * out_width; }
 };
 
-// Pixel m's patch as `words` reduction words of `planes` uint64 words each.
-void WritePatch(const Geometry& g, const uint32_t* x, int64_t m, int64_t planes, uint32_t* stream,
-                uint64_t* out) {
-  const int64_t n = m / (g.out_height * g.out_width);
-  const int64_t oh = m / g.out_width % g.out_height, ow = m % g.out_width;
+// A reduction word as the path lays it out: itself, or (planes == 2) its low and high
+// nibbles.
+inline uint64_t* PutWord(uint64_t word, int64_t planes, uint64_t* out) {
+  if (planes == 1) {
+    *out = word;
+    return out + 1;
+  }
+  out[0] = word & 0x0F0F0F0F0F0F0F0FULL;
+  out[1] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+  return out + 2;
+}
+
+// The patch of output pixel (n, oh, ow) as `words` reduction words of `planes` uint64
+// words each. When a pixel holds whole uint64 words each tap's words are copied as they
+// are; otherwise the taps' uint32 words are gathered into `stream` first and paired
+// across taps.
+void WritePatch(const Geometry& g, const uint32_t* x, int64_t n, int64_t oh, int64_t ow,
+                int64_t planes, uint32_t* stream, uint64_t* out) {
+  const bool whole = g.words32 % 2 == 0;
   uint32_t* dst = stream;
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t h = oh * g.sh - g.top + i * g.dh;
-    for (int64_t j = 0; j < g.kw; ++j, dst += g.words32) {
+    for (int64_t j = 0; j < g.kw; ++j) {
       const int64_t w = ow * g.sw - g.left + j * g.dw;
-      if (h < 0 || h >= g.height || w < 0 || w >= g.width) {
-        for (int64_t c = 0; c < g.words32; ++c) dst[c] = 0;
+      const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
+      const uint32_t* src = inside ? x + ((n * g.height + h) * g.width + w) * g.words32 : nullptr;
+      if (whole) {
+        for (int64_t c = 0; c < g.words32; c += 2) {
+          uint64_t word = 0;
+          if (inside) std::memcpy(&word, src + c, sizeof(word));
+          out = PutWord(word, planes, out);
+        }
       } else {
-        const uint32_t* src = x + ((n * g.height + h) * g.width + w) * g.words32;
-        for (int64_t c = 0; c < g.words32; ++c) dst[c] = src[c];
+        for (int64_t c = 0; c < g.words32; ++c) dst[c] = inside ? src[c] : 0;
+        dst += g.words32;
       }
     }
   }
+  if (whole) return;
   dst[0] = 0;  // the pad word of an odd count
-  for (int64_t k = 0; k < g.words; ++k) {
-    const uint64_t word = uint64_t{stream[2 * k]} | (uint64_t{stream[2 * k + 1]} << 32);
-    if (planes == 2) {
-      out[2 * k] = word & 0x0F0F0F0F0F0F0F0FULL;
-      out[2 * k + 1] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
-    } else {
-      out[k] = word;
-    }
-  }
+  for (int64_t k = 0; k < g.words; ++k)
+    out = PutWord(uint64_t{stream[2 * k]} | (uint64_t{stream[2 * k + 1]} << 32), planes, out);
 }
 
 // Channels of group `group` (`vectors` vectors), the last group's possibly fewer.
@@ -562,8 +576,15 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
     } else if (item < layout_items) {
       const int64_t start = (item - groups) * kPatchBlock;
       std::unique_ptr<uint32_t[]> stream(new uint32_t[rows32 + 1]);
-      for (int64_t m = start; m < std::min(pixels, start + kPatchBlock); ++m)
-        WritePatch(g, x32, m, path.planes, stream.get(), patches + m * patch_size);
+      int64_t n = start / out_pixels, oh = start / g.out_width % g.out_height;
+      int64_t ow = start % g.out_width;
+      for (int64_t m = start; m < std::min(pixels, start + kPatchBlock); ++m) {
+        WritePatch(g, x32, n, oh, ow, path.planes, stream.get(), patches + m * patch_size);
+        if (++ow == g.out_width) {  // the next pixel, without dividing
+          ow = 0;
+          if (++oh == g.out_height) oh = 0, ++n;
+        }
+      }
     } else if (item < compute_end) {
       item -= layout_items;
       const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
