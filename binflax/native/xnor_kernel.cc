@@ -38,6 +38,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -112,8 +113,10 @@ inline void StorePartial(const uint32_t* counts, int64_t n, const int32_t* base,
 
 #ifdef BINFLAX_X86
 template <int kRows, int kVectors>
-__attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(
-    const uint64_t* patches, const uint64_t* kernel, int64_t words, const Tile& tile) {
+__attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(const uint64_t* patches,
+                                                                    const uint64_t* kernel,
+                                                                    int64_t words,
+                                                                    const Tile& tile) {
   __m512i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
@@ -151,8 +154,8 @@ template <int kRows, int kVectors>
 __attribute__((target("avx2"), always_inline)) inline void ByteCountsAvx2(
     const uint64_t* patches, const uint64_t* kernel, int64_t words, int64_t start, int64_t stop,
     __m256i (&acc)[kRows][kVectors]) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                       2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                       1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
   for (int64_t k = start; k < stop; ++k) {
@@ -166,10 +169,10 @@ __attribute__((target("avx2"), always_inline)) inline void ByteCountsAvx2(
       const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
       const __m256i w_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
       for (int r = 0; r < kRows; ++r) {
-        acc[r][v] = _mm256_add_epi8(acc[r][v],
-                                    _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
-        acc[r][v] = _mm256_add_epi8(acc[r][v],
-                                    _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
+        acc[r][v] =
+            _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
+        acc[r][v] =
+            _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
       }
     }
   }
@@ -183,8 +186,8 @@ __attribute__((target("avx2"), always_inline)) inline void StoreAvx2(
   for (int v = 0; v < kVectors; v += 2) {
     // Two vectors' counts (each under 2^32) as 8 int32: the second's in the high halves.
     const __m256i odd = v + 1 < kVectors ? _mm256_slli_epi64(total[v + 1], 32) : total[v];
-    const __m256i counts = _mm256_permutevar8x32_epi32(
-        _mm256_blend_epi32(total[v], odd, 0b10101010), order);
+    const __m256i counts =
+        _mm256_permutevar8x32_epi32(_mm256_blend_epi32(total[v], odd, 0b10101010), order);
     const int64_t n = std::min<int64_t>(v + 1 < kVectors ? 8 : 4, width - v * 4);
     if (n == 8) {
       const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + v * 4));
@@ -199,9 +202,8 @@ __attribute__((target("avx2"), always_inline)) inline void StoreAvx2(
 }
 
 template <int kRows, int kVectors>
-__attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches,
-                                               const uint64_t* kernel, int64_t words,
-                                               const Tile& tile) {
+__attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches, const uint64_t* kernel,
+                                               int64_t words, const Tile& tile) {
   constexpr int64_t kByteRun = 31;
   const __m256i zero = _mm256_setzero_si256();
   __m256i acc[kRows][kVectors], total[kRows][kVectors];
@@ -255,10 +257,10 @@ Path PathOf(int64_t isa) {
               6,
               1,
               2,
-              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>,
-               MicroAvx2<1, 5>, MicroAvx2<1, 6>},
-              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>,
-               MicroAvx2<1, 5>, MicroAvx2<1, 6>}};
+              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
+               MicroAvx2<1, 6>},
+              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
+               MicroAvx2<1, 6>}};
 #endif
     default:
       return {4, 1, 2, 1, {MicroPortable<2>}, {MicroPortable<1>}};
@@ -321,13 +323,13 @@ void ParallelFor(ffi::ThreadPool& pool, std::vector<int64_t> ends,
 using Pack = void (*)(const int32_t* acc, const int32_t* sense, const int32_t* limit,
                       int64_t channels, int64_t words32, uint32_t* out);
 
-void PackPortable(const int32_t* acc, const int32_t* sense, const int32_t* limit,
-                  int64_t channels, int64_t words32, uint32_t* out) {
+void PackPortable(const int32_t* acc, const int32_t* sense, const int32_t* limit, int64_t channels,
+                  int64_t words32, uint32_t* out) {
   for (int64_t w = 0; w < words32; ++w) {
     uint32_t bits = 0;
     for (int64_t c = w * 32; c < std::min(channels, w * 32 + 32); ++c) {
-      const int32_t product = static_cast<int32_t>(static_cast<uint32_t>(sense[c]) *
-                                                   static_cast<uint32_t>(acc[c]));
+      const int32_t product =
+          static_cast<int32_t>(static_cast<uint32_t>(sense[c]) * static_cast<uint32_t>(acc[c]));
       bits |= static_cast<uint32_t>(product < limit[c]) << (c % 32);
     }
     out[w] = bits;
@@ -431,7 +433,8 @@ void WriteKernelGroup(const Geometry& g, const Path& path, const void* kernel, b
   const uint32_t* k32 = static_cast<const uint32_t*>(kernel);
   uint64_t* dst = out;
   for (int64_t k = 0; k < g.words; ++k) {
-    for (int64_t j0 = 0; j0 < vectors * path.lanes; j0 += path.lanes, dst += path.planes * path.lanes) {
+    for (int64_t j0 = 0; j0 < vectors * path.lanes;
+         j0 += path.lanes, dst += path.planes * path.lanes) {
       for (int64_t l = 0; l < path.lanes; ++l) {
         const int64_t j = first + j0 + l;
         uint64_t word = 0;
@@ -516,8 +519,10 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
     return ffi::Error::InvalidArgument("words must be uint32 or uint64");
   if (x64 && !kernel64)
     return ffi::Error::InvalidArgument("uint64 input words need a uint64 kernel");
-  Geometry g{xd[0], xd[1], xd[2], xd[3] * (x64 ? 2 : 1), bd[0], bd[1], kd[1], a.kh, a.kw, a.sh,
-             a.sw, a.dh, a.dw, a.top, a.left, 0};
+  Geometry g{xd[0], xd[1], xd[2],  xd[3] * (x64 ? 2 : 1),
+             bd[0], bd[1], kd[1],  a.kh,
+             a.kw,  a.sh,  a.sw,   a.dh,
+             a.dw,  a.top, a.left, 0};
   const int64_t rows32 = a.kh * a.kw * g.words32;
   g.words = (rows32 + 1) / 2;
   if (kd[0] != (kernel64 ? g.words : rows32) || bd[2] != g.channels)
@@ -603,6 +608,17 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
   return ffi::Error::Success();
 }
 
+// An exception (the scratch's allocation failing) as an FFI error, not a crash of the
+// process through the C interface.
+template <typename F>
+ffi::Error Guarded(F&& run) {
+  try {
+    return run();
+  } catch (const std::exception& error) {
+    return ffi::Error::Internal(std::string("binflax XNOR kernel: ") + error.what());
+  }
+}
+
 ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                     ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
                     int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
@@ -612,14 +628,15 @@ ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kerne
     return ffi::Error::InvalidArgument("output and base shapes differ");
   Output output;
   output.acc = out->typed_data();
-  return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output);
+  return Guarded(
+      [&] { return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output); });
 }
 
 ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                          ffi::Buffer<ffi::S32> base, ffi::Buffer<ffi::S32> sense,
-                         ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out,
-                         int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
-                         int64_t dw, int64_t top, int64_t left, int64_t isa) {
+                         ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
+                         int64_t left, int64_t isa) {
   const auto od = out->dimensions(), bd = base.dimensions();
   const int64_t per_word = out->element_type() == ffi::U64 ? 2 : 1;
   if (out->element_type() != ffi::U32 && per_word == 1)
@@ -633,7 +650,8 @@ ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer 
   output.limit = limit.typed_data();
   output.words = static_cast<uint32_t*>(out->untyped_data());
   output.words32 = od[3] * per_word;
-  return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output);
+  return Guarded(
+      [&] { return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output); });
 }
 
 }  // namespace
