@@ -53,16 +53,13 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.linear import canonicalize_padding
-from jax import lax
 
 from binflax import plan as plan_lib
-from binflax import quantizers, tracing
+from binflax import planned, tracing
 from binflax.errors import UserError
-from binflax.layers import BINARIZED_INPUTS, BN_EPSILON, SIGN_INPUT
-from binflax.plan import LayerPrecision, Plan, precision_of
+from binflax.geometry import Geometry
+from binflax.plan import Plan, precision_of
 
-INPUT_NORMS = ("batchnorm", "shift", "none")
 # The layer types binarize plans: exactly these, not their subclasses, whose own
 # __call__ would be bypassed (docs/byom.md).
 PLANNED_TYPES = (nn.Conv, nn.Dense)
@@ -92,24 +89,24 @@ class Binarized(nn.Module):
       model: the network, an unbound ``flax.linen`` module.
       plan: one entry per planned layer, by module path (``None``: every layer float).
       default_input_shape: one example's shape, for the cost model and ``select``.
-      input_norm: what a binary-input layer applies before ``sign``: ``"batchnorm"``,
-        ``"shift"`` or ``"none"``.
-      input_quantizer: a name in :data:`binflax.quantizers.QUANTIZERS`.
-      stop_alpha_gradient: alpha is a constant in the backward pass (the authors').
-      bn_momentum: of the batch norms binarization adds (PyTorch's 0.1 is Flax's 0.9).
-      dtype: compute dtype of the binarized layers (bfloat16: ``config.half_precision``);
-        they accumulate in float32 and their parameters keep the layer's own
-        ``param_dtype``.
+      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum,
+        dtype: :class:`binflax.planned.BinaryOptions`' fields, as binflax's own units take
+        them; parameters keep the layer's own ``param_dtype``.
     """
 
     model: nn.Module
     plan: Plan | None = None
     default_input_shape: tuple[int, ...] = ()
     input_norm: str = "batchnorm"
+    scale_inputs: bool = False
     input_quantizer: str = "ste_sign"
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+
+    @property
+    def options(self) -> planned.BinaryOptions:
+        return planned.BinaryOptions.of(self)
 
     def setup(self) -> None:
         nn.share_scope(self, self.model)
@@ -126,6 +123,7 @@ def binarize(
     input_shape: Sequence[int],
     binarize_last_weights: bool = False,
     input_norm: str = "batchnorm",
+    scale_inputs: bool = False,
     input_quantizer: str = "ste_sign",
     stop_alpha_gradient: bool = True,
     dtype: Any = jnp.float32,
@@ -152,16 +150,15 @@ def binarize(
         )
     if model.scope is not None:
         raise BinarizeError("binarize takes an unbound module (the class instance, not .bind())")
-    if input_norm not in INPUT_NORMS:
-        raise BinarizeError(f"input_norm={input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
-    if input_quantizer not in quantizers.QUANTIZERS:
-        raise BinarizeError(
-            f"input_quantizer={input_quantizer!r}; known: {', '.join(quantizers.QUANTIZERS)}"
-        )
+    try:
+        planned.check_options(input_norm, input_quantizer)
+    except planned.OptionError as e:
+        raise BinarizeError(str(e)) from None
     wrapper = _wrapper_class(type(model))(
         model=model,
         default_input_shape=tuple(input_shape),
         input_norm=input_norm,
+        scale_inputs=scale_inputs,
         input_quantizer=input_quantizer,
         stop_alpha_gradient=stop_alpha_gradient,
         dtype=dtype,
@@ -216,161 +213,71 @@ def load_float_variables(variables: Mapping, float_variables: Mapping) -> dict:
 # -- the planned layers ----------------------------------------------------------------
 
 
-def _interceptor(options: Binarized, root: tuple[str, ...]):
+def _interceptor(wrapper: Binarized, root: tuple[str, ...]):
     """The method interceptor that plans every ``nn.Conv``/``nn.Dense`` under ``root``."""
+    options = wrapper.options
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name != "__call__" or type(module) not in PLANNED_TYPES:
             return next_fun(*args, **kwargs)
         name = "/".join(module.scope.path[len(root) :])
-        precision = precision_of(options.plan, name)
+        precision = precision_of(wrapper.plan, name)
         x = args[0] if args else kwargs["inputs"]
-        if precision.binary_input or precision.binary_weight:
-            y = _binarized_layer(options, module, precision, x)
-        else:
-            y = next_fun(*args, **kwargs)
-        tracing.record(
-            tracing.LayerInfo(
-                name=name,
-                precision=precision,
-                kernel_shape=_kernel_shape(module, x),
-                input_shape=tuple(x.shape),
-                output_shape=tuple(y.shape),
+        try:
+            info = planned.layer_info(
+                name,
+                precision,
+                _geometry(module),
+                x,
+                module.features,
                 use_bias=module.use_bias,
-                norm=precision.binary_input and options.input_norm == "batchnorm",
-                input_threshold=precision.binary_input and options.input_norm == "shift",
+                options=options,
             )
-        )
-        return y
+        except ValueError as e:  # channels that do not split into groups, CAUSAL in 2-D
+            raise BinarizeError(f"layer {'/'.join(module.scope.path)!r}: {e}") from None
+        if not (precision.binary_input or precision.binary_weight):
+            # A float layer runs the network's own code untouched.
+            rest = args[1:] if args else ()
+            kwargs = {k: v for k, v in kwargs.items() if k != "inputs"}
+            return tracing.run(
+                tracing.PlannedCall(info, module, x, lambda x: next_fun(x, *rest, **kwargs))
+            )
+        custom = [op for op in _CUSTOM_OPS if getattr(module, op, None) is not None]
+        if custom:
+            raise BinarizeError(
+                f"layer {name!r} sets {', '.join(custom)}; binarize computes the "
+                "layer itself and would ignore it: keep the layer float with a rule"
+            )
+
+        def compute(x: jax.Array) -> jax.Array:
+            # Statistics update exactly when the caller lets batch_stats change
+            # (training), as the network's own batch norms do, whatever its train flag.
+            return planned.forward(
+                module,
+                info,
+                options,
+                x,
+                kernel_init=module.kernel_init,
+                bias_init=module.bias_init,
+                param_dtype=module.param_dtype,
+                update_stats=module.is_mutable_collection("batch_stats"),
+                precision=module.precision,
+            )
+
+        return tracing.run(tracing.PlannedCall(info, module, x, compute))
 
     return intercept
 
 
-def _kernel_shape(module: nn.Module, x: jax.Array) -> tuple[int, ...]:
-    """The kernel parameter's shape, as ``nn.Conv``/``nn.Dense`` create it."""
-    in_features = x.shape[-1]
+def _geometry(module: nn.Module) -> Geometry:
     if isinstance(module, nn.Dense):
-        return (in_features, module.features)
-    groups = module.feature_group_count
-    if in_features % groups:
-        raise BinarizeError(
-            f"layer {'/'.join(module.scope.path)!r}: {in_features} input channels do not "
-            f"split into feature_group_count={groups} groups"
-        )
-    return (*_kernel_size(module), in_features // groups, module.features)
-
-
-def _binarized_layer(
-    options: Binarized, module: nn.Module, precision: LayerPrecision, x: jax.Array
-) -> jax.Array:
-    """The layer with the plan's precisions, its parameters where the layer keeps them."""
-    custom = [op for op in _CUSTOM_OPS if getattr(module, op, None) is not None]
-    if custom:
-        raise BinarizeError(
-            f"layer {precision.name!r} sets {', '.join(custom)}; binarize computes the "
-            "layer itself and would ignore it: keep the layer float with a rule"
-        )
-    # Created as the layer creates them (same names, shapes, initializers and order), so
-    # that the tree and the initial values are the network's own.
-    kernel = module.param(
-        "kernel", module.kernel_init, _kernel_shape(module, x), module.param_dtype
+        return Geometry.dense()
+    return Geometry.conv(
+        module.kernel_size,
+        module.strides,
+        module.padding,
+        module.input_dilation,
+        module.kernel_dilation,
+        module.feature_group_count,
     )
-    bias = (
-        module.param("bias", module.bias_init, (module.features,), module.param_dtype)
-        if module.use_bias
-        else None
-    )
-    if precision.binary_input:
-        x = _binary_input(options, module, x)
-    if precision.binary_weight:
-        kernel = quantizers.binarize_weights(
-            kernel, stop_alpha_gradient=options.stop_alpha_gradient
-        )
-    x = lax.convert_element_type(x, options.dtype)
-    kernel = lax.convert_element_type(kernel, options.dtype)
-    y = _dense(module, x, kernel) if isinstance(module, nn.Dense) else _conv(module, x, kernel)
-    return y if bias is None else y + bias
-
-
-def _binary_input(options: Binarized, module: nn.Module, x: jax.Array) -> jax.Array:
-    """``norm(x) -> sign``; what ``sign`` receives is sown for ``binflax.select``."""
-    if options.input_norm == "batchnorm":
-        # Statistics update exactly when the caller lets batch_stats change (training),
-        # as the network's own batch norms do, whatever its train flag is called.
-        x = nn.BatchNorm(
-            use_running_average=not module.is_mutable_collection("batch_stats"),
-            momentum=options.bn_momentum,
-            epsilon=BN_EPSILON,
-            dtype=options.dtype,
-            param_dtype=module.param_dtype,
-            name="bn",
-            parent=module,
-        )(x)
-    elif options.input_norm == "shift":
-        threshold = module.param(
-            "threshold", nn.initializers.zeros, (x.shape[-1],), module.param_dtype
-        )
-        x = x - threshold
-    x = lax.convert_element_type(x, options.dtype)
-    module.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
-    return quantizers.get_quantizer(options.input_quantizer).fn(x)
-
-
-def _dense(module: nn.Dense, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.dot_general(
-        x,
-        kernel,
-        (((x.ndim - 1,), (0,)), ((), ())),
-        precision=module.precision,
-        preferred_element_type=jnp.float32,
-    )
-
-
-def _kernel_size(module: nn.Conv) -> tuple[int, ...]:
-    size = module.kernel_size
-    return (size,) if isinstance(size, int) else tuple(size)
-
-
-def _conv(module: nn.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``nn.Conv``'s computation (flax/linen/linear.py, ``_Conv.__call__``) on the given
-    input and kernel, accumulating in float32."""
-    kernel_size = _kernel_size(module)
-    spatial = len(kernel_size)
-
-    def per_dim(value: None | int | Sequence[int]) -> tuple[int, ...]:
-        value = 1 if value is None else value
-        return (value,) * spatial if isinstance(value, int) else tuple(value)
-
-    strides = per_dim(module.strides)
-    input_dilation = per_dim(module.input_dilation)
-    kernel_dilation = per_dim(module.kernel_dilation)
-    batch_shape = x.shape[: x.ndim - spatial - 1]
-    x = x.reshape((-1, *x.shape[x.ndim - spatial - 1 :]))
-    padding = canonicalize_padding(module.padding, spatial)
-    if padding in ("CIRCULAR", "REFLECT"):
-        dilated = [(k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation, strict=True)]
-        pads = [(0, 0), *(((k - 1) // 2, k // 2) for k in dilated), (0, 0)]
-        x = jnp.pad(x, pads, mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[padding])
-        padding = "VALID"
-    elif padding == "CAUSAL":
-        if spatial != 1:
-            raise BinarizeError("CAUSAL padding is only defined for 1-D convolutions")
-        x = jnp.pad(x, [(0, 0), (kernel_dilation[0] * (kernel_size[0] - 1), 0), (0, 0)])
-        padding = "VALID"
-    # channels last, as nn.Conv: inputs (N, spatial..., C), kernels (spatial..., I, O)
-    lhs = (0, x.ndim - 1, *range(1, x.ndim - 1))
-    rhs = (x.ndim - 1, x.ndim - 2, *range(x.ndim - 2))
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        strides,
-        padding,
-        lhs_dilation=input_dilation,
-        rhs_dilation=kernel_dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(lhs, rhs, lhs),
-        feature_group_count=module.feature_group_count,
-        precision=module.precision,
-        preferred_element_type=jnp.float32,
-    )
-    return y.reshape((*batch_shape, *y.shape[1:]))

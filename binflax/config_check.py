@@ -13,7 +13,7 @@ import dataclasses
 import ml_collections
 from etils import epath
 
-from binflax import binarized, data, models, modes, quantizers, select, train, variants
+from binflax import data, models, modes, planned, quantizers, select, train, variants
 from binflax.errors import ConfigError
 from binflax.plan import PRESETS
 
@@ -93,12 +93,7 @@ def _model(config):
             cls = models.import_model(name)
         except models.ModelError as e:
             raise ConfigError(f"config.model: {e}") from None
-        _one_of(config, "input_norm", binarized.INPUT_NORMS)
-        if config.scale_inputs:
-            raise ConfigError(
-                "config.scale_inputs=True: XNOR-Net's input scaling is for binflax's own "
-                f"models only, not for config.model={name!r}"
-            )
+    _one_of(config, "input_norm", planned.INPUT_NORMS)
     fields = {field.name for field in dataclasses.fields(cls)}
     for key in config.model_kwargs:
         if key not in fields or key in ("parent", "name"):

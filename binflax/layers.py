@@ -9,13 +9,10 @@ section 4):
 
 so :class:`HBNConv` is that unit, and models add ReLU, pooling and shortcuts around it.
 Fully-connected layers are convs (AlexNet's fc6 is a 6x6 conv), which keeps the cost
-model and the packed export to a single layer type.
-
-In a binary-input unit, the tensor that ``sign`` receives is sown into the
-``"binarized_inputs"`` collection under the unit's path; ``binflax.select`` reads it to
-measure the input-binarization error without a second model definition. Every unit
-reports its shapes to :mod:`binflax.tracing` as it runs, which is how the cost model and
-``binflax.select`` find the planned layers.
+model and the packed export to a single layer type. What a planned layer computes is
+:mod:`binflax.planned`'s, the same code ``binflax.binarize`` runs for a network of your
+own; this module adds the float-input block's output batch norm and the authors'
+initialisation.
 """
 
 from __future__ import annotations
@@ -26,15 +23,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from binflax import quantizers, tracing
+from binflax import planned, tracing
+from binflax.geometry import Geometry
 from binflax.plan import LayerPrecision
 
-# What a binary-input layer sows: the tensor ``sign`` receives, in this collection under
-# this key (binflax.select measures it; binflax.binarize's layers sow the same).
-BINARIZED_INPUTS = "binarized_inputs"
-SIGN_INPUT = "sign_input"
-# Every planned layer's batch-norm epsilon; the export folds its maps with the same one.
-BN_EPSILON = 1e-5
 FLOAT_PRECISION = LayerPrecision("", "float", "float")
 # The authors' ``weights_init``: Kaiming-normal with fan_out (kh * kw * out channels),
 # untruncated, for every conv (docs/method.md section 5).
@@ -49,16 +41,11 @@ class HBNConv(nn.Module):
       kernel_size, strides, padding: as ``nn.Conv``.
       precision: this layer's entry of the plan.
       use_bias: add a float bias after the conv (first layer and classifier).
-      norm: include the unit's batch norm (False for the classifier).
-      input_quantizer: name in :data:`binflax.quantizers.QUANTIZERS`.
-      scale_inputs: XNOR-Net's K-map input scaling ([choice, beyond the paper]).
-      stop_alpha_gradient: treat the weight scale alpha as a constant in the backward
-        pass, as the authors' hand-written gradient does (default); False
-        differentiates through it ([choice]).
-      dtype: the compute dtype (``config.half_precision``: bfloat16). The conv's inputs
-        and the batch norm's output take it; the conv accumulates in float32, so a
-        binary layer's +-1 products sum exactly; parameters and batch-norm statistics
-        stay float32.
+      norm: include the unit's batch norm (False for the classifier); on a binary input
+        it is ``input_norm``.
+      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum, dtype:
+        :class:`binflax.planned.BinaryOptions`' fields. ``dtype`` is also the output
+        batch norm's; parameters and batch-norm statistics stay float32.
     """
 
     features: int
@@ -68,76 +55,48 @@ class HBNConv(nn.Module):
     precision: LayerPrecision = FLOAT_PRECISION
     use_bias: bool = False
     norm: bool = True
+    input_norm: str = "batchnorm"
     input_quantizer: str = "ste_sign"
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
 
-    def _batch_norm(self, x: jax.Array, train: bool) -> jax.Array:
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=BN_EPSILON,
-            dtype=self.dtype,
-            name="bn",
-        )(x)
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry.conv(self.kernel_size, self.strides, self.padding)
 
-    def _kernel(self, in_features: int) -> jax.Array:
-        kernel = self.param(
-            "kernel",
-            KERNEL_INIT,
-            (*self.kernel_size, in_features, self.features),
-        )
-        if self.precision.binary_weight:
-            return quantizers.binarize_weights(kernel, stop_alpha_gradient=self.stop_alpha_gradient)
-        return kernel
-
-    def _conv(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
-        return jax.lax.conv_general_dilated(
-            jax.lax.convert_element_type(x, self.dtype),
-            jax.lax.convert_element_type(kernel, self.dtype),
-            self.strides,
-            self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            preferred_element_type=jnp.float32,
-        )
+    @property
+    def options(self) -> planned.BinaryOptions:
+        return planned.BinaryOptions.of(self, input_norm=self.input_norm if self.norm else "none")
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        input_shape = tuple(x.shape)
-        if self.precision.binary_input:
-            if self.norm:
-                x = self._batch_norm(x, train)
-            x = jax.lax.convert_element_type(x, self.dtype)
-            self.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
-            scale = (
-                quantizers.xnor_input_scale(x, self.kernel_size, self.strides, self.padding)
-                if self.scale_inputs
-                else None
-            )
-            x = quantizers.get_quantizer(self.input_quantizer).fn(x)
-            y = self._conv(x, self._kernel(x.shape[-1]))
-            if scale is not None:
-                y = y * scale
-        else:
-            y = self._conv(x, self._kernel(x.shape[-1]))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        if self.norm and not self.precision.binary_input:
-            y = self._batch_norm(y, train)
-        tracing.record(
-            tracing.LayerInfo(
-                name="/".join(self.scope.path),
-                precision=self.precision,
-                kernel_shape=(*self.kernel_size, input_shape[-1], self.features),
-                input_shape=input_shape,
-                output_shape=tuple(y.shape),
-                use_bias=self.use_bias,
-                norm=self.norm,
-            )
+        options = self.options
+        info = planned.layer_info(
+            "/".join(self.scope.path),
+            self.precision,
+            self.geometry,
+            x,
+            self.features,
+            use_bias=self.use_bias,
+            options=options,
+            output_norm=self.norm,
         )
-        return y
+
+        def compute(x: jax.Array) -> jax.Array:
+            y = planned.forward(self, info, options, x, kernel_init=KERNEL_INIT, update_stats=train)
+            if self.norm and not self.precision.binary_input:
+                y = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=self.bn_momentum,
+                    epsilon=planned.BN_EPSILON,
+                    dtype=self.dtype,
+                    name="bn",
+                )(y)
+            return y
+
+        return tracing.run(tracing.PlannedCall(info, self, x, compute))
 
 
 def max_pool(x: jax.Array, window: int, stride: int, ceil_mode: bool = False) -> jax.Array:

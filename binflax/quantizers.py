@@ -86,20 +86,6 @@ def binarize_weights(kernel: jax.Array, *, stop_alpha_gradient: bool = True) -> 
     return alpha * ste_sign(kernel)
 
 
-def xnor_input_scale(
-    x: jax.Array, kernel_size: tuple[int, int], strides: tuple[int, int], padding: Any
-) -> jax.Array:
-    """XNOR-Net's K map: mean ``|x|`` over channels, box-filtered to the conv's window.
-
-    Returns an ``(N, H_out, W_out, 1)`` array that multiplies the binary conv's output.
-    """
-    a = jnp.mean(jnp.abs(x), axis=-1, keepdims=True)
-    box = jnp.full((*kernel_size, 1, 1), 1.0 / (kernel_size[0] * kernel_size[1]), a.dtype)
-    return jax.lax.conv_general_dilated(
-        a, box, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
 class Quantizer(NamedTuple):
     """A named input quantizer with its precision, as Larq users know them."""
 

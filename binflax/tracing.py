@@ -1,11 +1,14 @@
-"""Which layers a network plans, and their shapes, from ``jax.eval_shape`` alone.
+"""Which layers a network plans, their shapes, and one way to step into every planned call.
 
-Why one recorder: binflax plans two kinds of layer - its own :class:`~binflax.layers.HBNConv`
+Why one hook: binflax plans two kinds of layer - its own :class:`~binflax.layers.HBNConv`
 units and the ``nn.Conv``/``nn.Dense`` layers of a network it binarizes
-(:mod:`binflax.binarized`). Each kind reports itself here as it runs, with its module path
-and its plan entry, so the cost model, ``binflax.select``, the training loop and the
-export read one list (:func:`trace_layers`), in call order, whatever built the network.
-Outside :func:`trace_layers` reporting is a no-op.
+(:mod:`binflax.binarized`) - and several parts of binflax must see or replace every
+planned layer as the network runs: the tracer behind the cost model and
+``binflax.select``, the export's integer path and its probe for packed links. Both kinds
+of layer hand each call to :func:`run` as a :class:`PlannedCall` (its
+:class:`LayerInfo`, its module, its input and the fake-quantized computation), and
+:func:`intercept` installs the one handler that decides what the call returns. With no
+handler the layer computes as trained.
 
     >>> from binflax import models
     >>> [info.name for info in trace_layers(models.create("mini_sketchanet"))][:2]
@@ -14,15 +17,17 @@ Outside :func:`trace_layers` reporting is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from binflax.geometry import Geometry
 from binflax.plan import LayerPrecision, PlanError
 
 
@@ -33,7 +38,9 @@ class LayerInfo(NamedTuple):
     conv (``cin`` per group in a grouped conv), ``(k, cin, cout)`` for a 1-D one,
     ``(cin, cout)`` for a dense layer. ``norm``: the layer has a batch norm (on its input
     when the input is binary, else on its output). ``input_threshold``: a learned
-    per-input-channel threshold before ``sign`` (``binarize(..., input_norm="shift")``).
+    per-input-channel threshold before ``sign`` (``input_norm="shift"``, ReActNet's
+    RSign). ``scale_inputs``: XNOR-Net's K map scales the binary conv's output.
+    ``geometry``: strides, padding, dilation and groups (a 2-D VALID conv when absent).
     """
 
     name: str
@@ -44,6 +51,8 @@ class LayerInfo(NamedTuple):
     use_bias: bool
     norm: bool
     input_threshold: bool = False
+    geometry: Geometry | None = None
+    scale_inputs: bool = False
 
     @property
     def macs(self) -> int:
@@ -51,17 +60,41 @@ class LayerInfo(NamedTuple):
         kw`` for a conv, ``C_in * C_out`` per position for a dense layer."""
         return math.prod(self.output_shape[1:-1]) * math.prod(self.kernel_shape)
 
+    @property
+    def features(self) -> int:
+        return self.kernel_shape[-1]
 
-_RECORDING: contextvars.ContextVar[list[LayerInfo] | None] = contextvars.ContextVar(
-    "binflax_traced_layers", default=None
+
+class PlannedCall(NamedTuple):
+    """One call of a planned layer: what it is, where, on what, and how it computes."""
+
+    info: LayerInfo
+    module: nn.Module
+    x: jax.Array
+    compute: Callable[[jax.Array], jax.Array]  # the layer as trained, on any input
+
+
+Handler = Callable[[PlannedCall], jax.Array]
+_HANDLER: contextvars.ContextVar[Handler | None] = contextvars.ContextVar(
+    "binflax_planned_call_handler", default=None
 )
 
 
-def record(info: LayerInfo) -> None:
-    """Reports one planned layer's call; kept only while :func:`trace_layers` runs."""
-    found = _RECORDING.get()
-    if found is not None:
-        found.append(info)
+def run(call: PlannedCall) -> jax.Array:
+    """What a planned layer returns: the installed handler's answer, else ``compute(x)``."""
+    handler = _HANDLER.get()
+    return call.compute(call.x) if handler is None else handler(call)
+
+
+@contextlib.contextmanager
+def intercept(handler: Handler) -> Iterator[None]:
+    """Every planned layer called inside the block is handed to ``handler``, which returns
+    the layer's output (``call.compute(call.x)`` to let it compute as trained)."""
+    token = _HANDLER.set(handler)
+    try:
+        yield
+    finally:
+        _HANDLER.reset(token)
 
 
 def trace_layers(
@@ -75,13 +108,15 @@ def trace_layers(
     """
     input_shape = tuple(input_shape or model.default_input_shape)
     found: list[LayerInfo] = []
-    token = _RECORDING.set(found)
-    try:
+
+    def record(call: PlannedCall) -> jax.Array:
+        found.append(call.info)
+        return call.compute(call.x)
+
+    with intercept(record):
         jax.eval_shape(
             lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
         )
-    finally:
-        _RECORDING.reset(token)
     names = [info.name for info in found]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

@@ -38,8 +38,9 @@ def base() -> ml_collections.ConfigDict:
     config.binarize_last_weights = False
     config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
     config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
-    # A network of your own: what a binary-input layer applies before sign, batchnorm |
-    # shift (a learned per-channel threshold) | none (binflax.binarize's input_norm).
+    # What a binary-input layer applies before sign, for binflax's models and a network of
+    # your own alike: batchnorm (the authors') | shift (a learned per-channel threshold,
+    # ReActNet's RSign) | none (binflax.planned.BinaryOptions).
     config.input_norm = "batchnorm"
     config.stop_alpha_gradient = True  # alpha is a constant in the backward pass (authors)
     # bfloat16 compute, float32 parameters, statistics, loss and optimizer. None: on when

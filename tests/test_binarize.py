@@ -17,8 +17,8 @@ from flax import traverse_util
 from binflax import binarize, cost, quantizers, select, train
 from binflax.binarized import BinarizeError, load_float_variables
 from binflax.errors import UserError
-from binflax.layers import BINARIZED_INPUTS
 from binflax.plan import Plan, PlanError
+from binflax.planned import BINARIZED_INPUTS
 from tests import user_nets
 
 SHAPE = (16, 16, 1)

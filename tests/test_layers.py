@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from binflax import layers
-from binflax.layers import BINARIZED_INPUTS, HBNConv
+from binflax.layers import HBNConv
 from binflax.plan import LayerPrecision
+from binflax.planned import BINARIZED_INPUTS
 
 EPS = 1e-5
 FLOAT = LayerPrecision("u", "float", "float")

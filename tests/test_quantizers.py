@@ -124,30 +124,6 @@ def test_binarize_weights_gradient(stop_alpha):
     np.testing.assert_allclose(got, np_binarize_weights_grad(w, g, stop_alpha), atol=1e-6)
 
 
-# -- XNOR-Net input scaling ------------------------------------------------------------
-
-
-def np_box_filter(a, k, stride, pad):
-    """Mean of ``a`` (N, H, W) over each k x k window, zero padding ``pad`` on every side."""
-    a = np.pad(a, ((0, 0), (pad, pad), (pad, pad)))
-    n, h, w = a.shape
-    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-    out = np.zeros((n, ho, wo, 1), np.float32)
-    for i in range(ho):
-        for j in range(wo):
-            win = a[:, i * stride : i * stride + k, j * stride : j * stride + k]
-            out[:, i, j, 0] = win.mean(axis=(1, 2))
-    return out
-
-
-@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 0), (1, 1, 0), (5, 2, 2)])
-def test_xnor_input_scale_is_box_filtered_mean_abs(k, stride, pad):
-    x = np.random.default_rng(7).normal(size=(2, 9, 9, 6)).astype(np.float32)
-    expected = np_box_filter(np.abs(x).mean(-1), k, stride, pad)
-    got = quantizers.xnor_input_scale(jnp.asarray(x), (k, k), (stride, stride), [(pad, pad)] * 2)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
-
-
 # -- latent-weight projection ----------------------------------------------------------
 
 

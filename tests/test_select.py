@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from binflax import cost, models, select
-from binflax.layers import BINARIZED_INPUTS
 from binflax.plan import Plan
+from binflax.planned import BINARIZED_INPUTS
 from binflax.select import solvers
 from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 

@@ -29,6 +29,7 @@ class UnitOptions(nn.Module):
     """Fields that configure the binary units (shared by models and their blocks)."""
 
     plan: Plan | None = None
+    input_norm: str = "batchnorm"  # on a binary input: batchnorm | shift | none
     input_quantizer: str = "ste_sign"
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
@@ -55,6 +56,7 @@ class UnitOptions(nn.Module):
             strides=(strides, strides),
             padding=padding,
             precision=precision,
+            input_norm=self.input_norm,
             input_quantizer=self.input_quantizer,
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
@@ -67,6 +69,7 @@ class UnitOptions(nn.Module):
         """The fields to hand to a nested block: the plan and the units' options."""
         return dict(
             plan=self.plan,
+            input_norm=self.input_norm,
             input_quantizer=self.input_quantizer,
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,

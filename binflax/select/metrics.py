@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from binflax import models
-from binflax.layers import BINARIZED_INPUTS, SIGN_INPUT
+from binflax.planned import BINARIZED_INPUTS, SIGN_INPUT
 from binflax.quantizers import binary_sign
 
 METRICS = ("rmse", "relative", "one_minus_x2")

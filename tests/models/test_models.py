@@ -9,16 +9,18 @@ from the initializers, whose random-number code takes seconds to compile for eve
 distinct shape.
 """
 
-import flax.linen as nn
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from binflax import models
-from binflax.layers import BINARIZED_INPUTS, HBNConv
+from binflax import models, tracing
+from binflax.geometry import Geometry
 from binflax.plan import Plan
+from binflax.planned import BINARIZED_INPUTS
 from tests.fakes import fake_variables, variable_shapes
 
 ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
@@ -184,14 +186,25 @@ def test_effective_weights_and_inputs_follow_the_plan(preset, last):
 
     @jax.jit
     def conv_operands(variables):
-        seen = {}
+        seen, current = {}, []
+        linear_map = Geometry.apply
 
-        def record(next_fun, args, kwargs, context):
-            if isinstance(context.module, HBNConv) and context.method_name == "_conv":
-                seen["/".join(context.module.scope.path)] = args
-            return next_fun(*args, **kwargs)
+        def record_operands(geometry, x, kernel, **kwargs):
+            if current:
+                seen.setdefault(current[-1], (x, kernel))
+            return linear_map(geometry, x, kernel, **kwargs)
 
-        with nn.intercept_methods(record):
+        def within_layer(call):
+            current.append(call.info.name)
+            try:
+                return call.compute(call.x)
+            finally:
+                current.pop()
+
+        with (
+            mock.patch.object(Geometry, "apply", record_operands),
+            tracing.intercept(within_layer),
+        ):
             model.apply(variables, x)
         return seen
 

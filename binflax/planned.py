@@ -1,0 +1,201 @@
+"""The planned layer: one computation behind binflax's units and ``binflax.binarize``.
+
+Why one core: a layer whose precision the plan sets computes the same thing whether it
+is an :class:`~binflax.layers.HBNConv` of binflax's models or an ``nn.Conv``/``nn.Dense``
+of a network of your own (docs/method.md sections 3-4):
+
+- binary weights: ``alpha * sign(W)``, ``alpha = mean |W|`` per output channel, the
+  gradient reaching the latent ``W`` through the STE, alpha constant in the backward pass
+  by default (the authors') or differentiated;
+- binary input: ``norm(x) -> sign -> layer``, where ``norm`` (:data:`INPUT_NORMS`) is a
+  batch norm of the layer's input under the layer's path as ``bn`` (the authors' block),
+  a learned per-channel ``threshold`` subtracted before ``sign`` (``"shift"``, ReActNet's
+  RSign) or nothing; optionally XNOR-Net's K map scales the output; the tensor ``sign``
+  receives is sown into ``"binarized_inputs"`` for ``binflax.select``;
+- the layer's linear map in the compute dtype with float32 accumulation, so that +-1
+  products sum exactly (:meth:`binflax.geometry.Geometry.apply`).
+
+Every option works on both paths: each caller only creates its parameters the way its
+layer type does and hands the call to :func:`binflax.tracing.run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from binflax import quantizers
+from binflax.errors import UserError
+from binflax.geometry import Geometry
+from binflax.plan import LayerPrecision
+from binflax.tracing import LayerInfo
+
+# What a binary-input layer sows: the tensor ``sign`` receives, in this collection under
+# this key (binflax.select measures it).
+BINARIZED_INPUTS = "binarized_inputs"
+SIGN_INPUT = "sign_input"
+# Every planned layer's batch-norm epsilon; the export folds its maps with the same one.
+BN_EPSILON = 1e-5
+INPUT_NORMS = ("batchnorm", "shift", "none")
+
+
+class OptionError(UserError, ValueError):
+    """A planned-layer option that does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryOptions:
+    """How a planned layer binarizes, the same fields for binflax's models and
+    ``binflax.binarize``.
+
+    Attributes:
+      input_norm: what a binary-input layer applies before ``sign``: ``"batchnorm"``,
+        ``"shift"`` or ``"none"``.
+      scale_inputs: XNOR-Net's K map ([choice, beyond the paper]).
+      input_quantizer: a name in :data:`binflax.quantizers.QUANTIZERS`.
+      stop_alpha_gradient: alpha is a constant in the backward pass (the authors').
+      bn_momentum: of the input batch norm (PyTorch's 0.1 is Flax's 0.9).
+      dtype: the compute dtype (bfloat16: ``config.half_precision``); accumulation is
+        float32 and parameters keep their own dtype.
+    """
+
+    input_norm: str = "batchnorm"
+    scale_inputs: bool = False
+    input_quantizer: str = "ste_sign"
+    stop_alpha_gradient: bool = True
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_options(self.input_norm, self.input_quantizer)
+
+    @classmethod
+    def of(cls, module: nn.Module, **overrides: Any) -> BinaryOptions:
+        """The options a module holds as fields of the same names."""
+        fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**fields, **overrides})
+
+
+def check_options(input_norm: str, input_quantizer: str) -> None:
+    """The one check of the options both paths take, with one message each."""
+    if input_norm not in INPUT_NORMS:
+        raise OptionError(f"input_norm={input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
+    if input_quantizer not in quantizers.QUANTIZERS:
+        raise OptionError(
+            f"input_quantizer={input_quantizer!r}; known: {', '.join(quantizers.QUANTIZERS)}"
+        )
+
+
+def layer_info(
+    name: str,
+    precision: LayerPrecision,
+    geometry: Geometry,
+    x: jax.Array,
+    features: int,
+    *,
+    use_bias: bool,
+    options: BinaryOptions,
+    output_norm: bool = False,
+) -> LayerInfo:
+    """The :class:`~binflax.tracing.LayerInfo` of a planned call on ``x``.
+
+    ``output_norm``: the layer's own batch norm follows it where its input is float
+    (HBNConv's ``conv -> BN`` block); it is folded into the export like the input one."""
+    binary = precision.binary_input
+    return LayerInfo(
+        name=name,
+        precision=precision,
+        kernel_shape=geometry.kernel_shape(x.shape[-1], features),
+        input_shape=tuple(x.shape),
+        output_shape=geometry.output_shape(x.shape, features),
+        use_bias=use_bias,
+        norm=(options.input_norm == "batchnorm") if binary else output_norm,
+        input_threshold=binary and options.input_norm == "shift",
+        geometry=geometry,
+        scale_inputs=binary and options.scale_inputs,
+    )
+
+
+def forward(
+    module: nn.Module,
+    info: LayerInfo,
+    options: BinaryOptions,
+    x: jax.Array,
+    *,
+    kernel_init: Any,
+    bias_init: Any = nn.initializers.zeros,
+    param_dtype: Any = jnp.float32,
+    update_stats: bool,
+    precision: Any = None,
+) -> jax.Array:
+    """The fake-quantized planned layer on ``x``, its parameters created in ``module`` as
+    ``nn.Conv``/``nn.Dense`` create theirs (``kernel``, then ``bias``: same names,
+    shapes and order, so a float network's initial values and checkpoints carry over).
+
+    ``update_stats``: the input batch norm updates its statistics (training).
+    """
+    geometry = info.geometry
+    kernel = module.param("kernel", kernel_init, info.kernel_shape, param_dtype)
+    bias = module.param("bias", bias_init, (info.features,), param_dtype) if info.use_bias else None
+    scale = None
+    if info.precision.binary_input:
+        x = _input_norm(module, info, options, x, update_stats, param_dtype)
+        x = lax.convert_element_type(x, options.dtype)
+        module.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
+        if info.scale_inputs:
+            scale = k_map(geometry, x)
+        x = quantizers.get_quantizer(options.input_quantizer).fn(x)
+    if info.precision.binary_weight:
+        kernel = quantizers.binarize_weights(
+            kernel, stop_alpha_gradient=options.stop_alpha_gradient
+        )
+    y = geometry.apply(
+        lax.convert_element_type(x, options.dtype),
+        lax.convert_element_type(kernel, options.dtype),
+        precision=precision,
+    )
+    if scale is not None:
+        y = y * scale
+    return y if bias is None else y + bias
+
+
+def _input_norm(
+    module: nn.Module,
+    info: LayerInfo,
+    options: BinaryOptions,
+    x: jax.Array,
+    update_stats: bool,
+    param_dtype: Any,
+) -> jax.Array:
+    if info.norm:
+        return nn.BatchNorm(
+            use_running_average=not update_stats,
+            momentum=options.bn_momentum,
+            epsilon=BN_EPSILON,
+            dtype=options.dtype,
+            param_dtype=param_dtype,
+            name="bn",
+            parent=module,
+        )(x)
+    if info.input_threshold:
+        return x - module.param("threshold", nn.initializers.zeros, (x.shape[-1],), param_dtype)
+    return x
+
+
+def k_map(geometry: Geometry, x: jax.Array) -> jax.Array:
+    """XNOR-Net's K map: mean ``|x|`` over channels, box-filtered to the layer's window
+    (the layer's strides, padding and dilation, one group); for a dense layer the mean
+    ``|x|`` itself. It multiplies the binary layer's output."""
+    a = jnp.mean(jnp.abs(x), axis=-1, keepdims=True)
+    if geometry.kind == "dense":
+        return a
+    size = 1
+    for k in geometry.kernel_size:
+        size *= k
+    box = jnp.full((*geometry.kernel_size, 1, 1), 1.0 / size, a.dtype)
+    return dataclasses.replace(geometry, groups=1).apply(a, box, preferred_element_type=None)

@@ -1,0 +1,119 @@
+"""The export of a network of your own (``binflax.binarize``): exact integer inference from a
+self-contained file, in a process that never imports the network's module."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from binflax import binarize, export, tracing
+from tests.export_net import ExportNet
+from tests.test_export import random_variables
+
+SHAPE = (12, 12, 3)
+PATHS = [("auto", True), ("int8", False), ("int8_dot", False), ("popcount", False)]
+HYBRID = [  # a rule-based hybrid: block1 keeps float inputs, binary weights
+    ("stem|head", "float", "float"),
+    ("block1/.*", "float", "binary"),
+    (".*", "binary", "binary"),
+]
+CASES = {
+    "fbin": ("fbin", {}),
+    "wbin": ("wbin", {}),
+    "hybrid": (HYBRID, {}),
+    # ReActNet's RSign and XNOR-Net's K map, both on the binary-input layers of a user net.
+    "fbin_shift_kmap": ("fbin", {"input_norm": "shift", "scale_inputs": True}),
+}
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from binflax import export
+    cases, paths = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    images = np.load(sys.argv[3])
+    out = {}
+    for case in cases:
+        exported = export.load(f"{sys.argv[4]}/{case}.npz")
+        for arithmetic, chain in paths:
+            logits = export.integer_forward(exported, images, arithmetic=arithmetic, chain=chain)
+            out[f"{case}/{arithmetic}/{chain}"] = np.asarray(logits)
+    assert not [m for m in sys.modules if m == "tests" or m.startswith("tests.")], "imported"
+    np.savez(sys.argv[5], **out)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def exported_cases(tmp_path_factory):
+    """Each case exported, with the logits of the first process's ``model.apply``."""
+    directory = tmp_path_factory.mktemp("byom_export")
+    images = np.asarray(jax.random.normal(jax.random.key(3), (3, *SHAPE)))
+    expected = {}
+    for case, (plan, options) in CASES.items():
+        model = binarize(ExportNet(), plan, input_shape=SHAPE, **options)
+        variables = random_variables(model, SHAPE, seed=len(expected))
+        expected[case] = np.asarray(model.apply(variables, images, train=False))
+        export.export_model(model, variables, directory / f"{case}.npz")
+    np.save(directory / "images.npy", images)
+    return directory, images, expected
+
+
+@pytest.mark.slow
+def test_a_fresh_process_gives_the_first_ones_logits(exported_cases, tmp_path):
+    directory, _, expected = exported_cases
+    result = tmp_path / "logits.npz"
+    subprocess.run(
+        [
+            sys.executable, "-c", FRESH_PROCESS, json.dumps(list(CASES)), json.dumps(PATHS),
+            str(directory / "images.npy"), str(directory), str(result),
+        ],
+        check=True,
+        cwd=tmp_path,  # not the repository: `tests` is not importable from here
+    )  # fmt: skip
+    logits = np.load(result)
+    for case, want in expected.items():
+        scale = float(np.max(np.abs(want)))
+        first = None
+        for arithmetic, chain in PATHS:
+            got = logits[f"{case}/{arithmetic}/{chain}"]
+            assert np.max(np.abs(got - want)) / scale <= 1e-5, (case, arithmetic, chain)
+            first = got if first is None else first
+            np.testing.assert_array_equal(got, first, err_msg=f"{case} {arithmetic} {chain}")
+
+
+def test_the_file_records_every_layer_kind_and_the_packed_link(exported_cases):
+    directory, images, expected = exported_cases
+    exported = export.load(directory / "fbin.npz")
+    kinds = {info.name: info.geometry for info in exported.layers}
+    assert kinds["head"].kind == kinds["Dense_0"].kind == "dense"
+    assert kinds["grouped"].groups == 4 and kinds["grouped"].kernel_dilation == (2, 2)
+    assert kinds["block1/shortcut"].strides == (2, 2)
+    links = exported.header["variants"]["popcount_chain"]["links"]
+    assert [(link["producer"], link["consumer"]) for link in links] == [("pair1", "pair2")]
+    # the network's own batch norms travel as arrays of their own
+    network = exported.network_variables()
+    assert set(network["batch_stats"]["block0"]) == {"BatchNorm_0", "BatchNorm_1"}
+    logits = np.asarray(export.integer_forward(exported, images))
+    scale = float(np.max(np.abs(expected["fbin"])))
+    assert np.max(np.abs(logits - expected["fbin"])) / scale <= 1e-5
+
+
+def test_the_layers_traced_for_the_export_are_the_plans(exported_cases):
+    directory, _, _ = exported_cases
+    model = binarize(ExportNet(), HYBRID, input_shape=SHAPE)
+    traced = [(i.name, i.precision.input, i.precision.weight) for i in tracing.trace_layers(model)]
+    exported = export.load(directory / "hybrid.npz")
+    assert [(i.name, i.precision.input, i.precision.weight) for i in exported.layers] == traced
+    assert ("block1/conv1", "float", "binary") in traced
+
+
+def test_latency_on_a_file_without_its_class(exported_cases):
+    directory, images, _ = exported_cases
+    report = export.latency(export.load(directory / "fbin.npz"), images[:1], repeats=2)
+    assert report["float_apply_ms"] is None and report["float_ms"] == report["float_exported_ms"]
+    assert report["ms"] > 0 and report["speedup"] > 0

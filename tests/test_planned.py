@@ -1,0 +1,125 @@
+"""binflax.planned: the one planned-layer core, the same for HBNConv and binarize's layers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from binflax import binarize, planned, tracing
+from binflax.binarized import BinarizeError
+from binflax.geometry import Geometry
+from binflax.layers import HBNConv
+from binflax.plan import LayerPrecision
+
+XNOR = LayerPrecision("conv", "binary", "binary")
+
+
+def np_box_filter(a, k, stride, pad):
+    """Mean of ``a`` (N, H, W) over each k x k window, zero padding ``pad`` on every side."""
+    a = np.pad(a, ((0, 0), (pad, pad), (pad, pad)))
+    n, h, w = a.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.zeros((n, ho, wo, 1), np.float32)
+    for i in range(ho):
+        for j in range(wo):
+            win = a[:, i * stride : i * stride + k, j * stride : j * stride + k]
+            out[:, i, j, 0] = win.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 0), (1, 1, 0), (5, 2, 2)])
+def test_k_map_is_box_filtered_mean_abs(k, stride, pad):
+    x = np.random.default_rng(7).normal(size=(2, 9, 9, 6)).astype(np.float32)
+    expected = np_box_filter(np.abs(x).mean(-1), k, stride, pad)
+    got = planned.k_map(Geometry.conv((k, k), stride, [(pad, pad)] * 2), jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_k_map_ignores_groups_and_is_the_mean_for_a_dense_layer():
+    x = np.random.default_rng(8).normal(size=(2, 6, 6, 8)).astype(np.float32)
+    grouped = Geometry.conv((3, 3), 1, [(1, 1)] * 2, groups=4)
+    np.testing.assert_allclose(
+        np.asarray(planned.k_map(grouped, jnp.asarray(x))),
+        np_box_filter(np.abs(x).mean(-1), 3, 1, 1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    dense = planned.k_map(Geometry.dense(), jnp.asarray(x[:, 0, 0]))
+    np.testing.assert_allclose(
+        np.asarray(dense), np.abs(x[:, 0, 0]).mean(-1, keepdims=True), rtol=1e-6
+    )
+
+
+def test_an_unknown_option_is_refused_with_one_message_on_both_paths():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(2)(nn.Conv(4, (3, 3))(nn.Conv(4, (3, 3))(x)).reshape(len(x), -1))
+
+    with pytest.raises(planned.OptionError) as unit:
+        HBNConv(4, (3, 3), precision=XNOR, input_norm="layernorm").init(
+            jax.random.key(0), jnp.zeros((1, 5, 5, 2))
+        )
+    with pytest.raises(BinarizeError) as user:
+        binarize(Net(), "fbin", input_shape=(8, 8, 1), input_norm="layernorm")
+    assert (
+        str(unit.value)
+        == str(user.value)
+        == ("input_norm='layernorm'; choose one of batchnorm, shift, none")
+    )
+
+
+def conv_of(kernel_shape, x, **fields):
+    """One 3x3 XNOR layer with RSign and the K map, as an HBNConv and as a binarized
+    nn.Conv: the same parameters give the same output."""
+    unit = HBNConv(kernel_shape[-1], kernel_shape[:2], padding=((1, 1), (1, 1)), precision=XNOR,
+                   norm=True, **fields)  # fmt: skip
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Conv(kernel_shape[-2], (1, 1), name="stem")(x)
+            x = nn.Conv(kernel_shape[-1], kernel_shape[:2], padding=1, use_bias=False,
+                        name="conv")(x)  # fmt: skip
+            return nn.Dense(2, name="head")(x.reshape(len(x), -1))
+
+    return unit, Net()
+
+
+def test_hbnconv_and_binarize_compute_the_same_shift_and_k_map_layer():
+    """ReActNet's RSign and XNOR-Net's K map on both paths: one core, the same numbers
+    (and the NumPy formula: sign(x - t) conv alpha * sign(W), times K)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 6, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+    threshold = rng.normal(size=4).astype(np.float32) * 0.3
+    options = {"input_norm": "shift", "scale_inputs": True}
+    unit, net = conv_of(kernel.shape, x, **options)
+    ours = unit.apply({"params": {"kernel": kernel, "threshold": threshold}}, jnp.asarray(x))
+    alpha = np.abs(kernel).mean(axis=(0, 1, 2))
+    signs = np.where(x - threshold >= 0, 1.0, -1.0)
+    padded = np.pad(signs, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((2, 6, 6, 5), np.float32)
+    for i in range(3):
+        for j in range(3):
+            expected += padded[:, i : i + 6, j : j + 6] @ np.where(kernel[i, j] >= 0, 1.0, -1.0)
+    expected *= alpha * np_box_filter(np.abs(x - threshold).mean(-1), 3, 1, 1)
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
+
+    model = binarize(net, [("conv", "binary", "binary"), (".*", "float", "float")],
+                     input_shape=(6, 6, 4), **options)  # fmt: skip
+    captured = {}
+
+    def capture(call):
+        y = call.compute(call.x)
+        captured[call.info.name] = (call.x, y)
+        return y
+
+    variables = model.init(jax.random.key(0), jnp.asarray(x))
+    variables["params"]["conv"] = {"kernel": kernel, "threshold": threshold}
+    with tracing.intercept(capture):
+        model.apply(variables, jnp.asarray(x))
+    layer_input, layer_output = captured["conv"]
+    again = unit.apply({"params": {"kernel": kernel, "threshold": threshold}}, layer_input)
+    np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
