@@ -40,50 +40,36 @@ import platform
 import statistics
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import models, packing
-from binflax.layers import HBNConv
+from binflax import models, packing, tracing
+from binflax.export import inference
 
 LARGE_MACS = 100e6
 FLOAT_BASELINES = ("float32", "float32_matmul")
 
 
 def binary_input_layers(name: str) -> list[dict]:
-    """The binary-input units of ``name`` under fbin, with their conv geometry."""
+    """The binary-input layers of ``name`` under fbin, with their conv geometry."""
     model = models.create(name, plan="fbin")
     found = []
-
-    def record(next_fun, args, kwargs, context):
-        module = context.module
-        if isinstance(module, HBNConv) and context.method_name == "__call__":
-            out = next_fun(*args, **kwargs)
-            if module.precision.binary_input:
-                kh, kw = module.kernel_size
-                x = args[0]
-                found.append(
-                    {
-                        "model": name,
-                        "name": "/".join(module.scope.path),
-                        "input_shape": tuple(x.shape[1:]),
-                        "kernel": (kh, kw, x.shape[-1], module.features),
-                        "strides": tuple(module.strides),
-                        "padding": packing.explicit_padding(
-                            x.shape[1:3], module.kernel_size, module.strides, module.padding
-                        ),
-                        "output_shape": tuple(out.shape[1:]),
-                    }
-                )
-            return out
-        return next_fun(*args, **kwargs)
-
-    shape = model.default_input_shape
-    with nn.intercept_methods(record):
-        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+    for info in tracing.trace_layers(model):
+        if info.precision.binary_input:
+            g = inference.geometry_2d(info)
+            found.append(
+                {
+                    "model": name,
+                    "name": info.name,
+                    "input_shape": tuple(info.input_shape[1:]),
+                    "kernel": tuple(info.kernel_shape),
+                    "strides": g.strides,
+                    "padding": g.padding,
+                    "output_shape": tuple(info.output_shape[1:]),
+                }
+            )
     return found
 
 

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -248,9 +249,8 @@ def _trained_twin(variant: str, plan: Plan, plans: dict[str, Plan], trained: dic
 def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The cost table of the config's model and plan, from shapes only (no data needed).
 
-    ``summary.json`` also holds, for binflax's own models, the *measured* memory: the size
-    of the bit-packed export file (``binflax.export``) against the float32 checkpoint,
-    written from zero weights;
+    ``summary.json`` also holds the *measured* memory: the size of the bit-packed export
+    file (``binflax.export``) against the float32 checkpoint, written from zero weights;
     and, for each of ``config.hbn.budgets``, the equivalent FLOPs it allows and the
     authors' hybrid it admits (:func:`budget_targets`), so a user sees what an ``hbn``
     run targets before spending anything.
@@ -258,27 +258,27 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     num_classes, image_shape = summary_shapes(config)
     model = networks.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
-    # The export rebuilds registered models only (docs/byom.md): a network of your own
-    # gets the cost model's figures without a measured file.
-    measured = (
-        export.memory_report(model, input_shape=image_shape)
-        if config.model in models.MODELS
-        else None
-    )
-    if measured is not None:
-        summary["export"] = {
-            key: measured[key]
-            for key in ("file_bytes", "float32_bytes", "predicted_bytes", "compression")
-        }
+    measured = export.memory_report(model, input_shape=image_shape)
+    summary["export"] = {
+        key: measured[key]
+        for key in (
+            "file_bytes",
+            "weights_bytes",
+            "program_bytes",
+            "float32_bytes",
+            "predicted_bytes",
+            "compression",
+        )
+    }
     summary["budgets"] = budget_targets(config)
     outputs.write_json(epath.Path(workdir) / "summary.json", summary)
     log(cost.format_summary(summary))
-    if measured is not None:
-        log(
-            f"exported file {measured['file_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
-            f"{measured['float32_bytes'] / 2**20:.3f} MiB "
-            f"({measured['compression']:.1f}x smaller)"
-        )
+    log(
+        f"exported file {measured['file_bytes'] / 2**20:.3f} MiB: weights "
+        f"{measured['weights_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
+        f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x "
+        f"smaller), programs {measured['program_bytes'] / 2**20:.3f} MiB"
+    )
     log(format_budget_targets(summary["budgets"], config.model))
     return summary
 
@@ -428,8 +428,9 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         report["top1_agreement"] = float(np.mean(exact.argmax(-1) == fake_quant.argmax(-1)))
         report["latency"] = latency = export.latency(exported, images[:1])
         log(
-            f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB "
-            f"(float32 {report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
+            f"[export] {path}: {report['file_bytes'] / 2**20:.3f} MiB (weights "
+            f"{(report['file_bytes'] - report['program_bytes']) / 2**20:.3f} MiB vs float32 "
+            f"{report['float32_bytes'] / 2**20:.3f} MiB); integer path vs float "
             f"model on {len(images)} images: max |logit diff| "
             f"{report['max_abs_logit_diff']:.2e}, top-1 agreement "
             f"{100 * report['top1_agreement']:.1f}%; batch 1: {latency['ms']:.2f} ms vs "
@@ -440,7 +441,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
 
 def _export_through_local_file(
-    model: models.BinaryNet,
+    model: nn.Module,
     variables: dict,
     path: epath.Path,
     image_shape: tuple[int, int, int],

@@ -90,11 +90,14 @@ def unpack_signs(words: Any, channels: int, dtype: Any = np.int8) -> Any:
 
     NumPy in, NumPy out; anything else is computed with ``jax.numpy``.
     """
-    xp = np if isinstance(words, np.ndarray) else jnp
-    words = xp.asarray(words, xp.uint32)
-    bits = (words[..., None] >> xp.arange(BITS, dtype=xp.uint32)) & 1
+    if isinstance(words, np.ndarray):  # little-endian words: bit c of a word is byte c // 8's
+        raw = np.ascontiguousarray(words, "<u4").view(np.uint8)
+        bits = np.unpackbits(raw, axis=-1, bitorder="little")[..., :channels]
+        return (1 - 2 * bits.astype(np.int8)).astype(dtype)
+    words = jnp.asarray(words, jnp.uint32)
+    bits = (words[..., None] >> jnp.arange(BITS, dtype=jnp.uint32)) & 1
     bits = bits.reshape(*words.shape[:-1], -1)[..., :channels]
-    return (1 - 2 * bits.astype(xp.int32)).astype(dtype)
+    return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
 
 
 def explicit_padding(
@@ -111,20 +114,33 @@ def explicit_padding(
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-def conv_int8(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Any) -> jax.Array:
-    """``int8`` +-1 convolution with ``int32`` accumulation (kernel HWIO)."""
+def conv_int8(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
+    groups: int = 1,
+) -> jax.Array:
+    """``int8`` +-1 convolution with ``int32`` accumulation (kernel HWIO, ``I`` per group)."""
     return lax.conv_general_dilated(
         x.astype(jnp.int8),
         kernel.astype(jnp.int8),
         tuple(strides),
         padding,
+        rhs_dilation=tuple(dilation),
         dimension_numbers=DIMENSION_NUMBERS,
+        feature_group_count=groups,
         preferred_element_type=jnp.int32,
     )
 
 
 def conv_int8_dot(
-    x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Any
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
 ) -> jax.Array:
     """The same accumulator as :func:`conv_int8`, as im2col + one ``int8`` matrix product.
 
@@ -134,7 +150,7 @@ def conv_int8_dot(
     kernel = kernel.astype(jnp.int8)
     kh, kw, _, out_features = kernel.shape
     return lax.dot_general(
-        im2col(x.astype(jnp.int8), (kh, kw), strides, padding),
+        im2col(x.astype(jnp.int8), (kh, kw), strides, padding, dilation),
         kernel.reshape(-1, out_features),
         (((3,), (0,)), ((), ())),
         preferred_element_type=jnp.int32,
@@ -195,6 +211,7 @@ def xnor_base(
     spatial_shape: Sequence[int],
     strides: Sequence[int],
     padding: Any,
+    dilation: Sequence[int] = (1, 1),
 ) -> np.ndarray:
     """The accumulator of :func:`conv_xnor` before its popcount: ``int32`` (H_out, W_out, C_out).
 
@@ -206,16 +223,17 @@ def xnor_base(
     """
     kernel_bits = np.asarray(kernel_bits, np.uint32)
     _, kh, kw, _ = kernel_bits.shape
-    pads = explicit_padding(spatial_shape, (kh, kw), strides, padding)
+    (dh, dw), (sh, sw) = dilation, strides
+    pads = explicit_padding(spatial_shape, _dilated((kh, kw), dilation), strides, padding)
     (top, bottom), (left, right) = pads
     h, w = spatial_shape
-    out_h = (h + top + bottom - kh) // strides[0] + 1
-    out_w = (w + left + right - kw) // strides[1] + 1
+    out_h = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (w + left + right - (kw - 1) * dw - 1) // sw + 1
     inside = np.pad(np.ones((h, w), bool), pads)
     padded_taps = np.stack(
         [
-            ~inside[i : i + (out_h - 1) * strides[0] + 1 : strides[0]][
-                :, j : j + (out_w - 1) * strides[1] + 1 : strides[1]
+            ~inside[i * dh : i * dh + (out_h - 1) * sh + 1 : sh][
+                :, j * dw : j * dw + (out_w - 1) * sw + 1 : sw
             ]
             for i in range(kh)
             for j in range(kw)
@@ -236,6 +254,7 @@ def conv_xnor(
     kernel_size: Sequence[int],
     strides: Sequence[int],
     padding: Any,
+    dilation: Sequence[int] = (1, 1),
 ) -> jax.Array:
     """The fast XNOR + popcount convolution: one im2col of packed words, ``base - 2 * popcount``.
 
@@ -250,7 +269,7 @@ def conv_xnor(
     per-byte counts and folds the bytes once per group. Returns the same ``int32``
     accumulator as :func:`conv_int8` and :func:`conv_popcount`.
     """
-    patches = im2col(x_words, kernel_size, strides, padding)
+    patches = im2col(x_words, kernel_size, strides, padding, dilation)
     if patches.dtype != kernel.dtype:
         patches = pair_words(patches)
     if patches.shape[-1] != kernel.shape[0]:
@@ -292,29 +311,43 @@ def pair_words(words: jax.Array) -> jax.Array:
 
 
 def im2col(
-    x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], padding: Any
+    x: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
 ) -> jax.Array:
     """NHWC -> (N, H_out, W_out, kh * kw * C): each output pixel's patch, zero-padded,
     ordered (kernel row, kernel column, channel) as an HWIO kernel flattens."""
-    n, h, w, _ = x.shape
-    pads = explicit_padding((h, w), kernel_size, strides, padding)
+    _, h, w, c = x.shape
+    pads = explicit_padding((h, w), _dilated(kernel_size, dilation), strides, padding)
     if pads == ((0, 0), (0, 0)) and tuple(kernel_size) == (h, w):
-        return x.reshape(n, 1, 1, -1)  # a fully-connected layer: one patch
+        return x.reshape(-1, 1, 1, h * w * c)  # a fully-connected layer: one patch
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    return jnp.concatenate(list(_tap_slices(padded, kernel_size, strides)), axis=-1)
+    return jnp.concatenate(list(_tap_slices(padded, kernel_size, strides, dilation)), axis=-1)
+
+
+def _dilated(kernel_size: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True))
 
 
 def _tap_slices(
-    padded: jax.Array, kernel_size: Sequence[int], strides: Sequence[int]
+    padded: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
 ) -> Iterator[jax.Array]:
     """For each kernel tap, row-major: the strided slice of the padded input it sees."""
-    (kh, kw), (sh, sw) = kernel_size, strides
-    n, h, w, c = padded.shape
-    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    _, h, w, _ = padded.shape
+    out_h = (h - (kh - 1) * dh - 1) // sh + 1
+    out_w = (w - (kw - 1) * dw - 1) // sw + 1
     for i in range(kh):
         for j in range(kw):
-            stop = (i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1)
-            yield lax.slice(padded, (0, i, j, 0), (n, *stop, c), (1, sh, sw, 1))
+            rows, cols = i * dh, j * dw
+            yield padded[
+                :, rows : rows + (out_h - 1) * sh + 1 : sh, cols : cols + (out_w - 1) * sw + 1 : sw
+            ]
 
 
 def _taps(

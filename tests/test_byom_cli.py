@@ -10,7 +10,7 @@ import json
 import jax.numpy as jnp
 import pytest
 
-from binflax import cli, networks
+from binflax import cli, export, networks
 from configs import quickstart
 
 GROUPED = "tests.user_nets:GroupedNet"
@@ -40,13 +40,22 @@ def test_hbn_pipeline_runs_on_a_user_network(tmp_path, capsys):
 
     assert cli.run(config, mode="summary", workdir=workdir) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [layer["name"] for layer in summary["layers"]] == LAYERS and "export" not in summary
+    assert [layer["name"] for layer in summary["layers"]] == LAYERS
+    measured = summary["export"]
+    assert measured["file_bytes"] == measured["weights_bytes"] + measured["program_bytes"]
+    # (a network this small is smaller as a float32 checkpoint: ~300 bytes per npz member)
+    assert measured["weights_bytes"] > measured["predicted_bytes"] > 0
     assert cli.run(config, mode="eval", workdir=workdir) == 0
     capsys.readouterr()
-    # the export rebuilds registered models only: a one-line user error, no traceback
-    assert cli.run(config, mode="export", workdir=workdir) == cli.EXIT_USER_ERROR
-    err = capsys.readouterr().err
-    assert err.startswith("binflax: ") and "registered models" in err and len(err.splitlines()) == 1
+    # the export of a network of your own: a self-contained file per variant, its size,
+    # its agreement with the float model and its latency
+    assert cli.run(config, mode="export", workdir=workdir) == 0
+    logged = [line for line in capsys.readouterr().out.splitlines() if "[export]" in line]
+    assert len(logged) == 2 and all("MiB" in line and "batch 1:" in line for line in logged)
+    for variant in ("hybrid", "fbin"):
+        exported = export.load(tmp_path / variant / "model.npz")
+        assert exported.header["network"] == "BinarizedGroupedNet"
+        assert [info.name for info in exported.layers] == LAYERS
 
 
 @pytest.mark.parametrize(
@@ -59,7 +68,6 @@ def test_hbn_pipeline_runs_on_a_user_network(tmp_path, capsys):
         ("model", "tests.user_nets:PreActBlock", "PreActBlock has no num_classes field"),
         ("model_kwargs", {"width": 3}, "config.model_kwargs.width is not a field of VGG"),
         ("input_norm", "layernorm", "config.input_norm='layernorm'"),
-        ("scale_inputs", True, "config.scale_inputs=True"),
     ],
 )
 def test_a_bad_user_model_is_one_line_naming_the_field(field, value, message, tmp_path, capsys):

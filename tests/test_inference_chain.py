@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from binflax import models, packing
-from binflax.export import arithmetic, chain, units
+from binflax import models, packing, tracing
+from binflax.export import arithmetic, chain, inference
 from binflax.plan import Plan
 
 
@@ -119,18 +119,21 @@ def test_auto_rule_and_float_lowering():
     assert arithmetic.choose("cpu") == "popcount"
     assert arithmetic.choose("gpu") == arithmetic.choose("tpu") == "int8"
     model = models.create("alexnet", plan="float")
-    found = {unit.name: unit for unit in units.trace_units(model, (224, 224, 3))}
+    found = {
+        info.name: inference.geometry_2d(info)
+        for info in tracing.trace_layers(model, (224, 224, 3))
+    }
     assert found["fc6"].fully_connected and not found["conv5"].fully_connected
     lowering = {
-        name: arithmetic.float_lowering(unit.fully_connected, unit.pixels, "cpu")
-        for name, unit in found.items()
+        name: arithmetic.float_lowering(g.fully_connected, g.output_pixels(), "cpu")
+        for name, g in found.items()
     }
     assert lowering == {
         "conv1": "conv", "conv2": "conv", "conv3": "matmul", "conv4": "matmul",
         "conv5": "matmul", "fc6": "matmul", "fc7": "matmul", "fc8": "matmul",
     }  # fmt: skip
     # Batch 8 moves the 13x13 maps (8 * 169 pixels) back to the convolution.
-    assert arithmetic.float_lowering(False, 8 * found["conv3"].pixels, "cpu") == "conv"
+    assert arithmetic.float_lowering(False, 8 * found["conv3"].output_pixels(), "cpu") == "conv"
     assert arithmetic.float_lowering(True, 8, "cpu") == "matmul"
-    assert arithmetic.float_lowering(False, found["conv3"].pixels, "gpu") == "conv"
+    assert arithmetic.float_lowering(False, found["conv3"].output_pixels(), "gpu") == "conv"
     assert arithmetic.float_lowering(True, 1, "gpu") == "matmul"

@@ -23,19 +23,20 @@ Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.fold` (
 folding and packing), :mod:`~binflax.export.model_file` (whole models and measured
 memory), :mod:`~binflax.export.inference` (the integer path),
 :mod:`~binflax.export.arithmetic` (which arithmetic each XNOR unit runs),
-:mod:`~binflax.export.chain` (packed activations between XNOR units),
-:mod:`~binflax.export.units` (unit geometry) and :mod:`~binflax.export.latency`
+:mod:`~binflax.export.chain` (packed activations between XNOR units) and
+:mod:`~binflax.export.latency`
 (measured speed); the packed arithmetic itself is :mod:`binflax.packing`. The design and
 the file format are in docs/export.md.
 """
 
 from binflax.export.format import FORMAT, VERSION, ExportError
-from binflax.export.inference import ARITHMETICS, integer_forward, layer_forward
 from binflax.export.latency import float_calls, latency, time_calls
 from binflax.export.model_file import (
+    ARITHMETICS,
     ExportedModel,
     export_model,
     float32_checkpoint_bytes,
+    integer_forward,
     load,
     memory_report,
     zero_variables,
@@ -52,7 +53,6 @@ __all__ = [
     "float_calls",
     "integer_forward",
     "latency",
-    "layer_forward",
     "load",
     "memory_report",
     "time_calls",

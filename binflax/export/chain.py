@@ -26,14 +26,13 @@ when C's input equals ``max_pool(relu(P's output))`` (or without the ReLU or the
 exactly. A residual sum, a concatenation or any other operation between them breaks the
 equality, so only chains that the thresholds compute exactly are linked. A producer may
 feed several consumers (SqueezeNet's squeeze feeds both expands); it writes one set of
-words for each. Not linked: models with XNOR-Net's K map (its scale needs the float
-input) and producers with a bias.
+words for each. Linked are plain 2-D convs (no groups, no circular or reflect padding)
+without XNOR-Net's K map (its scale needs the float input), producers without a bias.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from collections.abc import Mapping, Sequence
 
@@ -43,9 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import packing
-from binflax.export.units import Unit, trace_units
-from binflax.layers import HBNConv
+from binflax import packing, tracing
+from binflax.tracing import LayerInfo
 
 PROBE_SCALE = 100.0  # probes far outside [0, 6] so a clipping activation cannot pass
 
@@ -69,33 +67,42 @@ class Link:
     pool: Pool | None
 
 
-def find_links(model: nn.Module, input_shape: Sequence[int]) -> tuple[Link, ...]:
-    """The producer -> consumer pairs of XNOR units that can pass packed words exactly.
+def find_links(
+    model: nn.Module, input_shape: Sequence[int], variables: Mapping | None = None
+) -> tuple[Link, ...]:
+    """The producer -> consumer pairs of XNOR layers that can pass packed words exactly.
 
-    Cached per model and input size: the probe compiles the model once."""
-    return _find_links(model, tuple(input_shape))
-
-
-@functools.lru_cache(maxsize=64)
-def _find_links(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Link, ...]:
-    if getattr(model, "scale_inputs", False):
-        return ()
-    layers = {unit.name: unit for unit in trace_units(model, input_shape)}
-    inputs, outputs = _probe(model, input_shape, layers)
+    ``variables`` are what the network keeps outside its planned layers (a network of
+    your own may have batch norms between them); none for binflax's models. The probe
+    compiles the model once."""
+    layers = {info.name: info for info in tracing.trace_layers(model, input_shape)}
+    inputs, outputs = _probe(model, tuple(input_shape), layers, variables or {})
     order = list(layers)
     links = []
     for consumer in order:
-        if not layers[consumer].precision.xnor:
+        if not _linkable(layers[consumer]):
             continue
         for producer in reversed(order[: order.index(consumer)]):
             info = layers[producer]
-            if not info.precision.xnor or info.use_bias:
+            if not _linkable(info) or info.use_bias:
                 continue
             link = _match(producer, consumer, outputs[producer], inputs[consumer])
             if link is not None:
                 links.append(link)
                 break
     return tuple(links)
+
+
+def _linkable(info: LayerInfo) -> bool:
+    g = info.geometry
+    return (
+        info.precision.xnor
+        and not info.scale_inputs
+        and g.kind == "conv"
+        and g.spatial == 2
+        and g.groups == 1
+        and g.padding not in ("CIRCULAR", "REFLECT")
+    )
 
 
 def sign_limits(
@@ -176,34 +183,33 @@ def _reduce_window(padded: jax.Array, pool: Pool, op) -> jax.Array:
 
 
 def _probe(
-    model: nn.Module, input_shape: Sequence[int], layers: Mapping[str, Unit]
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    layers: Mapping[str, LayerInfo],
+    variables: Mapping,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every unit's input when every unit outputs independent random values.
+    """Every layer's input when every layer outputs independent random values.
 
     One jit-compiled call, concrete even when :func:`find_links` runs under a trace."""
     rng = np.random.default_rng(0)
     outputs = {
-        name: (PROBE_SCALE * rng.standard_normal(unit.output_shape)).astype(np.float32)
-        for name, unit in layers.items()
+        name: (PROBE_SCALE * rng.standard_normal(info.output_shape)).astype(np.float32)
+        for name, info in layers.items()
     }
 
-    def unit_inputs(outputs):
+    def layer_inputs(outputs, variables):
         inputs = {}
 
-        def replace(next_fun, args, kwargs, context):
-            module = context.module
-            if not (isinstance(module, HBNConv) and context.method_name == "__call__"):
-                return next_fun(*args, **kwargs)
-            name = "/".join(module.scope.path)
-            inputs[name] = args[0]
-            return outputs[name]
+        def replace(call: tracing.PlannedCall) -> jax.Array:
+            inputs[call.info.name] = call.x
+            return outputs[call.info.name]
 
-        with nn.intercept_methods(replace):
-            model.apply({}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        with tracing.intercept(replace):
+            model.apply(dict(variables), jnp.zeros((1, *input_shape), jnp.float32), train=False)
         return inputs
 
     with jax.ensure_compile_time_eval():
-        inputs = jax.jit(unit_inputs)(outputs)
+        inputs = jax.jit(layer_inputs)(outputs, variables)
     return {name: np.asarray(x) for name, x in inputs.items()}, outputs
 
 

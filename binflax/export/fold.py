@@ -15,14 +15,20 @@ stored as four arrays nor computed as such. Where it goes depends on the unit
 - **float input, float weights** (``conv -> BN(out)``): folded into the kernel and bias.
 - **float input, binary weights**: the kernel stays +-1, so BN and alpha become one
   per-channel ``scale`` (``alpha * m``) and a ``bias``.
+- **binary input with a learned threshold** (``input_norm="shift"``, ReActNet's RSign):
+  ``x - t >= 0`` is the ``threshold`` t with direction +1.
+
+Kernels are stored in the layer's 2-D view (:meth:`binflax.geometry.Geometry.as_2d`): a
+dense kernel ``(C_in, C_out)`` as a 1x1 one, a 1-D conv's ``(k, C_in, C_out)`` as
+``(1, k, C_in, C_out)``.
 
 Per layer the fields are (shapes with C_in, C_out, kernel OHWI as Larq Compute Engine):
 ``kernel_bits`` uint32 (C_out, kh, kw, ceil(C_in / 32)) or ``kernel`` float32
 (C_out, kh, kw, C_in); ``scale`` float32 (C_out) for binary weights (alpha, times the
 folded BN where the input is float); ``bias`` float32 (C_out) where there is one;
-``threshold``/``direction`` (C_in) for binary inputs with a norm; ``bn_scale`` and
-``bn_shift`` (C_in) only when the model scales inputs by XNOR-Net's K map, which
-needs ``BN(x)`` itself. The layer computes
+``threshold``/``direction`` (C_in) for binary inputs with a norm or a threshold;
+``bn_scale`` and ``bn_shift`` (C_in) only when the layer scales its output by XNOR-Net's
+K map, which needs the normalised input itself. The layer computes
 ``y = conv(in, kernel) [* K] [* scale] [+ bias]``.
 """
 
@@ -34,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from binflax.export.format import ExportError
-from binflax.layers import BN_EPSILON
 from binflax.models import LayerInfo
 from binflax.packing import pack_signs
+from binflax.planned import BN_EPSILON
 
 
 def subtree(tree: Mapping, path: str, what: str) -> Mapping:
@@ -70,10 +76,8 @@ def sign_threshold(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return tau.astype(np.float32), direction
 
 
-def fold_layer(
-    info: LayerInfo, params: Mapping, stats: Mapping, *, scale_inputs: bool
-) -> dict[str, np.ndarray]:
-    """The exported fields of one traced unit (see the module docstring)."""
+def fold_layer(info: LayerInfo, params: Mapping, stats: Mapping) -> dict[str, np.ndarray]:
+    """The exported fields of one traced layer (see the module docstring)."""
     kernel = np.asarray(params["kernel"], np.float32)
     if kernel.shape != tuple(info.kernel_shape):
         raise ExportError(
@@ -83,21 +87,28 @@ def fold_layer(
     out: dict[str, np.ndarray] = {}
     bias = np.asarray(params["bias"], np.float64) if info.use_bias else None
     post_norm = None
+    input_map = None  # (m, s) of the binary input's normalisation, for the K map
     if info.norm:
         m, s = batch_norm_affine(params["bn"], subtree(stats, "bn", "batch_stats"))
         if info.precision.binary_input:
             out["threshold"], out["direction"] = sign_threshold(m, s)
-            if scale_inputs:
-                out["bn_scale"], out["bn_shift"] = m.astype(np.float32), s.astype(np.float32)
+            input_map = m, s
         else:
             post_norm = m, s
             bias = (0.0 if bias is None else bias) * m + s
-    ohwi = kernel.transpose(3, 0, 1, 2)
+    elif info.input_threshold:
+        threshold = np.asarray(params["threshold"], np.float64)
+        out["threshold"], out["direction"] = sign_threshold(np.ones_like(threshold), -threshold)
+        input_map = np.ones_like(threshold), -threshold
+    if info.scale_inputs:
+        m, s = input_map or (np.ones(info.input_shape[-1]), np.zeros(info.input_shape[-1]))
+        out["bn_scale"], out["bn_shift"] = m.astype(np.float32), s.astype(np.float32)
+    ohwi = kernel_2d(info, kernel).transpose(3, 0, 1, 2)
     if info.precision.binary_weight:
         out["kernel_bits"] = np.asarray(pack_signs(ohwi))
         # alpha = mean |W| per output channel (quantizers.weight_scale), in NumPy so
         # that exporting compiles nothing.
-        scale = np.mean(np.abs(kernel, dtype=np.float64), axis=(0, 1, 2))
+        scale = np.mean(np.abs(kernel, dtype=np.float64), axis=tuple(range(kernel.ndim - 1)))
         out["scale"] = (scale if post_norm is None else scale * post_norm[0]).astype(np.float32)
     else:
         folded = ohwi if post_norm is None else ohwi * post_norm[0][:, None, None, None]
@@ -107,9 +118,16 @@ def fold_layer(
     return out
 
 
-def fold_variables(
-    layers: tuple[LayerInfo, ...], variables: Mapping, *, scale_inputs: bool
-) -> dict[str, np.ndarray]:
+def kernel_2d(info: LayerInfo, kernel: np.ndarray) -> np.ndarray:
+    """A layer's kernel in its 2-D view, HWIO (``I`` per group)."""
+    if info.geometry is not None and info.geometry.kind == "dense":
+        return kernel.reshape(1, 1, *kernel.shape)
+    if kernel.ndim == 3:  # a 1-D conv: one row
+        return kernel[None]
+    return kernel
+
+
+def fold_variables(layers: tuple[LayerInfo, ...], variables: Mapping) -> dict[str, np.ndarray]:
     """Every layer's fields, keyed ``<layer path>/<field>``."""
     if "params" not in variables:
         raise ExportError(
@@ -119,8 +137,6 @@ def fold_variables(
     arrays = {}
     for info in layers:
         layer_stats = subtree(stats, info.name, "batch_stats") if info.norm else {}
-        fields = fold_layer(
-            info, subtree(params, info.name, "params"), layer_stats, scale_inputs=scale_inputs
-        )
+        fields = fold_layer(info, subtree(params, info.name, "params"), layer_stats)
         arrays.update({f"{info.name}/{field}": value for field, value in fields.items()})
     return arrays

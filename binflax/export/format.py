@@ -36,7 +36,12 @@ from etils import epath
 from binflax.errors import UserError
 
 FORMAT = "binflax.export"
-VERSION = 1
+VERSION = 2
+# Version 1 files rebuilt their network from binflax's model registry and hold no programs.
+_VERSIONS = {
+    1: "it was written by binflax before exports carried their programs (version 1 files "
+    "rebuilt the network from the model registry): export the model again",
+}
 HEADER_KEY = "__binflax_export__"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -135,7 +140,12 @@ def _parse_header(path: epath.Path, raw: np.ndarray) -> dict:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ExportError(f"{path} is not a binflax export (format {found!r}, expected {FORMAT!r})")
     version = header.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
+    if version in _VERSIONS:
+        raise ExportError(
+            f"{path} has export format version {version}; this binflax reads version "
+            f"{VERSION}: {_VERSIONS[version]}"
+        )
+    if version != VERSION:
         raise ExportError(
             f"{path} has export format version {version!r}; this binflax reads version "
             f"{VERSION} (a newer binflax wrote it?)"

@@ -1,40 +1,41 @@
-"""The integer inference path: the model's own topology, every unit run from exported arrays.
+"""The integer inference path: every planned layer computed from exported arrays.
 
-Why intercept instead of a second model definition: the networks differ in shortcuts,
-fire concatenations and pools, and writing each again for inference would make two
-versions to keep in step. :func:`integer_forward` runs the Flax model itself under
-``flax.linen.intercept_methods`` and replaces every ``HBNConv.__call__`` by a
-computation from the exported arrays; ReLU, pooling, shortcuts and concatenation run
-as the model defines them. No float variables are passed in.
+Why a program and not a second model definition: networks differ in shortcuts,
+concatenations, pools and the user's own modules, and writing each again for inference
+would make two versions to keep in step. At export, :func:`program` runs the network
+itself with every planned layer handed to :func:`layer_forward` (through
+:func:`binflax.tracing.intercept`); everything else - ReLU, pooling, shortcuts, a
+network's own batch norms - runs as the network defines it, from the variables it keeps
+outside its planned layers. ``jax.export`` records that computation as a StableHLO
+program (:mod:`~binflax.export.model_file`), so a loaded file runs without the
+network's Python class.
 
-A unit with binary inputs and binary weights (an XNOR unit) runs as exact integer
+A layer with binary inputs and binary weights (an XNOR layer) runs as exact integer
 arithmetic on +-1 values, with the arithmetic :mod:`~binflax.export.arithmetic` picks
-for it (``arithmetic="auto"``) or the one forced:
+(``"auto"``) or the one forced:
 
 - ``"int8"``: an int8 convolution with int32 accumulation;
-- ``"int8_dot"``: im2col and one int8 matrix product with int32 accumulation;
+- ``"int8_dot"``: im2col and one int8 matrix product per group with int32 accumulation;
 - ``"popcount"``: XNOR + popcount on 64-bit packed words (:func:`binflax.packing.conv_xnor`).
 
 All give the same int32 accumulator, which is then multiplied by alpha (and by XNOR-Net's
-K map when the model scales inputs). With ``chain=True`` an XNOR unit whose output feeds
-a popcount unit only through ReLU and max pooling writes that unit's packed input
-directly from its accumulator (:mod:`~binflax.export.chain`); its float output is then
-unused and XLA drops it. Float-input units run a float conv with their folded kernel
-(for binary weights, the +-1 kernel times alpha and the folded batch norm), as XLA's
-convolution or as im2col and a matrix product (fully-connected layers written as convs,
-small maps on the CPU: :func:`binflax.export.arithmetic.float_lowering`).
+K map where the layer scales its output). With packed links an XNOR layer whose output
+feeds a popcount layer only through ReLU and max pooling writes that layer's packed input
+directly from its accumulator (:mod:`~binflax.export.chain`). Float-input layers run a
+float conv with their folded kernel (for binary weights, the +-1 kernel times alpha and
+the folded batch norm), as XLA's convolution or as im2col and a matrix product
+(:func:`binflax.export.arithmetic.float_lowering`).
 
-The popcount's 64-bit words need ``jax_enable_x64``, which :func:`integer_forward`
-enables for the duration of its call only; call it eagerly (it compiles itself), not
-inside another ``jax.jit``.
+Layers compute in their 2-D view (:meth:`binflax.geometry.Geometry.as_2d`): a dense layer
+as a 1x1 conv, a 1-D conv on one row; groups, dilation and circular or reflect padding
+as the layer has them. The popcount's 64-bit words need ``jax_enable_x64``, which the
+caller enables around tracing and calling a program.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,111 +43,90 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import packing, quantizers
+from binflax import packing, planned, tracing
 from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export.format import ExportError
-from binflax.export.units import Unit, trace_units
-from binflax.layers import HBNConv
-
-if TYPE_CHECKING:
-    from binflax.export.model_file import ExportedModel
-
-ARITHMETICS = arithmetic_lib.ARITHMETICS
+from binflax.geometry import Geometry2D
+from binflax.tracing import LayerInfo
 
 
 @dataclasses.dataclass(frozen=True)
-class Program:
-    """What runs where, for one input size: hashable, so a static argument of ``jax.jit``.
+class Variant:
+    """One program of an export: how every planned layer computes, and the packed links."""
 
-    ``arithmetics`` maps every XNOR unit to its arithmetic; ``links`` are the packed
-    producer -> consumer pairs in use.
-    """
+    computations: tuple[tuple[str, str], ...]  # (layer, arithmetic or float lowering)
+    links: tuple[chain_lib.Link, ...] = ()
 
-    arithmetics: tuple[tuple[str, str], ...]
-    links: tuple[chain_lib.Link, ...]
-
-    def arithmetic(self, name: str) -> str:
-        return dict(self.arithmetics)[name]
+    def computation(self, name: str) -> str:
+        return dict(self.computations)[name]
 
 
-def integer_forward(
-    exported: ExportedModel,
-    images: jax.Array,
-    *,
-    arithmetic: str = "auto",
-    chain: bool = True,
-) -> jax.Array:
-    """Logits of the exported model for NHWC ``images``, XNOR units in integer arithmetic.
+def variant(
+    layers: Sequence[LayerInfo],
+    links: Sequence[chain_lib.Link],
+    arithmetic: str,
+    chain: bool,
+    backend: str = "cpu",
+) -> Variant:
+    """What each layer runs for XNOR ``arithmetic`` (not ``"auto"``); float-input layers
+    take the lowering measured fastest on ``backend`` at batch 1."""
+    computations = {}
+    for info in layers:
+        g = geometry_2d(info)
+        if info.precision.xnor:
+            computations[info.name] = arithmetic
+        else:
+            plain = g.groups == 1 and g.dilation == (1, 1)
+            lowering = arithmetic_lib.float_lowering(g.fully_connected, g.output_pixels(), backend)
+            computations[info.name] = lowering if plain else "conv"
+    used = tuple(
+        link
+        for link in links
+        if chain and arithmetic == "popcount" and computations[link.consumer] == "popcount"
+    )
+    return Variant(tuple(computations.items()), used)
 
-    ``arithmetic`` is ``"auto"`` (:func:`binflax.export.arithmetic.choose`) or
-    one of ``"int8"``, ``"int8_dot"``, ``"popcount"`` for every XNOR unit; ``chain``
-    passes packed words between XNOR units where that is exact. Equals
-    ``model.apply(variables, images, train=False)`` of the fake-quantized model up to
-    float rounding (tests/test_export.py).
-    """
-    images = jnp.asarray(images)
-    # 64-bit words for the popcount (binflax.packing.conv_xnor); only inside this call.
-    with jax.enable_x64(True):
-        program, arrays = prepare(exported, tuple(images.shape[1:]), arithmetic, chain)
-        return _forward(exported.model, program, arrays, images)
+
+def geometry_2d(info: LayerInfo) -> Geometry2D:
+    """The layer's 2-D view at its traced input size; an ExportError names a layer the
+    integer path cannot run."""
+    try:
+        return info.geometry.as_2d(info.input_shape)
+    except ValueError as e:
+        raise ExportError(f"layer {info.name!r} cannot be exported: {e}") from None
+
+
+# -- arrays, prepared once per program -------------------------------------------------
 
 
 def prepare(
-    exported: ExportedModel,
-    input_shape: Sequence[int],
-    arithmetic: str = "auto",
-    chain: bool = True,
-) -> tuple[Program, dict]:
-    """The program and the per-unit device arrays for inputs of ``input_shape`` (H, W, C).
+    layers: Sequence[LayerInfo],
+    stored: Mapping[str, Mapping[str, np.ndarray]],
+    plan: Variant,
+    memo: dict | None = None,
+) -> dict:
+    """The per-layer arrays ``plan``'s program takes, from the file's arrays (NumPy only).
 
-    What a deployment does once when it loads the model, cached on ``exported``: kernels
-    go from the file's OHWI to the layout each arithmetic takes (HWIO for convolutions,
-    int8 signs for the int8 arithmetics, the im2col word matrix and its padding base for
-    the popcount), and the packed links get their integer thresholds. Call it inside
-    ``jax.enable_x64(True)``: the popcount kernels hold ``uint64`` words.
+    What a deployment does once when it loads a model: kernels go from the file's OHWI
+    to the layout each computation takes (HWIO for convolutions, int8 signs for the int8
+    arithmetics, the im2col word matrix and its padding base per group for the popcount,
+    (C_out, K) for a matrix product), and the packed links get their integer thresholds.
+    ``memo`` keeps each layer's arrays per computation across the variants of one export.
     """
-    if arithmetic not in ARITHMETICS:
-        raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
-    key = (tuple(input_shape), arithmetic, chain)
-    if key not in exported.cache:
-        exported.cache[key] = _build(exported, tuple(input_shape), arithmetic, chain)
-    return exported.cache[key]
-
-
-def _build(
-    exported: ExportedModel, input_shape: tuple[int, ...], arithmetic: str, chain: bool
-) -> tuple[Program, dict]:
-    model = exported.model
-    units = {unit.name: unit for unit in trace_units(model, input_shape)}
-    backend = jax.default_backend()
-    arithmetics = {
-        name: arithmetic_lib.choose(backend) if arithmetic == "auto" else arithmetic
-        for name, unit in units.items()
-        if unit.precision.xnor
-    }
-    links = ()
-    if chain:
-        links = tuple(
-            link
-            for link in chain_lib.find_links(model, input_shape)
-            if arithmetics[link.consumer] == "popcount"
-        )
-    stored = exported.layer_arrays()
-    missing = sorted(set(units) - set(stored))
+    missing = sorted({info.name for info in layers} - set(stored))
     if missing:
         raise ExportError(f"the export has no arrays for layer(s) {', '.join(missing)}")
-    prepared = {
-        name: _unit_arrays(
-            unit,
-            dict(stored[name]),
-            arithmetics.get(name)
-            or arithmetic_lib.float_lowering(unit.fully_connected, unit.pixels, backend),
-        )
-        for name, unit in units.items()
-    }
-    for link in links:
-        producer, consumer = units[link.producer], stored[link.consumer]
+    by_name = {info.name: info for info in layers}
+    memo = {} if memo is None else memo
+    prepared = {}
+    for info in layers:
+        key = (info.name, plan.computation(info.name))
+        if key not in memo:
+            memo[key] = _layer_arrays(info, dict(stored[info.name]), key[1])
+        prepared[info.name] = dict(memo[key])
+    for link in plan.links:
+        producer, consumer = by_name[link.producer], stored[link.consumer]
         kh, kw, cin, cout = producer.kernel_shape
         direction = consumer.get("direction", np.ones(cout, np.int8))
         sense, limit = chain_lib.sign_limits(
@@ -161,22 +141,23 @@ def _build(
             "limit": limit,
             "and_mask": chain_lib.pool_mask(direction),
         }
-    program = Program(tuple(sorted(arithmetics.items())), links)
-    with jax.ensure_compile_time_eval():  # arrays for the cache even under a trace
-        return program, jax.device_put(prepared)
+    return prepared
 
 
-def _unit_arrays(unit: Unit, arrays: dict[str, np.ndarray], computation: str) -> dict:
-    """One unit's stored arrays in the forms its computation takes: an XNOR arithmetic,
-    or a float unit's lowering at batch 1 (``"conv"``: HWIO, ``"matmul"``: (C_out, K))."""
+def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: str) -> dict:
+    g = geometry_2d(info)
     kernel, bits = arrays.pop("kernel", None), arrays.pop("kernel_bits", None)
-    cin, out_features = unit.kernel_shape[2:]
+    cin, out_features = info.kernel_shape[-2:]
+    group_out = out_features // g.groups
     if computation == "popcount":
-        arrays["kernel_words"] = packing.xnor_kernel(bits)
-        arrays["base"] = packing.xnor_base(bits, cin, unit.input_shape[1:3], unit.strides,
-                                           unit.padding)  # fmt: skip
+        groups = [bits[k * group_out : (k + 1) * group_out] for k in range(g.groups)]
+        arrays["kernel_words"] = [packing.xnor_kernel(b) for b in groups]
+        arrays["base"] = [
+            packing.xnor_base(b, cin, g.spatial_shape, g.strides, g.padding, g.dilation)
+            for b in groups
+        ]
         return arrays
-    if kernel is None and unit.precision.xnor:
+    if kernel is None and info.precision.xnor:
         kernel = packing.unpack_signs(bits, cin)  # int8 +-1
     elif kernel is None:  # +-1 weights, float input: alpha (and the folded BN) go in
         kernel = (
@@ -185,94 +166,152 @@ def _unit_arrays(unit: Unit, arrays: dict[str, np.ndarray], computation: str) ->
     if computation == "matmul":
         arrays["kernel_matrix"] = kernel.reshape(out_features, -1)  # (C_out, kh * kw * C_in)
     else:
-        arrays["kernel"] = kernel.transpose(1, 2, 3, 0)  # HWIO
+        arrays["kernel"] = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0))  # HWIO
     return arrays
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _forward(
-    model: nn.Module,
-    program: Program,
-    layer_arrays: Mapping[str, Mapping[str, jax.Array]],
-    images: jax.Array,
-) -> jax.Array:
+# -- the program --------------------------------------------------------------------
+
+
+def program(model: nn.Module, layers: Sequence[LayerInfo], plan: Variant) -> Callable:
+    """``forward(prepared, variables, images) -> logits``: ``model`` with every planned
+    layer computed from its prepared arrays, the rest from ``variables`` (what the
+    network keeps outside its planned layers). The function ``jax.export`` records."""
+    infos = {info.name: info for info in layers}
     consumers: dict[str, list[chain_lib.Link]] = {}
-    for link in program.links:
+    for link in plan.links:
         consumers.setdefault(link.producer, []).append(link)
-    packed: dict[str, jax.Array] = {}  # consumer -> its input words, written by its producer
 
-    def intercept(next_fun, args, kwargs, context):
-        module = context.module
-        if not (isinstance(module, HBNConv) and context.method_name == "__call__"):
-            return next_fun(*args, **kwargs)
-        name = "/".join(module.scope.path)
-        arrays, x = layer_arrays[name], args[0]
-        if not module.precision.xnor:
-            return layer_forward(module, arrays, x)
-        acc = integer_conv(module, arrays, x, program.arithmetic(name), packed.pop(name, None))
-        for link in consumers.get(name, ()):
-            to = arrays["to"][link.consumer]
-            word_type = packing.xnor_word_type(layer_arrays[link.consumer]["kernel_words"],
-                                               acc.shape[-1])  # fmt: skip
-            words = chain_lib.threshold_words(acc, to["sense"], to["limit"], word_type)
-            if link.pool is not None:
-                words = chain_lib.max_pool_words(words, to["and_mask"], link.pool)
-            packed[link.consumer] = words
-        return _scale(module, arrays, x, acc.astype(x.dtype))
+    def forward(prepared: Mapping, variables: Mapping, images: jax.Array) -> jax.Array:
+        packed: dict[str, jax.Array] = {}  # consumer -> its input words, from its producer
 
-    with nn.intercept_methods(intercept):
-        return model.apply({}, images.astype(jnp.float32), train=False)
+        def handler(call: tracing.PlannedCall) -> jax.Array:
+            name = call.info.name
+            if name not in infos:
+                raise ExportError(f"layer {name!r} was not traced when the model was exported")
+            info, arrays, x = infos[name], prepared[name], call.x
+            computation = plan.computation(name)
+            if not info.precision.xnor:
+                return layer_forward(info, arrays, x, computation)
+            acc = integer_accumulator(info, arrays, x, computation, packed.pop(name, None))
+            for link in consumers.get(name, ()):
+                to = arrays["to"][link.consumer]
+                words_type = packing.xnor_word_type(
+                    prepared[link.consumer]["kernel_words"][0], acc.shape[-1]
+                )
+                words = chain_lib.threshold_words(acc, to["sense"], to["limit"], words_type)
+                if link.pool is not None:
+                    words = chain_lib.max_pool_words(words, to["and_mask"], link.pool)
+                packed[link.consumer] = words
+            return _finish(info, arrays, x, acc)
+
+        with tracing.intercept(handler):
+            return model.apply(dict(variables), images.astype(jnp.float32), train=False)
+
+    return forward
 
 
 def layer_forward(
-    module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array, arithmetic: str = "int8"
+    info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array, computation: str
 ) -> jax.Array:
-    """One unit's output for its float input ``x``, from its arrays as :func:`prepare`
-    gives them for ``arithmetic`` (which matters for XNOR units only)."""
-    if module.precision.xnor:
-        acc = integer_conv(module, arrays, x, arithmetic)
-        return _scale(module, arrays, x, acc.astype(x.dtype))
-    inputs = binarize(x, arrays).astype(x.dtype) if module.precision.binary_input else x
-    return _scale(module, arrays, x, _float_conv(module, arrays, inputs))
+    """One layer's output for its float input ``x``, from its arrays as :func:`prepare`
+    gives them for ``computation``."""
+    if info.precision.xnor:
+        return _finish(info, arrays, x, integer_accumulator(info, arrays, x, computation))
+    g = geometry_2d(info)
+    x2d = _view_2d(info, x)
+    inputs = binarize(x2d, arrays).astype(x.dtype) if info.precision.binary_input else x2d
+    y = _float_conv(g, arrays, g.pad(inputs), computation)
+    return _finish(info, arrays, x, y)
 
 
 def binarize(x: jax.Array, arrays: Mapping[str, jax.Array]) -> jax.Array:
-    """``sign(BN(x))`` as int8 +-1 from the folded threshold (plain ``sign(x)`` without one)."""
+    """``sign(norm(x))`` as int8 +-1 from the folded threshold (plain ``sign(x)`` without one)."""
     if "threshold" not in arrays:
         return jnp.where(x >= 0, 1, -1).astype(jnp.int8)
     direction = arrays["direction"].astype(x.dtype)
     return jnp.where(direction * x >= direction * arrays["threshold"], 1, -1).astype(jnp.int8)
 
 
-def integer_conv(
-    module: HBNConv,
+def integer_accumulator(
+    info: LayerInfo,
     arrays: Mapping[str, jax.Array],
     x: jax.Array,
     arithmetic: str,
     words: jax.Array | None = None,
 ) -> jax.Array:
-    """An XNOR unit's int32 accumulator for its float input ``x`` (binarized here) or, for
-    the popcount, for the packed ``words`` of that input when its producer wrote them."""
-    _check_kernel(module, arrays, x.shape[-1])
-    pads = _pads(module, x)
+    """An XNOR layer's int32 accumulator (2-D view) for its float input ``x`` (binarized
+    here) or, for the popcount, for the packed ``words`` its producer wrote."""
+    g = geometry_2d(info)
+    cin = info.kernel_shape[-2]
     if arithmetic == "popcount":
+        kernels, bases = arrays["kernel_words"], arrays["base"]
         if words is None:
-            word_type = packing.xnor_word_type(arrays["kernel_words"], x.shape[-1])
-            words = packing.pack_bits(binarize(x, arrays) < 0, word_type)
-        return packing.conv_xnor(
-            words, arrays["kernel_words"], arrays["base"], module.kernel_size, module.strides, pads
+            signs = binarize(_view_2d(info, x), arrays)
+            words = [
+                packing.pack_bits(
+                    signs[..., k * cin : (k + 1) * cin] < 0,
+                    packing.xnor_word_type(kernels[k], cin),
+                )
+                for k in range(g.groups)
+            ]
+        else:
+            words = [words]
+        return _concat(
+            [
+                packing.conv_xnor(
+                    g.pad(w), kernel, base, g.kernel_size, g.strides, g.padding, g.dilation
+                )
+                for w, kernel, base in zip(words, kernels, bases, strict=True)
+            ]
         )
-    conv = packing.conv_int8 if arithmetic == "int8" else packing.conv_int8_dot
-    return conv(binarize(x, arrays), arrays["kernel"], module.strides, pads)
+    signs = g.pad(binarize(_view_2d(info, x), arrays))
+    kernel = arrays["kernel"]
+    if arithmetic == "int8":
+        return packing.conv_int8(signs, kernel, g.strides, g.padding, g.dilation, g.groups)
+    group_out = kernel.shape[-1] // g.groups
+    return _concat(
+        [
+            packing.conv_int8_dot(
+                signs[..., k * cin : (k + 1) * cin],
+                kernel[..., k * group_out : (k + 1) * group_out],
+                g.strides,
+                g.padding,
+                g.dilation,
+            )
+            for k in range(g.groups)
+        ]
+    )
 
 
-def _scale(module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array, y: jax.Array):
-    """``y [* K] [* scale] [+ bias]``: the rest of the unit after its convolution."""
-    if module.precision.binary_input and module.scale_inputs:
-        normed = x * arrays["bn_scale"] + arrays["bn_shift"] if "bn_scale" in arrays else x
-        y = y * quantizers.xnor_input_scale(
-            normed, module.kernel_size, module.strides, module.padding
+def _concat(parts: list[jax.Array]) -> jax.Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def _view_2d(info: LayerInfo, x: jax.Array) -> jax.Array:
+    """``x`` as the NHWC map of the layer's 2-D view (extra batch axes folded into N)."""
+    g = geometry_2d(info)
+    _check_input(info, x)
+    return x.reshape(-1, *g.input_spatial, x.shape[-1])
+
+
+def _check_input(info: LayerInfo, x: jax.Array) -> None:
+    if tuple(x.shape[1:]) != tuple(info.input_shape[1:]):
+        raise ExportError(
+            f"layer {info.name!r} gets an input of shape {tuple(x.shape)}; it was exported "
+            f"for {tuple(info.input_shape[1:])} per example"
         )
+
+
+def _finish(
+    info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array, y: jax.Array
+) -> jax.Array:
+    """``y [* K] [* scale] [+ bias]`` in the layer's own output shape: the rest of the
+    layer after its convolution."""
+    y = y.reshape(x.shape[0], *info.output_shape[1:]).astype(x.dtype)
+    if info.scale_inputs:
+        normed = x * arrays["bn_scale"] + arrays["bn_shift"]
+        y = y * planned.k_map(info.geometry, normed)
     if "scale" in arrays:
         y = y * arrays["scale"]
     if "bias" in arrays:
@@ -280,52 +319,21 @@ def _scale(module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array, y: ja
     return y
 
 
-def _float_conv(module: HBNConv, arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-    """A float-input unit's convolution, as XLA's conv or as im2col and a matrix product
-    (:func:`binflax.export.arithmetic.float_lowering` at this batch size)."""
-    _check_kernel(module, arrays, x.shape[-1])
-    kernel = arrays.get("kernel")
-    if "kernel_matrix" in arrays:
-        matrix = arrays["kernel_matrix"].astype(x.dtype)
-        patches = packing.im2col(x, module.kernel_size, module.strides, module.padding)
-        n, out_h, out_w, _ = patches.shape
-        fully_connected = _pads(module, x) == ((0, 0), (0, 0)) and out_h == out_w == 1
-        pixels = n * out_h * out_w
-        if (
-            arithmetic_lib.float_lowering(fully_connected, pixels, jax.default_backend())
-            == "matmul"
-        ):
-            return lax.dot_general(patches, matrix, (((3,), (1,)), ((), ())))
-        # A larger batch than the layout was chosen for: back to the convolution.
-        kernel = matrix.reshape(-1, *module.kernel_size, x.shape[-1]).transpose(1, 2, 3, 0)
+def _float_conv(
+    g: Geometry2D, arrays: Mapping[str, jax.Array], x: jax.Array, computation: str
+) -> jax.Array:
+    """A float-input layer's convolution, as XLA's conv or as im2col and a matrix product."""
+    if computation == "matmul":
+        patches = packing.im2col(x, g.kernel_size, g.strides, g.padding)
+        return lax.dot_general(
+            patches, arrays["kernel_matrix"].astype(x.dtype), (((3,), (1,)), ((), ()))
+        )
     return lax.conv_general_dilated(
         x,
-        kernel.astype(x.dtype),
-        module.strides,
-        _pads(module, x),
+        arrays["kernel"].astype(x.dtype),
+        g.strides,
+        g.padding,
+        rhs_dilation=g.dilation,
         dimension_numbers=packing.DIMENSION_NUMBERS,
+        feature_group_count=g.groups,
     )
-
-
-def _pads(module: HBNConv, x: jax.Array) -> tuple[tuple[int, int], ...]:
-    return packing.explicit_padding(
-        x.shape[1:3], module.kernel_size, module.strides, module.padding
-    )
-
-
-def _check_kernel(module: HBNConv, arrays: Mapping[str, jax.Array], in_features: int) -> None:
-    """An input whose channels do not fit the kernel is an error that names the layer."""
-    kh, kw = module.kernel_size
-    if "kernel_words" in arrays:
-        rows = -(-kh * kw * packing.packed_words(in_features) // 2)
-        field, expected = "kernel_words", (rows, module.features)
-    elif "kernel_matrix" in arrays:
-        field, expected = "kernel_matrix", (module.features, kh * kw * in_features)
-    else:
-        field, expected = "kernel", (kh, kw, in_features, module.features)
-    if tuple(arrays[field].shape) != expected:
-        name = "/".join(module.scope.path)
-        raise ExportError(
-            f"layer {name!r}: {field} has shape {tuple(arrays[field].shape)}, this input "
-            f"({in_features} channels) needs {expected}"
-        )

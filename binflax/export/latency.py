@@ -1,11 +1,12 @@
 """Measured latency of an exported network against the fastest float32 run of the same network.
 
 Why the float side gets two candidates: a binary network's speedup is only as honest as
-the float baseline it is divided by. The float32 model as a user runs it is
-``jax.jit(model.apply)`` with the variables on the device; the same network can also run
-from a float export, with batch norm folded into the kernels and its fully-connected
-layers (written as convs) as matrix products, which XLA's CPU backend runs faster. The
-baseline is whichever of the two is faster in the same run; both are reported.
+the float baseline it is divided by. Every export carries the float32 program of the same
+network (every layer float, batch norm folded into the kernels, its fully-connected
+layers as matrix products, which XLA's CPU backend runs faster); for binflax's registered
+models the float32 model as a user runs it, ``jax.jit(model.apply)`` with the variables on
+the device, is a second candidate (a network of your own has no class in the file). The
+baseline is whichever is faster in the same run; both are reported.
 
 Times are medians of calls interleaved across everything compared (one call of each,
 then the next round), after a warm-up call of each that compiles it, so that load on a
@@ -15,17 +16,23 @@ shared machine affects every side alike.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from etils import epath
 
-from binflax import models
-from binflax.export.inference import integer_forward
-from binflax.export.model_file import ExportedModel, export_model, load, zero_variables
+from binflax.export.model_file import (
+    FLOAT_BASELINE,
+    ExportedModel,
+    export_model,
+    integer_forward,
+    load,
+    rebuild_registered,
+    zero_variables,
+)
 from binflax.plan import Plan
 
 
@@ -43,7 +50,7 @@ def time_calls(calls: Mapping[str, Callable[[], jax.Array]], repeats: int) -> di
 
 
 def float_calls(
-    model: models.BinaryNet,
+    model: nn.Module,
     variables: Mapping,
     images: jax.Array,
     directory: epath.PathLike,
@@ -68,27 +75,31 @@ def float_calls(
 
 
 def latency(exported: ExportedModel, images: jax.Array, *, repeats: int = 7) -> dict:
-    """``exported``'s latency on ``images`` against the float32 model of the same network.
+    """``exported``'s latency on ``images`` against the float32 network of the same shape.
 
-    The float model has the same architecture and fields with every layer float, and zero
-    weights (the time of a float32 conv does not depend on its values). Returns
-    milliseconds: ``ms`` (the export, ``arithmetic="auto"``), ``float_apply_ms``,
-    ``float_exported_ms``, ``float_ms`` (the faster of the two) and
+    The float network has the same architecture with every layer float, and zero weights
+    (the time of a float32 conv does not depend on its values). Returns milliseconds:
+    ``ms`` (the export, ``arithmetic="auto"``), ``float_exported_ms``,
+    ``float_apply_ms`` (None for a network of your own), ``float_ms`` (the fastest) and
     ``speedup = float_ms / ms``, with ``batch`` and ``repeats``.
     """
     images = jnp.asarray(images, jnp.float32)
-    float_model = exported.model.clone(plan=Plan.preset("float", exported.plan.names))
-    variables = zero_variables(float_model, images.shape[1:])
-    with tempfile.TemporaryDirectory() as tmp:
-        calls = dict(float_calls(float_model, variables, images, tmp))
-        calls["export"] = lambda: integer_forward(exported, images)
-        ms = time_calls(calls, repeats)
-    float_ms = min(ms["float (model.apply)"], ms["float (exported)"])
+    calls = {"float (exported)": lambda: exported.run(FLOAT_BASELINE, images)}
+    model = rebuild_registered(exported)
+    if model is not None:
+        float_model = model.clone(plan=Plan.preset("float", exported.plan.names))
+        variables = jax.device_put(zero_variables(float_model, images.shape[1:]))
+        apply = jax.jit(lambda v, x: float_model.apply(v, x, train=False))
+        calls["float (model.apply)"] = lambda: apply(variables, images)
+    calls["export"] = lambda: integer_forward(exported, images)
+    ms = time_calls(calls, repeats)
+    float_apply = ms.get("float (model.apply)")
+    float_ms = min(ms["float (exported)"], float_apply or float("inf"))
     return {
         "batch": int(images.shape[0]),
         "repeats": repeats,
         "ms": ms["export"],
-        "float_apply_ms": ms["float (model.apply)"],
+        "float_apply_ms": float_apply,
         "float_exported_ms": ms["float (exported)"],
         "float_ms": float_ms,
         "speedup": float_ms / ms["export"],

@@ -1,8 +1,15 @@
-"""Whole models in and out of an export file, and their measured memory.
+"""Whole networks in and out of an export file, self-contained, and their measured memory.
 
-Why the model's name, fields and plan travel in the file: the integer path runs the
-model's own topology (binflax.export.inference), so a loaded export must rebuild exactly
-the network it came from with ``models.create`` - no Python object is pickled.
+Why programs travel in the file: the integer path runs the network's own topology
+(:mod:`binflax.export.inference`), and a deployment has neither the network's Python class
+nor binflax's model registry. At export, every way the network can run is recorded with
+``jax.export`` as a StableHLO program with a symbolic batch size - one per XNOR
+arithmetic (``int8``, ``int8_dot``, ``popcount``, ``popcount`` with packed links; one for
+all when there is no XNOR layer) and the float32 network of the same shape for the
+latency baseline - beside the packed weights, which stay arrays of their own (one bit per
+binary weight, readable with ``numpy.load``). Loading the file deserializes the programs;
+nothing is pickled and no model is rebuilt. The format is docs/export.md's, version
+:data:`~binflax.export.format.VERSION`.
 
     >>> report = export_model(model, variables, "model.npz")   # doctest: +SKIP
     >>> exported = load("model.npz")                            # doctest: +SKIP
@@ -13,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import flax.serialization
 import jax
@@ -23,53 +31,166 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from binflax import cost, models, packing
+from binflax import cost, models, packing, planned, tracing
+from binflax.export import arithmetic as arithmetic_lib
+from binflax.export import chain as chain_lib
+from binflax.export import inference
 from binflax.export.fold import fold_variables, subtree
 from binflax.export.format import ExportError, read_archive, write_archive
-from binflax.plan import Plan, PlanError
+from binflax.geometry import Geometry
+from binflax.plan import LayerPrecision, Plan, PlanError
+from binflax.tracing import LayerInfo
 
-# Not recorded: the plan has its own entry, and the exported network runs in float32 and
-# integers whatever dtype it was trained in (config.half_precision).
+PROGRAM_PREFIX = "__program__/"
+NETWORK_PREFIX = "__network__/"  # the network's variables outside its planned layers
+# What jax.export lowers the programs for: the platforms binflax runs on.
+PLATFORMS = ("cpu", "cuda", "tpu")
+# Variant -> (XNOR arithmetic, packed links).
+VARIANTS = {
+    "int8": ("int8", False),
+    "int8_dot": ("int8_dot", False),
+    "popcount": ("popcount", False),
+    "popcount_chain": ("popcount", True),
+}
+FLOAT_BASELINE = "float_baseline"
+ARITHMETICS = arithmetic_lib.ARITHMETICS
+# Not recorded for a registered model: the plan has its own entry, and the exported
+# network runs in float32 and integers whatever dtype it was trained in.
 _NOT_FIELDS = ("parent", "name", "plan", "dtype")
+# Collections a forward pass writes and never reads.
+_SOWN = (planned.BINARIZED_INPUTS, "intermediates")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportedModel:
-    """A loaded export: its header, its arrays and the rebuilt (variable-free) model."""
+    """A loaded export: its header, its arrays, its layers and its programs."""
 
     header: dict
     arrays: dict[str, np.ndarray]
-    model: models.BinaryNet
+    layers: tuple[LayerInfo, ...]
     path: str | None = None
-    # What binflax.export.inference.prepare derives per input size, arithmetic and chain
-    # setting, kept so that repeated forwards neither convert nor re-transfer anything.
+    # Deserialized programs and the device arrays each takes, kept so that repeated
+    # forwards neither convert nor re-transfer anything.
     cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def plan(self) -> Plan:
-        return self.model.plan
+        return Plan.from_dict(self.header["plan"])
 
     @property
-    def layers(self) -> list[dict]:
-        return self.header["layers"]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.header["input_shape"])
+
+    @property
+    def program_bytes(self) -> int:
+        """Bytes of the serialized programs (code, which the cost model does not count)."""
+        return sum(a.nbytes for k, a in self.arrays.items() if k.startswith(PROGRAM_PREFIX))
 
     def layer_arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """``{layer path: {field: array}}``."""
         grouped: dict[str, dict[str, np.ndarray]] = {}
         for key, array in self.arrays.items():
-            layer, field = key.rsplit("/", 1)
-            grouped.setdefault(layer, {})[field] = array
+            if not key.startswith((PROGRAM_PREFIX, NETWORK_PREFIX)):
+                layer, field = key.rsplit("/", 1)
+                grouped.setdefault(layer, {})[field] = array
         return grouped
+
+    def network_variables(self) -> dict:
+        """What the network keeps outside its planned layers (its own batch norms, ...)."""
+        flat = {
+            key[len(NETWORK_PREFIX) :]: array
+            for key, array in self.arrays.items()
+            if key.startswith(NETWORK_PREFIX)
+        }
+        return flax.traverse_util.unflatten_dict(flat, sep="/") if flat else {}
+
+    def program(self, name: str) -> jax.export.Exported:
+        """The deserialized program of variant ``name`` (or :data:`FLOAT_BASELINE`)."""
+        key = ("program", name)
+        if key not in self.cache:
+            member = (
+                self.header["float_baseline"]
+                if name == FLOAT_BASELINE
+                else self.header["variants"][name]["program"]
+            )
+            try:
+                self.cache[key] = jax.export.deserialize(bytearray(self.arrays[member].tobytes()))
+            except Exception as e:  # a program this jax cannot read
+                raise ExportError(f"{self.path}: cannot read program {member!r}: {e}") from None
+        return self.cache[key]
+
+    def run(self, name: str, images: jax.Array) -> jax.Array:
+        """Variant ``name``'s logits for ``images`` (N, *input_shape)."""
+        if tuple(images.shape[1:]) != self.input_shape:
+            raise ExportError(
+                f"{self.path or 'the export'} was exported for inputs of "
+                f"{self.input_shape} per example, got {tuple(images.shape[1:])}"
+            )
+        # 64-bit words for the popcount (binflax.packing.conv_xnor); only inside this call.
+        with jax.enable_x64(True):
+            call, prepared, variables = self._callable(name)
+            return call(prepared, variables, jnp.asarray(images, jnp.float32))
+
+    def _callable(self, name: str) -> tuple[Callable, Any, Any]:
+        key = ("call", name)
+        if key not in self.cache:
+            program = self.program(name)
+            if name == FLOAT_BASELINE:  # zero weights: a float32 conv's time ignores values
+                (prepared, variables, _), _ = jax.tree.unflatten(
+                    program.in_tree,
+                    [np.zeros([int(d) for d in a.shape], a.dtype) for a in program.in_avals[:-1]]
+                    + [None],
+                )
+            else:
+                entry = self.header["variants"][name]
+                plan = inference.Variant(
+                    tuple((n, c) for n, c in entry["computations"]),
+                    tuple(_link_from_dict(link) for link in entry["links"]),
+                )
+                prepared = inference.prepare(self.layers, self.layer_arrays(), plan)
+                variables = self.network_variables()
+            with jax.ensure_compile_time_eval():  # arrays for the cache even under a trace
+                self.cache[key] = (
+                    jax.jit(program.call),
+                    jax.device_put(prepared),
+                    jax.device_put(variables),
+                )
+        return self.cache[key]
+
+
+def integer_forward(
+    exported: ExportedModel,
+    images: jax.Array,
+    *,
+    arithmetic: str = "auto",
+    chain: bool = True,
+) -> jax.Array:
+    """Logits of the exported network for ``images``, XNOR layers in integer arithmetic.
+
+    ``arithmetic`` is ``"auto"`` (:func:`binflax.export.arithmetic.choose` for the
+    default backend) or one of ``"int8"``, ``"int8_dot"``, ``"popcount"`` for every
+    XNOR layer; ``chain`` passes packed words between XNOR layers where that is exact
+    (popcount only). Equals ``model.apply(variables, images, train=False)`` of the
+    fake-quantized model up to float rounding (tests/test_export.py). Call it eagerly:
+    it compiles the file's program itself.
+    """
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
+    if arithmetic == "auto":
+        arithmetic = arithmetic_lib.choose(jax.default_backend())
+    name = "popcount_chain" if arithmetic == "popcount" and chain else arithmetic
+    return exported.run(name, jnp.asarray(images))
 
 
 def export_model(
-    model: models.BinaryNet,
+    model: nn.Module,
     variables: Mapping,
     path: epath.PathLike,
     *,
     input_shape: Sequence[int] | None = None,
 ) -> dict:
-    """Writes ``model`` with ``variables`` (``params`` and ``batch_stats``) to ``path``.
+    """Writes ``model`` (a registered model with a plan, or a ``binflax.binarize`` network)
+    with ``variables`` (``params`` and ``batch_stats``) to ``path``.
 
     ``input_shape`` (H, W, C) is the size the model runs at; it matters where a kernel's
     size follows the input (MiniSketchANet's conv4). By default it is the model's
@@ -77,82 +198,114 @@ def export_model(
 
     Returns a report: ``path``, ``file_bytes`` (measured), ``float32_bytes`` (the same
     variables serialized as a float32 Flax msgpack checkpoint, measured),
-    ``predicted_bytes`` (``binflax.cost``'s memory model), ``payload_bytes`` (the arrays
-    alone; the rest is the header and ~300 bytes of zip and npy headers per array),
-    ``channel_padding_bytes`` (the part of the packed kernels that pads input channels
-    to a multiple of 32) and per-layer ``layers`` with exported and predicted bytes.
+    ``predicted_bytes`` (``binflax.cost``'s memory model), ``payload_bytes`` (the layers'
+    arrays), ``program_bytes`` (the serialized programs) and ``network_bytes`` (the
+    network's own variables outside its planned layers); the rest is the header and ~300
+    bytes of zip and npy headers per array. ``channel_padding_bytes`` is the part of the
+    packed kernels that pads input channels to a multiple of 32, and ``layers`` has
+    per-layer exported and predicted bytes.
     """
-    model_name, fields = _model_spec(model)
+    if getattr(model, "plan", None) is None:
+        raise ExportError(
+            "the model has no plan; build it with models.create(name, plan=...) or "
+            "binflax.binarize(network, plan, ...)"
+        )
     input_shape, layers = _trace(model, variables, input_shape)
-    arrays = fold_variables(layers, variables, scale_inputs=model.scale_inputs)
-    costs = {info.name: cost.layer_cost(info) for info in layers}
-    layer_meta = [
-        {
-            "name": info.name,
-            "input": info.precision.input,
-            "weight": info.precision.weight,
-            "kernel_shape": list(info.kernel_shape),
-            "use_bias": info.use_bias,
-            "norm": info.norm,
+    for info in layers:
+        inference.geometry_2d(info)  # an ExportError names a layer the path cannot run
+    arrays = fold_variables(layers, variables)
+    network = _network_variables(variables, layers)
+    links = chain_lib.find_links(model, input_shape, network)
+    variants, programs, memo = {}, {}, {}
+    for name, (arithmetic, chain) in VARIANTS.items():
+        plan = inference.variant(layers, links, arithmetic, chain)
+        member = next((m for m, p in programs.items() if p[0] == plan), None)
+        if member is None:
+            member = f"{PROGRAM_PREFIX}{name}"
+            prepared = inference.prepare(layers, _grouped(arrays), plan, memo)
+            fn = inference.program(model, layers, plan)
+            programs[member] = (plan, _serialize(fn, prepared, network, input_shape))
+        variants[name] = {
+            "program": member,
+            "computations": [list(c) for c in plan.computations],
+            "links": [_link_to_dict(link) for link in plan.links],
         }
-        for info in layers
-    ]
+    baseline = _float_baseline(
+        model, layers, input_shape, network, programs, variants["int8"]["program"]
+    )
+    costs = {info.name: cost.layer_cost(info) for info in layers}
     header = {
-        "model": model_name,
-        "fields": fields,
+        "network": type(model).__name__,
+        "registered": _registered(model),
         "plan": model.plan.to_dict(),
         "input_shape": list(input_shape),
-        "layers": layer_meta,
+        "layers": [_layer_to_dict(info) for info in layers],
+        "variants": variants,
+        "float_baseline": baseline,
+        "platforms": list(PLATFORMS),
     }
-    file_bytes = write_archive(path, header, arrays)
+    program_arrays = {m: np.frombuffer(bytes(p[1]), np.uint8) for m, p in programs.items()}
+    network_arrays = {
+        f"{NETWORK_PREFIX}{key}": np.asarray(value)
+        for key, value in flax.traverse_util.flatten_dict(network, sep="/").items()
+    }
+    file_bytes = write_archive(path, header, {**arrays, **network_arrays, **program_arrays})
     layer_bytes = {info.name: 0 for info in layers}
     for key, array in arrays.items():
         layer_bytes[key.rsplit("/", 1)[0]] += array.nbytes
     return {
         "path": str(path),
-        "model": model_name,
+        "model": type(model).__name__,
         "plan": model.plan.name,
         "file_bytes": file_bytes,
         "payload_bytes": sum(layer_bytes.values()),
+        "program_bytes": sum(a.nbytes for a in program_arrays.values()),
+        "network_bytes": sum(a.nbytes for a in network_arrays.values()),
         "channel_padding_bytes": sum(_padding_bytes(info) for info in layers),
         "predicted_bytes": cost.totals(tuple(costs.values()))["memory_bytes"],
         "float32_bytes": float32_checkpoint_bytes(variables),
         "layers": [
             {
-                **meta,
-                "bytes": layer_bytes[meta["name"]],
-                "predicted_bytes": costs[meta["name"]].memory_bytes,
+                "name": info.name,
+                "input": info.precision.input,
+                "weight": info.precision.weight,
+                "kernel_shape": list(info.kernel_shape),
+                "bytes": layer_bytes[info.name],
+                "predicted_bytes": costs[info.name].memory_bytes,
             }
-            for meta in layer_meta
+            for info in layers
         ],
     }
 
 
 def load(path: epath.PathLike) -> ExportedModel:
-    """Reads, validates and rebuilds an export (a local or ``gs://`` path); any defect is
-    an :class:`ExportError`."""
+    """Reads and validates an export (a local or ``gs://`` path); any defect is an
+    :class:`ExportError`. Needs neither the network's class nor binflax's registry."""
     header, arrays = read_archive(path)
     try:
         plan = Plan.from_dict(header["plan"])
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in header["fields"].items()}
-        model = models.create(header["model"], plan=plan, **fields)
-        input_shape = tuple(header["input_shape"])
-        traced = models.trace_layers(model, input_shape)
-        found = [(m["name"], m["input"], m["weight"], m["kernel_shape"]) for m in header["layers"]]
+        layers = tuple(_layer_from_dict(entry) for entry in header["layers"])
+        for entry in header["variants"].values():
+            _ = [_link_from_dict(link) for link in entry["links"]]
+            if entry["program"] not in arrays:
+                raise KeyError(entry["program"])
+        if header["float_baseline"] not in arrays:
+            raise KeyError(header["float_baseline"])
     except (KeyError, TypeError, ValueError, PlanError) as e:
-        raise ExportError(f"{path}: cannot rebuild the exported model: {e!r}") from None
-    expected = [
-        (i.name, i.precision.input, i.precision.weight, list(i.kernel_shape)) for i in traced
-    ]
-    if expected != found:
-        diff = next(
-            (e, f) for e, f in zip(expected + [None], found + [None], strict=False) if e != f
-        )
-        raise ExportError(
-            f"{path}: the header's layers do not match the rebuilt {header['model']}: "
-            f"first difference rebuilt {diff[0]} vs file {diff[1]}"
-        )
-    return ExportedModel(header=header, arrays=arrays, model=model, path=path)
+        raise ExportError(f"{path}: the export header is incomplete or invalid: {e!r}") from None
+    if [info.name for info in layers] != list(plan.names):
+        raise ExportError(f"{path}: the header's layers do not match its plan")
+    return ExportedModel(header=header, arrays=arrays, layers=layers, path=str(path))
+
+
+def rebuild_registered(exported: ExportedModel) -> nn.Module | None:
+    """The registered model an export came from (None for a network of your own), rebuilt
+    with ``models.create``: only for the ``model.apply`` float baseline of ``latency``."""
+    registered = exported.header.get("registered")
+    if registered is None or registered["model"] not in models.MODELS:
+        return None
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in registered["fields"].items()}
+    return models.create(registered["model"], plan=exported.plan, **fields)
 
 
 def float32_checkpoint_bytes(variables: Mapping) -> int:
@@ -179,7 +332,7 @@ def zero_variables(model: nn.Module, input_shape: Sequence[int] | None = None) -
 
 
 def memory_report(
-    model: models.BinaryNet,
+    model: nn.Module,
     variables: Mapping | None = None,
     *,
     input_shape: Sequence[int] | None = None,
@@ -188,8 +341,9 @@ def memory_report(
 
     Exports to a temporary file (with :func:`zero_variables` when ``variables`` is
     None) and returns :func:`export_model`'s report without ``path``, plus
-    ``compression`` (float32 bytes / file bytes) and ``prediction_error`` (file bytes /
-    predicted bytes - 1).
+    ``weights_bytes`` (the file without its programs, which are code and do not grow
+    with the weights), ``compression`` (float32 bytes / weights bytes) and
+    ``prediction_error`` (weights bytes / predicted bytes - 1).
     """
     if variables is None:
         variables = zero_variables(model, input_shape)
@@ -197,40 +351,156 @@ def memory_report(
         path = epath.Path(tmp) / "model.npz"
         report = export_model(model, variables, path, input_shape=input_shape)
     del report["path"]
-    report["compression"] = report["float32_bytes"] / report["file_bytes"]
-    report["prediction_error"] = report["file_bytes"] / report["predicted_bytes"] - 1.0
+    report["weights_bytes"] = weights = report["file_bytes"] - report["program_bytes"]
+    report["compression"] = report["float32_bytes"] / weights
+    report["prediction_error"] = weights / report["predicted_bytes"] - 1.0
     return report
 
 
-def _padding_bytes(info: models.LayerInfo) -> int:
+def _padding_bytes(info: LayerInfo) -> int:
     if not info.precision.binary_weight:
         return 0
-    kh, kw, cin, cout = info.kernel_shape
-    return (packing.packed_words(cin) * packing.BITS - cin) * kh * kw * cout // 8
+    *taps, cin, cout = info.kernel_shape
+    return (packing.packed_words(cin) * packing.BITS - cin) * int(np.prod(taps)) * cout // 8
 
 
-def _model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
-    """The registry name and JSON-able fields that rebuild ``model`` with ``models.create``."""
+def _registered(model: nn.Module) -> dict | None:
+    """The registry name and JSON-able fields of a registered model, else None."""
     names = [n for n, cls in models.MODELS.items() if type(model) is cls]
     if not names:
-        raise ExportError(
-            f"cannot export a {type(model).__name__}: only registered models can be rebuilt "
-            f"({', '.join(sorted(models.MODELS))})"
-        )
-    if model.plan is None:
-        raise ExportError("the model has no plan; build it with models.create(name, plan=...)")
+        return None
     fields = {}
     for field in dataclasses.fields(model):
         if field.name in _NOT_FIELDS:
             continue
         value = getattr(model, field.name)
         fields[field.name] = list(value) if isinstance(value, tuple) else value
-    return names[0], fields
+    return {"model": names[0], "fields": fields}
+
+
+def _network_variables(variables: Mapping, layers: Sequence[LayerInfo]) -> dict:
+    """``variables`` without the planned layers' own (they are folded) and without what a
+    forward pass only writes."""
+    prefixes = tuple(f"{info.name}/" for info in layers)
+    kept = {}
+    for collection, tree in variables.items():
+        if collection in _SOWN or not isinstance(tree, Mapping):
+            continue
+        flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
+        for key, value in flat.items():
+            if not key.startswith(prefixes):
+                kept[f"{collection}/{key}"] = np.asarray(value, np.float32)
+    return flax.traverse_util.unflatten_dict(kept, sep="/") if kept else {}
+
+
+def _grouped(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in arrays.items():
+        layer, field = key.rsplit("/", 1)
+        grouped.setdefault(layer, {})[field] = array
+    return grouped
+
+
+def _serialize(fn: Callable, prepared: Any, network: Any, input_shape: Sequence[int]) -> bytes:
+    """``fn(prepared, network, images)`` as a serialized ``jax.export`` program, the batch
+    size symbolic."""
+    (batch,) = jax.export.symbolic_shape("batch")
+    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+                         (prepared, network))  # fmt: skip
+    images = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+    with jax.enable_x64(True):
+        exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(*specs, images)
+    return exported.serialize()
+
+
+def _float_baseline(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    input_shape: Sequence[int],
+    network: Mapping,
+    programs: dict,
+    int8_member: str,
+) -> str:
+    """The program of the float32 network of the same shape (every layer float), for
+    ``latency``; a float plan's own program when the export is already float.
+
+    Its weights are never stored (``latency`` runs it on zeros): it is traced on zero
+    arrays of the shapes a float layer folds to - a kernel, and a bias where the layer has
+    one or a batch norm to fold."""
+    if not any(info.precision.binary_input or info.precision.binary_weight for info in layers):
+        return int8_member
+    float_model = model.clone(plan=Plan.preset("float", [info.name for info in layers]))
+    float_layers = tracing.trace_layers(float_model, input_shape)
+    stored = {}
+    for info in float_layers:
+        kernel_2d = inference.geometry_2d(info).kernel_size + tuple(info.kernel_shape[-2:])
+        ohwi = (kernel_2d[-1], *kernel_2d[:-1])
+        stored[info.name] = {"kernel": np.broadcast_to(np.float32(0), ohwi)}
+        if info.use_bias or info.norm:
+            stored[info.name]["bias"] = np.zeros(info.features, np.float32)
+    plan = inference.variant(float_layers, (), "int8", False)
+    prepared = inference.prepare(float_layers, stored, plan)
+    fn = inference.program(float_model, float_layers, plan)
+    programs[f"{PROGRAM_PREFIX}{FLOAT_BASELINE}"] = (
+        plan,
+        _serialize(fn, prepared, network, input_shape),
+    )
+    return f"{PROGRAM_PREFIX}{FLOAT_BASELINE}"
+
+
+def _layer_to_dict(info: LayerInfo) -> dict:
+    return {
+        "name": info.name,
+        "input": info.precision.input,
+        "weight": info.precision.weight,
+        "kernel_shape": list(info.kernel_shape),
+        "input_shape": list(info.input_shape),
+        "output_shape": list(info.output_shape),
+        "use_bias": info.use_bias,
+        "norm": info.norm,
+        "input_threshold": info.input_threshold,
+        "scale_inputs": info.scale_inputs,
+        "geometry": info.geometry.to_dict(),
+    }
+
+
+def _layer_from_dict(entry: Mapping) -> LayerInfo:
+    return LayerInfo(
+        name=entry["name"],
+        precision=LayerPrecision(entry["name"], entry["input"], entry["weight"]),
+        kernel_shape=tuple(entry["kernel_shape"]),
+        input_shape=tuple(entry["input_shape"]),
+        output_shape=tuple(entry["output_shape"]),
+        use_bias=bool(entry["use_bias"]),
+        norm=bool(entry["norm"]),
+        input_threshold=bool(entry["input_threshold"]),
+        geometry=Geometry.from_dict(entry["geometry"]),
+        scale_inputs=bool(entry["scale_inputs"]),
+    )
+
+
+def _link_to_dict(link: chain_lib.Link) -> dict:
+    pool = link.pool
+    return {
+        "producer": link.producer,
+        "consumer": link.consumer,
+        "relu": link.relu,
+        "pool": None if pool is None else [list(pool.window), list(pool.strides),
+                                            [list(p) for p in pool.padding]],
+    }  # fmt: skip
+
+
+def _link_from_dict(entry: Mapping) -> chain_lib.Link:
+    pool = entry["pool"]
+    if pool is not None:
+        window, strides, padding = pool
+        pool = chain_lib.Pool(tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
+    return chain_lib.Link(entry["producer"], entry["consumer"], bool(entry["relu"]), pool)
 
 
 def _trace(
-    model: models.BinaryNet, variables: Mapping, input_shape: Sequence[int] | None
-) -> tuple[tuple[int, ...], tuple[models.LayerInfo, ...]]:
+    model: nn.Module, variables: Mapping, input_shape: Sequence[int] | None
+) -> tuple[tuple[int, ...], tuple[LayerInfo, ...]]:
     """The model's layers at ``input_shape``, checked against the variables' kernels.
 
     Without ``input_shape``: the default size, with the input channels of the variables
@@ -239,12 +509,12 @@ def _trace(
     if not isinstance(params, Mapping):
         raise ExportError("variables need a 'params' collection (and 'batch_stats')")
     shape = tuple(input_shape or model.default_input_shape)
-    layers = models.trace_layers(model, shape)
+    layers = tracing.trace_layers(model, shape)
     if input_shape is None:
         first = np.shape(subtree(params, layers[0].name, "params").get("kernel"))
         if len(first) == 4 and first[2] != shape[2]:
             shape = (*shape[:2], int(first[2]))
-            layers = models.trace_layers(model, shape)
+            layers = tracing.trace_layers(model, shape)
     for info in layers:
         kernel = np.shape(subtree(params, info.name, "params").get("kernel"))
         if kernel != info.kernel_shape:
