@@ -1,0 +1,145 @@
+"""How fast is the native XNOR kernel against XLA's popcount, on the networks' binary layers?
+
+    python -m benchmarks.native_kernel [--batch 1 --repeats 31 --all --isa avx2]
+
+For the binary-input layers of AlexNet, ResNet-18 and Sketch-A-Net under the fbin plan
+(the large ones, >= 100 M MACs per image, unless ``--all``; layers of equal shape once)
+and a compute-bound 3x3 conv (28x28x512 -> 512), times in one run on the same +-1 data:
+
+- ``xla``: ``binflax.packing.conv_xnor``, the popcount ``arithmetic="auto"`` runs today;
+- ``native``: ``binflax.native.conv_xnor`` on the path ``--isa`` names (default: the best
+  this CPU has).
+
+Both are jit-compiled, checked equal (the accumulators, exactly), warmed up and timed as
+the median of ``--repeats`` interleaved calls. Prints JSON: per layer the milliseconds,
+G binary MAC/s and native/XLA speedup, their geometric mean over the layers, and the
+machine (CPU model and flags, the path, the load average before and after, since a shared
+machine's neighbours show in the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.binary_layers import (
+    LARGE_MACS,
+    PEAK_LAYER,
+    binary_input_layers,
+    time_interleaved,
+    unique_shapes,
+)
+from binflax import native, packing
+
+MODELS = ("alexnet", "resnet18", "sketchanet")
+FLAGS = ("avx2", "avx512f", "avx512_vpopcntdq")
+
+
+def cpu() -> dict:
+    """The CPU's model name and the flags that choose the kernel's path."""
+    model, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
+    kh, kw, cin, cout = layer["kernel"]
+    strides, pads = layer["strides"], layer["padding"]
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((batch, *layer["input_shape"])) < 0.5, -1, 1).astype(np.int8)
+    w = np.where(rng.random((kh, kw, cin, cout)) < 0.5, -1, 1).astype(np.int8)
+    bits = packing.pack_signs(w.transpose(3, 0, 1, 2))  # OHWI, as the export stores it
+    base = packing.xnor_base(bits, cin, layer["input_shape"][:2], strides, pads)
+    geometry = ((kh, kw), tuple(strides), pads)
+    with jax.enable_x64(True):
+        kernel = jnp.asarray(packing.xnor_kernel(bits))
+        x_words = packing.pack_bits(jnp.asarray(x < 0), packing.xnor_word_type(kernel, cin))
+        functions = {
+            "xla": lambda a, k: packing.conv_xnor(a, k, base, *geometry),
+            "native": lambda a, k: native.conv_xnor(a, k, base, *geometry, isa=isa),
+        }
+        candidates = {key: (jax.jit(fn), (x_words, kernel)) for key, fn in functions.items()}
+        outputs = [np.asarray(fn(*args)) for fn, args in candidates.values()]
+        if not np.array_equal(*outputs):
+            raise AssertionError(f"{layer['name']}: native differs from conv_xnor")
+        ms = time_interleaved(candidates, repeats)
+    out_h, out_w = outputs[0].shape[1:3]
+    macs = batch * out_h * out_w * kh * kw * cin * cout
+    return {
+        "model": layer["model"],
+        "name": layer["name"],
+        "same_shape": layer["same_shape"],
+        "input_shape": list(layer["input_shape"]),
+        "kernel": list(layer["kernel"]),
+        "strides": list(strides),
+        "macs": macs,
+        "ms": {k: round(v, 3) for k, v in ms.items()},
+        "gmacs": {k: round(macs / v / 1e6, 1) for k, v in ms.items()},
+        "native_over_xla": round(ms["xla"] / ms["native"], 3),
+    }
+
+
+def layers(models: list[str], everything: bool) -> list[dict]:
+    """The networks' distinct binary-input layers (the large ones unless ``everything``)."""
+    found = []
+    for name in models:
+        for layer in unique_shapes(binary_input_layers(name)):
+            kh, kw, cin, cout = layer["kernel"]
+            out_h, out_w = layer["output_shape"][:2]
+            if everything or out_h * out_w * kh * kw * cin * cout >= LARGE_MACS:
+                found.append(layer)
+    return [*found, PEAK_LAYER]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--all", action="store_true", help="every binary layer, not only large")
+    parser.add_argument("--isa", choices=sorted(native.ISAS), help="force the native path")
+    args = parser.parse_args()
+    if not native.available():
+        raise SystemExit("the native kernel is unavailable (see the warning above)")
+    load_before = os.getloadavg()
+    rows = [
+        time_layer(layer, args.batch, args.repeats, args.isa)
+        for layer in layers(args.models, args.all)
+    ]
+    network_rows = [row for row in rows if row["model"] != "peak"]
+    report = {
+        "machine": {
+            **cpu(),
+            "native_isa": native.isa(args.isa),
+            "jax": jax.__version__,
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "layers": rows,
+        "geomean_native_over_xla": round(
+            math.exp(sum(math.log(r["native_over_xla"]) for r in network_rows) / len(network_rows)),
+            3,
+        ),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
