@@ -389,12 +389,24 @@ void WritePatch(const Geometry& g, const uint32_t* x, int64_t n, int64_t oh, int
                 int64_t planes, uint32_t* stream, uint64_t* out) {
   const bool whole = g.words32 % 2 == 0;
   uint32_t* dst = stream;
+  const int64_t w0 = ow * g.sw - g.left, w_last = w0 + (g.kw - 1) * g.dw;
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t h = oh * g.sh - g.top + i * g.dh;
+    const bool row_inside = h >= 0 && h < g.height;
+    const uint32_t* row = row_inside ? x + (n * g.height + h) * g.width * g.words32 : nullptr;
+    if (whole && g.dw == 1 && row_inside && w0 >= 0 && w_last < g.width) {
+      // The kernel row lies inside the image: its taps are one contiguous run of words.
+      for (int64_t c = w0 * g.words32; c < (w_last + 1) * g.words32; c += 2) {
+        uint64_t word;
+        std::memcpy(&word, row + c, sizeof(word));
+        out = PutWord(word, planes, out);
+      }
+      continue;
+    }
     for (int64_t j = 0; j < g.kw; ++j) {
-      const int64_t w = ow * g.sw - g.left + j * g.dw;
-      const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
-      const uint32_t* src = inside ? x + ((n * g.height + h) * g.width + w) * g.words32 : nullptr;
+      const int64_t w = w0 + j * g.dw;
+      const bool inside = row_inside && w >= 0 && w < g.width;
+      const uint32_t* src = inside ? row + w * g.words32 : nullptr;
       if (whole) {
         for (int64_t c = 0; c < g.words32; c += 2) {
           uint64_t word = 0;
