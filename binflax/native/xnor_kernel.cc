@@ -550,19 +550,22 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
   int32_t* acc = output.sense ? reinterpret_cast<int32_t*>(patches + layout_words) : output.acc;
   const uint32_t* x32 = static_cast<const uint32_t*>(x.untyped_data());
 
-  // Items: first the layout (kernel groups, then patches in blocks of 64 pixels), then
-  // the arithmetic per (pixel block, run of channel groups): at least 8 items for the
-  // threads to share, pixel blocks first. Inside an item, tiles of 16 pixels pass every
-  // group of the run: the tile's accumulator rows (and its base rows) stay in L1 while
-  // the groups fill them, each group's kernel comes from L2 once per tile. Fused, last,
-  // the thresholds pack the accumulators in blocks of pixels.
-  constexpr int64_t kPatchBlock = 64, kItems = 8, kTile = 16;
-  const int64_t patch_blocks = (pixels + kPatchBlock - 1) / kPatchBlock;
-  const int64_t layout_items = groups + patch_blocks;
-  const int64_t pixel_blocks = std::min(kItems, (pixels + kTile - 1) / kTile);
+  // Items: first the layout, then the arithmetic per (pixel block, run of channel
+  // groups): at least 8 items for the threads to share, pixel blocks first (of at most
+  // 256 pixels). Inside an item, tiles of 16 pixels pass every group of the run: the
+  // tile's patches, accumulator rows and base rows stay in L1 while the groups fill them,
+  // each group's kernel comes from L2 once per tile. When every item holds all groups it
+  // also lays out its tiles' patches just before using them; otherwise (few pixels, many
+  // channels) the layout phase does, in blocks of 64 pixels. Fused, last, the thresholds
+  // pack the accumulators per pixel block.
+  constexpr int64_t kPatchBlock = 64, kItems = 8, kTile = 16, kBlock = 256;
+  const int64_t pixel_blocks =
+      std::min((pixels + kTile - 1) / kTile, std::max(kItems, (pixels + kBlock - 1) / kBlock));
   const int64_t block = (pixels + pixel_blocks - 1) / pixel_blocks;
   const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
   const int64_t run = (groups + runs - 1) / runs;
+  const int64_t patch_blocks = runs == 1 ? 0 : (pixels + kPatchBlock - 1) / kPatchBlock;
+  const int64_t layout_items = groups + patch_blocks;
   const int64_t compute_end = layout_items + pixel_blocks * runs;
   const int32_t* base_data = base.typed_data();
   const int64_t out_pixels = g.out_height * g.out_width;
@@ -571,6 +574,18 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
 #else
   const Pack pack = PackPortable;
 #endif
+  auto write_patches = [&](int64_t start, int64_t stop) {
+    std::unique_ptr<uint32_t[]> stream(new uint32_t[rows32 + 1]);
+    int64_t n = start / out_pixels, oh = start / g.out_width % g.out_height;
+    int64_t ow = start % g.out_width;
+    for (int64_t m = start; m < stop; ++m) {
+      WritePatch(g, x32, n, oh, ow, path.planes, stream.get(), patches + m * patch_size);
+      if (++ow == g.out_width) {  // the next pixel, without dividing
+        ow = 0;
+        if (++oh == g.out_height) oh = 0, ++n;
+      }
+    }
+  };
   auto compute = [&](int64_t group, int64_t start, int64_t stop) {
     const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
     Tile tile{{}, nullptr, g.channels, std::min(path.group(), g.channels - first)};
@@ -592,24 +607,18 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
                        laid_kernel + item * group_size);
     } else if (item < layout_items) {
       const int64_t start = (item - groups) * kPatchBlock;
-      std::unique_ptr<uint32_t[]> stream(new uint32_t[rows32 + 1]);
-      int64_t n = start / out_pixels, oh = start / g.out_width % g.out_height;
-      int64_t ow = start % g.out_width;
-      for (int64_t m = start; m < std::min(pixels, start + kPatchBlock); ++m) {
-        WritePatch(g, x32, n, oh, ow, path.planes, stream.get(), patches + m * patch_size);
-        if (++ow == g.out_width) {  // the next pixel, without dividing
-          ow = 0;
-          if (++oh == g.out_height) oh = 0, ++n;
-        }
-      }
+      write_patches(start, std::min(pixels, start + kPatchBlock));
     } else if (item < compute_end) {
       item -= layout_items;
       const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
       const int64_t first_group = item / pixel_blocks * run;
       const int64_t last_group = std::min(groups, first_group + run);
-      for (int64_t tile = start; tile < stop; tile += kTile)
+      for (int64_t tile = start; tile < stop; tile += kTile) {
+        const int64_t tile_stop = std::min(stop, tile + kTile);
+        if (runs == 1) write_patches(tile, tile_stop);
         for (int64_t group = first_group; group < last_group; ++group)
-          compute(group, tile, std::min(stop, tile + kTile));
+          compute(group, tile, tile_stop);
+      }
     } else {
       const int64_t start = (item - compute_end) * block;
       for (int64_t m = start; m < std::min(pixels, start + block); ++m)
