@@ -32,7 +32,10 @@ What a planned layer computes (docs/method.md sections 3-4):
   batch norm of the layer's input, under the layer's path as ``bn``, as the authors'
   block), ``"shift"`` (a learned per-channel ``threshold``, ReActNet's RSign) or
   ``"none"``. The tensor ``sign`` receives is sown into ``"binarized_inputs"``, so
-  ``binflax.select.measure`` works unchanged;
+  ``binflax.select.measure`` works unchanged. With ``activation="rprelu"`` the layer's
+  output then passes through ReActNet's RPReLU (``rprelu/{gamma,beta,zeta}`` under the
+  layer's path); the network's own activation after the layer still applies, as
+  binarize changes only the planned layers;
 - biases stay float; a layer with float input and float weights runs the network's own
   code untouched.
 
@@ -90,8 +93,8 @@ class Binarized(nn.Module):
       plan: one entry per planned layer, by module path (``None``: every layer float).
       default_input_shape: one example's shape, for the cost model and ``select``.
       input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum,
-        dtype: :class:`binflax.planned.BinaryOptions`' fields, as binflax's own units take
-        them; parameters keep the layer's own ``param_dtype``.
+        dtype, activation: :class:`binflax.planned.BinaryOptions`' fields, as binflax's
+        own units take them; parameters keep the layer's own ``param_dtype``.
     """
 
     model: nn.Module
@@ -103,6 +106,7 @@ class Binarized(nn.Module):
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     @property
     def options(self) -> planned.BinaryOptions:
@@ -127,6 +131,7 @@ def binarize(
     input_quantizer: str = "ste_sign",
     stop_alpha_gradient: bool = True,
     dtype: Any = jnp.float32,
+    activation: str = "relu",
 ) -> Binarized:
     """``model`` with ``plan`` applied to every ``nn.Conv`` and ``nn.Dense`` it calls.
 
@@ -151,7 +156,7 @@ def binarize(
     if model.scope is not None:
         raise BinarizeError("binarize takes an unbound module (the class instance, not .bind())")
     try:
-        planned.check_options(input_norm, input_quantizer)
+        planned.check_options(input_norm, input_quantizer, activation)
     except planned.OptionError as e:
         raise BinarizeError(str(e)) from None
     wrapper = _wrapper_class(type(model))(
@@ -162,6 +167,7 @@ def binarize(
         input_quantizer=input_quantizer,
         stop_alpha_gradient=stop_alpha_gradient,
         dtype=dtype,
+        activation=activation,
     )
     names = tracing.layer_names(wrapper)
     if not names:
@@ -188,7 +194,8 @@ def load_float_variables(variables: Mapping, float_variables: Mapping) -> dict:
     """A binarized model's ``variables`` with every leaf of the float network's copied in.
 
     The binarized tree is the float network's plus what binarization adds (the input
-    batch norms and thresholds of binary-input layers), which keeps its initial values.
+    batch norms, thresholds and RPReLUs of binary-input layers), which keeps its initial
+    values.
     A float leaf that the binarized model lacks, or has with another shape, is an error:
     the variables belong to another network.
     """

@@ -43,9 +43,11 @@ class HBNConv(nn.Module):
       use_bias: add a float bias after the conv (first layer and classifier).
       norm: include the unit's batch norm (False for the classifier); on a binary input
         it is ``input_norm``.
-      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum, dtype:
-        :class:`binflax.planned.BinaryOptions`' fields. ``dtype`` is also the output
-        batch norm's; parameters and batch-norm statistics stay float32.
+      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum, dtype,
+        activation: :class:`binflax.planned.BinaryOptions`' fields. ``dtype`` is also the
+        output batch norm's; parameters and batch-norm statistics stay float32. With
+        ``activation="rprelu"`` a binary-input unit ends in an RPReLU
+        (``BN(in) -> sign -> conv -> RPReLU``).
     """
 
     features: int
@@ -61,6 +63,7 @@ class HBNConv(nn.Module):
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     @property
     def geometry(self) -> Geometry:

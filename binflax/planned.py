@@ -11,7 +11,9 @@ of a network of your own (docs/method.md sections 3-4):
   batch norm of the layer's input under the layer's path as ``bn`` (the authors' block),
   a learned per-channel ``threshold`` subtracted before ``sign`` (``"shift"``, ReActNet's
   RSign) or nothing; optionally XNOR-Net's K map scales the output; the tensor ``sign``
-  receives is sown into ``"binarized_inputs"`` for ``binflax.select``;
+  receives is sown into ``"binarized_inputs"`` for ``binflax.select``; with
+  ``activation="rprelu"`` the layer's output passes through ReActNet's RPReLU
+  (:mod:`binflax.activations`), created under the layer's path as ``rprelu``;
 - the layer's linear map in the compute dtype with float32 accumulation, so that +-1
   products sum exactly (:meth:`binflax.geometry.Geometry.apply`).
 
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from binflax import quantizers
+from binflax import activations, quantizers
 from binflax.errors import UserError
 from binflax.geometry import Geometry
 from binflax.plan import LayerPrecision
@@ -58,6 +60,10 @@ class BinaryOptions:
         ``"shift"`` or ``"none"``.
       scale_inputs: XNOR-Net's K map ([choice, beyond the paper]).
       input_quantizer: a name in :data:`binflax.quantizers.QUANTIZERS`.
+      activation: what a binary-input layer's output passes through: ``"relu"`` (nothing
+        of the layer's own: the network's activation follows, as before) or
+        ``"rprelu"`` (a learned RPReLU; binflax's models then skip the ReLU that
+        follows the unit, a network of your own keeps its own activation).
       stop_alpha_gradient: alpha is a constant in the backward pass (the authors').
       bn_momentum: of the input batch norm (PyTorch's 0.1 is Flax's 0.9).
       dtype: the compute dtype (bfloat16: ``config.half_precision``); accumulation is
@@ -70,9 +76,10 @@ class BinaryOptions:
     stop_alpha_gradient: bool = True
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
-        check_options(self.input_norm, self.input_quantizer)
+        check_options(self.input_norm, self.input_quantizer, self.activation)
 
     @classmethod
     def of(cls, module: nn.Module, **overrides: Any) -> BinaryOptions:
@@ -81,7 +88,7 @@ class BinaryOptions:
         return cls(**{**fields, **overrides})
 
 
-def check_options(input_norm: str, input_quantizer: str) -> None:
+def check_options(input_norm: str, input_quantizer: str, activation: str = "relu") -> None:
     """The one check of the options both paths take, with one message each."""
     if input_norm not in INPUT_NORMS:
         raise OptionError(f"input_norm={input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
@@ -89,6 +96,16 @@ def check_options(input_norm: str, input_quantizer: str) -> None:
         raise OptionError(
             f"input_quantizer={input_quantizer!r}; known: {', '.join(quantizers.QUANTIZERS)}"
         )
+    if activation not in activations.ACTIVATIONS:
+        raise OptionError(
+            f"activation={activation!r}; choose one of {', '.join(activations.ACTIVATIONS)}"
+        )
+
+
+def ends_in_rprelu(precision: LayerPrecision, activation: str) -> bool:
+    """A planned layer's output passes through its own RPReLU: its input is binary and
+    the activation ``"rprelu"`` (float-input layers are unchanged)."""
+    return precision.binary_input and activation == "rprelu"
 
 
 def layer_info(
@@ -118,6 +135,7 @@ def layer_info(
         input_threshold=binary and options.input_norm == "shift",
         geometry=geometry,
         scale_inputs=binary and options.scale_inputs,
+        rprelu=ends_in_rprelu(precision, options.activation),
     )
 
 
@@ -161,7 +179,11 @@ def forward(
     )
     if scale is not None:
         y = y * scale
-    return y if bias is None else y + bias
+    if bias is not None:
+        y = y + bias
+    if info.rprelu:
+        y = activations.RPReLU(param_dtype=param_dtype, name="rprelu", parent=module)(y)
+    return y
 
 
 def _input_norm(

@@ -8,7 +8,9 @@ planned layer as the network runs: the tracer behind the cost model and
 of layer hand each call to :func:`run` as a :class:`PlannedCall` (its
 :class:`LayerInfo`, its module, its input and the fake-quantized computation), and
 :func:`intercept` installs the one handler that decides what the call returns. With no
-handler the layer computes as trained.
+handler the layer computes as trained. A block that adds a real-valued shortcut onto a
+planned layer's output does it with :func:`shortcut_add`, so that the float adds are
+counted with the layer they follow (the cost model).
 
     >>> from binflax import models
     >>> [info.name for info in trace_layers(models.create("mini_sketchanet"))][:2]
@@ -41,6 +43,9 @@ class LayerInfo(NamedTuple):
     per-input-channel threshold before ``sign`` (``input_norm="shift"``, ReActNet's
     RSign). ``scale_inputs``: XNOR-Net's K map scales the binary conv's output.
     ``geometry``: strides, padding, dilation and groups (a 2-D VALID conv when absent).
+    ``rprelu``: the output passes through ReActNet's RPReLU (``activation="rprelu"``).
+    ``shortcut_adds``: float adds per example of a shortcut onto this layer's output
+    (:func:`shortcut_add`; filled by :func:`trace_layers`).
     """
 
     name: str
@@ -53,6 +58,8 @@ class LayerInfo(NamedTuple):
     input_threshold: bool = False
     geometry: Geometry | None = None
     scale_inputs: bool = False
+    rprelu: bool = False
+    shortcut_adds: int = 0
 
     @property
     def macs(self) -> int:
@@ -78,6 +85,10 @@ Handler = Callable[[PlannedCall], jax.Array]
 _HANDLER: contextvars.ContextVar[Handler | None] = contextvars.ContextVar(
     "binflax_planned_call_handler", default=None
 )
+# Shortcut adds per planned layer, while trace_layers records them.
+_ADDS: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "binflax_shortcut_adds", default=None
+)
 
 
 def run(call: PlannedCall) -> jax.Array:
@@ -97,6 +108,16 @@ def intercept(handler: Handler) -> Iterator[None]:
         _HANDLER.reset(token)
 
 
+def shortcut_add(layer: str, y: jax.Array, shortcut: jax.Array) -> jax.Array:
+    """``y + shortcut``, where ``y`` derives from planned layer ``layer``'s output (its
+    path, as :class:`LayerInfo` names it): one float add per element of ``y``, which
+    :func:`trace_layers` records as the layer's ``shortcut_adds``."""
+    adds = _ADDS.get()
+    if adds is not None:
+        adds[layer] = adds.get(layer, 0) + math.prod(y.shape[1:])
+    return y + shortcut
+
+
 def trace_layers(
     model: nn.Module, input_shape: Sequence[int] | None = None
 ) -> tuple[LayerInfo, ...]:
@@ -108,15 +129,20 @@ def trace_layers(
     """
     input_shape = tuple(input_shape or model.default_input_shape)
     found: list[LayerInfo] = []
+    adds: dict[str, int] = {}
 
     def record(call: PlannedCall) -> jax.Array:
         found.append(call.info)
         return call.compute(call.x)
 
-    with intercept(record):
-        jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
-        )
+    token = _ADDS.set(adds)
+    try:
+        with intercept(record):
+            jax.eval_shape(
+                lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
+            )
+    finally:
+        _ADDS.reset(token)
     names = [info.name for info in found]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -124,7 +150,10 @@ def trace_layers(
             f"layer(s) {', '.join(repeated)} run more than once in one forward pass; "
             "binflax plans, measures and costs each layer once: give each use a layer of its own"
         )
-    return tuple(found)
+    unknown = sorted(set(adds) - set(names))
+    if unknown:
+        raise PlanError(f"shortcut adds recorded for {', '.join(unknown)}, not a planned layer")
+    return tuple(info._replace(shortcut_adds=adds.get(info.name, 0)) for info in found)
 
 
 def layer_names(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from binflax import binarize, cost, quantizers, select, train
+from binflax import binarize, cost, quantizers, select, tracing, train
 from binflax.binarized import BinarizeError, load_float_variables
 from binflax.errors import UserError
 from binflax.plan import Plan, PlanError
@@ -528,18 +528,54 @@ def test_layer_costs_macs_equal_hand_formulas(net):
     assert all(name in text for name in names) and f"Binarized{net.__name__}" in text
 
 
-@pytest.mark.parametrize("input_norm, added", [("batchnorm", 2 * 8), ("shift", 8), ("none", 0)])
-def test_params_and_memory_count_what_binarization_adds(input_norm, added):
+@pytest.mark.parametrize(
+    "input_norm, activation, added",
+    [
+        ("batchnorm", "relu", 2 * 8),
+        ("shift", "relu", 8),
+        ("none", "relu", 0),
+        ("shift", "rprelu", 8 + 3 * 8),
+    ],
+)
+def test_params_and_memory_count_what_binarization_adds(input_norm, activation, added):
     """GroupedNet's Conv_1 (binary input, 4 groups): a 3x3x2x8 kernel, 8 biases, and the
-    input norm's 2 (batch norm) or 1 (threshold) float per input channel; memory 1 bit
-    per binary weight + a float32 alpha per output channel + 4 bytes per float."""
-    model = binarize(user_nets.GroupedNet(), "fbin", input_shape=SHAPE, input_norm=input_norm)
+    input norm's 2 (batch norm) or 1 (threshold) float per input channel, RPReLU's 3 per
+    output channel; memory 1 bit per binary weight + a float32 alpha per output channel
+    + 4 bytes per float."""
+    model = binarize(
+        user_nets.GroupedNet(),
+        "fbin",
+        input_shape=SHAPE,
+        input_norm=input_norm,
+        activation=activation,
+    )
     conv1 = {c.name: c for c in cost.layer_costs(model)}["Conv_1"]
     assert conv1.params == 3 * 3 * 2 * 8 + 8 + added
     assert conv1.memory_bytes == 3 * 3 * 2 * 8 / 8 + 4 * 8 + 4 * (8 + added)
     x = jax.ShapeDtypeStruct((1, *SHAPE), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]["Conv_1"]
     assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == conv1.params
+
+
+def test_the_networks_own_activation_follows_a_layer_with_rprelu():
+    """binarize changes only the planned layers: GroupedNet's ReLU after Conv_2 still
+    acts on the RPReLU's output (binflax's own models drop it, a user's network keeps it)."""
+    model = binarize(user_nets.GroupedNet(), "fbin", input_shape=SHAPE, activation="rprelu")
+    x = images()
+    variables = random_variables(model, x)
+    seen = {}
+
+    def record(call):
+        seen[call.info.name] = (np.asarray(call.x), np.asarray(y := call.compute(call.x)))
+        return y
+
+    with tracing.intercept(record):
+        model.apply(variables, x)
+    conv2 = seen["Conv_2"][1]
+    assert (conv2 < 0).any()  # the RPReLU's negative side, which the ReLU then clips
+    np.testing.assert_allclose(
+        seen["Dense_0"][0], np.maximum(conv2, 0).mean(axis=(1, 2)), rtol=1e-5, atol=1e-6
+    )
 
 
 # -- selection ------------------------------------------------------------------------

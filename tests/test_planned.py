@@ -123,3 +123,72 @@ def test_hbnconv_and_binarize_compute_the_same_shift_and_k_map_layer():
     layer_input, layer_output = captured["conv"]
     again = unit.apply({"params": {"kernel": kernel, "threshold": threshold}}, layer_input)
     np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
+
+
+def test_an_unknown_activation_is_refused_with_one_message_on_both_paths():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(2)(nn.Conv(4, (3, 3))(nn.Conv(4, (3, 3))(x)).reshape(len(x), -1))
+
+    with pytest.raises(planned.OptionError) as unit:
+        HBNConv(4, (3, 3), precision=XNOR, activation="prelu").init(
+            jax.random.key(0), jnp.zeros((1, 5, 5, 2))
+        )
+    with pytest.raises(BinarizeError) as user:
+        binarize(Net(), "fbin", input_shape=(8, 8, 1), activation="prelu")
+    assert str(unit.value) == str(user.value) == "activation='prelu'; choose one of relu, rprelu"
+
+
+def test_hbnconv_and_binarize_end_a_binary_input_layer_in_the_same_rprelu():
+    """``activation="rprelu"``: RSign -> sign -> conv(alpha * sign(W)) -> RPReLU, the
+    RPReLU's gamma, beta and zeta under the layer's path as ``rprelu``, on both paths
+    (NumPy: PReLU_beta(y - gamma) + zeta per output channel)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 6, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+    threshold = rng.normal(size=4).astype(np.float32) * 0.3
+    rprelu = {
+        "gamma": rng.normal(size=5).astype(np.float32) * 0.3,
+        "beta": rng.uniform(0.05, 0.5, size=5).astype(np.float32),
+        "zeta": rng.normal(size=5).astype(np.float32) * 0.3,
+    }
+    options = {"input_norm": "shift", "activation": "rprelu"}
+    unit, net = conv_of(kernel.shape, x, **options)
+    params = {"kernel": kernel, "threshold": threshold, "rprelu": rprelu}
+    assert set(unit.init(jax.random.key(0), jnp.asarray(x))["params"]) == set(params)
+    ours = unit.apply({"params": params}, jnp.asarray(x))
+    alpha = np.abs(kernel).mean(axis=(0, 1, 2))
+    padded = np.pad(np.where(x - threshold >= 0, 1.0, -1.0), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = np.zeros((2, 6, 6, 5))
+    for i in range(3):
+        for j in range(3):
+            y += padded[:, i : i + 6, j : j + 6] @ np.where(kernel[i, j] >= 0, 1.0, -1.0)
+    y = y * alpha - rprelu["gamma"]
+    expected = np.where(y > 0, y, rprelu["beta"] * y) + rprelu["zeta"]
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
+
+    model = binarize(net, [("conv", "binary", "binary"), (".*", "float", "float")],
+                     input_shape=(6, 6, 4), **options)  # fmt: skip
+    variables = model.init(jax.random.key(0), jnp.asarray(x))
+    assert set(variables["params"]["conv"]) == set(params)
+    assert "rprelu" not in variables["params"]["stem"]  # a float-input layer is unchanged
+    variables["params"]["conv"] = params
+    captured = {}
+
+    def capture(call):
+        captured[call.info.name] = (call.x, call.compute(call.x))
+        return captured[call.info.name][1]
+
+    with tracing.intercept(capture):
+        model.apply(variables, jnp.asarray(x))
+    layer_input, layer_output = captured["conv"]
+    again = unit.apply({"params": params}, layer_input)
+    np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
+
+
+def test_a_float_input_unit_has_no_rprelu():
+    unit = HBNConv(4, (3, 3), precision=LayerPrecision("conv", "float", "binary"),
+                   activation="rprelu")  # fmt: skip
+    params = unit.init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))["params"]
+    assert set(params) == {"kernel", "bn"}

@@ -6,6 +6,10 @@ own module path (``plan.precision_of``, the lookup ``binflax.binarize`` uses for
 network of your own), so a plan entry and a parameter path are always the same string
 (``conv3``, ``layer4_1/conv1``, ``fire2/squeeze``) and a nested block needs to be told
 only the plan, not where it sits.
+
+A unit's activation is one of its options: with ``activation="rprelu"`` a binary-input
+unit ends in ReActNet's RPReLU, which replaces the ReLU that follows it, so the models
+apply their ReLUs through :meth:`UnitOptions.activate` rather than ``nn.relu``.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from binflax import planned, tracing
 from binflax.errors import UserError
 from binflax.layers import HBNConv
-from binflax.plan import Plan, precision_of
+from binflax.plan import LayerPrecision, Plan, precision_of
 
 
 class ModelError(UserError, ValueError):
@@ -34,6 +40,27 @@ class UnitOptions(nn.Module):
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
     dtype: Any = jnp.float32  # compute dtype of the units (bfloat16: config.half_precision)
+    activation: str = "relu"  # of a binary-input unit: relu (the model's own) | rprelu
+
+    def path(self, name: str) -> str:
+        """The module path (and plan entry) of this module's unit ``name``."""
+        return "/".join((*self.scope.path, name))
+
+    def precision(self, name: str) -> LayerPrecision:
+        """The plan's entry for this module's unit ``name``."""
+        return precision_of(self.plan, self.path(name))
+
+    def activate(self, x: jax.Array, name: str) -> jax.Array:
+        """The model's ReLU after unit ``name`` (``x`` its output, or a sum it ends):
+        ``x`` itself where the unit applies its own RPReLU, which replaces the ReLU."""
+        if planned.ends_in_rprelu(self.precision(name), self.activation):
+            return x
+        return nn.relu(x)
+
+    def shortcut_add(self, name: str, y: jax.Array, shortcut: jax.Array) -> jax.Array:
+        """``y + shortcut`` onto unit ``name``'s output, counted by the cost model
+        (:func:`binflax.tracing.shortcut_add`)."""
+        return tracing.shortcut_add(self.path(name), y, shortcut)
 
     def unit(
         self,
@@ -46,7 +73,7 @@ class UnitOptions(nn.Module):
     ) -> HBNConv:
         """A :class:`HBNConv` named ``name`` whose precision is the plan's entry for its
         module path (this module's path, then ``name``)."""
-        precision = precision_of(self.plan, "/".join((*self.scope.path, name)))
+        precision = self.precision(name)
         kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
         if isinstance(padding, int):
             padding = ((padding, padding), (padding, padding))
@@ -61,6 +88,7 @@ class UnitOptions(nn.Module):
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
             dtype=self.dtype,
+            activation=self.activation,
             name=name,
             **kwargs,
         )
@@ -74,6 +102,7 @@ class UnitOptions(nn.Module):
             scale_inputs=self.scale_inputs,
             stop_alpha_gradient=self.stop_alpha_gradient,
             dtype=self.dtype,
+            activation=self.activation,
         )
 
 

@@ -39,11 +39,11 @@ class LeNet5(BinaryNet):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(self.unit("conv1", 20, 5, use_bias=True)(x, train))
+        x = self.activate(self.unit("conv1", 20, 5, use_bias=True)(x, train), "conv1")
         x = max_pool(x, 2, 2)
-        x = nn.relu(self.unit("conv2", 50, 5)(x, train))
+        x = self.activate(self.unit("conv2", 50, 5)(x, train), "conv2")
         x = max_pool(x, 2, 2)
-        x = nn.relu(self.unit("fc1", 500, x.shape[1:3])(x, train))
+        x = self.activate(self.unit("fc1", 500, x.shape[1:3])(x, train), "fc1")
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = self.unit("fc", self.num_classes, 1, use_bias=True, norm=False)(x, train)
         return x.reshape(x.shape[0], -1)

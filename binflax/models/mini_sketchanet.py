@@ -32,14 +32,14 @@ class MiniSketchANet(BinaryNet):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c1, c2, c3, c4, c5 = self.widths
-        x = nn.relu(self.unit("conv1", c1, 5, 1, 2, use_bias=True)(x, train))
+        x = self.activate(self.unit("conv1", c1, 5, 1, 2, use_bias=True)(x, train), "conv1")
         x = max_pool(x, 2, 2)
-        x = nn.relu(self.unit("conv2", c2, 3, 1, 1)(x, train))
-        x = nn.relu(self.unit("conv3", c3, 3, 1, 1)(x, train))
+        x = self.activate(self.unit("conv2", c2, 3, 1, 1)(x, train), "conv2")
+        x = self.activate(self.unit("conv3", c3, 3, 1, 1)(x, train), "conv3")
         x = max_pool(x, 2, 2)
-        x = nn.relu(self.unit("conv4", c4, x.shape[1:3])(x, train))
+        x = self.activate(self.unit("conv4", c4, x.shape[1:3])(x, train), "conv4")
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.relu(self.unit("conv5", c5, 1)(x, train))
+        x = self.activate(self.unit("conv5", c5, 1)(x, train), "conv5")
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = self.unit("fc", self.num_classes, 1, use_bias=True, norm=False)(x, train)
         return x.reshape(x.shape[0], -1)

@@ -38,9 +38,9 @@ class Fire(UnitOptions):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        s = nn.relu(self.unit("squeeze", self.squeeze, 1)(x, train))
-        e1 = nn.relu(self.unit("expand1x1", self.expand1x1, 1)(s, train))
-        e3 = nn.relu(self.unit("expand3x3", self.expand3x3, 3, 1, 1)(s, train))
+        s = self.activate(self.unit("squeeze", self.squeeze, 1)(x, train), "squeeze")
+        e1 = self.activate(self.unit("expand1x1", self.expand1x1, 1)(s, train), "expand1x1")
+        e3 = self.activate(self.unit("expand3x3", self.expand3x3, 3, 1, 1)(s, train), "expand3x3")
         return jnp.concatenate([e1, e3], axis=-1)
 
 
@@ -51,7 +51,7 @@ class SqueezeNet(BinaryNet):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = nn.relu(self.unit("conv1", 96, 7, 2, use_bias=True)(x, train))
+        x = self.activate(self.unit("conv1", 96, 7, 2, use_bias=True)(x, train), "conv1")
         x = max_pool(x, 3, 2, ceil_mode=True)
         for name, (squeeze, expand1x1, expand3x3) in FIRE_V1_0.items():
             x = Fire(
@@ -64,5 +64,7 @@ class SqueezeNet(BinaryNet):
             if name in POOL_AFTER:
                 x = max_pool(x, 3, 2, ceil_mode=True)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.relu(self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train))
+        x = self.activate(
+            self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train), "conv10"
+        )
         return global_avg_pool(x).reshape(x.shape[0], -1)
