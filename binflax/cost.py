@@ -14,7 +14,13 @@ Definitions (docs/method.md section 6):
   float input save memory only;
 - memory: a binary weight is 1 bit plus one float32 alpha per output channel, a float
   weight 32 bits, a bias 32 bits, batch norm 2 float32 per channel after folding, a
-  learned input threshold (``binarize``'s ``input_norm="shift"``) 1 float32 per channel.
+  learned input threshold (``input_norm="shift"``, RSign) 1 float32 per input channel,
+  an RPReLU (``activation="rprelu"``) 3 float32 per output channel;
+- float ops besides the MACs (``float_ops``, not in the equivalent FLOPs, which are the
+  paper's): one add per element of a real-valued shortcut onto a layer's output
+  (``LayerInfo.shortcut_adds``) and :data:`~binflax.activations.RPRELU_OPS` per output
+  element of an RPReLU. RSign costs none: its threshold takes the place of ``sign``'s
+  comparison with zero.
 
 The summary table reads as Larq's ``lq.models.summary`` does: one row per layer with
 its input and weight precision, then totals.
@@ -28,6 +34,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
+from binflax.activations import RPRELU_OPS
 from binflax.models import LayerInfo, trace_layers
 
 XNOR_SPEEDUP = 58.0
@@ -44,6 +51,7 @@ class LayerCost:
     eq_flops: float
     memory_bytes: float
     output_shape: tuple[int, ...]
+    float_ops: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +63,7 @@ class LayerCost:
             "eq_flops": self.eq_flops,
             "memory_bytes": self.memory_bytes,
             "output_shape": list(self.output_shape),
+            "float_ops": self.float_ops,
         }
 
 
@@ -65,7 +74,12 @@ def layer_cost(info: LayerInfo, speedup: float = XNOR_SPEEDUP) -> LayerCost:
     bias_params = cout if info.use_bias else 0
     # The unit's batch norm acts on its input when the input is binarized, else on its output.
     bn_channels = (cin if info.precision.binary_input else cout) if info.norm else 0
-    other_params = bias_params + 2 * bn_channels + (cin if info.input_threshold else 0)
+    other_params = (
+        bias_params
+        + 2 * bn_channels
+        + (cin if info.input_threshold else 0)
+        + (3 * cout if info.rprelu else 0)
+    )
     params = kernel_params + other_params
     if info.precision.binary_weight:
         kernel_bytes = kernel_params / 8 + FLOAT_BYTES * cout  # 1 bit each + alpha
@@ -74,6 +88,8 @@ def layer_cost(info: LayerInfo, speedup: float = XNOR_SPEEDUP) -> LayerCost:
     memory = kernel_bytes + FLOAT_BYTES * other_params
     macs = info.macs
     eq_flops = macs / speedup if info.precision.xnor else float(macs)
+    outputs = math.prod(info.output_shape[1:])
+    float_ops = info.shortcut_adds + (RPRELU_OPS * outputs if info.rprelu else 0)
     return LayerCost(
         name=info.name,
         macs=macs,
@@ -83,6 +99,7 @@ def layer_cost(info: LayerInfo, speedup: float = XNOR_SPEEDUP) -> LayerCost:
         eq_flops=eq_flops,
         memory_bytes=memory,
         output_shape=info.output_shape[1:],
+        float_ops=float_ops,
     )
 
 
@@ -104,6 +121,7 @@ def totals(costs: Sequence[LayerCost]) -> dict:
         "eq_flops": sum(c.eq_flops for c in costs),
         "memory_bytes": sum(c.memory_bytes for c in costs),
         "float32_memory_bytes": FLOAT_BYTES * sum(c.params for c in costs),
+        "float_ops": sum(c.float_ops for c in costs),
         "binary_input_layers": sum(c.input == "binary" for c in costs),
         "binary_weight_layers": sum(c.weight == "binary" for c in costs),
     }
@@ -170,6 +188,10 @@ def format_summary(data: dict) -> str:
         f"in float32 ({ratio:.1f}x smaller); speedup over float "
         f"{total['macs'] / max(total['eq_flops'], 1):.1f}x"
     )
+    if total["float_ops"]:
+        notes += (
+            f"\nfloat ops besides the MACs (shortcut adds, RPReLU): {_mega(total['float_ops'])}"
+        )
     return "\n".join([rule, line(header), rule, *map(line, rows), rule, line(footer), rule, notes])
 
 

@@ -262,3 +262,56 @@ def test_summary_table_text_is_stable():
     """The whole table, as a user reads it (larq's summary tests do the same)."""
     model = models.create("mini_sketchanet", plan="fbin")
     assert cost.format_summary(cost.summary(model)) == SUMMARY_SNAPSHOT
+
+
+# -- what the modern blocks add ------------------------------------------------------
+
+# resnet18 with the CIFAR stem at 32x32x3, narrow: (spatial size, channels) per stage
+SMALL_RESNET = dict(num_classes=10, stem="cifar", widths=(8, 16, 16, 32))
+STAGES = {1: (32, 8), 2: (16, 16), 3: (8, 16), 4: (4, 32)}
+
+
+def expected_block_costs(block):
+    """Per block unit under fbin: (float ops, kernel weights, other floats) from the
+    formulas of docs/method.md section 6 - one add per output element of each residual
+    (xnor: conv2 only; bireal and reactnet: each conv), RPReLU's 4 ops per output element
+    and 3 floats per output channel (reactnet: every binary-input unit), the input norm's
+    floats per input channel (batch norm 2, RSign's threshold 1)."""
+    rprelu = block == "reactnet"
+    expected = {}
+    cin = STAGES[1][1]
+    for stage, (size, c) in STAGES.items():
+        for b in range(2):
+            units = [("conv1", 3, cin), ("conv2", 3, c)]
+            if stage > 1 and b == 0:  # stride 2 (and, but in stage 3, more channels)
+                units.append(("downsample", 1, cin))
+            for unit, k, unit_cin in units:
+                outputs = size * size * c
+                adds = outputs if unit == "conv2" or (unit == "conv1" and block != "xnor") else 0
+                ops = adds + (4 * outputs if rprelu else 0)
+                norm = unit_cin if rprelu else 2 * unit_cin
+                other = norm + (3 * c if rprelu else 0)
+                expected[f"layer{stage}_{b}/{unit}"] = (ops, k * k * unit_cin * c, other)
+            cin = c
+    return expected
+
+
+@pytest.mark.parametrize("block", ["xnor", "bireal", "reactnet"])
+def test_shortcut_adds_and_rprelu_are_counted_by_formula(block):
+    model = models.create("resnet18", plan="fbin", block=block, **SMALL_RESNET)
+    costs = costs_by_name(model, (32, 32, 3))
+    expected = expected_block_costs(block)
+    assert set(expected) == set(costs) - {"conv1", "fc"}
+    for name, (ops, kernel, other) in expected.items():
+        c = costs[name]
+        cout = c.output_shape[-1]
+        # 1 bit per binary weight, a float32 alpha per output channel, 4 bytes per float
+        assert (c.float_ops, c.params, c.memory_bytes) == (
+            ops,
+            kernel + other,
+            kernel / 8 + 4 * cout + 4 * other,
+        ), name
+    assert costs["conv1"].float_ops == costs["fc"].float_ops == 0  # float stem and classifier
+    total = cost.totals(tuple(costs.values()))
+    assert total["float_ops"] == sum(ops for ops, _, _ in expected.values())
+    assert "float ops besides the MACs" in cost.format_summary(cost.summary(model, (32, 32, 3)))
