@@ -37,6 +37,8 @@ def random_variables(model, input_shape, seed=0):
             return (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32)
         if field == "var":
             return rng.uniform(0.05, 2.0, leaf.shape).astype(np.float32)
+        if field == "beta" and "rprelu" in keys:  # RPReLU's slope: ReActNet's lie in (0, 1)
+            return rng.uniform(0.05, 0.8, leaf.shape).astype(np.float32)
         return (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)  # biases
 
     return jax.tree_util.tree_map_with_path(fill, variables)
@@ -113,6 +115,50 @@ def test_every_path_gives_the_fake_quantized_logits(tmp_path, name, input_shape,
         assert error <= 1e-5, (arithmetic, chain, error)
         first = logits if first is None else first
         np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic}, chain={chain}")
+
+
+def assert_every_path_exact(tmp_path, model, variables, input_shape):
+    images = jax.random.normal(jax.random.key(1), (3, *input_shape))
+    expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    scale = float(np.max(np.abs(expected)))
+    exported = exported_copy(tmp_path, model, variables, input_shape)
+    for arithmetic, chain in PATHS:
+        logits = export.integer_forward(exported, images, arithmetic=arithmetic, chain=chain)
+        error = float(np.max(np.abs(np.asarray(logits) - expected))) / scale
+        assert error <= 1e-5, (arithmetic, chain, error)
+
+
+@pytest.mark.parametrize(
+    "block,plan_kind,fields",
+    [
+        ("reactnet", "fbin", {}),
+        pytest.param("bireal", "hybrid", {"activation": "rprelu"}, marks=pytest.mark.slow),
+    ],
+)
+def test_bireal_and_reactnet_resnets_export_exactly(tmp_path, block, plan_kind, fields):
+    """RSign's thresholds, RPReLU's shifts and slope (stored per unit, applied in float
+    after scale and bias) and the shortcuts around every conv: every path gives
+    ``model.apply``'s logits, relative 1e-5."""
+    shape = (32, 32, 3)
+    narrow = {"num_classes": 10, "stem": "cifar", "widths": (8, 16, 16, 32)}
+    model, variables = build("resnet18", plan_kind, shape, block=block, **narrow, **fields)
+    arrays = fold.fold_variables(models.trace_layers(model, shape), variables)
+    assert {"rprelu_gamma", "rprelu_beta", "rprelu_zeta"} <= {
+        key.rsplit("/", 1)[1] for key in arrays if key.startswith("layer1_0/conv1/")
+    }
+    assert_every_path_exact(tmp_path, model, variables, shape)
+
+
+def test_a_producer_with_rprelu_writes_no_packed_words(tmp_path):
+    """MiniSketchANet's conv2 -> conv3 links with ReLU units; with RPReLU (which the
+    thresholds on the accumulator do not compute) nothing links, and the export is exact."""
+    relu, _ = build("mini_sketchanet", "fbin", (16, 16, 1))
+    assert ("conv2", "conv3") in {
+        (k.producer, k.consumer) for k in chain_lib.find_links(relu, (16, 16, 1))
+    }
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), activation="rprelu")
+    assert chain_lib.find_links(model, (16, 16, 1)) == ()
+    assert_every_path_exact(tmp_path, model, variables, (16, 16, 1))
 
 
 def test_k_map_models_run_without_packed_links(tmp_path):

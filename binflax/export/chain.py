@@ -27,7 +27,9 @@ exactly. A residual sum, a concatenation or any other operation between them bre
 equality, so only chains that the thresholds compute exactly are linked. A producer may
 feed several consumers (SqueezeNet's squeeze feeds both expands); it writes one set of
 words for each. Linked are plain 2-D convs (no groups, no circular or reflect padding)
-without XNOR-Net's K map (its scale needs the float input), producers without a bias.
+without XNOR-Net's K map (its scale needs the float input), producers without a bias
+and without an RPReLU (its float shifts and slope are not in the threshold's ``acc *
+alpha`` and ReLU; every layer with one ends its output in float).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def find_links(
             continue
         for producer in reversed(order[: order.index(consumer)]):
             info = layers[producer]
-            if not _linkable(info) or info.use_bias:
+            if not _linkable(info) or info.use_bias or info.rprelu:
                 continue
             link = _match(producer, consumer, outputs[producer], inputs[consumer])
             if link is not None:

@@ -28,8 +28,10 @@ Per layer the fields are (shapes with C_in, C_out, kernel OHWI as Larq Compute E
 folded BN where the input is float); ``bias`` float32 (C_out) where there is one;
 ``threshold``/``direction`` (C_in) for binary inputs with a norm or a threshold;
 ``bn_scale`` and ``bn_shift`` (C_in) only when the layer scales its output by XNOR-Net's
-K map, which needs the normalised input itself. The layer computes
-``y = conv(in, kernel) [* K] [* scale] [+ bias]``.
+K map, which needs the normalised input itself; ``rprelu_gamma``, ``rprelu_beta`` and
+``rprelu_zeta`` (C_out) where a binary-input layer ends in ReActNet's RPReLU, which has
+no integer form and runs in float32 as trained. The layer computes
+``y = conv(in, kernel) [* K] [* scale] [+ bias]``, then ``[RPReLU(y)]``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from binflax.export.format import ExportError
 from binflax.models import LayerInfo
 from binflax.packing import pack_signs
 from binflax.planned import BN_EPSILON
+
+RPRELU_PARAMS = ("gamma", "beta", "zeta")
 
 
 def subtree(tree: Mapping, path: str, what: str) -> Mapping:
@@ -115,6 +119,9 @@ def fold_layer(info: LayerInfo, params: Mapping, stats: Mapping) -> dict[str, np
         out["kernel"] = folded.astype(np.float32)
     if bias is not None:
         out["bias"] = np.asarray(bias, np.float32)
+    if info.rprelu:
+        for name in RPRELU_PARAMS:
+            out[f"rprelu_{name}"] = np.asarray(params["rprelu"][name], np.float32)
     return out
 
 

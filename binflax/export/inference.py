@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import packing, planned, tracing
+from binflax import activations, packing, planned, tracing
 from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export.format import ExportError
@@ -306,8 +306,8 @@ def _check_input(info: LayerInfo, x: jax.Array) -> None:
 def _finish(
     info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array, y: jax.Array
 ) -> jax.Array:
-    """``y [* K] [* scale] [+ bias]`` in the layer's own output shape: the rest of the
-    layer after its convolution."""
+    """``y [* K] [* scale] [+ bias]``, then ``[RPReLU]``, in the layer's own output shape:
+    the rest of the layer after its convolution, in float."""
     y = y.reshape(x.shape[0], *info.output_shape[1:]).astype(x.dtype)
     if info.scale_inputs:
         normed = x * arrays["bn_scale"] + arrays["bn_shift"]
@@ -316,6 +316,10 @@ def _finish(
         y = y * arrays["scale"]
     if "bias" in arrays:
         y = y + arrays["bias"]
+    if "rprelu_beta" in arrays:
+        y = activations.rprelu(
+            y, arrays["rprelu_gamma"], arrays["rprelu_beta"], arrays["rprelu_zeta"]
+        )
     return y
 
 
