@@ -18,7 +18,9 @@ and counted), times in one run on the same +-1 data:
   (64-bit words, one im2col, padding folded into a base), its input packed beforehand as
   a producer with a packed link writes it;
 - ``popcount_with_packing``: the same, thresholding and packing the float input inside
-  the timed call, as a unit without a packed link does.
+  the timed call, as a unit without a packed link does;
+- ``native``: ``binflax.native.conv_xnor``, the C++ kernel behind ``jax.ffi`` on the same
+  packed words (docs/native.md), when it builds on this machine.
 
 Each function is jit-compiled, checked to give the float32 result exactly, warmed up, and
 timed as the median of ``--repeats`` interleaved calls. Per layer the JSON gives
@@ -45,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import models, packing, tracing
+from binflax import models, native, packing, tracing
 from binflax.export import inference
 
 LARGE_MACS = 100e6
@@ -124,6 +126,9 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
     def popcount_reference(x_words, w_words):
         return packing.conv_popcount(x_words, w_words, cin, strides, pads)
 
+    def native_kernel(x_words, kernel_words):
+        return native.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads)
+
     x_float = x.astype(np.float32)
     with jax.enable_x64(True):
         candidates = {
@@ -137,6 +142,8 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
                                     kernel_words)),
             "popcount_with_packing": (popcount_with_packing, (x_float, kernel_words)),
         }  # fmt: skip
+        if native.available():
+            candidates["native"] = (native_kernel, candidates["popcount"][1])
         candidates = {
             key: (jax.jit(fn), jax.device_put(args)) for key, (fn, args) in candidates.items()
         }
@@ -163,6 +170,7 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
         },
         "float32_gmacs": round(macs / baseline / 1e6, 1),
         "popcount_gmacs": round(macs / ms["popcount"] / 1e6, 1),
+        "native_gmacs": round(macs / ms["native"] / 1e6, 1) if "native" in ms else None,
     }
 
 
@@ -265,8 +273,8 @@ def markdown(result: dict) -> str:
     lines = [
         "| layer | x | MACs (M) | float32 ms (G MAC/s) | "
         + " | ".join(f"{k} ms (speedup)" for k in keys)
-        + " | popcount G MAC/s |",
-        "|---|---:|---:|---:|" + "---:|" * (len(keys) + 1),
+        + " | popcount G MAC/s | native G MAC/s |",
+        "|---|---:|---:|---:|" + "---:|" * (len(keys) + 2),
     ]
     for r in result["layers"]:
         cells = [f"{r['ms'][k]:.2f} ({r['speedup_vs_float32'][k]:.2f}x)" for k in keys]
@@ -275,7 +283,8 @@ def markdown(result: dict) -> str:
             f"| {r['model']} {r['name']} | {len(r['same_shape'])} | {r['macs'] / 1e6:.0f} | "
             f"{baseline:.2f} ({r['float32_gmacs']:.0f}) | "
             + " | ".join(cells)
-            + f" | {r['popcount_gmacs']:.0f} |"
+            + f" | {r['popcount_gmacs']:.0f} | "
+            + (f"{r['native_gmacs']:.0f} |" if r["native_gmacs"] is not None else "- |")
         )
     for label, means in result["geomean_speedup_vs_float32"].items():
         if not means:
@@ -283,7 +292,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| geometric mean, {label} | | | | "
             + " | ".join(f"{means[k]:.2f}x" for k in keys)
-            + " | |"
+            + " | | |"
         )
     if "peaks" in result:
         peaks = result["peaks"]

@@ -13,14 +13,27 @@ import dataclasses
 import ml_collections
 from etils import epath
 
-from binflax import data, models, modes, planned, quantizers, select, train, variants
+from binflax import (
+    activations,
+    data,
+    models,
+    modes,
+    networks,
+    planned,
+    quantizers,
+    select,
+    train,
+    variants,
+)
 from binflax.errors import ConfigError
 from binflax.plan import PRESETS
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+    config = networks.with_recipe(config)
     _one_of(config, "mode", tuple(modes.MODES))
     _model(config)
+    _recipe(config)
     _dataset(config)
     _one_of(config, "input_quantizer", tuple(quantizers.QUANTIZERS))
     _one_of(config, "hbn.method", select.METHODS)
@@ -95,9 +108,29 @@ def _model(config):
             raise ConfigError(f"config.model: {e}") from None
     _one_of(config, "input_norm", planned.INPUT_NORMS)
     fields = {field.name for field in dataclasses.fields(cls)}
-    for key in config.model_kwargs:
+    for key in networks.model_kwargs(config):
         if key not in fields or key in ("parent", "name"):
             raise ConfigError(f"config.model_kwargs.{key} is not a field of {cls.__name__}")
+
+
+def _recipe(config):
+    """The recipe's fields: a unit activation binflax has, a distillation weight in [0, 1]
+    with a positive temperature and a teacher that exists, a first stage of some epochs."""
+    _one_of(config, "activation", activations.ACTIVATIONS)
+    weight, temperature = config.distill.weight, config.distill.temperature
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"config.distill.weight={weight} must be in [0, 1] (0: off)")
+    if temperature <= 0:
+        raise ConfigError(f"config.distill.temperature={temperature} must be positive")
+    teacher = config.distill.teacher
+    if weight > 0 and teacher != "float" and not epath.Path(teacher).is_dir():
+        raise ConfigError(
+            f"config.distill.teacher={teacher!r} is neither 'float' (the hbn pipeline's float "
+            "variant) nor the workdir of a trained float run"
+        )
+    fraction = config.two_stage.first_fraction
+    if config.two_stage.enabled and not 0.0 < fraction < 1.0:
+        raise ConfigError(f"config.two_stage.first_fraction={fraction} must be in (0, 1)")
 
 
 def _controls(config):

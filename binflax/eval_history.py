@@ -23,15 +23,15 @@ from etils import epath
 
 from binflax import outputs
 
-FILENAME = "evaluations.json"
 SPLITS = ("holdout", "test")
 
 
 class EvalHistory:
-    """The evaluations of one run, by split and step, mirrored to ``directory/FILENAME``."""
+    """The evaluations of one run, by split and step, mirrored to the JSON file ``path``
+    (a run's ``RunDir.evaluations_json``)."""
 
-    def __init__(self, directory: str | epath.PathLike):
-        self.path = epath.Path(directory) / FILENAME
+    def __init__(self, path: str | epath.PathLike):
+        self.path = epath.Path(path)
         self._runs: dict[str, dict[int, dict]] = {split: {} for split in SPLITS}
         if self.path.exists():
             saved = json.loads(self.path.read_text())

@@ -85,6 +85,7 @@ class HBNConv(nn.Module):
             use_bias=self.use_bias,
             options=options,
             output_norm=self.norm,
+            every_unit=self.norm,  # every unit but a classifier (models.base: activate)
         )
 
         def compute(x: jax.Array) -> jax.Array:
@@ -97,6 +98,8 @@ class HBNConv(nn.Module):
                     dtype=self.dtype,
                     name="bn",
                 )(y)
+                if info.rprelu:
+                    y = planned.rprelu(self, y)
             return y
 
         return tracing.run(tracing.PlannedCall(info, self, x, compute))

@@ -21,10 +21,12 @@ after an interruption picks up where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pathlib
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -37,21 +39,23 @@ from binflax import (
     checkpointing,
     cost,
     data,
+    distill,
     export,
     models,
     networks,
-    outputs,
     paper,
     parallel,
     plots,
     results,
     select,
     train,
+    two_stage,
     variants,
 )
 from binflax.errors import ConfigError
 from binflax.outputs import log
 from binflax.plan import Plan
+from binflax.run_dir import RunDir
 
 
 def train_variant(
@@ -60,30 +64,60 @@ def train_variant(
     variant: str,
     plan: str | Plan,
     init_from: train.TrainState | None = None,
+    teacher: distill.Teacher | None = None,
 ) -> train.TrainResult:
-    """Trains ``variant`` with its own recipe (``config.variants``) in ``workdir``."""
-    return train.train_and_evaluate(
-        variants.variant_config(config, variant),
-        workdir,
-        plan=plan,
+    """Trains ``variant`` with its own recipe (``config.variants``) in ``workdir``, against
+    ``teacher`` when the config distills, in two stages when the config says so (the
+    first in ``RunDir.first_stage``, the second from its parameters)."""
+    config = networks.with_recipe(variants.variant_config(config, variant))
+    resolved = networks.build_model(config, config.num_classes, plan).plan
+    if not two_stage.applies(config, resolved):
+        return train.train_and_evaluate(
+            config, workdir, plan=plan, init_from=init_from, teacher=teacher, name=variant
+        )
+    first_config, second_config = two_stage.stage_configs(config)
+    first = train.train_and_evaluate(
+        first_config,
+        str(RunDir.of(workdir).first_stage),
+        plan=two_stage.first_stage_plan(resolved),
         init_from=init_from,
-        name=variant,
+        teacher=teacher,
+        name=f"{variant}.stage1",
     )
+    second = train.train_and_evaluate(
+        second_config, workdir, plan=resolved, init_from=first.state, teacher=teacher, name=variant
+    )
+    return dataclasses.replace(second, first_stage=first)
+
+
+def load_teacher(config: ml_collections.ConfigDict, workdir: str) -> distill.Teacher:
+    """The float network trained in ``workdir`` (its checkpoint chosen on the holdout)."""
+    model, state = train.restore_state(variants.variant_config(config, "float"), workdir, "float")
+    return distill.Teacher(model, {"params": state.params, "batch_stats": state.batch_stats})
+
+
+def _teacher_of_path(config: ml_collections.ConfigDict) -> distill.Teacher | None:
+    """The teacher ``config.distill.teacher`` names when it is a workdir, None when the
+    config does not distill."""
+    if not config.distill.weight:
+        return None
+    if config.distill.teacher == distill.FLOAT_TEACHER:
+        raise ConfigError(
+            "config.distill.teacher='float' is the hbn pipeline's float variant; with "
+            "--mode=train give the workdir of a trained float run"
+        )
+    return load_teacher(config, config.distill.teacher)
 
 
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
+    config = networks.with_recipe(config)
     variant = variants.of_plan(config.plan)
-    result = train_variant(config, workdir, variant, config.plan)
+    result = train_variant(config, workdir, variant, config.plan, teacher=_teacher_of_path(config))
     entry = results.variant_entry(result, config)
-    outputs.write_json(epath.Path(workdir) / "metrics.json", entry)
+    run = RunDir.of(workdir)
+    run.write_json(run.metrics_json, entry)
     return entry
-
-
-def selection_file(workdir: str, kind: str, variant: str, suffix: str = ".json") -> epath.Path:
-    """``plan.json``/``select.json``/... for ``hybrid``, ``plan_hybrid2.json``/... for others."""
-    tail = "" if variant == "hybrid" else f"_{variant}"
-    return epath.Path(workdir) / f"{kind}{tail}{suffix}"
 
 
 def run_select(
@@ -93,15 +127,16 @@ def run_select(
 ) -> dict[str, Plan]:
     """Measures a trained fbin network once and selects one hybrid per budget.
 
-    Writes each hybrid's selection report, plan and plots (:func:`selection_file`), and
+    Writes each hybrid's selection report, plan and plots (``RunDir.selection``), and
     the plan of each of its controls (``config.hbn.controls``: the same budget, float
     inputs chosen without the metric, :mod:`binflax.select.controls`). Returns the plans
     by variant name, in the order of ``config.hbn.budgets``, each hybrid followed by its
     controls.
     """
+    run = RunDir.of(workdir)
     if fbin is None:
         fbin_config = variants.variant_config(config, "fbin")
-        model, state = train.restore_state(fbin_config, _join(workdir, "fbin"), "fbin")
+        model, state = train.restore_state(fbin_config, str(run.variant("fbin")), "fbin")
     else:
         model, state = fbin.model, fbin.state
     mesh = parallel.make_mesh()
@@ -132,12 +167,10 @@ def run_select(
             model=type(model).__name__,
         )
         plan = select.hybrid_plan(model, measurement, report.float_layers, name=variant)
-        if outputs.main_process():
-            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-            report.save(selection_file(workdir, "select", variant))
-            plan.save(selection_file(workdir, "plan", variant))
-            plots.plot_scores(report, selection_file(workdir, "scores", variant, ".png"))
-            plots.plot_frontier(report, selection_file(workdir, "frontier", variant, ".png"))
+        run.write(run.selection("select", variant), report.save)
+        run.write(run.selection("plan", variant), plan.save)
+        run.write(run.selection("scores", variant, ".png"), partial(plots.plot_scores, report))
+        run.write(run.selection("frontier", variant, ".png"), partial(plots.plot_frontier, report))
         log(str(report))
         log(
             f"[select] {variant}: float inputs kept for "
@@ -161,8 +194,7 @@ def run_select(
         for label, float_layers in controls.items():
             name = variants.control_name(variant, label)
             plans[name] = select.hybrid_plan(model, measurement, float_layers, name=name)
-            if outputs.main_process():
-                plans[name].save(selection_file(workdir, "plan", name))
+            run.write(run.selection("plan", name), plans[name].save)
             same = " - the hybrid's own" if set(float_layers) == set(report.float_layers) else ""
             log(
                 f"[select] {name} (control of {variant}, no metric): float inputs kept for "
@@ -174,11 +206,22 @@ def run_select(
 
 def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """fbin -> select (one hybrid per budget, and its controls) -> hybrids, plus
-    baselines; writes results."""
-    fbin = train_variant(config, _join(workdir, "fbin"), "fbin", "fbin")
+    baselines; writes results. A float teacher (``config.distill.teacher="float"``) is
+    trained first and every other variant distills from it."""
+    config = networks.with_recipe(config)
+    run = RunDir.of(workdir)
+    trained, same_as = {}, {}
+    teacher = _teacher_of_path(config) if config.distill.teacher != "float" else None
+    if config.distill.weight and config.distill.teacher == distill.FLOAT_TEACHER:
+        trained["float"] = train_variant(config, str(run.variant("float")), "float", "float")
+        float_state = trained["float"].state
+        teacher = distill.Teacher(
+            trained["float"].model,
+            {"params": float_state.params, "batch_stats": float_state.batch_stats},
+        )
+    fbin = train_variant(config, str(run.variant("fbin")), "fbin", "fbin", teacher=teacher)
     plans = run_select(config, workdir, fbin)
     init = fbin.state if config.hbn.init_hybrid_from_fbin else None
-    trained, same_as = {}, {}
     for variant, plan in plans.items():
         twin = _trained_twin(variant, plan, plans, trained)
         if twin is not None:
@@ -186,10 +229,19 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
             log(f"[{variant}] the float inputs of {twin}: its trained run stands for this row")
             trained[variant], same_as[variant] = trained[twin], twin
             continue
-        trained[variant] = train_variant(config, _join(workdir, variant), variant, plan, init)
+        trained[variant] = train_variant(
+            config, str(run.variant(variant)), variant, plan, init, teacher
+        )
     trained["fbin"] = fbin
     for baseline in config.hbn.baselines:
-        trained[baseline] = train_variant(config, _join(workdir, baseline), baseline, baseline)
+        if baseline not in trained:  # the float teacher is the float baseline
+            trained[baseline] = train_variant(
+                config,
+                str(run.variant(baseline)),
+                baseline,
+                baseline,
+                teacher=None if baseline == "float" else teacher,
+            )
     entries = {
         name: results.variant_entry(trained[name], config)
         for name in variants.report_order(config.hbn.budgets, list(trained))
@@ -241,7 +293,11 @@ def _trained_twin(variant: str, plan: Plan, plans: dict[str, Plan], trained: dic
     if variants.controlled_hybrid(variant) is None:
         return None
     return next(
-        (name for name in trained if set(plans[name].float_inputs) == set(plan.float_inputs)),
+        (
+            name
+            for name in trained
+            if name in plans and set(plans[name].float_inputs) == set(plan.float_inputs)
+        ),
         None,
     )
 
@@ -271,7 +327,8 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     }
     summary["budgets"] = budget_targets(config)
-    outputs.write_json(epath.Path(workdir) / "summary.json", summary)
+    run = RunDir.of(workdir)
+    run.write_json(run.summary_json, summary)
     log(cost.format_summary(summary))
     log(
         f"exported file {measured['file_bytes'] / 2**20:.3f} MiB: weights "
@@ -365,15 +422,16 @@ def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[
     if checkpointing.has_checkpoints(workdir):
         variant = variants.of_plan(config.plan)
         return [(workdir, variant, config.plan)]
+    run = RunDir.of(workdir)
     plans = {"fbin": "fbin", "float": "float", "wbin": "wbin"}
     labels = select.control_labels(config.hbn.controls, config.hbn.num_random)
     for variant in variants.hybrid_names(config.hbn.budgets):
         for name in (variant, *(variants.control_name(variant, label) for label in labels)):
-            plans[name] = str(selection_file(workdir, "plan", name))
+            plans[name] = str(run.selection("plan", name))
     runs = [
-        (_join(workdir, name), name, plans[name])
+        (str(run.variant(name)), name, plans[name])
         for name in variants.report_order(config.hbn.budgets, list(plans))
-        if checkpointing.has_checkpoints(_join(workdir, name))
+        if checkpointing.has_checkpoints(run.variant(name).path)
     ]
     if not runs:
         raise checkpointing.CheckpointError(
@@ -418,7 +476,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
             "params": parallel.fetch(state.params),
             "batch_stats": parallel.fetch(state.batch_stats),
         }
-        path = epath.Path(run_dir) / "model.npz"
+        path = RunDir.of(run_dir).export_file
         report, exported = _export_through_local_file(model, variables, path, image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
         exact = np.asarray(export.integer_forward(exported, images))
@@ -456,7 +514,7 @@ def _export_through_local_file(
         local = pathlib.Path(tmp) / path.name
         report = export.export_model(model, variables, local, input_shape=image_shape)
         exported = export.load(local)
-        outputs.write_bytes(path, local.read_bytes())
+        RunDir.write_bytes(path, local.read_bytes())
     report["path"] = str(path)
     return report, exported
 
@@ -465,11 +523,6 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return ", ".join(
         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
     )
-
-
-def _join(directory: str, name: str) -> str:
-    """``directory/name`` for a local or remote (``gs://``) directory."""
-    return str(epath.Path(directory) / name)
 
 
 MODES: dict[str, Callable[[ml_collections.ConfigDict, str], Any]] = {

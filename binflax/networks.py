@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from binflax import models
+from binflax import models, recipe_presets
 from binflax.binarized import binarize
+from binflax.errors import UserError
 from binflax.plan import Plan
 
 HALF_PRECISION_BACKENDS = ("tpu", "gpu")
@@ -27,6 +28,22 @@ def half_precision(config: ml_collections.ConfigDict) -> bool:
     if config.half_precision is None:
         return jax.default_backend() in HALF_PRECISION_BACKENDS
     return bool(config.half_precision)
+
+
+def with_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with the fields it leaves unset taken from ``config.recipe``
+    (:func:`binflax.recipe_presets.resolve`); the block only where the model has one."""
+    try:
+        cls = models.MODELS.get(config.model) or models.import_model(config.model)
+        fields = frozenset(field.name for field in dataclasses.fields(cls))
+    except UserError:  # a bad config.model: config_check names it
+        fields = frozenset()
+    return recipe_presets.resolve(config, fields)
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """``config.model_kwargs`` without the fields left unset (``None``)."""
+    return {k: v for k, v in config.model_kwargs.to_dict().items() if v is not None}
 
 
 def build_model(
@@ -41,6 +58,7 @@ def build_model(
     ``dropout_rate`` (so per-variant recipes reach it), then passed through
     ``binflax.binarize`` at the config's input shape (docs/byom.md).
     """
+    config = with_recipe(config)
     plan = config.plan if plan is None else plan
     dtype = jnp.bfloat16 if half_precision(config) else jnp.float32
     if config.model in models.MODELS:
@@ -54,11 +72,12 @@ def build_model(
             input_quantizer=config.input_quantizer,
             scale_inputs=config.scale_inputs,
             stop_alpha_gradient=config.stop_alpha_gradient,
+            activation=config.activation,
             dtype=dtype,
-            **config.model_kwargs.to_dict(),
+            **model_kwargs(config),
         )
     cls = models.import_model(config.model)
-    fields = {"num_classes": num_classes, **config.model_kwargs.to_dict()}
+    fields = {"num_classes": num_classes, **model_kwargs(config)}
     if "dropout_rate" in {field.name for field in dataclasses.fields(cls)}:
         fields.setdefault("dropout_rate", config.dropout_rate)
     return binarize(
@@ -69,6 +88,7 @@ def build_model(
         input_norm=config.input_norm,
         scale_inputs=config.scale_inputs,
         input_quantizer=config.input_quantizer,
+        activation=config.activation,
         stop_alpha_gradient=config.stop_alpha_gradient,
         dtype=dtype,
     )

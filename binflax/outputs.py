@@ -12,6 +12,7 @@ go through ``etils.epath``, so a ``gs://`` workdir works as a local one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -29,12 +30,19 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
-def write_bytes(path: epath.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` from the main process, creating its directory."""
+def write(path: epath.PathLike, writer: Callable[[epath.Path], Any]) -> None:
+    """``writer(path)`` from the main process only, ``path``'s directory created: the one
+    way a run writes a file, so a writer (``Plan.save``, a plot) never checks the
+    process itself."""
     if main_process():
         path = epath.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        writer(path)
+
+
+def write_bytes(path: epath.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` from the main process, creating its directory."""
+    write(path, lambda p: p.write_bytes(data))
 
 
 def write_text(path: epath.PathLike, text: str) -> None:

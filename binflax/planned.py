@@ -102,10 +102,12 @@ def check_options(input_norm: str, input_quantizer: str, activation: str = "relu
         )
 
 
-def ends_in_rprelu(precision: LayerPrecision, activation: str) -> bool:
-    """A planned layer's output passes through its own RPReLU: its input is binary and
-    the activation ``"rprelu"`` (float-input layers are unchanged)."""
-    return precision.binary_input and activation == "rprelu"
+def ends_in_rprelu(precision: LayerPrecision, activation: str, every_unit: bool = False) -> bool:
+    """A planned layer's output passes through its own RPReLU: the activation is
+    ``"rprelu"`` and its input is binary, or ``every_unit`` - binflax's models, where
+    RPReLU replaces every ReLU after a unit (a ReLU before an RSign would make its input
+    all +1), while a network of your own keeps its own activations after float layers."""
+    return activation == "rprelu" and (precision.binary_input or every_unit)
 
 
 def layer_info(
@@ -118,11 +120,13 @@ def layer_info(
     use_bias: bool,
     options: BinaryOptions,
     output_norm: bool = False,
+    every_unit: bool = False,
 ) -> LayerInfo:
     """The :class:`~binflax.tracing.LayerInfo` of a planned call on ``x``.
 
     ``output_norm``: the layer's own batch norm follows it where its input is float
-    (HBNConv's ``conv -> BN`` block); it is folded into the export like the input one."""
+    (HBNConv's ``conv -> BN`` block); it is folded into the export like the input one.
+    ``every_unit``: see :func:`ends_in_rprelu`."""
     binary = precision.binary_input
     return LayerInfo(
         name=name,
@@ -135,7 +139,7 @@ def layer_info(
         input_threshold=binary and options.input_norm == "shift",
         geometry=geometry,
         scale_inputs=binary and options.scale_inputs,
-        rprelu=ends_in_rprelu(precision, options.activation),
+        rprelu=ends_in_rprelu(precision, options.activation, every_unit),
     )
 
 
@@ -181,9 +185,14 @@ def forward(
         y = y * scale
     if bias is not None:
         y = y + bias
-    if info.rprelu:
-        y = activations.RPReLU(param_dtype=param_dtype, name="rprelu", parent=module)(y)
+    if info.rprelu and info.precision.binary_input:  # a float-input unit's follows its BN
+        y = rprelu(module, y, param_dtype)
     return y
+
+
+def rprelu(module: nn.Module, y: jax.Array, param_dtype: Any = jnp.float32) -> jax.Array:
+    """The layer's RPReLU, under its path as ``rprelu``."""
+    return activations.RPReLU(param_dtype=param_dtype, name="rprelu", parent=module)(y)
 
 
 def _input_norm(

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import ml_collections
 from etils import epath
 
-from binflax import cost, data, outputs, plots, train, variants
+from binflax import cost, data, plots, train, variants
+from binflax.run_dir import RunDir
 from binflax.select import RANDOM_FLOOR
 
 VERSION = 2
@@ -39,7 +40,7 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
     def top5(metrics):
         return metrics["top5"] if info.num_classes > 5 else None
 
-    return {
+    entry = {
         "top1": result.metrics["top1"],
         "top5": top5(result.metrics),
         "test_loss": result.metrics["loss"],
@@ -58,15 +59,30 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
         "steps": result.steps,
         "train_seconds": round(result.seconds, 1),
     }
+    if result.first_stage is not None:  # a two-stage run: both stages' chosen figures
+        first = result.first_stage
+        entry["stages"] = {
+            stage: {
+                "plan": r.model.plan.name,
+                "top1": r.metrics["top1"],
+                "holdout_top1": r.holdout["top1"] if r.holdout else None,
+                "checkpoint_step": r.chosen_step,
+                "steps": r.steps,
+                "train_seconds": round(r.seconds, 1),
+            }
+            for stage, r in (("stage1", first), ("stage2", result))
+        }
+        entry["steps"] = first.steps + result.steps
+        entry["train_seconds"] = round(first.seconds + result.seconds, 1)
+    return entry
 
 
 def write(results: dict, workdir: epath.PathLike) -> None:
     """``results.json``, ``results.md`` and ``results.png`` in ``workdir`` (main process)."""
-    workdir = epath.Path(workdir)
-    outputs.write_json(workdir / "results.json", results)
-    outputs.write_text(workdir / "results.md", format_table(results) + "\n")
-    if outputs.main_process():
-        plots.plot_results(results, workdir / "results.png")
+    run = RunDir.of(workdir)
+    run.write_json(run.results_json, results)
+    run.write_text(run.results_md, format_table(results) + "\n")
+    run.write(run.results_png, lambda path: plots.plot_results(results, path))
 
 
 def format_table(results: dict) -> str:

@@ -26,15 +26,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from etils import epath
 from flax.training import train_state
 
-from binflax import data, networks, parallel, quantizers
+from binflax import data, distill, networks, outputs, parallel, quantizers
 from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
 from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
 from binflax.outputs import log
 from binflax.plan import Plan
+from binflax.run_dir import RunDir
 from binflax.summaries import ScalarWriter
 
 
@@ -63,6 +63,7 @@ class TrainResult:
     holdout: dict | None  # holdout metrics of the chosen state (None without a holdout)
     final: dict  # test metrics of the final step's state
     best_test: tuple[int, dict]  # (step, metrics) of the best test evaluation: optimistic
+    first_stage: TrainResult | None = None  # stage 1 of a two-stage run (binflax.two_stage)
 
 
 # -- optimizer -------------------------------------------------------------------------
@@ -175,22 +176,38 @@ def init_state(
 def transfer_matching(target: Any, source: Any) -> Any:
     """``target`` with every leaf that ``source`` has at the same path and shape copied.
 
-    Initialising a hybrid from its fbin checkpoint: a layer whose input precision changed
-    keeps its fresh batch norm (it sits on the other side of the conv), the rest is copied.
+    Initialising a hybrid from its fbin checkpoint, or a second stage from its first: a
+    layer whose input precision changed keeps its fresh batch norm (it sits on the other
+    side of the conv), the rest is copied - into new buffers, as the train step donates
+    its state and ``source`` stays the other run's result.
     """
     flat_source = flax.traverse_util.flatten_dict(flax.core.unfreeze(source))
 
     def pick(path, leaf):
         key = tuple(p.key for p in path)
         other = flat_source.get(key)
-        return other if other is not None and other.shape == leaf.shape else leaf
+        return (
+            jnp.array(other, copy=True) if other is not None and other.shape == leaf.shape else leaf
+        )
 
     return jax.tree_util.tree_map_with_path(pick, target)
 
 
 # -- steps -----------------------------------------------------------------------------
-def train_step(state: TrainState, batch: dict, dropout_key: jax.Array) -> tuple[TrainState, dict]:
-    """One optimizer step on a global batch; metrics are global means."""
+def train_step(
+    state: TrainState,
+    batch: dict,
+    dropout_key: jax.Array,
+    teacher: distill.Teacher | None = None,
+    *,
+    distill_weight: float = 0.0,
+    temperature: float = 1.0,
+) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch; metrics are global means.
+
+    With a ``teacher`` the loss is :func:`binflax.distill.loss`; the teacher's forward
+    pass runs here, in inference mode, outside the gradient."""
+    teacher_logits = None if teacher is None else teacher.logits(batch["image"])
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
@@ -201,7 +218,11 @@ def train_step(state: TrainState, batch: dict, dropout_key: jax.Array) -> tuple[
             rngs={"dropout": jax.random.fold_in(dropout_key, state.step)},
         )
         logits = logits.astype(jnp.float32)  # the loss is float32 under half precision too
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        if teacher_logits is None:
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        else:
+            loss = distill.loss(logits, teacher_logits, batch["label"], weight=distill_weight,
+                                temperature=temperature)  # fmt: skip
         return loss, (logits, updates)
 
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -232,7 +253,9 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     }
 
 
-_jit_train_step = jax.jit(train_step, donate_argnums=0)
+_jit_train_step = jax.jit(
+    train_step, donate_argnums=0, static_argnames=("distill_weight", "temperature")
+)
 _jit_eval_step = jax.jit(eval_step)
 _jit_all_finite = jax.jit(
     lambda tree: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
@@ -264,18 +287,21 @@ def train_and_evaluate(
     *,
     plan: str | Plan | None = None,
     init_from: TrainState | None = None,
+    teacher: distill.Teacher | None = None,
     name: str = "train",
 ) -> TrainResult:
     """Trains ``config.model`` with ``plan`` (default ``config.plan``) in ``workdir``.
 
     Resumes from ``workdir``'s latest checkpoint when there is one. ``init_from`` seeds
     a fresh run with the matching leaves of another state (a hybrid from its fbin).
+    With a ``teacher`` and ``config.distill.weight > 0`` the loss distills from it.
 
     Every ``eval_every_epochs`` the state is evaluated on the holdout slice of the
     training split, and the best of those states is kept as the run's result: the test
     split never chooses it. Every ``test_every_epochs``, and at the last step, the test
     split is evaluated too, for the final-step and the (optimistic) best-test figures.
     """
+    config = networks.with_recipe(config)
     info = dataset_info(config)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
@@ -302,9 +328,10 @@ def train_and_evaluate(
 
     state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    writer = ScalarWriter(epath.Path(workdir) / "tensorboard", enabled=jax.process_index() == 0)
+    run = RunDir.of(workdir)
+    writer = ScalarWriter(run.tensorboard, enabled=outputs.main_process())
     try:
-        history = EvalHistory(workdir)
+        history = EvalHistory(run.evaluations_json)
         restored = checkpoints.restore_latest(state)
         if restored is not None:
             _, state = restored
@@ -316,6 +343,14 @@ def train_and_evaluate(
             )
         state = parallel.replicate(state, mesh)
         start_step = int(state.step)
+        distillation = {}
+        if teacher is not None and config.distill.weight > 0:
+            teacher = teacher.replace(variables=parallel.replicate(teacher.variables, mesh))
+            distillation = {
+                "teacher": teacher,
+                "distill_weight": float(config.distill.weight),
+                "temperature": float(config.distill.temperature),
+            }
 
         dropout_key = jax.random.key(config.seed + 1)
         batches = data.train_batches(config, seed=config.seed, start_step=start_step)
@@ -343,7 +378,7 @@ def train_and_evaluate(
         with PreemptionGuard() as preemption:
             for step in range(start_step, total_steps):
                 batch = parallel.global_batch(next(batches), mesh)
-                state, metrics = _jit_train_step(state, batch, dropout_key)
+                state, metrics = _jit_train_step(state, batch, dropout_key, **distillation)
                 metrics_sum = (
                     metrics if metrics_sum is None else jax.tree.map(jnp.add, metrics_sum, metrics)
                 )

@@ -2,7 +2,9 @@
 
     python main.py --config=configs/default.py --config.plan=wbin
 
-Field groups: model and plan, data, optimisation, the ``hbn`` pipeline, bookkeeping.
+Field groups: model and plan, the training recipe, data, optimisation, the ``hbn``
+pipeline, bookkeeping. Fields left ``None`` ("the recipe's") take their value from
+``config.recipe`` (binflax.recipe_presets); set one to override the recipe there only.
 """
 
 import ml_collections
@@ -34,14 +36,32 @@ def base() -> ml_collections.ConfigDict:
     # (docs/byom.md), e.g. --config.model=tests.user_nets:VGG.
     config.model = "mini_sketchanet"
     config.model_kwargs = ml_collections.ConfigDict()  # the model's other fields (widths, ...)
+    # ResNet's block: xnor | bireal | reactnet; unset: the recipe's (models without one: -)
+    config.model_kwargs.block = ml_collections.config_dict.placeholder(str)
     config.plan = "fbin"  # float | wbin | fbin | path of a plan JSON written by `select`
     config.binarize_last_weights = False
-    config.input_quantizer = "ste_sign"  # ste_sign | approx_sign
+    config.input_quantizer = ml_collections.config_dict.placeholder(str)  # ste_sign | approx_sign
     config.scale_inputs = False  # XNOR-Net K-map input scaling [choice, beyond the paper]
     # What a binary-input layer applies before sign, for binflax's models and a network of
     # your own alike: batchnorm (the authors') | shift (a learned per-channel threshold,
     # ReActNet's RSign) | none (binflax.planned.BinaryOptions).
-    config.input_norm = "batchnorm"
+    config.input_norm = ml_collections.config_dict.placeholder(str)
+    # After a binary-input layer: relu (the network's own activation) | rprelu (ReActNet).
+    config.activation = ml_collections.config_dict.placeholder(str)
+
+    # The training recipe (binflax.recipe_presets): xnor (the paper's, XNOR-Net's) |
+    # reactnet (RSign, approx_sign, RPReLU, Bi-Real shortcuts, distillation, two stages).
+    config.recipe = "xnor"
+    # Distillation from a float teacher: (1 - w) CE + w T^2 KL(teacher || student).
+    config.distill = ml_collections.ConfigDict()
+    config.distill.weight = ml_collections.config_dict.placeholder(float)  # 0: off
+    config.distill.temperature = ml_collections.config_dict.placeholder(float)
+    # float: the hbn pipeline's float variant (trained first) | the workdir of a float run
+    config.distill.teacher = ml_collections.config_dict.placeholder(str)
+    # Two stages: binary inputs with float weights, then binary weights from there.
+    config.two_stage = ml_collections.ConfigDict()
+    config.two_stage.enabled = ml_collections.config_dict.placeholder(bool)
+    config.two_stage.first_fraction = ml_collections.config_dict.placeholder(float)
     config.stop_alpha_gradient = True  # alpha is a constant in the backward pass (authors)
     # bfloat16 compute, float32 parameters, statistics, loss and optimizer. None: on when
     # the backend is a TPU or GPU, off on a CPU (binflax.train.half_precision).

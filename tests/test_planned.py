@@ -187,8 +187,23 @@ def test_hbnconv_and_binarize_end_a_binary_input_layer_in_the_same_rprelu():
     np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
 
 
-def test_a_float_input_unit_has_no_rprelu():
-    unit = HBNConv(4, (3, 3), precision=LayerPrecision("conv", "float", "binary"),
-                   activation="rprelu")  # fmt: skip
-    params = unit.init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))["params"]
-    assert set(params) == {"kernel", "bn"}
+def test_a_float_input_unit_ends_in_rprelu_after_its_batch_norm_a_classifier_does_not():
+    """In binflax's models RPReLU replaces every ReLU after a unit: a ReLU before the next
+    RSign would make its input all +1 (a zero threshold at init)."""
+    float_input = LayerPrecision("conv", "float", "binary")
+    unit = HBNConv(4, (3, 3), precision=float_input, activation="rprelu")
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5, 5, 2)), jnp.float32)
+    variables = unit.init(jax.random.key(0), x)
+    assert set(variables["params"]) == {"kernel", "bn", "rprelu"}
+    params = jax.tree.map(lambda a: a, variables["params"])
+    params["rprelu"] = {"gamma": jnp.full(4, 0.1), "beta": jnp.full(4, 0.3),
+                        "zeta": jnp.full(4, -0.2)}  # fmt: skip
+    y = unit.apply({**variables, "params": params}, x)
+    no_rprelu = HBNConv(4, (3, 3), precision=float_input)
+    z = np.asarray(
+        no_rprelu.apply({**variables, "params": {k: params[k] for k in ("kernel", "bn")}}, x)
+    )
+    expected = np.where(z - 0.1 >= 0, z - 0.1, 0.3 * (z - 0.1)) - 0.2
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6, atol=1e-6)
+    classifier = HBNConv(4, (1, 1), precision=float_input, norm=False, activation="rprelu")
+    assert "rprelu" not in classifier.init(jax.random.key(0), x)["params"]

@@ -40,7 +40,7 @@ class UnitOptions(nn.Module):
     scale_inputs: bool = False
     stop_alpha_gradient: bool = True
     dtype: Any = jnp.float32  # compute dtype of the units (bfloat16: config.half_precision)
-    activation: str = "relu"  # of a binary-input unit: relu (the model's own) | rprelu
+    activation: str = "relu"  # after a unit: relu | rprelu (replacing every unit's ReLU)
 
     def path(self, name: str) -> str:
         """The module path (and plan entry) of this module's unit ``name``."""
@@ -50,10 +50,12 @@ class UnitOptions(nn.Module):
         """The plan's entry for this module's unit ``name``."""
         return precision_of(self.plan, self.path(name))
 
-    def activate(self, x: jax.Array, name: str) -> jax.Array:
+    def activate(self, x: jax.Array, name: str, norm: bool = True) -> jax.Array:
         """The model's ReLU after unit ``name`` (``x`` its output, or a sum it ends):
-        ``x`` itself where the unit applies its own RPReLU, which replaces the ReLU."""
-        if planned.ends_in_rprelu(self.precision(name), self.activation):
+        ``x`` itself where the unit applies its own RPReLU, which replaces the ReLU
+        (every unit with a batch norm, under ``activation="rprelu"``; ``norm`` is the
+        unit's: a classifier without one keeps its ReLU)."""
+        if planned.ends_in_rprelu(self.precision(name), self.activation, every_unit=norm):
             return x
         return nn.relu(x)
 

@@ -65,6 +65,8 @@ class SqueezeNet(BinaryNet):
                 x = max_pool(x, 3, 2, ceil_mode=True)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = self.activate(
-            self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train), "conv10"
+            self.unit("conv10", self.num_classes, 1, use_bias=True, norm=False)(x, train),
+            "conv10",
+            norm=False,
         )
         return global_avg_pool(x).reshape(x.shape[0], -1)

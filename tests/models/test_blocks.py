@@ -67,15 +67,15 @@ def resnet(block, plan="fbin", **fields):
 def test_every_conv_of_the_bireal_topology_is_its_own_residual(block, activation, plan, shape):
     """conv2's input is act(conv1 + shortcut), the next block's input act(conv2 + conv2's
     input): a real-valued identity shortcut around every conv, and where the shape
-    changes AvgPool(2, 2) -> downsample. act is ReLU, except after a binary-input unit
-    with RPReLU (block "reactnet" sets it on its units whatever the model's field says)."""
+    changes AvgPool(2, 2) -> downsample. act is ReLU, except after a unit with its own
+    RPReLU: every unit under "rprelu" (block "reactnet" sets it on its units whatever the
+    model's field says)."""
     model = resnet(block, plan, activation=activation)
     layers, inputs, outputs = probe(model, shape)
     rprelu = activation == "rprelu" or block == "reactnet"
 
-    def act(name, y):
-        own = rprelu and layers[name].precision.binary_input
-        return y if own else np.maximum(y, 0)
+    def act(name, y):  # under rprelu every unit ends in its own RPReLU, which replaces ReLU
+        return y if rprelu else np.maximum(y, 0)
 
     blocks = [f"layer{s}_{b}" for s in range(1, 5) for b in range(2)]
     for block_name, following in zip(blocks, [*blocks[1:], None], strict=True):
@@ -118,22 +118,25 @@ def test_reactnet_units_carry_rsign_and_rprelu_the_bireal_ones_batch_norm():
     assert bireal[5:8] == ("layer2_0/conv1", "layer2_0/downsample", "layer2_0/conv2")
 
 
-def test_rprelu_replaces_the_relu_after_binary_input_units_of_any_model():
+def test_rprelu_replaces_the_relu_after_every_unit_of_any_model():
     """mini_sketchanet conv2 -> conv3 with no pool between: conv3 reads conv2's output
-    itself where conv2 ends in RPReLU, relu of it where conv2's input is float."""
+    itself where conv2 ends in RPReLU - under "rprelu" whatever conv2's input - and relu
+    of it under "relu"."""
     names = models.layer_names(models.create("mini_sketchanet"))
-    for float_inputs, applied in (((), False), (("conv2",), True)):
+    for float_inputs, activation in (((), "rprelu"), (("conv2",), "rprelu"), ((), "relu")):
         plan = Plan.hybrid(names, float_inputs)
-        model = models.create("mini_sketchanet", plan=plan, activation="rprelu")
+        model = models.create("mini_sketchanet", plan=plan, activation=activation)
         _, inputs, outputs = probe(model, (16, 16, 1))
         conv2 = outputs["conv2"]
-        np.testing.assert_array_equal(inputs["conv3"], np.maximum(conv2, 0) if applied else conv2)
+        expected = conv2 if activation == "rprelu" else np.maximum(conv2, 0)
+        np.testing.assert_array_equal(inputs["conv3"], expected)
 
 
 def test_nested_blocks_get_the_activation():
     model = models.create("squeezenet", plan="fbin", num_classes=10, activation="rprelu")
     params = variable_shapes(model, jnp.zeros((1, 48, 48, 1)))["params"]
-    assert "rprelu" in params["fire2"]["squeeze"] and "rprelu" not in params["conv1"]
+    assert "rprelu" in params["fire2"]["squeeze"] and "rprelu" in params["conv1"]
+    assert "rprelu" not in params["conv10"]  # the classifier keeps its ReLU
 
 
 def test_unknown_block_names_the_choices():
