@@ -88,12 +88,13 @@ class ExportedModel:
 
     def layer_arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """``{layer path: {field: array}}``."""
-        grouped: dict[str, dict[str, np.ndarray]] = {}
-        for key, array in self.arrays.items():
-            if not key.startswith((PROGRAM_PREFIX, NETWORK_PREFIX)):
-                layer, field = key.rsplit("/", 1)
-                grouped.setdefault(layer, {})[field] = array
-        return grouped
+        return _grouped(
+            {
+                k: a
+                for k, a in self.arrays.items()
+                if not k.startswith((PROGRAM_PREFIX, NETWORK_PREFIX))
+            }
+        )
 
     def network_variables(self) -> dict:
         """What the network keeps outside its planned layers (its own batch norms, ...)."""
@@ -394,6 +395,7 @@ def _network_variables(variables: Mapping, layers: Sequence[LayerInfo]) -> dict:
 
 
 def _grouped(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``<layer path>/<field>`` keys as ``{layer path: {field: array}}``."""
     grouped: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
         layer, field = key.rsplit("/", 1)
