@@ -20,6 +20,14 @@ from binflax.errors import UserError
 from binflax.plan import Plan
 
 HALF_PRECISION_BACKENDS = ("tpu", "gpu")
+# binflax.planned.BinaryOptions' fields that a config sets (bn_momentum and dtype it does not).
+CONFIG_UNIT_OPTIONS = (
+    "input_norm",
+    "input_quantizer",
+    "scale_inputs",
+    "stop_alpha_gradient",
+    "activation",
+)
 
 
 def half_precision(config: ml_collections.ConfigDict) -> bool:
@@ -61,6 +69,8 @@ def build_model(
     config = with_recipe(config)
     plan = config.plan if plan is None else plan
     dtype = jnp.bfloat16 if half_precision(config) else jnp.float32
+    # The planned layers' options, named alike in the config, the models and binarize.
+    options = {name: config[name] for name in CONFIG_UNIT_OPTIONS}
     if config.model in models.MODELS:
         return models.create(
             config.model,
@@ -68,12 +78,8 @@ def build_model(
             binarize_last_weights=config.binarize_last_weights,
             num_classes=num_classes,
             dropout_rate=config.dropout_rate,
-            input_norm=config.input_norm,
-            input_quantizer=config.input_quantizer,
-            scale_inputs=config.scale_inputs,
-            stop_alpha_gradient=config.stop_alpha_gradient,
-            activation=config.activation,
             dtype=dtype,
+            **options,
             **model_kwargs(config),
         )
     cls = models.import_model(config.model)
@@ -85,10 +91,6 @@ def build_model(
         plan,
         input_shape=(config.image_size, config.image_size, config.channels),
         binarize_last_weights=config.binarize_last_weights,
-        input_norm=config.input_norm,
-        scale_inputs=config.scale_inputs,
-        input_quantizer=config.input_quantizer,
-        activation=config.activation,
-        stop_alpha_gradient=config.stop_alpha_gradient,
         dtype=dtype,
+        **options,
     )

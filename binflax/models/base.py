@@ -85,13 +85,8 @@ class UnitOptions(nn.Module):
             strides=(strides, strides),
             padding=padding,
             precision=precision,
-            input_norm=self.input_norm,
-            input_quantizer=self.input_quantizer,
-            scale_inputs=self.scale_inputs,
-            stop_alpha_gradient=self.stop_alpha_gradient,
-            dtype=self.dtype,
-            activation=self.activation,
             name=name,
+            **{k: v for k, v in self.unit_options().items() if k != "plan"},
             **kwargs,
         )
 
