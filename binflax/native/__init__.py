@@ -13,9 +13,11 @@ and portable code paths in one object chosen at run time (docs/native.md).
 same ``int32`` accumulator. Where the kernel cannot be built (no compiler, or the build
 fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
 
-The path is the best the CPU supports, or the one named by the ``isa`` argument or, when
-that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``, ``avx2``,
-``portable``), read when a function is traced: the tests force each path this way.
+The path is the best the CPU running the call supports (chosen by the kernel at run
+time, so an exported program moves between CPUs), or the one named by the ``isa``
+argument or, when that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``,
+``avx2``, ``portable``), read when a function is traced: the tests force each path this
+way.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ TARGETS = {
 }
 # The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
+AUTO = 0  # kAuto: the best path of the CPU the call runs on
 ISA_ENV = "BINFLAX_NATIVE_ISA"
 
 
@@ -187,7 +190,10 @@ def _fallback(x_words, kernel, base, kernel_size, strides, padding, dilation) ->
 def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa):
     """The checked operands, a caller of an FFI target with the geometry's attributes, and
     the output's (N, H_out, W_out)."""
-    code = ISAS[_resolve(isa)]
+    forced = isa or os.environ.get(ISA_ENV)
+    # Unforced calls carry code 0: the kernel picks the CPU's best path when it runs, so
+    # a program exported on an AVX-512 machine still runs on an AVX2 one.
+    code = ISAS[_resolve(forced)] if forced else AUTO
     x_words, kernel = jnp.asarray(x_words), jnp.asarray(kernel)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     n, h, w, words = x_words.shape
