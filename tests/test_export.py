@@ -3,14 +3,15 @@
 import json
 import os
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
-from binflax import cost, export, models
-from binflax.export import arithmetic as arithmetic_lib
+from binflax import cost, export, models, native, packing
 from binflax.export import chain as chain_lib
 from binflax.export import fold, format, inference
 from binflax.models import LayerInfo
@@ -63,10 +64,20 @@ def exported_copy(tmp_path, model, variables, input_shape):
     return exported
 
 
-# Every way the integer path can run: the default (on a CPU, the popcount with packed
-# activations between XNOR units: binflax.export.arithmetic.choose, pinned below), and
-# each arithmetic forced without the packed links.
-PATHS = [("auto", True), ("int8", False), ("int8_dot", False), ("popcount", False)]
+# Every way the integer path can run: the default (on a CPU with the native kernel, the
+# kernel on convolutions and XLA's popcount on dense layers, with packed activations
+# between them: binflax.export.arithmetic.xnor_arithmetic, pinned below), the kernel and
+# XLA's popcount on every unit with the links (XLA's is the default where the kernel does
+# not build), and each arithmetic forced without them.
+PATHS = [
+    ("auto", True),
+    ("native", True),
+    ("popcount", True),
+    ("int8", False),
+    ("int8_dot", False),
+    ("popcount", False),
+    ("native", False),
+]
 # model, input (H, W, C), fields. AlexNet and Sketch-A-Net only take their full size (their
 # fc6/conv6 kernels span the last feature map), so they are the slowest cases.
 CASES = [
@@ -78,9 +89,19 @@ CASES = [
 ]
 
 
-def test_the_default_path_on_a_cpu_is_the_chained_popcount():
-    """What makes PATHS cover the popcount with packed links on this machine ("auto")."""
-    assert jax.default_backend() == "cpu" and arithmetic_lib.choose("cpu") == "popcount"
+def test_auto_on_a_cpu_mixes_the_native_kernel_and_xlas_popcount(tmp_path):
+    """What makes PATHS' "auto" cover the mixed variant on this machine: the kernel on the
+    convolutions, XLA's popcount on the fully-connected layers, linked across."""
+    assert jax.default_backend() == "cpu" and native.available()
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
+    exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    auto = exported.variant("auto_chain")
+    # conv4's 4x4 kernel spans its unpadded 4x4 input and conv5 is 1x1 on 1x1: dense.
+    want = {"conv2": "native", "conv3": "native", "conv4": "popcount", "conv5": "popcount"}
+    assert {name: auto.computation(name) for name in want} == want
+    kinds = [(auto.computation(k.producer), auto.computation(k.consumer)) for k in auto.links]
+    assert kinds == [("native", "native"), ("native", "popcount"), ("popcount", "popcount")]
+    assert exported.header["variants"]["auto_chain"]["native"]
 
 
 @pytest.mark.parametrize(
@@ -115,6 +136,118 @@ def test_every_path_gives_the_fake_quantized_logits(tmp_path, name, input_shape,
         assert error <= 1e-5, (arithmetic, chain, error)
         first = logits if first is None else first
         np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic}, chain={chain}")
+
+
+def numpy_accumulator(info: LayerInfo, arrays: dict, x: np.ndarray) -> np.ndarray:
+    """An XNOR layer's int32 accumulator from the spec's formula, in NumPy: the folded
+    sign of ``x`` (+1 iff direction * x >= direction * threshold), zero padding, and the
+    +-1 kernel of the file's bits, group by group."""
+    g = inference.geometry_2d(info)
+    cin = info.kernel_shape[-2]
+    x2d = x.reshape(-1, *g.input_spatial, x.shape[-1])
+    direction = arrays.get("direction", np.ones(x.shape[-1])).astype(np.float32)
+    threshold = arrays.get("threshold", np.zeros(x.shape[-1])).astype(np.float32)
+    signs = np.where(direction * x2d >= direction * threshold, 1, -1).astype(np.int32)
+    padded = np.pad(signs, ((0, 0), *g.padding, (0, 0)))
+    weights = packing.unpack_signs(arrays["kernel_bits"], cin).astype(np.int32)  # OHWI
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.strides, g.dilation
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    windows = sliding_window_view(padded, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
+    group_out = weights.shape[0] // g.groups
+    return np.concatenate(
+        [
+            np.einsum(
+                "nhwcij,oijc->nhwo",
+                windows[:, :, :, k * cin : (k + 1) * cin],
+                weights[k * group_out : (k + 1) * group_out],
+            )
+            for k in range(g.groups)
+        ],
+        axis=-1,
+    )
+
+
+@pytest.mark.parametrize(
+    "name,input_shape,fields,plan_kind",
+    [
+        pytest.param(
+            n, s, f, p, marks=pytest.mark.slow if n in ("sketchanet", "alexnet") else (),
+            id=f"{n}-{p}",
+        )
+        for n, s, f in CASES
+        for p in ("fbin", "hybrid")
+    ],
+)  # fmt: skip
+def test_every_xnor_layer_accumulates_the_numpy_formula(name, input_shape, fields, plan_kind):
+    """Layer by layer, from the arrays the export writes: the native kernel, XLA's popcount
+    and the int8 convolution give the NumPy formula's int32 accumulators, equal, not close."""
+    model, variables = build(name, plan_kind, input_shape, plan_kind == "hybrid", **fields)
+    layers = models.trace_layers(model, input_shape)
+    stored = {}
+    for key, array in fold.fold_variables(layers, variables).items():
+        layer, field = key.rsplit("/", 1)
+        stored.setdefault(layer, {})[field] = array
+    xnor = [info for info in layers if info.precision.xnor]
+    assert xnor
+    rng = np.random.default_rng(0)
+    inputs = {
+        info.name: rng.standard_normal((2, *info.input_shape[1:])).astype(np.float32)
+        for info in xnor
+    }
+    for arithmetic in ("native", "popcount", "int8"):
+        plan = inference.Variant(tuple((info.name, arithmetic) for info in xnor))
+
+        def accumulators(prepared, inputs, arithmetic=arithmetic):
+            return {
+                info.name: inference.integer_accumulator(
+                    info, prepared[info.name], inputs[info.name], arithmetic
+                )
+                for info in xnor
+            }
+
+        with jax.enable_x64(True):
+            got = jax.jit(accumulators)(inference.prepare(xnor, stored, plan), inputs)
+        for info in xnor:
+            np.testing.assert_array_equal(
+                np.asarray(got[info.name]),
+                numpy_accumulator(info, stored[info.name], inputs[info.name]),
+                err_msg=f"{info.name} ({arithmetic})",
+            )
+
+
+def test_without_the_native_kernel_the_export_falls_back_with_one_message(tmp_path, monkeypatch):
+    """No compiler: one warning, an export without native programs, ``auto`` on XLA's
+    popcount with the same logits, and ``arithmetic="native"`` refused by name - also for
+    a file exported where the kernel did build."""
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
+    images = jax.random.normal(jax.random.key(1), (3, 16, 16, 1))
+    expected = np.asarray(model.apply(variables, images, train=False))
+    export.export_model(model, variables, tmp_path / "native.npz")
+    with_native = export.load(tmp_path / "native.npz")
+    assert with_native.header["variants"]["native"]["native"]
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    monkeypatch.setenv("BINFLAX_CACHE_DIR", str(tmp_path / "cache"))
+    native._library.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            export.export_model(model, variables, tmp_path / "fallback.npz")
+            fallback = export.load(tmp_path / "fallback.npz")
+            logits = [
+                np.asarray(export.integer_forward(e, images)) for e in (fallback, with_native)
+            ]
+            for exported, reason in ((fallback, "has no 'native'"), (with_native, "did not build")):
+                with pytest.raises(export.ExportError, match=reason):
+                    export.integer_forward(exported, images, arithmetic="native")
+    finally:
+        native._library.cache_clear()  # the next test loads the built kernel again
+    messages = [str(w.message) for w in caught if "binflax.native" in str(w.message)]
+    assert len(messages) == 1 and "/nonexistent/g++" in messages[0], messages
+    assert not any(v["native"] for v in fallback.header["variants"].values())
+    assert "native" not in fallback.header["variants"]
+    np.testing.assert_array_equal(logits[0], logits[1])
+    scale = float(np.max(np.abs(expected)))
+    assert float(np.max(np.abs(logits[0] - expected))) / scale <= 1e-5
 
 
 def assert_every_path_exact(tmp_path, model, variables, input_shape):
@@ -258,7 +391,8 @@ def test_alexnet_exports_to_7_6_mib_against_238_mib(tmp_path):
     assert report["payload_bytes"] == payload
     weights_file = report["file_bytes"] - report["program_bytes"]  # the programs are code
     assert report["program_bytes"] < 0.05 * report["file_bytes"]
-    assert weights_file / 2**20 == pytest.approx(7.6, abs=0.05)
+    assert payload / 2**20 == pytest.approx(7.63, abs=0.01)
+    assert 0 < weights_file - payload < 32 * 1024  # the header and ~300 bytes per array
     assert report["float32_bytes"] / 2**20 == pytest.approx(238, abs=1.0)
     predicted = cost.totals(cost.layer_costs(model))["memory_bytes"]
     assert report["predicted_bytes"] == predicted

@@ -117,6 +117,11 @@ def test_threshold_words_pack_the_consumer_signs():
 
 def test_auto_rule_and_float_lowering():
     assert arithmetic.choose("cpu") == "popcount"
+    rule = arithmetic.xnor_arithmetic
+    assert rule(False, "cpu", native=True) == "native"  # a convolution
+    assert rule(True, "cpu", native=True) == "popcount"  # fully connected
+    assert rule(False, "cpu", native=False) == "popcount"  # no kernel built
+    assert rule(False, "gpu", native=True) == "int8"
     assert arithmetic.choose("gpu") == arithmetic.choose("tpu") == "int8"
     model = models.create("alexnet", plan="float")
     found = {

@@ -11,10 +11,15 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
   (:func:`binflax.packing.conv_xnor`) was the fastest arithmetic for every XNOR unit of
   AlexNet, ResNet-18 and Sketch-A-Net at batch 1 and 8, several times faster than the
   int8 convolution and the int8 im2col product, so the CPU rule does not depend on the
-  shape. On GPUs and TPUs, whose int8 units and MXUs have no popcount counterpart, the
-  rule picks the int8 convolution; that is not measured here (no accelerator was
-  available), and any arithmetic can be forced with
-  ``integer_forward(..., arithmetic=...)``.
+  shape. Where binflax's native kernel (:mod:`binflax.native`) is built it replaces that
+  popcount on the CPU's convolutions, with the same packed words and accumulators: the
+  whole fbin networks ran 1.1-1.5x faster with it on every XNOR layer than on XLA's
+  popcount at batch 8, about as fast at batch 1, except on fully-connected layers, where
+  it lays out the whole kernel matrix on every call and measured 0.1-0.5x XLA's; those
+  stay on XLA's popcount (docs/benchmarks.md, ``benchmarks/inference.py``). On GPUs
+  and TPUs, whose int8 units and MXUs have no popcount counterpart, the rule picks the
+  int8 convolution; that is not measured here (no accelerator was available), and any
+  arithmetic can be forced with ``integer_forward(..., arithmetic=...)``.
 - **Float-input units**: a fully-connected layer written as a conv (its kernel covers
   the whole unpadded input) runs as a matrix product with the kernel stored (C_out, K),
   1.3-2.5x faster than the conv. On the CPU a conv with at most
@@ -26,13 +31,22 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
 
 from __future__ import annotations
 
-ARITHMETICS = ("auto", "int8", "int8_dot", "popcount")
+ARITHMETICS = ("auto", "int8", "int8_dot", "popcount", "native")
 MATMUL_MAX_PIXELS = 512
 
 
 def choose(backend: str) -> str:
-    """The arithmetic ``"auto"`` runs every XNOR unit with on ``backend``."""
+    """The one arithmetic ``"auto"`` runs every XNOR unit with on ``backend`` where it
+    cannot mix the native kernel in (:func:`xnor_arithmetic`)."""
     return "popcount" if backend == "cpu" else "int8"
+
+
+def xnor_arithmetic(fully_connected: bool, backend: str, native: bool) -> str:
+    """What ``"auto"`` runs one XNOR unit with: on a CPU with the native kernel (``native``)
+    the kernel for every convolution that is not fully connected, else :func:`choose`'s."""
+    if backend == "cpu" and native and not fully_connected:
+        return "native"
+    return choose(backend)
 
 
 def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:

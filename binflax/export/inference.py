@@ -16,12 +16,16 @@ arithmetic on +-1 values, with the arithmetic :mod:`~binflax.export.arithmetic` 
 
 - ``"int8"``: an int8 convolution with int32 accumulation;
 - ``"int8_dot"``: im2col and one int8 matrix product per group with int32 accumulation;
-- ``"popcount"``: XNOR + popcount on 64-bit packed words (:func:`binflax.packing.conv_xnor`).
+- ``"popcount"``: XNOR + popcount on 64-bit packed words (:func:`binflax.packing.conv_xnor`);
+- ``"native"``: the same packed words through binflax's C++ kernel
+  (:func:`binflax.native.conv_xnor`, a ``jax.ffi`` custom call on the CPU).
 
 All give the same int32 accumulator, which is then multiplied by alpha (and by XNOR-Net's
 K map where the layer scales its output). With packed links an XNOR layer whose output
-feeds a popcount layer only through ReLU and max pooling writes that layer's packed input
-directly from its accumulator (:mod:`~binflax.export.chain`). Float-input layers run a
+feeds a popcount (or native) layer only through ReLU and max pooling writes that layer's
+packed input directly from its accumulator (:mod:`~binflax.export.chain`); the native
+kernel writes it from inside the kernel (:func:`binflax.native.conv_xnor_words`), so the
+accumulator never reaches memory. Float-input layers run a
 float conv with their folded kernel (for binary weights, the +-1 kernel times alpha and
 the folded batch norm), as XLA's convolution or as im2col and a matrix product
 (:func:`binflax.export.arithmetic.float_lowering`).
@@ -43,12 +47,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import activations, packing, planned, tracing
+from binflax import activations, native, packing, planned, tracing
 from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export.format import ExportError
 from binflax.geometry import Geometry2D
 from binflax.tracing import LayerInfo
+
+# The XNOR arithmetics on packed words: they share their arrays and can chain.
+PACKED = ("popcount", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +76,18 @@ def variant(
     chain: bool,
     backend: str = "cpu",
 ) -> Variant:
-    """What each layer runs for XNOR ``arithmetic`` (not ``"auto"``); float-input layers
-    take the lowering measured fastest on ``backend`` at batch 1."""
+    """What each layer runs for XNOR ``arithmetic`` (``"auto"``: each XNOR layer by
+    :func:`arithmetic.xnor_arithmetic`, the native kernel included); float-input layers
+    take the lowering measured fastest on ``backend`` at batch 1. With ``chain``, a link
+    is used where its producer and consumer both run on packed words."""
     computations = {}
     for info in layers:
         g = geometry_2d(info)
-        if info.precision.xnor:
+        if info.precision.xnor and arithmetic == "auto":
+            computations[info.name] = arithmetic_lib.xnor_arithmetic(
+                g.fully_connected, backend, native=True
+            )
+        elif info.precision.xnor:
             computations[info.name] = arithmetic
         else:
             plain = g.groups == 1 and g.dilation == (1, 1)
@@ -83,7 +96,7 @@ def variant(
     used = tuple(
         link
         for link in links
-        if chain and arithmetic == "popcount" and computations[link.consumer] == "popcount"
+        if chain and computations[link.producer] in PACKED and computations[link.consumer] in PACKED
     )
     return Variant(tuple(computations.items()), used)
 
@@ -121,7 +134,8 @@ def prepare(
     memo = {} if memo is None else memo
     prepared = {}
     for info in layers:
-        key = (info.name, plan.computation(info.name))
+        computation = plan.computation(info.name)
+        key = (info.name, "popcount" if computation in PACKED else computation)
         if key not in memo:
             memo[key] = _layer_arrays(info, dict(stored[info.name]), key[1])
         prepared[info.name] = dict(memo[key])
@@ -149,7 +163,7 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
     kernel, bits = arrays.pop("kernel", None), arrays.pop("kernel_bits", None)
     cin, out_features = info.kernel_shape[-2:]
     group_out = out_features // g.groups
-    if computation == "popcount":
+    if computation in PACKED:
         groups = [bits[k * group_out : (k + 1) * group_out] for k in range(g.groups)]
         arrays["kernel_words"] = [packing.xnor_kernel(b) for b in groups]
         arrays["base"] = [
@@ -189,26 +203,57 @@ def program(model: nn.Module, layers: Sequence[LayerInfo], plan: Variant) -> Cal
             name = call.info.name
             if name not in infos:
                 raise ExportError(f"layer {name!r} was not traced when the model was exported")
-            info, arrays, x = infos[name], prepared[name], call.x
-            computation = plan.computation(name)
-            if not info.precision.xnor:
-                return layer_forward(info, arrays, x, computation)
-            acc = integer_accumulator(info, arrays, x, computation, packed.pop(name, None))
-            for link in consumers.get(name, ()):
-                to = arrays["to"][link.consumer]
-                words_type = packing.xnor_word_type(
-                    prepared[link.consumer]["kernel_words"][0], acc.shape[-1]
+            outgoing = {
+                link: packing.xnor_word_type(
+                    prepared[link.consumer]["kernel_words"][0], infos[name].kernel_shape[-1]
                 )
-                words = chain_lib.threshold_words(acc, to["sense"], to["limit"], words_type)
-                if link.pool is not None:
-                    words = chain_lib.max_pool_words(words, to["and_mask"], link.pool)
-                packed[link.consumer] = words
-            return _finish(info, arrays, x, acc)
+                for link in consumers.get(name, ())
+            }
+            y, words = run_layer(
+                infos[name],
+                prepared[name],
+                call.x,
+                plan.computation(name),
+                packed.pop(name, None),
+                outgoing,
+            )
+            packed.update(words)
+            return y
 
         with tracing.intercept(handler):
             return model.apply(dict(variables), images.astype(jnp.float32), train=False)
 
     return forward
+
+
+def run_layer(
+    info: LayerInfo,
+    arrays: Mapping,
+    x: jax.Array,
+    computation: str,
+    words: jax.Array | None = None,
+    outgoing: Mapping[chain_lib.Link, type] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One planned layer as a program runs it: its float output, and for each link it
+    produces (``outgoing``: link -> the consumer's word type) the consumer's packed input.
+
+    ``words`` is this layer's own packed input where a producer wrote it (``x`` then only
+    gives the shape). The float output is unused where every consumer reads words, and
+    XLA drops it (the native custom call has no side effect)."""
+    if not info.precision.xnor:
+        return layer_forward(info, arrays, x, computation), {}
+    acc = integer_accumulator(info, arrays, x, computation, words)
+    packed = {}
+    for link, word_type in (outgoing or {}).items():
+        to = arrays["to"][link.consumer]
+        if computation == "native":
+            out = _native_words(info, arrays, x, words, to, word_type)
+        else:
+            out = chain_lib.threshold_words(acc, to["sense"], to["limit"], word_type)
+        if link.pool is not None:
+            out = chain_lib.max_pool_words(out, to["and_mask"], link.pool)
+        packed[link.consumer] = out
+    return _finish(info, arrays, x, acc), packed
 
 
 def layer_forward(
@@ -241,28 +286,20 @@ def integer_accumulator(
     words: jax.Array | None = None,
 ) -> jax.Array:
     """An XNOR layer's int32 accumulator (2-D view) for its float input ``x`` (binarized
-    here) or, for the popcount, for the packed ``words`` its producer wrote."""
+    here) or, for the packed arithmetics, for the packed ``words`` its producer wrote."""
     g = geometry_2d(info)
     cin = info.kernel_shape[-2]
-    if arithmetic == "popcount":
-        kernels, bases = arrays["kernel_words"], arrays["base"]
-        if words is None:
-            signs = binarize(_view_2d(info, x), arrays)
-            words = [
-                packing.pack_bits(
-                    signs[..., k * cin : (k + 1) * cin] < 0,
-                    packing.xnor_word_type(kernels[k], cin),
-                )
-                for k in range(g.groups)
-            ]
-        else:
-            words = [words]
+    if arithmetic in PACKED:
+        conv = native.conv_xnor if arithmetic == "native" else packing.conv_xnor
         return _concat(
             [
-                packing.conv_xnor(
-                    g.pad(w), kernel, base, g.kernel_size, g.strides, g.padding, g.dilation
+                conv(g.pad(w), kernel, base, g.kernel_size, g.strides, g.padding, g.dilation)
+                for w, kernel, base in zip(
+                    _input_words(info, arrays, x, words),
+                    arrays["kernel_words"],
+                    arrays["base"],
+                    strict=True,
                 )
-                for w, kernel, base in zip(words, kernels, bases, strict=True)
             ]
         )
     signs = g.pad(binarize(_view_2d(info, x), arrays))
@@ -282,6 +319,42 @@ def integer_accumulator(
             for k in range(g.groups)
         ]
     )
+
+
+def _input_words(
+    info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array, words: jax.Array | None
+) -> list[jax.Array]:
+    """An XNOR layer's packed input words per group: its producer's, else ``x``'s signs."""
+    if words is not None:
+        return [words]
+    cin = info.kernel_shape[-2]
+    signs = binarize(_view_2d(info, x), arrays)
+    return [
+        packing.pack_bits(
+            signs[..., k * cin : (k + 1) * cin] < 0,
+            packing.xnor_word_type(kernel, cin),
+        )
+        for k, kernel in enumerate(arrays["kernel_words"])
+    ]
+
+
+def _native_words(
+    info: LayerInfo,
+    arrays: Mapping[str, jax.Array],
+    x: jax.Array,
+    words: jax.Array | None,
+    to: Mapping[str, jax.Array],
+    word_type,
+) -> jax.Array:
+    """A linked producer's consumer input, thresholded and packed inside the native kernel
+    (linked layers have one group and no pre-padding: :func:`chain.find_links`)."""
+    g = geometry_2d(info)
+    (w,) = _input_words(info, arrays, x, words)
+    (kernel,), (base,) = arrays["kernel_words"], arrays["base"]
+    return native.conv_xnor_words(
+        w, kernel, base, to["sense"], to["limit"], g.kernel_size, g.strides, g.padding,
+        g.dilation, word_type=word_type,
+    )  # fmt: skip
 
 
 def _concat(parts: list[jax.Array]) -> jax.Array:

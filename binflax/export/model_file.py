@@ -4,8 +4,9 @@ Why programs travel in the file: the integer path runs the network's own topolog
 (:mod:`binflax.export.inference`), and a deployment has neither the network's Python class
 nor binflax's model registry. At export, every way the network can run is recorded with
 ``jax.export`` as a StableHLO program with a symbolic batch size - one per XNOR
-arithmetic (``int8``, ``int8_dot``, ``popcount``, ``popcount`` with packed links; one for
-all when there is no XNOR layer) and the float32 network of the same shape for the
+arithmetic (``int8``, ``int8_dot``, ``popcount``, ``popcount`` with packed links, and
+where binflax's native kernel builds ``native`` with and without them, for the CPU only;
+one for all when there is no XNOR layer) and the float32 network of the same shape for the
 latency baseline - beside the packed weights, which stay arrays of their own (one bit per
 binary weight, readable with ``numpy.load``). Loading the file deserializes the programs;
 nothing is pickled and no model is rebuilt. The format is docs/export.md's, version
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from binflax import cost, models, packing, planned, tracing
+from binflax import cost, models, native, packing, planned, tracing
 from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export import inference
@@ -51,6 +52,14 @@ VARIANTS = {
     "int8_dot": ("int8_dot", False),
     "popcount": ("popcount", False),
     "popcount_chain": ("popcount", True),
+}
+# Recorded where binflax.native's kernel is built, for the CPU only (its custom calls have
+# no GPU or TPU implementation). "auto_chain": each XNOR layer on the faster of the kernel
+# and XLA's popcount (binflax.export.arithmetic.xnor_arithmetic), with packed links.
+NATIVE_VARIANTS = {
+    "native": ("native", False),
+    "native_chain": ("native", True),
+    "auto_chain": ("auto", True),
 }
 FLOAT_BASELINE = "float_baseline"
 ARITHMETICS = arithmetic_lib.ARITHMETICS
@@ -120,12 +129,26 @@ class ExportedModel:
                 raise ExportError(f"{self.path}: cannot read program {member!r}: {e}") from None
         return self.cache[key]
 
+    def variant(self, name: str) -> inference.Variant:
+        """How variant ``name`` computes every layer, and its packed links."""
+        entry = self.header["variants"][name]
+        return inference.Variant(
+            tuple((n, c) for n, c in entry["computations"]),
+            tuple(_link_from_dict(link) for link in entry["links"]),
+        )
+
     def run(self, name: str, images: jax.Array) -> jax.Array:
         """Variant ``name``'s logits for ``images`` (N, *input_shape)."""
         if tuple(images.shape[1:]) != self.input_shape:
             raise ExportError(
                 f"{self.path or 'the export'} was exported for inputs of "
                 f"{self.input_shape} per example, got {tuple(images.shape[1:])}"
+            )
+        if self.header["variants"].get(name, {}).get("native") and not native.available():
+            raise ExportError(
+                f"{self.path or 'the export'}: variant {name!r} needs binflax's native "
+                "kernel, which did not build here (see the warning above); run it with "
+                "arithmetic='popcount' instead"
             )
         # 64-bit words for the popcount (binflax.packing.conv_xnor); only inside this call.
         with jax.enable_x64(True):
@@ -143,12 +166,7 @@ class ExportedModel:
                     + [None],
                 )
             else:
-                entry = self.header["variants"][name]
-                plan = inference.Variant(
-                    tuple((n, c) for n, c in entry["computations"]),
-                    tuple(_link_from_dict(link) for link in entry["links"]),
-                )
-                prepared = inference.prepare(self.layers, self.layer_arrays(), plan)
+                prepared = inference.prepare(self.layers, self.layer_arrays(), self.variant(name))
                 variables = self.network_variables()
             with jax.ensure_compile_time_eval():  # arrays for the cache even under a trace
                 self.cache[key] = (
@@ -168,18 +186,32 @@ def integer_forward(
 ) -> jax.Array:
     """Logits of the exported network for ``images``, XNOR layers in integer arithmetic.
 
-    ``arithmetic`` is ``"auto"`` (:func:`binflax.export.arithmetic.choose` for the
-    default backend) or one of ``"int8"``, ``"int8_dot"``, ``"popcount"`` for every
-    XNOR layer; ``chain`` passes packed words between XNOR layers where that is exact
-    (popcount only). Equals ``model.apply(variables, images, train=False)`` of the
-    fake-quantized model up to float rounding (tests/test_export.py). Call it eagerly:
+    ``arithmetic`` is ``"auto"`` (on a CPU where the native kernel is built and the file
+    has its programs, with ``chain``: each XNOR layer on the faster of the kernel and
+    XLA's popcount, :func:`binflax.export.arithmetic.xnor_arithmetic`; otherwise
+    :func:`binflax.export.arithmetic.choose` for the default backend) or one of
+    ``"int8"``, ``"int8_dot"``, ``"popcount"``, ``"native"`` for every XNOR layer;
+    ``chain`` passes packed words between XNOR layers where that is exact (popcount and
+    native only). Equals
+    ``model.apply(variables, images, train=False)`` of the fake-quantized model up to
+    float rounding (tests/test_export.py). Call it eagerly:
     it compiles the file's program itself.
     """
     if arithmetic not in ARITHMETICS:
         raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
+    variants = exported.header["variants"]
     if arithmetic == "auto":
-        arithmetic = arithmetic_lib.choose(jax.default_backend())
-    name = "popcount_chain" if arithmetic == "popcount" and chain else arithmetic
+        backend = jax.default_backend()
+        if chain and backend == "cpu" and "auto_chain" in variants and native.available():
+            return exported.run("auto_chain", jnp.asarray(images))
+        arithmetic = arithmetic_lib.choose(backend)
+    if arithmetic not in variants:
+        raise ExportError(
+            f"{exported.path or 'the export'} has no {arithmetic!r} programs: binflax's "
+            "native kernel did not build where it was exported; export it again where it "
+            "builds, or use arithmetic='popcount'"
+        )
+    name = f"{arithmetic}_chain" if arithmetic in inference.PACKED and chain else arithmetic
     return exported.run(name, jnp.asarray(images))
 
 
@@ -218,18 +250,24 @@ def export_model(
     network = _network_variables(variables, layers)
     links = chain_lib.find_links(model, input_shape, network)
     variants, programs, memo = {}, {}, {}
-    for name, (arithmetic, chain) in VARIANTS.items():
+    recorded = {**VARIANTS, **(NATIVE_VARIANTS if native.available() else {})}
+    for name, (arithmetic, chain) in recorded.items():
         plan = inference.variant(layers, links, arithmetic, chain)
         member = next((m for m, p in programs.items() if p[0] == plan), None)
+        uses_native = "native" in dict(plan.computations).values()
         if member is None:
             member = f"{PROGRAM_PREFIX}{name}"
             prepared = inference.prepare(layers, _grouped(arrays), plan, memo)
             fn = inference.program(model, layers, plan)
-            programs[member] = (plan, _serialize(fn, prepared, network, input_shape))
+            programs[member] = (
+                plan,
+                _serialize(fn, prepared, network, input_shape, native_calls=uses_native),
+            )
         variants[name] = {
             "program": member,
             "computations": [list(c) for c in plan.computations],
             "links": [_link_to_dict(link) for link in plan.links],
+            "native": uses_native,
         }
     baseline = _float_baseline(
         model, layers, input_shape, network, programs, variants["int8"]["program"]
@@ -403,15 +441,31 @@ def _grouped(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray
     return grouped
 
 
-def _serialize(fn: Callable, prepared: Any, network: Any, input_shape: Sequence[int]) -> bytes:
+def _serialize(
+    fn: Callable,
+    prepared: Any,
+    network: Any,
+    input_shape: Sequence[int],
+    *,
+    native_calls: bool = False,
+) -> bytes:
     """``fn(prepared, network, images)`` as a serialized ``jax.export`` program, the batch
-    size symbolic."""
+    size symbolic. ``native_calls``: it calls binflax's native kernel, which jax.export
+    must be told to allow (a custom call has no compatibility guarantee; the kernel is
+    registered again by whoever loads the file) and which runs on the CPU only."""
     (batch,) = jax.export.symbolic_shape("batch")
     specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
                          (prepared, network))  # fmt: skip
     images = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
     with jax.enable_x64(True):
-        exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(*specs, images)
+        exported = jax.export.export(
+            jax.jit(fn),
+            platforms=("cpu",) if native_calls else PLATFORMS,
+            disabled_checks=[
+                jax.export.DisabledSafetyCheck.custom_call(target)
+                for target in (native.TARGETS if native_calls else ())
+            ],
+        )(*specs, images)
     return exported.serialize()
 
 
