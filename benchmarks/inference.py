@@ -37,8 +37,9 @@ import jax
 import numpy as np
 
 from benchmarks.binary_layers import binary_mac_limit, cpu_model
-from binflax import cost, export, models
-from binflax.export import chain
+from benchmarks.clock import measure_ghz
+from binflax import cost, export, models, native, packing
+from binflax.export import chain, inference
 from binflax.plan import Plan
 
 
@@ -114,10 +115,36 @@ def variant_plans(name: str, network: Network) -> dict[str, Plan]:
     return plans
 
 
+# Targets at batch 1 against the fastest float32 lowering (issue 20), and what makes a
+# binary layer "large" for the per-layer ones (>= 100 M MACs per image).
+TARGETS = {"alexnet": 5.0, "resnet18": 5.0, "sketchanet": 4.5}
+LARGE_MACS = 100e6
+LARGE_CEILING_FRACTION = 0.5
+LARGE_NATIVE_OVER_XLA = 1.4
+
+
+def arithmetics() -> list[str]:
+    """The packed XNOR arithmetics compared: the native kernel where it builds, and XLA's."""
+    return ["native", "popcount"] if native.available() else ["popcount"]
+
+
+def network_arithmetics() -> list[str]:
+    """What whole networks run with: the default ``auto`` (each XNOR layer on the faster
+    of the two where the kernel builds, else XLA's popcount) and each of
+    :func:`arithmetics` forced."""
+    return ["auto", *arithmetics()]
+
+
 def measure_network(
-    name: str, network: Network, batches: list[int], repeats: int, directory: str
-) -> list[dict]:
-    """Rows for one network: the two float32 runs and every variant, at every batch."""
+    name: str,
+    network: Network,
+    batches: list[int],
+    repeats: int,
+    directory: str,
+    ceiling: dict,
+) -> tuple[list[dict], list[dict]]:
+    """Rows for one network (the two float32 runs, every variant with each packed
+    arithmetic, at every batch) and the per-layer profile of its fbin variant."""
     shape = network.input_shape
     float_model = models.create(name, plan="float", num_classes=network.num_classes)
     float_variables = random_variables(float_model, shape)
@@ -142,7 +169,7 @@ def measure_network(
             "limit_speedup": macs / limit,
             "links": len(chain.find_links(model, shape)),
         }
-    rows = []
+    rows, profiles = [], []
     for batch in batches:
         images = jax.device_put(
             np.random.default_rng(batch).standard_normal((batch, *shape), np.float32)
@@ -158,20 +185,25 @@ def measure_network(
             "limit_speedup": 1.0,
             "links": 0,
         }
-        infos = {run: float_info for run in calls}
+        runs = {run: (run, "float32", float_info) for run in calls}
         for variant, info in variants.items():
-            calls[variant] = lambda e=info["exported"], x=images: export.integer_forward(e, x)
-            infos[variant] = info
+            for arithmetic in network_arithmetics():
+                key = f"{variant} [{arithmetic}]"
+                calls[key] = lambda e=info["exported"], x=images, a=arithmetic: (
+                    export.integer_forward(e, x, arithmetic=a)
+                )
+                runs[key] = (variant, arithmetic, info)
         ms = export.time_calls(calls, repeats)
         baseline = min(ms["float (model.apply)"], ms["float (exported)"])
-        for variant, info in infos.items():
-            speedup = baseline / ms[variant]
+        for key, (variant, arithmetic, info) in runs.items():
+            speedup = baseline / ms[key]
             rows.append(
                 {
                     "model": name,
                     "variant": variant,
+                    "arithmetic": arithmetic,
                     "batch": batch,
-                    "ms": round(ms[variant], 3),
+                    "ms": round(ms[key], 3),
                     "speedup": round(speedup, 3),
                     "predicted_speedup": round(info["predicted_speedup"], 3),
                     "fraction_of_prediction": round(speedup / info["predicted_speedup"], 3),
@@ -184,25 +216,227 @@ def measure_network(
                     "packed_links": info["links"],
                 }
             )
-    return rows
+        whole = {a: ms[f"fbin [{a}]"] for a in network_arithmetics()}
+        profiles.append(
+            profile(name, variants["fbin"]["exported"], batch, repeats, ceiling, whole, baseline)
+        )
+    return rows, profiles
+
+
+def layer_call(exported, name: str, arithmetic: str, batch: int, prepared: dict):
+    """A call of one planned layer of ``exported`` as its ``arithmetic`` program runs it:
+    from packed words where a producer writes them, to packed words where it writes its
+    consumers' (then its float output is never computed), else to its float output."""
+    plan = exported.variant(f"{arithmetic}_chain")
+    info = {i.name: i for i in exported.layers}[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *info.input_shape[1:])).astype(np.float32)
+    outgoing, words = {}, None
+    for link in plan.links:
+        if link.producer == name:
+            outgoing[link] = packing.xnor_word_type(
+                prepared[link.consumer]["kernel_words"][0], info.kernel_shape[-1]
+            )
+        if link.consumer == name:
+            cin = info.kernel_shape[-2]
+            word_type = packing.xnor_word_type(prepared[name]["kernel_words"][0], cin)
+            count = packing.packed_words(cin) // (2 if word_type == np.uint64 else 1)
+            words = rng.integers(
+                0, np.iinfo(word_type).max, (batch, *info.input_shape[1:3], count), word_type,
+                endpoint=True,
+            )  # fmt: skip
+
+    def forward(arrays, x, words):
+        y, packed = inference.run_layer(info, arrays, x, plan.computation(name), words, outgoing)
+        return packed or y
+
+    with jax.enable_x64(True):
+        jitted = jax.jit(forward)
+        arrays, x, words = jax.device_put((prepared[name], x, words))
+
+    def call():
+        with jax.enable_x64(True):
+            return jitted(arrays, x, words)
+
+    return call
+
+
+def profile(
+    name: str,
+    exported,
+    batch: int,
+    repeats: int,
+    ceiling: dict,
+    whole_ms: dict[str, float],
+    baseline_ms: float,
+) -> dict:
+    """The fbin network's layers timed alone, every packed arithmetic interleaved: where
+    the time goes, each layer's G MAC/s against this CPU's ceiling, and the rest (pools,
+    ReLUs, shortcuts, the first packing) as the whole network minus its layers. Each
+    layer's time is net of an empty jitted call's (``dispatch_ms``)."""
+    calls, macs = {}, {}
+    for arithmetic in arithmetics():
+        with jax.enable_x64(True):
+            prepared = inference.prepare(
+                exported.layers, exported.layer_arrays(), exported.variant(f"{arithmetic}_chain")
+            )
+        for info in exported.layers:
+            calls[(info.name, arithmetic)] = layer_call(
+                exported, info.name, arithmetic, batch, prepared
+            )
+            macs[info.name] = cost.layer_cost(info).macs
+    # What one jitted call costs with nothing in it, subtracted from every layer's time:
+    # inside the network the layers share one dispatch.
+    nothing = jax.jit(lambda x: x + 1)
+    one = jax.device_put(np.zeros(8, np.float32))
+    calls["dispatch"] = lambda: nothing(one)
+    ms = export.time_calls(calls, repeats)
+    dispatch = ms.pop("dispatch")
+    ms = {key: max(t - dispatch, 1e-4) for key, t in ms.items()}
+    layers = []
+    for info in exported.layers:
+        xnor = info.precision.xnor
+        peak = ceiling["binary_gmacs"] if xnor else ceiling["float_gmacs"]
+        row = {
+            "layer": info.name,
+            "kind": "xnor" if xnor else "float input",
+            "macs": macs[info.name],
+            "large": xnor and macs[info.name] >= LARGE_MACS,
+        }
+        for arithmetic in arithmetics():
+            t = ms[(info.name, arithmetic)]
+            gmacs = macs[info.name] * batch / t / 1e6
+            row[arithmetic] = {
+                "ms": round(t, 4),
+                "gmacs": round(gmacs, 1),
+                "fraction_of_ceiling": round(gmacs / peak, 3),
+                "share": round(t / whole_ms[arithmetic], 3),
+            }
+        if "native" in row:
+            row["native_over_xla"] = round(row["popcount"]["ms"] / row["native"]["ms"], 3)
+        layers.append(row)
+    rest = {a: round(whole_ms[a] - sum(r[a]["ms"] for r in layers), 3) for a in arithmetics()}
+    if "auto" in whole_ms:  # each layer's time on what auto runs it with
+        has_auto = "auto_chain" in exported.header["variants"]  # not without the kernel
+        auto = exported.variant("auto_chain" if has_auto else "popcount_chain")
+        for row in layers:
+            pick = auto.computation(row["layer"]) if row["kind"] == "xnor" else "popcount"
+            share = round(row[pick]["ms"] / whole_ms["auto"], 3)
+            row["auto"] = row[pick] | {"arithmetic": pick, "share": share}
+        rest["auto"] = round(whole_ms["auto"] - sum(r["auto"]["ms"] for r in layers), 3)
+    return {
+        "model": name,
+        "batch": batch,
+        "dispatch_ms": round(dispatch, 4),
+        "whole_ms": {a: round(t, 3) for a, t in whole_ms.items()},
+        "float32_ms": round(baseline_ms, 3),
+        "layers": layers,
+        "rest_ms": rest,
+    }
+
+
+def targets(result: dict) -> list[dict]:
+    """Each target of issue 20 against this run: met or by how much it is missed, and
+    which layer holds it back (the largest share of the fbin network's time)."""
+    out = []
+    best = network_arithmetics()[0]
+    for p in result["profiles"]:
+        if p["batch"] != 1 or p["model"] not in TARGETS:
+            continue
+        row = next(
+            r
+            for r in result["rows"]
+            if (r["model"], r["variant"], r["arithmetic"], r["batch"])
+            == (p["model"], "fbin", best, 1)
+        )
+        slowest = max(p["layers"], key=lambda r: r[best]["ms"])
+        target = TARGETS[p["model"]]
+        large = [r for r in p["layers"] if r["large"]]
+        out.append(
+            {
+                "model": p["model"],
+                "target": target,
+                "speedup": row["speedup"],
+                "met": row["speedup"] >= target,
+                "shortfall": round(target / row["speedup"], 3),
+                "slowest_layer": slowest["layer"],
+                "slowest_share": slowest[best]["share"],
+                "large_layers": len(large),
+                "large_at_half_ceiling": sum(
+                    r[best]["fraction_of_ceiling"] >= LARGE_CEILING_FRACTION for r in large
+                ),
+                "large_1_4x_xla": sum(
+                    r.get("native_over_xla", 0) >= LARGE_NATIVE_OVER_XLA for r in large
+                ),
+            }
+        )
+    return out
 
 
 def markdown(result: dict) -> str:
+    """The whole-network table, the targets, then each fbin profile."""
     limit = result["binary_mac_limit"]
     lines = [
-        "| network | variant | batch | ms | speedup vs float32 | eq-FLOPs prediction (58x) "
-        f"| of prediction | {limit['isa']} limit ({limit['speedup']:.1f}x) | of limit "
-        "| weights (MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | variant | arithmetic | batch | ms | speedup vs float32 "
+        f"| eq-FLOPs prediction (58x) | of prediction | {limit['isa']} limit "
+        f"({limit['speedup']:.1f}x) | of limit | weights (MiB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['model']} | {r['variant']} | {r['batch']} | {r['ms']:.2f} | "
-            f"{r['speedup']:.2f}x | {r['predicted_speedup']:.2f}x | "
+            f"| {r['model']} | {r['variant']} | {r['arithmetic']} | {r['batch']} | "
+            f"{r['ms']:.2f} | {r['speedup']:.2f}x | {r['predicted_speedup']:.2f}x | "
             f"{100 * r['fraction_of_prediction']:.0f}% | {r['limit_speedup']:.2f}x | "
             f"{100 * r['fraction_of_limit']:.0f}% | "
             f"{(r['file_bytes'] - r['program_bytes']) / 2**20:.2f} |"
         )
+    if result["targets"]:
+        lines += [
+            "",
+            "| target (fbin, batch 1) | measured | met? | missed by | slowest layer (share) "
+            "| large layers >= 50% of ceiling | >= 1.4x XLA's popcount |",
+            "|---|---:|---|---:|---|---:|---:|",
+        ]
+        for t in result["targets"]:
+            missed = "-" if t["met"] else f"{t['shortfall']:.2f}x"
+            lines.append(
+                f"| {t['model']} >= {t['target']}x | {t['speedup']:.2f}x | "
+                f"{'yes' if t['met'] else 'no'} | {missed} | "
+                f"{t['slowest_layer']} ({100 * t['slowest_share']:.0f}%) | "
+                f"{t['large_at_half_ceiling']} of {t['large_layers']} | "
+                f"{t['large_1_4x_xla']} of {t['large_layers']} |"
+            )
+    ceiling = result["ceiling"]
+    for p in result["profiles"]:
+        names = arithmetics() if "auto" not in p["whole_ms"] else ["auto", *arithmetics()]
+        lines += [
+            "",
+            f"{p['model']} fbin, batch {p['batch']}: whole network "
+            + ", ".join(f"{a} {p['whole_ms'][a]:.2f} ms" for a in names)
+            + f"; float32 {p['float32_ms']:.2f} ms. Ceiling {ceiling['binary_gmacs']:.0f} G "
+            f"binary MAC/s, {ceiling['float_gmacs']:.0f} G float32 MAC/s.",
+            "",
+            "| layer | kind | M MACs | "
+            + " | ".join(f"{a} ms (share) | G MAC/s (of ceiling)" for a in names)
+            + " |",
+            "|---|---|---:|" + "---:|---:|" * len(names),
+        ]
+        for r in p["layers"]:
+            cells = []
+            for a in names:
+                pick = f"{r[a]['arithmetic']} " if a == "auto" and r["kind"] == "xnor" else ""
+                cells.append(
+                    f"{pick}{r[a]['ms']:.3f} ({100 * r[a]['share']:.0f}%) | "
+                    f"{r[a]['gmacs']:.0f} ({100 * r[a]['fraction_of_ceiling']:.0f}%)"
+                )
+            lines.append(
+                f"| {r['layer']} | {r['kind']} | {r['macs'] / 1e6:.0f} | {' | '.join(cells)} |"
+            )
+        rest = " | ".join(
+            f"{p['rest_ms'][a]:.3f} ({100 * p['rest_ms'][a] / p['whole_ms'][a]:.0f}%) | "
+            for a in names
+        )
+        lines.append(f"| rest (pools, ReLU, shortcuts) | | | {rest}")
     return "\n".join(lines)
 
 
@@ -220,21 +454,38 @@ def main() -> None:
     networks = SMALL if args.small else {name: NETWORKS[name] for name in args.models}
     batches, repeats = ([1], 3) if args.small else (args.batches, args.repeats)
     limit = binary_mac_limit()
-    rows = []
+    ghz, clock = measure_ghz()
+    cores = os.cpu_count()
+    ceiling = {
+        "ghz": round(ghz, 3),
+        "clock": clock,
+        "cores": cores,
+        "binary_gmacs": round(limit.binary_gmacs(cores, ghz), 1),
+        "float_gmacs": round(limit.float_macs_per_cycle * cores * ghz, 1),
+    }
+    rows, profiles = [], []
     with tempfile.TemporaryDirectory() as directory:
         for name, network in networks.items():
-            rows.extend(measure_network(name, network, batches, repeats, directory))
+            more_rows, more_profiles = measure_network(
+                name, network, batches, repeats, directory, ceiling
+            )
+            rows += more_rows
+            profiles += more_profiles
     result = {
         "benchmark": "inference",
         "device": jax.devices()[0].device_kind,
         "cpu": cpu_model(),
         "binary_mac_limit": dataclasses.asdict(limit) | {"speedup": limit.speedup},
+        "ceiling": ceiling,
+        "native_isa": native.isa() if native.available() else None,
         "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": cores,
         "jax": jax.__version__,
         "repeats": repeats,
         "rows": rows,
+        "profiles": profiles,
     }
+    result["targets"] = targets(result)
     print(markdown(result) if args.markdown else json.dumps(result, indent=1))
 
 

@@ -10,8 +10,19 @@ import subprocess
 import sys
 
 from benchmarks import binary_layers, inference
+from binflax import native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUTO_ROWS = ("float32", "auto")  # the float runs, and each binary variant's default
+# MiniSketchANet at 16x16: kh * kw * C_in * C_out * output pixels, from the spec's shapes.
+MINI_MACS = {
+    "conv1": 5 * 5 * 1 * 48 * 16 * 16,
+    "conv2": 3 * 3 * 48 * 64 * 8 * 8,
+    "conv3": 3 * 3 * 64 * 64 * 8 * 8,
+    "conv4": 4 * 4 * 64 * 128,
+    "conv5": 128 * 128,
+    "fc": 128 * 10,
+}
 
 
 def test_small_run_measures_every_variant():
@@ -25,10 +36,14 @@ def test_small_run_measures_every_variant():
         check=True,
     ).stdout
     result = json.loads(out)
-    rows = {row["variant"]: row for row in result["rows"]}
+    # The default (auto) row of each variant; native and XLA's popcount beside it.
+    rows = {row["variant"]: row for row in result["rows"] if row["arithmetic"] in AUTO_ROWS}
     assert list(rows) == [
         "float (model.apply)", "float (exported)", "wbin", "hybrid1", "hybrid2", "fbin"
     ]  # fmt: skip
+    arithmetics = {(r["variant"], r["arithmetic"]) for r in result["rows"]}
+    forced = ("native", "popcount") if native.available() else ("popcount",)
+    assert {("fbin", "auto")} | {("fbin", a) for a in forced} <= arithmetics
     assert all(row["ms"] > 0 and row["batch"] == 1 for row in rows.values())
     assert max(rows["float (model.apply)"]["speedup"], rows["float (exported)"]["speedup"]) == 1
     # Equivalent FLOPs: wbin as float, then the hybrids, then fbin.
@@ -43,13 +58,26 @@ def test_small_run_measures_every_variant():
     assert 0 < rows["fbin"]["program_bytes"] < rows["fbin"]["file_bytes"]
     assert weights(rows["fbin"]) < weights(rows["float (exported)"]) / 10
     limit = result["binary_mac_limit"]  # this CPU's instruction set, not a fixed 8x
-    assert limit["speedup"] == binary_layers.binary_mac_limit().speedup >= 8.0
+    assert limit["speedup"] == binary_layers.binary_mac_limit().speedup >= 13.0
     fbin = rows["fbin"]
-    assert 1.0 < fbin["limit_speedup"] <= limit["speedup"] < fbin["predicted_speedup"]
+    assert 1.0 < fbin["limit_speedup"] <= limit["speedup"]
+    assert fbin["limit_speedup"] < fbin["predicted_speedup"]  # the CPU's limit, under 58x
+    (profile,) = result["profiles"]  # the fbin network, layer by layer
+    assert [r["layer"] for r in profile["layers"]] == [
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc"
+    ]  # fmt: skip
+    for r in profile["layers"]:
+        assert all(r[a]["ms"] > 0 for a in forced) and r["macs"] == MINI_MACS[r["layer"]]
+    # auto: the kernel on the convolutions, XLA's popcount on the dense conv4 and conv5.
+    picks = {r["layer"]: r["auto"]["arithmetic"] for r in profile["layers"]}
+    kernel = "native" if native.available() else "popcount"
+    assert picks == {
+        "conv1": "popcount", "conv2": kernel, "conv3": kernel,
+        "conv4": "popcount", "conv5": "popcount", "fc": "popcount",
+    }  # fmt: skip
     table = inference.markdown(result)
-    assert (
-        table.count("\n") == len(result["rows"]) + 1 and "| mini_sketchanet | fbin | 1 |" in table
-    )
+    assert "| mini_sketchanet | fbin | auto | 1 |" in table
+    assert f"| conv3 | xnor | 2 | {kernel} " in table
     assert f"{limit['isa']} limit ({limit['speedup']:.1f}x)" in table
 
 
@@ -58,9 +86,9 @@ def test_the_limit_follows_the_instruction_set(monkeypatch):
         return lambda: ("a CPU", vendor, set(flags))
 
     monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", ["avx2", "popcnt"]))
-    assert binary_layers.binary_mac_limit().speedup == 8.0  # Zen 3: 128 / 16
+    assert binary_layers.binary_mac_limit().speedup == 13.125  # Zen 3: (171 + 39) / 16
     zen4 = ["avx2", "avx512f", "avx512_vpopcntdq"]
     monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", zen4))
-    assert round(binary_layers.binary_mac_limit().speedup, 2) == 21.33  # (512 / 1.5) / 16
+    assert round(binary_layers.binary_mac_limit().speedup, 2) == 24.0  # (512/1.5 + 128/3) / 16
     monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("GenuineIntel", zen4))
     assert binary_layers.binary_mac_limit().speedup == 16.0  # 512 / 32
