@@ -7,8 +7,11 @@
 For each network, in one process: the float32 model and its wbin, hybrid (the paper's
 layer sets, docs/method.md section 10) and fbin variants with random weights and batch
 norms, each exported to an ``.npz`` file, loaded back and run whole by
-``binflax.export.integer_forward`` (``arithmetic="auto"``, packed activations between
-binary layers). The float32 baseline is the faster of ``jax.jit(model.apply)`` with the
+``binflax.export.integer_forward`` with packed activations between binary layers, three
+ways: ``arithmetic="auto"`` (the default: binflax's native kernel on the XNOR
+convolutions and XLA's popcount on the fully-connected ones), ``"native"`` and
+``"popcount"`` (XLA's) on every XNOR layer; without the native kernel, ``auto`` and
+``popcount`` only. The float32 baseline is the faster of ``jax.jit(model.apply)`` with the
 variables on the device and the float model's own export (batch norm folded,
 fully-connected layers and small maps as matrix products):
 ``binflax.export.latency.float_calls``. Every variant of a network and both float runs
@@ -18,9 +21,14 @@ Per variant and batch the JSON gives milliseconds, the speedup over the float32 
 the speedup the paper's equivalent FLOPs predict (binary-input, binary-weight MACs at
 1/58: ``binflax.cost``) and the fraction of it achieved, the same with binary MACs at
 1/``binary_mac_limit().speedup`` - the most this CPU's instruction set can gain on a
-binary MAC (8x with AVX2, ~21x with Zen 4's AVX-512 VPOPCNTDQ; docs/benchmarks.md), so
+binary MAC (13.1x with AVX2 on Zen 3, 24x with Zen 4's AVX-512 VPOPCNTDQ; docs/benchmarks.md), so
 the best this network can do here if its float layers ran at float32 speed - and the
-export's file size. The weights' values do not change any time measured here (no arithmetic skips
+export's file size. Then the fbin network layer by layer (:func:`profile`): each
+planned layer alone as its program runs it, on the kernel and on XLA's popcount, in G MAC/s
+against this CPU's ceiling (:func:`benchmarks.binary_layers.binary_mac_limit` per cycle,
+times the cores, times the clock measured in the same run by :mod:`benchmarks.clock`),
+and the targets of issue 20 (:data:`TARGETS`), met or missed, with the layer that holds
+each back. The weights' values do not change any time measured here (no arithmetic skips
 zeros), but random batch norms give the packed links realistic thresholds.
 """
 
@@ -271,9 +279,11 @@ def profile(
     baseline_ms: float,
 ) -> dict:
     """The fbin network's layers timed alone, every packed arithmetic interleaved: where
-    the time goes, each layer's G MAC/s against this CPU's ceiling, and the rest (pools,
-    ReLUs, shortcuts, the first packing) as the whole network minus its layers. Each
-    layer's time is net of an empty jitted call's (``dispatch_ms``)."""
+    the time goes (``share``: of the layers' sum), each layer's G MAC/s against this
+    CPU's ceiling, and ``rest_ms``, the whole network minus its layers: the pools, ReLUs
+    and shortcuts, less what a layer alone costs more than inside the network (its
+    operands cold in cache, its own thread wake-up), so it can be negative. Each layer's
+    time is net of an empty jitted call's (``dispatch_ms``)."""
     calls, macs = {}, {}
     for arithmetic in arithmetics():
         with jax.enable_x64(True):
@@ -293,6 +303,7 @@ def profile(
     ms = export.time_calls(calls, repeats)
     dispatch = ms.pop("dispatch")
     ms = {key: max(t - dispatch, 1e-4) for key, t in ms.items()}
+    totals = {a: sum(ms[(info.name, a)] for info in exported.layers) for a in arithmetics()}
     layers = []
     for info in exported.layers:
         xnor = info.precision.xnor
@@ -310,7 +321,7 @@ def profile(
                 "ms": round(t, 4),
                 "gmacs": round(gmacs, 1),
                 "fraction_of_ceiling": round(gmacs / peak, 3),
-                "share": round(t / whole_ms[arithmetic], 3),
+                "share": round(t / totals[arithmetic], 3),
             }
         if "native" in row:
             row["native_over_xla"] = round(row["popcount"]["ms"] / row["native"]["ms"], 3)
@@ -321,8 +332,10 @@ def profile(
         auto = exported.variant("auto_chain" if has_auto else "popcount_chain")
         for row in layers:
             pick = auto.computation(row["layer"]) if row["kind"] == "xnor" else "popcount"
-            share = round(row[pick]["ms"] / whole_ms["auto"], 3)
-            row["auto"] = row[pick] | {"arithmetic": pick, "share": share}
+            row["auto"] = row[pick] | {"arithmetic": pick}
+        total = sum(row["auto"]["ms"] for row in layers)
+        for row in layers:
+            row["auto"]["share"] = round(row["auto"]["ms"] / total, 3)
         rest["auto"] = round(whole_ms["auto"] - sum(r["auto"]["ms"] for r in layers), 3)
     return {
         "model": name,
@@ -436,7 +449,7 @@ def markdown(result: dict) -> str:
             f"{p['rest_ms'][a]:.3f} ({100 * p['rest_ms'][a] / p['whole_ms'][a]:.0f}%) | "
             for a in names
         )
-        lines.append(f"| rest (pools, ReLU, shortcuts) | | | {rest}")
+        lines.append(f"| whole network minus the layers alone | | | {rest}")
     return "\n".join(lines)
 
 

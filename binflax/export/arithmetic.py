@@ -13,9 +13,9 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
   int8 convolution and the int8 im2col product, so the CPU rule does not depend on the
   shape. Where binflax's native kernel (:mod:`binflax.native`) is built it replaces that
   popcount on the CPU's convolutions, with the same packed words and accumulators: the
-  whole fbin networks ran 1.1-1.5x faster with it on every XNOR layer than on XLA's
-  popcount at batch 8, about as fast at batch 1, except on fully-connected layers, where
-  it lays out the whole kernel matrix on every call and measured 0.1-0.5x XLA's; those
+  whole fbin networks ran 1.3-1.5x faster with it on every XNOR layer than on XLA's
+  popcount at batch 8 and 1.0-1.15x at batch 1, except on fully-connected layers, where
+  it lays out the whole kernel matrix on every call and measured 0.1-0.7x XLA's; those
   stay on XLA's popcount (docs/benchmarks.md, ``benchmarks/inference.py``). On GPUs
   and TPUs, whose int8 units and MXUs have no popcount counterpart, the rule picks the
   int8 convolution; that is not measured here (no accelerator was available), and any
