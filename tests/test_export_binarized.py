@@ -12,18 +12,9 @@ import pytest
 
 from binflax import binarize, export, tracing
 from tests.export_net import ExportNet
-from tests.test_export import random_variables
+from tests.test_export import PATHS, random_variables
 
 SHAPE = (12, 12, 3)
-PATHS = [
-    ("auto", True),
-    ("native", True),
-    ("popcount", True),
-    ("int8", False),
-    ("int8_dot", False),
-    ("popcount", False),
-    ("native", False),
-]
 HYBRID = [  # a rule-based hybrid: block1 keeps float inputs, binary weights
     ("stem|head", "float", "float"),
     ("block1/.*", "float", "binary"),

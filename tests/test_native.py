@@ -18,6 +18,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from binflax import native, packing
+from binflax.native import build
 
 # (batch, height, width, C_in, C_out, kernel, stride, padding): channels 1 to 512, odd and
 # even word counts, 1x1 to 11x11 kernels, a fully-connected one, asymmetric padding.
@@ -160,6 +161,18 @@ def no_compiler(monkeypatch, tmp_path):
     native._library.cache_clear()
     yield
     native._library.cache_clear()  # the next call loads the cached kernel again
+
+
+def test_the_kernel_builds_wherever_a_compiler_is_found():
+    """Guards the skips elsewhere: with g++ (or $CXX) on PATH, a failed build is a bug."""
+    try:
+        build.compiler()
+    except build.BuildError as error:
+        pytest.skip(f"no compiler here: {error}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = native.available()
+    assert available, [str(w.message) for w in caught]
 
 
 def test_build_failure_warns_once_and_falls_back(no_compiler):
