@@ -80,6 +80,7 @@ PATHS = [
     ("popcount", False),
     *([("native", False)] if native.available() else []),
 ]
+UNLINKED = (("popcount", False), ("native", False))
 NEEDS_KERNEL = pytest.mark.skipif(
     not native.available(), reason="the native kernel did not build here"
 )
@@ -133,7 +134,10 @@ def test_every_path_gives_the_fake_quantized_logits(tmp_path, name, input_shape,
     assert scale > 0
     exported = exported_copy(tmp_path, model, variables, input_shape)
     first = None
-    for arithmetic, chain in PATHS:
+    # The packed arithmetics without links add nothing the layer-by-layer accumulator test
+    # below does not pin for these models; MiniSketchANet and the user network run them.
+    paths = PATHS if name == "mini_sketchanet" else [p for p in PATHS if p not in UNLINKED]
+    for arithmetic, chain in paths:
         logits = np.asarray(
             export.integer_forward(exported, images, arithmetic=arithmetic, chain=chain)
         )
