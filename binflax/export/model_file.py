@@ -5,8 +5,9 @@ Why programs travel in the file: the integer path runs the network's own topolog
 nor binflax's model registry. At export, every way the network can run is recorded with
 ``jax.export`` as a StableHLO program with a symbolic batch size - one per XNOR
 arithmetic (``int8``, ``int8_dot``, ``popcount``, ``popcount`` with packed links, and
-where binflax's native kernel builds ``native`` with and without them, for the CPU only;
-one for all when there is no XNOR layer) and the float32 network of the same shape for the
+where binflax's native kernel builds, for the CPU only, ``native`` with and without them
+and ``auto_chain``, the kernel on convolutions and XLA's popcount on dense layers; one
+for all when there is no XNOR layer) and the float32 network of the same shape for the
 latency baseline - beside the packed weights, which stay arrays of their own (one bit per
 binary weight, readable with ``numpy.load``). Loading the file deserializes the programs;
 nothing is pickled and no model is rebuilt. The format is docs/export.md's, version
@@ -192,10 +193,11 @@ def integer_forward(
     :func:`binflax.export.arithmetic.choose` for the default backend) or one of
     ``"int8"``, ``"int8_dot"``, ``"popcount"``, ``"native"`` for every XNOR layer;
     ``chain`` passes packed words between XNOR layers where that is exact (popcount and
-    native only). Equals
+    native only). ``"native"`` on a file without native programs, or where the kernel
+    does not build, is an :class:`ExportError`. Equals
     ``model.apply(variables, images, train=False)`` of the fake-quantized model up to
-    float rounding (tests/test_export.py). Call it eagerly:
-    it compiles the file's program itself.
+    float rounding (tests/test_export.py). Call it eagerly: it compiles the file's
+    program itself.
     """
     if arithmetic not in ARITHMETICS:
         raise ValueError(f"unknown arithmetic {arithmetic!r}; choose one of {ARITHMETICS}")
