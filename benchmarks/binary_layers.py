@@ -157,14 +157,7 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
     macs = batch * out_h * out_w * kh * kw * cin * cout
     baseline = min(ms[k] for k in FLOAT_BASELINES)
     return {
-        "model": layer["model"],
-        "name": layer["name"],
-        "same_shape": layer["same_shape"],
-        "input_shape": list(layer["input_shape"]),
-        "kernel": list(layer["kernel"]),
-        "strides": list(strides),
-        "macs": macs,
-        "ms": {k: round(v, 3) for k, v in ms.items()},
+        **layer_row(layer, strides, macs, ms),
         "speedup_vs_float32": {
             k: round(baseline / v, 3) for k, v in ms.items() if k not in FLOAT_BASELINES
         },
@@ -184,6 +177,20 @@ PEAK_LAYER = {
     "output_shape": (28, 28, 512),
     "same_shape": [],
 }
+
+
+def layer_row(layer: dict, strides, macs: int, ms: dict[str, float]) -> dict:
+    """The fields every per-layer benchmark reports: the layer, its MACs, each candidate's ms."""
+    return {
+        "model": layer["model"],
+        "name": layer["name"],
+        "same_shape": layer["same_shape"],
+        "input_shape": list(layer["input_shape"]),
+        "kernel": list(layer["kernel"]),
+        "strides": list(strides),
+        "macs": macs,
+        "ms": {k: round(v, 3) for k, v in ms.items()},
+    }
 
 
 def measure_peaks(batch: int, repeats: int) -> dict:

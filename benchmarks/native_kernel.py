@@ -33,6 +33,7 @@ from benchmarks.binary_layers import (
     LARGE_MACS,
     PEAK_LAYER,
     binary_input_layers,
+    layer_row,
     time_interleaved,
     unique_shapes,
 )
@@ -82,14 +83,7 @@ def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
     out_h, out_w = outputs[0].shape[1:3]
     macs = batch * out_h * out_w * kh * kw * cin * cout
     return {
-        "model": layer["model"],
-        "name": layer["name"],
-        "same_shape": layer["same_shape"],
-        "input_shape": list(layer["input_shape"]),
-        "kernel": list(layer["kernel"]),
-        "strides": list(strides),
-        "macs": macs,
-        "ms": {k: round(v, 3) for k, v in ms.items()},
+        **layer_row(layer, strides, macs, ms),
         "gmacs": {k: round(macs / v / 1e6, 1) for k, v in ms.items()},
         "native_over_xla": round(ms["xla"] / ms["native"], 3),
     }

@@ -51,23 +51,26 @@ def test_k_map_ignores_groups_and_is_the_mean_for_a_dense_layer():
     )
 
 
-def test_an_unknown_option_is_refused_with_one_message_on_both_paths():
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("input_norm", "layernorm", "input_norm='layernorm'; choose one of batchnorm, shift, none"),
+        ("activation", "prelu", "activation='prelu'; choose one of relu, rprelu"),
+    ],
+)
+def test_an_unknown_option_is_refused_with_one_message_on_both_paths(option, value, message):
     class Net(nn.Module):
         @nn.compact
         def __call__(self, x, train=False):
             return nn.Dense(2)(nn.Conv(4, (3, 3))(nn.Conv(4, (3, 3))(x)).reshape(len(x), -1))
 
     with pytest.raises(planned.OptionError) as unit:
-        HBNConv(4, (3, 3), precision=XNOR, input_norm="layernorm").init(
+        HBNConv(4, (3, 3), precision=XNOR, **{option: value}).init(
             jax.random.key(0), jnp.zeros((1, 5, 5, 2))
         )
     with pytest.raises(BinarizeError) as user:
-        binarize(Net(), "fbin", input_shape=(8, 8, 1), input_norm="layernorm")
-    assert (
-        str(unit.value)
-        == str(user.value)
-        == ("input_norm='layernorm'; choose one of batchnorm, shift, none")
-    )
+        binarize(Net(), "fbin", input_shape=(8, 8, 1), **{option: value})
+    assert str(unit.value) == str(user.value) == message
 
 
 def conv_of(kernel_shape, x, **fields):
@@ -123,21 +126,6 @@ def test_hbnconv_and_binarize_compute_the_same_shift_and_k_map_layer():
     layer_input, layer_output = captured["conv"]
     again = unit.apply({"params": {"kernel": kernel, "threshold": threshold}}, layer_input)
     np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
-
-
-def test_an_unknown_activation_is_refused_with_one_message_on_both_paths():
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            return nn.Dense(2)(nn.Conv(4, (3, 3))(nn.Conv(4, (3, 3))(x)).reshape(len(x), -1))
-
-    with pytest.raises(planned.OptionError) as unit:
-        HBNConv(4, (3, 3), precision=XNOR, activation="prelu").init(
-            jax.random.key(0), jnp.zeros((1, 5, 5, 2))
-        )
-    with pytest.raises(BinarizeError) as user:
-        binarize(Net(), "fbin", input_shape=(8, 8, 1), activation="prelu")
-    assert str(unit.value) == str(user.value) == "activation='prelu'; choose one of relu, rprelu"
 
 
 def test_hbnconv_and_binarize_end_a_binary_input_layer_in_the_same_rprelu():
