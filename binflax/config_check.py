@@ -52,6 +52,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.holdout_fraction < 1.0:
         raise ConfigError(f"config.holdout_fraction={config.holdout_fraction} must be in [0, 1)")
     _one_of(config, "lr_schedule", train.SCHEDULES)
+    _one_of(config, "kernel_projection", train.KERNEL_PROJECTIONS)
     if config.half_precision not in (None, True, False):
         raise ConfigError(
             f"config.half_precision={config.half_precision!r} must be True, False or None "

@@ -111,19 +111,25 @@ def get_quantizer(name: str) -> Quantizer:
         ) from None
 
 
-def project_latent_kernel(kernel: jax.Array) -> jax.Array:
-    """The authors' post-step projection: mean-centre over input channels, clip to [-1, 1]."""
-    centred = kernel - jnp.mean(kernel, axis=-2, keepdims=True)
-    return jnp.clip(centred, -1.0, 1.0)
+def project_latent_kernel(kernel: jax.Array, *, center: bool = True) -> jax.Array:
+    """The authors' post-step projection: mean-centre over input channels, clip to [-1, 1].
+
+    ``center=False`` only clips: Larq's ``weight_clip`` constraint (config
+    ``kernel_projection="clip"``; docs/reproduction.md compares the two).
+    """
+    if center:
+        kernel = kernel - jnp.mean(kernel, axis=-2, keepdims=True)
+    return jnp.clip(kernel, -1.0, 1.0)
 
 
-def project_binary_kernels(mask: Any) -> optax.GradientTransformation:
+def project_binary_kernels(mask: Any, *, center: bool = True) -> optax.GradientTransformation:
     """Optax transformation: after the update, binary latent kernels are projected.
 
     ``mask`` is a pytree of bools shaped like the params (True for the kernels whose
     weights are binarized) or a callable ``params -> mask``. The returned updates are
     ``project(params + updates) - params`` on masked leaves and untouched elsewhere, so
     ``optax.apply_updates`` lands exactly on the projected kernel. Chain it last.
+    ``center`` as in :func:`project_latent_kernel`.
     """
 
     def init_fn(params):
@@ -138,7 +144,7 @@ def project_binary_kernels(mask: Any) -> optax.GradientTransformation:
         def project(update, param, is_binary):
             if not is_binary:
                 return update
-            return project_latent_kernel(param + update) - param
+            return project_latent_kernel(param + update, center=center) - param
 
         return jax.tree.map(project, updates, params, leaf_mask), state
 

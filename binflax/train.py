@@ -3,7 +3,8 @@
 One readable loop, data parallel over every device of every process (binflax.parallel),
 with the authors' recipe: Adam, a learning rate halved on a fixed interval down to a
 floor, and after every step the latent binary kernels mean-centred over input channels
-and clipped to [-1, 1] (``binflax.quantizers.project_binary_kernels``).
+and clipped to [-1, 1] (``binflax.quantizers.project_binary_kernels``;
+``config.kernel_projection`` chooses).
 
 The loop resumes by itself: the step is the data position (``binflax.data`` streams are
 deterministic per step), the dropout key is ``fold_in(seed key, step)``, and the Orbax
@@ -78,6 +79,9 @@ IMAGENET_SCHEDULE = (
     (53, 2e-5, 0.0),
 )
 SCHEDULES = ("decay", "imagenet")
+# After each step, binary latent kernels are: mean-centred over input channels and clipped
+# to [-1, 1] (the authors') | clipped only (Larq's weight_clip) | left alone.
+KERNEL_PROJECTIONS = ("center_clip", "clip", "none")
 
 
 def learning_rate_schedule(
@@ -143,9 +147,12 @@ def create_optimizer(
     weight_decay = weight_decay_schedule(config, steps_per_epoch)
     if callable(weight_decay) or weight_decay:
         parts.insert(0, optax.add_decayed_weights(weight_decay))
-    if config.project_binary_kernels:
+    if config.kernel_projection != "none":
         parts.append(
-            quantizers.project_binary_kernels(lambda params: binary_kernel_mask(params, plan))
+            quantizers.project_binary_kernels(
+                lambda params: binary_kernel_mask(params, plan),
+                center=config.kernel_projection == "center_clip",
+            )
         )
     return optax.chain(*parts)
 

@@ -101,7 +101,9 @@ def base() -> ml_collections.ConfigDict:
     config.lr_decay_factor = 0.5
     config.lr_floor = 5e-5
     config.weight_decay = 0.0
-    config.project_binary_kernels = True  # the authors' post-step mean-centre + clip
+    # After each step, binary latent kernels are: center_clip (the authors' mean-centring
+    # over input channels, then clip to [-1, 1]) | clip (Larq's weight_clip) | none.
+    config.kernel_projection = "center_clip"
 
     # The hbn pipeline: fbin -> select -> hybrid, plus baselines.
     config.hbn = ml_collections.ConfigDict()

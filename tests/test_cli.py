@@ -79,6 +79,7 @@ def test_missing_dataset_in_train_mode_says_where_to_put_it(tmp_path, capsys):
         ("batch_size", 0),
         ("hbn.budgets", (1.2, 0.9)),
         ("lr_schedule", "cosine"),
+        ("kernel_projection", "center"),
         ("test_every_epochs", -1),
     ],
 )

@@ -188,6 +188,23 @@ def test_project_binary_kernels_chained_after_adam(mask):
     np.testing.assert_allclose(small.mean(axis=-2), 0.0, atol=1e-6)
 
 
+def test_project_binary_kernels_clip_only_keeps_the_mean():
+    """``center=False`` (Larq's weight_clip): the Adam step, clipped, never re-centred."""
+    params = _params()
+    tx = optax.chain(optax.adam(0.05), quantizers.project_binary_kernels(MASK, center=False))
+    plain = optax.adam(0.05)
+    grads = jax.tree.map(lambda p: jnp.asarray(random_kernel(p.shape, 200, 1.0)), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    plain_updates, _ = plain.update(grads, plain.init(params), params)
+    raw = optax.apply_updates(params, plain_updates)
+    new = optax.apply_updates(params, updates)
+    for name in ("conv2", "conv3"):
+        expected = np.clip(np.asarray(raw[name]["kernel"]), -1, 1)
+        np.testing.assert_allclose(np.asarray(new[name]["kernel"]), expected, atol=1e-6)
+    assert np.abs(np.asarray(new["conv2"]["kernel"]).mean(axis=-2)).max() > 1e-3
+    np.testing.assert_array_equal(np.asarray(new["fc"]["kernel"]), np.asarray(raw["fc"]["kernel"]))
+
+
 def test_project_binary_kernels_needs_params():
     tx = quantizers.project_binary_kernels(MASK)
     params = _params()

@@ -55,6 +55,38 @@ def test_binary_kernel_mask_marks_exactly_the_binary_weight_kernels():
     assert "conv1" not in marked and "fc" not in marked and "layer4_1/conv2" in marked
 
 
+@pytest.mark.parametrize("projection", train.KERNEL_PROJECTIONS)
+def test_kernel_projection_chooses_what_happens_to_binary_latent_kernels(projection):
+    """center_clip: mean zero over input channels and within [-1, 1]; clip: within [-1, 1]
+    with the mean kept; none: the optimizer's step alone. Float kernels are never touched."""
+    config = small_config(kernel_projection=projection, learning_rate=0.5)
+    model = models.create("mini_sketchanet", plan="fbin", num_classes=10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
+    tx = train.create_optimizer(config, model.plan, steps_per_epoch=10)
+    # gradients far from zero, both signs: Adam's first step is -lr * sign(g)
+    grads = jax.tree.map(
+        lambda p: (jnp.where(jnp.arange(p.size) % 3, 1.0, -2.0)).reshape(p.shape), params
+    )
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = jax.tree.map(lambda p, u: p + u, params, updates)
+    binary = next(layer.name for layer in model.plan if layer.weight == "binary")
+    kernel = np.asarray(new[binary]["kernel"])
+    adam_step = np.asarray(params[binary]["kernel"]) - 0.5 * np.sign(
+        np.asarray(grads[binary]["kernel"])
+    )
+    expected = {
+        "center_clip": np.clip(adam_step - adam_step.mean(axis=-2, keepdims=True), -1, 1),
+        "clip": np.clip(adam_step, -1, 1),
+        "none": adam_step,
+    }[projection]
+    np.testing.assert_allclose(kernel, expected, atol=1e-5)
+    first = np.asarray(new["conv1"]["kernel"])  # float weights: the Adam step alone
+    step = np.asarray(params["conv1"]["kernel"]) - 0.5 * np.sign(
+        np.asarray(grads["conv1"]["kernel"])
+    )
+    np.testing.assert_allclose(first, step, atol=1e-5)
+
+
 def test_transfer_matching_copies_same_shaped_leaves_only():
     target = {"a": {"kernel": np.zeros((2, 3))}, "b": {"scale": np.zeros(4)}}
     source = {"a": {"kernel": np.ones((2, 3))}, "b": {"scale": np.ones(5)}}
