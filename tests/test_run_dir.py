@@ -1,33 +1,43 @@
 """binflax.run_dir: one owner of a run's paths and of the rule that only process 0 writes."""
 
 import json
+import pathlib
+import re
 
 import jax
 
 from binflax.run_dir import RunDir
 
+CLI_DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
-def test_every_path_of_the_layout(tmp_path):
+
+def documented_names() -> set[str]:
+    """The file and folder names docs/cli.md's "Modes and what they write" gives a run
+    (folders with their trailing ``/``): what a user reads, and looks for on disk."""
+    section = CLI_DOC.read_text().split("## Modes and what they write")[1].split("\n## ")[0]
+    return set(re.findall(r"`([\w.]+/?)`", section))
+
+
+def test_every_path_is_one_docs_cli_md_names_where_it_says(tmp_path):
     run = RunDir.of(tmp_path)
     assert RunDir.of(run) is run
-    names = {
-        run.results_json: "results.json",
-        run.results_md: "results.md",
-        run.results_png: "results.png",
-        run.summary_json: "summary.json",
-        run.metrics_json: "metrics.json",
-        run.selection("plan", "hybrid"): "plan.json",
-        run.selection("select", "hybrid2"): "select_hybrid2.json",
-        run.selection("scores", "hybrid", ".png"): "scores.png",
-        run.selection("plan", "hybrid.random0"): "plan_hybrid.random0.json",
-    }
-    for path, name in names.items():
-        assert path == tmp_path / name
-    fbin = run.variant("fbin")
-    assert fbin.path == tmp_path / "fbin"
-    assert fbin.evaluations_json == tmp_path / "fbin" / "evaluations.json"
-    assert fbin.tensorboard == tmp_path / "fbin" / "tensorboard"
-    assert fbin.export_file == tmp_path / "fbin" / "model.npz"
+    documented = documented_names()
+    # one budget: the hybrid's selection files; several: hybrid1's; a control's plan
+    selection = [
+        run.selection(kind, "hybrid", suffix)
+        for kind, suffix in (("select", ".json"), ("plan", ".json"), ("scores", ".png"),
+                             ("frontier", ".png"))
+    ] + [run.selection("select", "hybrid1"), run.selection("plan", "hybrid1"),
+         run.selection("plan", "hybrid1.random0")]  # fmt: skip
+    in_workdir = [run.results_json, run.results_md, run.results_png, run.summary_json]
+    for path in in_workdir + selection:
+        assert path.parent == tmp_path and path.name in documented, path
+    variant = run.variant("hybrid1")
+    assert variant.path.parent == tmp_path and f"{variant.path.name}/" in documented
+    for path in (variant.evaluations_json, variant.metrics_json, variant.export_file):
+        assert path.parent == variant.path and path.name in documented, path
+    for folder in (variant.tensorboard, variant.first_stage.path):
+        assert folder.parent == variant.path and f"{folder.name}/" in documented, folder
 
 
 def test_only_the_main_process_writes(tmp_path, monkeypatch):
