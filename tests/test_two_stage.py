@@ -4,14 +4,15 @@ starting from stage 1's parameters exactly, and a kill in stage 2 resuming into 
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from binflax import cli, config_check, modes, networks, train, two_stage
+from binflax import cli, config_check, modes, networks, planned, train, two_stage
 from binflax.errors import ConfigError
 from binflax.plan import Plan
 from binflax.recipe_presets import RECIPES, resolve
-from configs import quickstart
+from configs import default, quickstart
 
 
 def test_the_budget_splits_at_the_first_fraction():
@@ -45,11 +46,43 @@ def test_a_recipe_fills_only_what_the_config_leaves_unset():
     config.model = "resnet18"
     assert networks.with_recipe(config).model_kwargs.block == "reactnet"
     assert networks.with_recipe(networks.with_recipe(config)) == networks.with_recipe(config)
-    xnor = networks.with_recipe(quickstart.get_config())
-    assert {k: xnor[k.split(".")[0]] for k in ("input_norm", "activation")} == {
-        "input_norm": "batchnorm", "activation": "relu"
-    }  # fmt: skip
-    assert set(RECIPES["xnor"]) == set(RECIPES["reactnet"])
+
+
+# Fields configs/default.py leaves None with a meaning of their own, not "the recipe's":
+# TFDS's data and manual dirs, the dataset's augmentation, no cap on the float inputs.
+NOT_THE_RECIPES = {"data_dir", "manual_dir", "augment", "hbn.num_float"}
+
+
+def unset_fields(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from unset_fields(value, f"{prefix}{key}.")
+        elif value is None:
+            yield prefix + key
+
+
+def test_every_recipe_fills_every_field_the_default_config_leaves_to_it():
+    """A field left to the recipe that one recipe did not set would stay None when a
+    run switches to that recipe; one a recipe sets that the config fixes would never
+    apply (configs/default.py: None means "the recipe's")."""
+    left_to_recipes = set(unset_fields(default.get_config())) - NOT_THE_RECIPES
+    for name in RECIPES:
+        config = default.get_config()
+        config.recipe = name
+        resolved = resolve(config, model_fields=frozenset({"block"}))
+        assert set(unset_fields(resolved)) == NOT_THE_RECIPES, name
+        assert set(RECIPES[name]) == left_to_recipes, name
+
+
+def test_the_default_recipe_builds_the_librarys_default_unit():
+    """The command line's default (configs/default.py, the xnor recipe) and a network
+    planned with no option set (binflax.binarize, binflax's models) build the same unit,
+    the authors': batch norm, sign with the clipped STE, ReLU, alpha a constant."""
+    config = networks.with_recipe(default.get_config())
+    unit = planned.BinaryOptions()
+    assert {name: config[name] for name in networks.CONFIG_UNIT_OPTIONS} == {
+        name: getattr(unit, name) for name in networks.CONFIG_UNIT_OPTIONS
+    }
 
 
 @pytest.mark.parametrize(
