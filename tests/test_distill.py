@@ -36,11 +36,16 @@ def test_loss_against_numpy(weight, temperature):
                                        rel=1e-5)  # fmt: skip
 
 
-def test_the_same_distribution_costs_only_its_cross_entropy():
-    logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 5)), jnp.float32)
-    labels = jnp.array([0, 1, 2, 3])
-    full = distill.loss(logits, logits, labels, weight=1.0, temperature=2.0)
-    assert float(full) == pytest.approx(0.0, abs=1e-6)
+@pytest.mark.parametrize("weight", [0.0, 0.4, 1.0])
+def test_the_same_distribution_costs_only_its_cross_entropy(weight):
+    """Student = teacher: the KL term is 0 at any temperature, so the loss is (1 - w) times
+    the cross-entropy, by hand: softmax(log p) = p, so an example costs -ln p[label]."""
+    probs = np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]])
+    logits = jnp.asarray(np.log(probs) + 3.0, jnp.float32)  # softmax ignores the shift
+    labels = jnp.array([0, 2])
+    got = distill.loss(logits, logits, labels, weight=weight, temperature=2.0)
+    cross_entropy = (np.log(2) - np.log(0.7)) / 2
+    assert float(got) == pytest.approx((1 - weight) * cross_entropy, rel=1e-6, abs=1e-6)
 
 
 def test_no_gradient_reaches_the_teacher():
