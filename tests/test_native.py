@@ -9,7 +9,6 @@ machine also runs the AVX2 and portable paths. The kernel is built once per sess
 from __future__ import annotations
 
 import functools
-import inspect
 import warnings
 
 import jax
@@ -34,8 +33,6 @@ GEOMETRIES = {
     "c512_3x3": (1, 5, 5, 512, 40, 3, 1, "SAME"),
     "c64_3x3_dilated_2": (1, 8, 9, 64, 16, 3, 1, "SAME", (2, 2)),
 }
-# packing.conv_xnor and xnor_base take a dilation from their next version on.
-HAS_DILATION = "dilation" in inspect.signature(packing.conv_xnor).parameters
 WORD_BITS = (32, 64)
 
 
@@ -62,8 +59,6 @@ def numpy_conv(x: np.ndarray, w: np.ndarray, strides, pads, dilation) -> np.ndar
 def case(name: str, bits: int):
     """Operands for a geometry in ``bits``-bit kernel words, and the two references."""
     n, h, w, cin, cout, k, s, padding, *dilated = GEOMETRIES[name]
-    if dilated and not HAS_DILATION:
-        pytest.skip("packing.conv_xnor has no dilation in this version")
     dilation = tuple(dilated[0]) if dilated else (1, 1)
     rng = np.random.default_rng(len(name) + bits)
     x = np.where(rng.random((n, h, w, cin)) < 0.5, -1, 1).astype(np.int8)
@@ -177,6 +172,7 @@ def test_the_kernel_builds_wherever_a_compiler_is_found():
 
 def test_build_failure_warns_once_and_falls_back(no_compiler):
     args, expected = case("c32_1x1", 32)
+    dilated_args, dilated_expected = case("c64_3x3_dilated_2", 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not native.available()
@@ -185,8 +181,10 @@ def test_build_failure_warns_once_and_falls_back(no_compiler):
         out = native.conv_xnor(*args)
         sense, limit = thresholds(out.shape[-1], 9)
         words = native.conv_xnor_words(*args[:3], sense, limit, *args[3:])
+        dilated = native.conv_xnor(*dilated_args)
     messages = [str(w.message) for w in caught if "binflax.native" in str(w.message)]
     assert len(messages) == 1, messages
     assert "/nonexistent/g++" in messages[0] and "packing.conv_xnor" in messages[0]
     np.testing.assert_array_equal(np.asarray(out), expected)
     np.testing.assert_array_equal(np.asarray(words), packing.pack_bits(sense * expected < limit))
+    np.testing.assert_array_equal(np.asarray(dilated), dilated_expected)

@@ -135,7 +135,7 @@ def conv_xnor(
     """
     geometry = (kernel_size, strides, padding, dilation)
     if _library() is None:
-        return _fallback(x_words, kernel, base, *geometry)
+        return packing.conv_xnor(x_words, kernel, base, *geometry)
     call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
     (n, out_h, out_w), channels = shape, kernel.shape[1]
     result = jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32)
@@ -166,7 +166,7 @@ def conv_xnor_words(
     """
     geometry = (kernel_size, strides, padding, dilation)
     if _library() is None:
-        acc = _fallback(x_words, kernel, base, *geometry)
+        acc = packing.conv_xnor(x_words, kernel, base, *geometry)
         return packing.pack_bits(sense * acc < limit, word_type)
     call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
     channels = kernel.shape[1]
@@ -178,13 +178,6 @@ def conv_xnor_words(
         jnp.broadcast_to(jnp.asarray(v, jnp.int32).reshape(-1), (channels,)) for v in (sense, limit)
     ]
     return call("binflax_xnor_conv_words", result, *args, *thresholds)
-
-
-def _fallback(x_words, kernel, base, kernel_size, strides, padding, dilation) -> jax.Array:
-    """``packing.conv_xnor``, given a dilation only when used (it takes one from its next
-    version on)."""
-    dilated = () if tuple(dilation) == (1, 1) else (dilation,)
-    return packing.conv_xnor(x_words, kernel, base, kernel_size, strides, padding, *dilated)
 
 
 def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa):
