@@ -84,6 +84,10 @@ UNLINKED = (("popcount", False), ("native", False))
 NEEDS_KERNEL = pytest.mark.skipif(
     not native.available(), reason="the native kernel did not build here"
 )
+# auto's rule on a GPU or TPU backend is the int8 convolution (arithmetic.xnor_arithmetic)
+ON_THE_CPU_BACKEND = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="auto mixes the native kernel in on the CPU only"
+)
 # model, input (H, W, C), fields. AlexNet and Sketch-A-Net only take their full size (their
 # fc6/conv6 kernels span the last feature map), so they are the slowest cases.
 CASES = [
@@ -96,10 +100,10 @@ CASES = [
 
 
 @NEEDS_KERNEL
+@ON_THE_CPU_BACKEND
 def test_auto_on_a_cpu_mixes_the_native_kernel_and_xlas_popcount(tmp_path):
     """What makes PATHS' "auto" cover the mixed variant on this machine: the kernel on the
     convolutions, XLA's popcount on the fully-connected layers, linked across."""
-    assert jax.default_backend() == "cpu"
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
     exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
     auto = exported.variant("auto_chain")
