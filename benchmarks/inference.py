@@ -27,9 +27,10 @@ export's file size. Then the fbin network layer by layer (:func:`profile`): each
 planned layer alone as its program runs it, on the kernel and on XLA's popcount, in G MAC/s
 against this CPU's ceiling (:func:`benchmarks.binary_layers.binary_mac_limit` per cycle,
 times the cores, times the clock measured in the same run by :mod:`benchmarks.clock`),
-and the targets of issue 20 (:data:`TARGETS`), met or missed, with the layer that holds
-each back. The weights' values do not change any time measured here (no arithmetic skips
-zeros), but random batch norms give the packed links realistic thresholds.
+and the targets set for the native kernel (:data:`TARGETS`), met or missed, with the
+layer that holds each back. The weights' values do not change any time measured here (no
+arithmetic skips zeros), but random batch norms give the packed links realistic
+thresholds.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def variant_plans(name: str, network: Network) -> dict[str, Plan]:
     return plans
 
 
-# Targets at batch 1 against the fastest float32 lowering (issue 20), and what makes a
-# binary layer "large" for the per-layer ones (>= 100 M MACs per image).
+# The targets set for the native kernel: whole networks at batch 1 against the fastest
+# float32 lowering, and what makes a binary layer "large" for the per-layer ones (>= 100 M
+# MACs per image).
 TARGETS = {"alexnet": 5.0, "resnet18": 5.0, "sketchanet": 4.5}
 LARGE_MACS = 100e6
 LARGE_CEILING_FRACTION = 0.5
@@ -349,7 +351,7 @@ def profile(
 
 
 def targets(result: dict) -> list[dict]:
-    """Each target of issue 20 against this run: met or by how much it is missed, and
+    """Each target (:data:`TARGETS`) against this run: met or by how much it is missed, and
     which layer holds it back (the largest share of the fbin network's time)."""
     out = []
     best = network_arithmetics()[0]

@@ -9,24 +9,24 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
 
 - **XNOR units** (binary input and weights): the XNOR-popcount kernel
   (:func:`binflax.packing.conv_xnor`) was the fastest arithmetic for every XNOR unit of
-  AlexNet, ResNet-18 and Sketch-A-Net at batch 1 and 8, several times faster than the
-  int8 convolution and the int8 im2col product, so the CPU rule does not depend on the
-  shape. Where binflax's native kernel (:mod:`binflax.native`) is built it replaces that
-  popcount on the CPU's convolutions, with the same packed words and accumulators: the
-  whole fbin networks ran 1.3-1.5x faster with it on every XNOR layer than on XLA's
-  popcount at batch 8 and 1.0-1.15x at batch 1, except on fully-connected layers, where
-  it lays out the whole kernel matrix on every call and measured 0.1-0.7x XLA's; those
-  stay on XLA's popcount (docs/benchmarks.md, ``benchmarks/inference.py``). On GPUs
+  AlexNet, ResNet-18 and Sketch-A-Net at batch 1 and 8, faster than the int8
+  convolution and the int8 im2col product on every one (several times on most), so the
+  CPU rule does not depend on the shape. Where binflax's native kernel
+  (:mod:`binflax.native`) is built it replaces that popcount on the CPU's convolutions,
+  with the same packed words and accumulators: the whole fbin networks ran as fast or
+  faster with it at batch 1 and faster at batch 8, except on fully-connected layers,
+  where it lays out the whole kernel matrix on every call and ran slower than XLA's at
+  batch 1; those stay on XLA's popcount (docs/benchmarks.md, "With the native kernel":
+  the whole networks and each of their layers, ``benchmarks/inference.py``). On GPUs
   and TPUs, whose int8 units and MXUs have no popcount counterpart, the rule picks the
   int8 convolution; that is not measured here (no accelerator was available), and any
   arithmetic can be forced with ``integer_forward(..., arithmetic=...)``.
 - **Float-input units**: a fully-connected layer written as a conv (its kernel covers
   the whole unpadded input) runs as a matrix product with the kernel stored (C_out, K),
-  1.3-2.5x faster than the conv. On the CPU a conv with at most
-  :data:`MATMUL_MAX_PIXELS` output pixels (batch included) also runs as im2col and that
-  product: XLA's CPU convolution is slow on small maps (the product measured 1.2-1.3x
-  faster on 13x13-14x14 maps and 1.5x on 7x7 at batch 1, 1.3x on 7x7 at batch 8);
-  with more pixels the convolution is as fast or up to 2x faster.
+  faster than the conv. On the CPU a conv with at most :data:`MATMUL_MAX_PIXELS` output
+  pixels (batch included) also runs as im2col and that product: XLA's CPU convolution is
+  slow on small maps, while with more pixels the convolution is as fast or faster
+  (docs/export.md, "Float-input units", has the measured ratios).
 """
 
 from __future__ import annotations
