@@ -10,6 +10,10 @@ which only the first is the headline:
 - ``top1``/``top5``: test accuracy at the checkpoint chosen on held-out data;
 - ``final_top1``/``final_top5``: the last step's;
 - ``best_test_top1_optimistic``: the best of every test evaluation, the authors' figure.
+
+Each row also carries its run's ``provenance`` (:mod:`binflax.provenance`: the code,
+CPU and devices that trained it, and the seconds of each sitting), absent for a variant
+trained before binflax recorded it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,64 @@ import ml_collections
 from etils import epath
 
 from binflax import cost, data, plots, train, variants
+from binflax.plan import Plan
 from binflax.run_dir import RunDir
 from binflax.select import RANDOM_FLOOR
 
-VERSION = 2
+# 3: each row's provenance and the run's recipe (older files: neither; still read).
+VERSION = 3
+
+
+def hbn_results(
+    config: ml_collections.ConfigDict,
+    trained: dict[str, train.TrainResult],
+    plans: dict[str, Plan],
+    same_as: dict[str, str],
+) -> dict:
+    """``results.json`` of an ``hbn`` run: one row per trained variant in the paper's order
+    (a row in ``same_as`` is its twin's run under its own name) and what the selection
+    asked of each hybrid and control (``plans``: by variant, as ``modes.run_select``)."""
+    entries = {
+        name: variant_entry(trained[name], config)
+        for name in variants.report_order(config.hbn.budgets, list(trained))
+    }
+    for name, twin in same_as.items():
+        entries[name] |= {"plan": name, "same_as": twin}
+    fbin_eq_flops = entries["fbin"]["eq_flops"]
+    budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
+    return {
+        "version": VERSION,
+        "recipe": config.recipe,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "variants": entries,
+        "selection": {
+            "method": config.hbn.method,
+            "metric": config.hbn.error_metric,
+            "score": str(config.hbn.score),
+            "fbin_eq_flops": fbin_eq_flops,
+            "hybrids": {
+                variant: {
+                    "budget": budget,
+                    "max_eq_flops": budget * fbin_eq_flops,
+                    "float_inputs": list(plans[variant].float_inputs),
+                }
+                for variant, budget in budgets.items()
+            },
+            "controls": {
+                name: {
+                    "hybrid": hybrid,
+                    "budget": budgets[hybrid],
+                    "control": name.partition(".")[2],
+                    "max_eq_flops": budgets[hybrid] * fbin_eq_flops,
+                    "float_inputs": list(plans[name].float_inputs),
+                }
+                for name in plans
+                if (hybrid := variants.controlled_hybrid(name))
+            },
+        },
+    }
 
 
 def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) -> dict:
@@ -57,8 +115,10 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
         "float_inputs": list(plan.float_inputs),
         "binary_inputs": len(plan.binary_inputs),
         "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),
+        "train_seconds": _seconds(result.seconds),
     }
+    if result.provenance is not None:
+        entry["provenance"] = result.provenance
     if result.first_stage is not None:  # a two-stage run: both stages' chosen figures
         first = result.first_stage
         entry["stages"] = {
@@ -68,13 +128,20 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
                 "holdout_top1": r.holdout["top1"] if r.holdout else None,
                 "checkpoint_step": r.chosen_step,
                 "steps": r.steps,
-                "train_seconds": round(r.seconds, 1),
+                "train_seconds": _seconds(r.seconds),
             }
+            | ({"provenance": r.provenance} if r.provenance is not None else {})
             for stage, r in (("stage1", first), ("stage2", result))
         }
         entry["steps"] = first.steps + result.steps
-        entry["train_seconds"] = round(first.seconds + result.seconds, 1)
+        both = None if None in (first.seconds, result.seconds) else first.seconds + result.seconds
+        entry["train_seconds"] = _seconds(both)
     return entry
+
+
+def _seconds(seconds: float | None) -> float | None:
+    """Training seconds as ``results.json`` gives them (``None``: not recorded)."""
+    return None if seconds is None else round(seconds, 1)
 
 
 def write(results: dict, workdir: epath.PathLike) -> None:

@@ -1,9 +1,11 @@
-"""binflax.results over seeds: each row's per-seed figures, mean and sample std."""
+"""binflax.results: each row's provenance; over seeds, each row's per-seed figures, mean and
+sample std."""
 
 import json
 import statistics
 
-from binflax import results
+from binflax import networks, results, train
+from configs import quickstart
 
 
 def _run(seed: int, fbin: float, hybrid: float, hybrid_layers: list[str]) -> dict:
@@ -37,3 +39,42 @@ def test_over_seeds_gives_every_seed_the_mean_and_the_sample_std(tmp_path, capsy
         (tmp_path / f"s{seed}.json").write_text(json.dumps(run))
     results.main([str(tmp_path / "s0.json"), str(tmp_path / "s1.json")])
     assert capsys.readouterr().out.strip() == "\n".join(table)
+
+
+# -- a row's provenance ------------------------------------------------------------------------
+
+
+def _train_result(model, seconds, record, first_stage=None):
+    metrics = {"top1": 80.0, "top5": 95.0, "loss": 0.5}
+    return train.TrainResult(
+        model=model,
+        state=None,
+        metrics=metrics,
+        steps=10,
+        seconds=seconds,
+        chosen_step=10,
+        holdout=None,
+        final=metrics,
+        best_test=(10, metrics),
+        first_stage=first_stage,
+        provenance=record,
+    )
+
+
+def test_a_row_carries_its_runs_provenance_and_none_without_a_record():
+    config = networks.with_recipe(quickstart.get_config())
+    model = networks.build_model(config, config.num_classes, "fbin")
+    record = {"commit": "abc1234", "train_seconds": 12.34, "sittings": []}
+    entry = results.variant_entry(_train_result(model, 12.34, record), config)
+    assert entry["provenance"] == record and entry["train_seconds"] == 12.3
+    old = results.variant_entry(_train_result(model, None, None), config)
+    assert "provenance" not in old and old["train_seconds"] is None
+    first_record = record | {"commit": "0000000"}
+    two = _train_result(model, 5.0, record, first_stage=_train_result(model, 2.0, first_record))
+    entry = results.variant_entry(two, config)
+    assert entry["provenance"] == record and entry["train_seconds"] == 7.0
+    assert entry["stages"]["stage1"]["provenance"] == first_record
+    assert entry["stages"]["stage2"]["provenance"] == record
+    unknown = _train_result(model, 5.0, record, first_stage=_train_result(model, None, None))
+    entry = results.variant_entry(unknown, config)
+    assert entry["train_seconds"] is None and "provenance" not in entry["stages"]["stage1"]

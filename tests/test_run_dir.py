@@ -26,6 +26,7 @@ def test_every_path_of_the_layout(tmp_path):
     fbin = run.variant("fbin")
     assert fbin.path == tmp_path / "fbin"
     assert fbin.evaluations_json == tmp_path / "fbin" / "evaluations.json"
+    assert fbin.provenance_json == tmp_path / "fbin" / "provenance.json"
     assert fbin.tensorboard == tmp_path / "fbin" / "tensorboard"
     assert fbin.export_file == tmp_path / "fbin" / "model.npz"
 
