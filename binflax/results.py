@@ -13,20 +13,20 @@ which only the first is the headline:
 
 Each row also carries its run's ``provenance`` (:mod:`binflax.provenance`: the code,
 CPU and devices that trained it, and the seconds of each sitting), absent for a variant
-trained before binflax recorded it.
+trained before binflax recorded it. Over seeds, ``python -m binflax.results`` prints each
+variant's spread and the paired differences (:mod:`binflax.over_seeds`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Sequence
 
 import ml_collections
 from etils import epath
 
-from binflax import cost, data, plots, train, variants
+from binflax import cost, data, over_seeds, plots, train, variants
 from binflax.plan import Plan
 from binflax.run_dir import RunDir
 from binflax.select import RANDOM_FLOOR
@@ -198,43 +198,87 @@ def _float_layers(entry: dict) -> str:
     return ", ".join(entry["float_inputs"][1:-1]) or "-"
 
 
-def format_over_seeds(runs: Sequence[dict]) -> str:
-    """The same runs over several seeds (one ``results.json`` each) as one table: each
-    variant's headline top-1 per seed, mean and sample std, its equivalent FLOPs as x
-    fbin (mean over seeds) and the float-input layers each seed chose.
+def format_over_seeds(runs: Sequence[dict], confidence: float = over_seeds.CONFIDENCE) -> str:
+    """Runs of several seeds (one ``results.json`` each) as tables, one section per
+    ``(recipe, model, dataset)``: each variant's headline top-1 per seed, its number of
+    seeds, mean ± sample std, equivalent FLOPs as x fbin (mean over seeds) and the
+    float-input layers each seed chose; then the paired differences within a seed
+    (hybrid - fbin, hybrid - float, each control - its hybrid), and each other recipe
+    minus xnor variant by variant (:mod:`binflax.over_seeds`).
 
-    Rows follow the first run's order; a variant missing from a run is left out.
+    Each difference row gives the pairs (n), the mean difference, its interval (Student
+    t, paired), the pairs where it is positive, and ``shown`` when the interval excludes
+    zero (``not shown`` otherwise, and with one pair, which has no interval).
     """
-    runs = sorted(runs, key=lambda r: r["seed"])
-    names = [n for n in runs[0]["variants"] if all(n in r["variants"] for r in runs)]
-    seeds = " / ".join(str(r["seed"]) for r in runs)
+    groups = over_seeds.by_group(runs)
+    percent = f"{100 * confidence:g}%"
+    sections = [
+        "Top-1: test accuracy (%) at the checkpoint chosen on held-out data. Differences "
+        f"are in points, paired by seed over the seeds both rows have; the {percent} "
+        f"interval is Student t over the paired seeds, mean ± t({0.5 + confidence / 2:g}, "
+        "n - 1) · sd / √n of the differences; verdict `shown` when it excludes zero."
+    ]
+    for (recipe, model, dataset), by_seed in groups.items():
+        rows = over_seeds.variants_over_seeds(by_seed)
+        section = [f"## {model} on {dataset}, {recipe} recipe", _format_variants(rows, by_seed)]
+        if found := over_seeds.comparisons(rows, confidence):
+            section.append(_format_differences(found, percent))
+        sections.append("\n\n".join(section))
+    for (model, dataset), found in over_seeds.recipe_comparisons(groups, confidence).items():
+        sections.append(
+            f"## {model} on {dataset}, recipes against {over_seeds.BASE_RECIPE}\n\n"
+            + _format_differences(found, percent)
+        )
+    return "\n\n".join(sections)
+
+
+def _format_variants(rows: Sequence[over_seeds.VariantOverSeeds], runs: dict[int, dict]) -> str:
+    """One group's rows: top-1 per seed (``n/a`` where a seed lacks the variant), n,
+    mean ± sample std, x fbin and the float-input layers per seed."""
+    seeds = list(runs)
     lines = [
-        f"| variant | top-1, seeds {seeds} | mean | std | x fbin (mean) "
-        "| float-input layers (per seed) |",
+        f"| variant | n | top-1, seeds {' / '.join(map(str, seeds))} | mean ± std "
+        "| x fbin (mean) | float-input layers (per seed) |",
         "|---|---|---|---|---|---|",
     ]
-    for name in names:
-        top1 = [r["variants"][name]["top1"] for r in runs]
-        ratio = statistics.mean(
-            r["variants"][name]["eq_flops"] / r["variants"]["fbin"]["eq_flops"] for r in runs
-        )
-        sets = [_float_layers(r["variants"][name]) for r in runs]
+    for row in rows:
+        top1 = " / ".join(f"{row.top1[s]:.2f}" if s in row.top1 else "n/a" for s in seeds)
+        spread = f"{row.mean:.2f}" + (f" ± {row.std:.2f}" if row.std is not None else "")
+        ratio = f"{row.x_fbin:.2f}" if row.x_fbin is not None else "-"
+        sets = [_float_layers(runs[s]["variants"][row.name]) for s in seeds if s in row.top1]
         layers = sets[0] if len(set(sets)) == 1 else " / ".join(sets)
-        std = statistics.stdev(top1) if len(top1) > 1 else 0.0
+        lines.append(f"| {row.name} | {row.n} | {top1} | {spread} | {ratio} | {layers} |")
+    return "\n".join(lines)
+
+
+def _format_differences(found: Sequence[over_seeds.Comparison], percent: str) -> str:
+    """Paired differences, one per row, with their interval and verdict."""
+    lines = [
+        f"| difference in top-1 | n | mean | {percent} interval (paired Student t) "
+        "| positive | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for comparison in found:
+        d = comparison.difference
+        interval = f"[{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else "-"
+        verdict = "shown" if d.shown else "not shown"
         lines.append(
-            f"| {name} | {' / '.join(f'{t:.2f}' for t in top1)} | "
-            f"{statistics.mean(top1):.2f} | {std:.2f} | {ratio:.2f} | {layers} |"
+            f"| {comparison.label} | {d.n} | {d.mean:+.2f} | {interval} "
+            f"| {d.positive}/{d.n} | {verdict} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m binflax.results RUN/results.json ...``: the table over seeds."""
+    """``python -m binflax.results RUN/results.json ...``: the tables over seeds."""
     parser = argparse.ArgumentParser(description=format_over_seeds.__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="results.json files, one per seed")
+    parser.add_argument("results", nargs="+", help="results.json files, one per seed and recipe")
     args = parser.parse_args(argv)
     runs = [json.loads(epath.Path(path).read_text()) for path in args.results]
-    print(format_over_seeds(runs))
+    try:
+        print(format_over_seeds(runs))
+    except ValueError as e:  # two results of one seed in one group
+        parser.error(str(e))
 
 
 if __name__ == "__main__":
