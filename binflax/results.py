@@ -270,15 +270,23 @@ def _format_differences(found: Sequence[over_seeds.Comparison], percent: str) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m binflax.results RUN/results.json ...``: the tables over seeds."""
+    """``python -m binflax.results RUN/results.json ... [--plot PNG]``: the tables over
+    seeds, and with ``--plot`` the figure over seeds."""
     parser = argparse.ArgumentParser(description=format_over_seeds.__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results.json files, one per seed and recipe")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also write mean top-1 ± 1 sample std against x fbin (one series per recipe)",
+    )
     args = parser.parse_args(argv)
     runs = [json.loads(epath.Path(path).read_text()) for path in args.results]
     try:
         print(format_over_seeds(runs))
     except ValueError as e:  # two results of one seed in one group
         parser.error(str(e))
+    if args.plot:
+        plots.plot_results_over_seeds(runs, args.plot)
 
 
 if __name__ == "__main__":

@@ -175,8 +175,9 @@ def test_the_tables_give_each_group_its_rows_and_paired_differences(tmp_path, ca
     for i, run in enumerate(runs):
         paths.append(tmp_path / f"{i}.json")
         paths[-1].write_text(json.dumps(run))
-    results.main(list(map(str, paths)))
+    results.main([*map(str, paths), "--plot", str(tmp_path / "seeds.png")])
     assert capsys.readouterr().out.strip() == text
+    assert (tmp_path / "seeds.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_one_seed_prints_its_difference_without_an_interval():
