@@ -124,19 +124,31 @@ def test_steps_trained_before_sittings_were_recorded_leave_the_seconds_unknown(t
 
 
 @pytest.mark.slow
-def test_a_resumed_run_records_both_sittings_and_a_finished_one_none(tmp_path):
-    """4 steps, then the same run lengthened to 8 (a resume from step 4), then rerun."""
-    run = RunDir.of(tmp_path)
-    first = train.train_and_evaluate(small_config(num_train_steps=4), str(tmp_path))
-    assert first.provenance == json.loads(run.provenance_json.read_text())
-    assert first.seconds == first.provenance["train_seconds"] > 0
-    second = train.train_and_evaluate(small_config(num_train_steps=8), str(tmp_path))
-    sittings = second.provenance["sittings"]
-    assert [(s["from_step"], s["to_step"]) for s in sittings] == [(0, 4), (4, 8)]
-    assert second.seconds == pytest.approx(sum(s["seconds"] for s in sittings), abs=0.1)
-    assert second.seconds > first.seconds
-    again = train.train_and_evaluate(small_config(num_train_steps=8), str(tmp_path))
-    assert again.provenance == second.provenance and again.seconds == second.seconds
+def test_a_resumed_run_records_both_sittings_and_a_finished_one_none(tmp_path, monkeypatch):
+    """Killed at step 7 (its last checkpoint at 5), resumed, rerun once finished."""
+    run, config = RunDir.of(tmp_path), small_config(num_train_steps=8)  # checkpoints every 5
+    real_step, calls = train._jit_train_step, []
+
+    def killed_at_step_7(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_jit_train_step", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, str(tmp_path))
+    (killed,) = json.loads(run.provenance_json.read_text())["sittings"]
+    assert (killed["from_step"], killed["to_step"]) == (0, 5) and killed["seconds"] > 0
+    monkeypatch.setattr(train, "_jit_train_step", real_step)
+    resumed = train.train_and_evaluate(config, str(tmp_path))
+    assert resumed.provenance == json.loads(run.provenance_json.read_text())
+    sittings = resumed.provenance["sittings"]
+    assert sittings[0] == killed and (sittings[1]["from_step"], sittings[1]["to_step"]) == (5, 8)
+    assert resumed.seconds == resumed.provenance["train_seconds"]
+    assert resumed.seconds == pytest.approx(killed["seconds"] + sittings[1]["seconds"], abs=0.1)
+    again = train.train_and_evaluate(config, str(tmp_path))
+    assert again.provenance == resumed.provenance and again.seconds == resumed.seconds
     run.provenance_json.unlink()  # as a run trained before binflax recorded sittings
-    old = train.train_and_evaluate(small_config(num_train_steps=8), str(tmp_path))
+    old = train.train_and_evaluate(config, str(tmp_path))
     assert old.provenance is None and old.seconds is None
