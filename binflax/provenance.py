@@ -115,15 +115,21 @@ def environment() -> dict:
 class Sittings:
     """The sittings of one training run, mirrored to ``path`` (``RunDir.provenance_json``).
 
-    A sitting that trains no step (a finished run rerun) leaves the file as it is.
+    A sitting that trains no step (a finished run rerun) leaves the file as it is. A file
+    that does not read (a write cut short by a kill) never stops the run: its sittings
+    are dropped, said in one line, and the seconds become unknown unless this sitting
+    starts at step 0.
     """
 
     def __init__(self, path: epath.PathLike, start_step: int):
         self.path = epath.Path(path)
         self._start_step = int(start_step)
-        self._sittings: list[dict] = (
-            json.loads(self.path.read_text())["sittings"] if self.path.exists() else []
-        )
+        self._sittings: list[dict] = []
+        if self.path.exists():
+            try:
+                self._sittings = list(json.loads(self.path.read_text())["sittings"])
+            except (ValueError, KeyError, TypeError) as err:
+                outputs.log(f"[provenance] {self.path} does not read ({err}); starting it anew")
         self._index = len(self._sittings)  # where this sitting's record goes
 
     def progress(self, step: int, seconds: float) -> None:

@@ -123,6 +123,16 @@ def test_steps_trained_before_sittings_were_recorded_leave_the_seconds_unknown(t
     assert summary["train_seconds"] is None and summary["sittings"][0]["from_step"] == 150
 
 
+def test_a_garbled_file_is_started_anew_and_leaves_the_seconds_unknown(tmp_path, capsys):
+    path = tmp_path / "provenance.json"
+    path.write_text('{"sittings": [{"from_step": 0, "to_')  # a write cut short
+    resumed = provenance.Sittings(path, start_step=5)
+    assert "does not read" in capsys.readouterr().out
+    resumed.progress(8, 3.0)
+    saved = json.loads(path.read_text())
+    assert saved["train_seconds"] is None and len(saved["sittings"]) == 1
+
+
 @pytest.mark.slow
 def test_a_resumed_run_records_both_sittings_and_a_finished_one_none(tmp_path, monkeypatch):
     """Killed at step 7 (its last checkpoint at 5), resumed, rerun once finished."""
