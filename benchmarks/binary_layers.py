@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import models, native, packing, tracing
+from binflax import models, native, packing, provenance, tracing
 from binflax.export import inference
 
 LARGE_MACS = 100e6
@@ -216,22 +216,10 @@ def geometric_means(rows: list[dict]) -> dict:
     }
 
 
-def _cpuinfo() -> tuple[str, str, set[str]]:
-    """``(model name, vendor, flags)`` of this machine's first CPU from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return platform.processor(), "", set()
-
-    def field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
-
-    return (
-        field("model name") or platform.processor(),
-        field("vendor_id"),
-        set(field("flags").split()),
-    )
+# (model name, vendor, flags) of this machine's first CPU: binflax's one /proc/cpuinfo
+# reader, the one each run's provenance.json records; a name of its own so tests can
+# stand in another CPU.
+_cpuinfo = provenance.cpuinfo
 
 
 def cpu_model() -> str:

@@ -242,46 +242,7 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 baseline,
                 teacher=None if baseline == "float" else teacher,
             )
-    entries = {
-        name: results.variant_entry(trained[name], config)
-        for name in variants.report_order(config.hbn.budgets, list(trained))
-    }
-    for name, twin in same_as.items():
-        entries[name] |= {"plan": name, "same_as": twin}
-    fbin_eq_flops = entries["fbin"]["eq_flops"]
-    budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
-    run_results = {
-        "version": results.VERSION,
-        "model": config.model,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "variants": entries,
-        "selection": {
-            "method": config.hbn.method,
-            "metric": config.hbn.error_metric,
-            "score": str(config.hbn.score),
-            "fbin_eq_flops": fbin_eq_flops,
-            "hybrids": {
-                variant: {
-                    "budget": budget,
-                    "max_eq_flops": budget * fbin_eq_flops,
-                    "float_inputs": list(plans[variant].float_inputs),
-                }
-                for variant, budget in budgets.items()
-            },
-            "controls": {
-                name: {
-                    "hybrid": hybrid,
-                    "budget": budgets[hybrid],
-                    "control": name.partition(".")[2],
-                    "max_eq_flops": budgets[hybrid] * fbin_eq_flops,
-                    "float_inputs": list(plans[name].float_inputs),
-                }
-                for name in plans
-                if (hybrid := variants.controlled_hybrid(name))
-            },
-        },
-    }
+    run_results = results.hbn_results(config, trained, plans, same_as)
     results.write(run_results, workdir)
     log(results.format_table(run_results))
     return run_results

@@ -5,11 +5,13 @@ which inputs stay float; the Pareto frontier shows what the chosen hybrid gave u
 against every other budget; and the paper's headline figure is accuracy against compute,
 one point per trained variant. The first two read a
 :class:`~binflax.select.SelectionReport` or its ``to_dict()`` (so ``select.json`` can be
-re-plotted without re-measuring); the last reads ``results.json``.
+re-plotted without re-measuring); the last reads ``results.json``, and its version over
+seeds reads several (``python -m binflax.results ... --plot``).
 
     plot_scores(report, "scores.png")
     plot_frontier(report, "frontier.png")
     plot_results(results, "results.png")
+    plot_results_over_seeds([seed0, seed1, seed2], "over_seeds.png")
 
 Each ``plot_*`` writes the PNG of its ``*_figure`` (a Matplotlib ``Figure`` to inspect or
 restyle) through ``etils.epath``, so a ``gs://`` path works. Matplotlib's object API with
@@ -19,7 +21,7 @@ the Agg canvas: no pyplot state, no display needed.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etils import epath
@@ -29,7 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from binflax import variants
+from binflax import over_seeds, variants
 
 BINARY_COLOR = "#8c8c8c"
 FLOAT_COLOR = "#d62728"
@@ -207,6 +209,71 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     return fig
 
 
+# Over seeds: one marker per kind of variant, one color per recipe.
+KIND_STYLES = {
+    "baseline": {"marker": "s", "markersize": 7, "linestyle": "none"},
+    "hybrid": HYBRID_STYLE,
+    "control": CONTROL_STYLE,
+}
+RECIPE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def results_over_seeds_figure(runs: Sequence[Mapping], *, title: str | None = None) -> Figure:
+    """Mean top-1 over seeds with ±1 sample-std error bars against equivalent FLOPs as x
+    fbin (mean over seeds, log axis): one panel per model and dataset, one series per
+    recipe and kind (baselines squares, hybrids circles, controls hollow diamonds).
+
+    ``runs`` are ``results.json`` contents (:func:`binflax.over_seeds.by_group`); a
+    variant of one seed has no bar, one without fbin in its runs no position.
+    """
+    groups = over_seeds.by_group(runs)
+    panels = list(dict.fromkeys((model, dataset) for _, model, dataset in groups))
+    recipes = list(dict.fromkeys(recipe for recipe, _, _ in groups))
+    if not panels:
+        raise ValueError("no results to plot")
+    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0], strict=True))
+    for (recipe, model, dataset), by_seed in groups.items():
+        ax, color = axes[model, dataset], RECIPE_COLORS[recipes.index(recipe) % len(RECIPE_COLORS)]
+        placed = [r for r in over_seeds.variants_over_seeds(by_seed) if r.x_fbin is not None]
+        for kind in variants.KINDS:
+            rows = [r for r in placed if variants.kind(r.name) == kind]
+            if not rows:
+                continue
+            ax.errorbar(
+                [r.x_fbin for r in rows],
+                [r.mean for r in rows],
+                yerr=[r.std or 0.0 for r in rows],
+                color=color,
+                capsize=3,
+                label=f"{recipe}: {kind}s",
+                **KIND_STYLES[kind],
+            )
+            for r in rows:
+                if kind != "control":  # the controls sit at their hybrid's cost
+                    ax.annotate(
+                        r.name,
+                        (r.x_fbin, r.mean),
+                        textcoords="offset points",
+                        xytext=(6, 4),
+                        fontsize=7,
+                        color=color,
+                    )
+    for (model, dataset), ax in axes.items():
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("equivalent FLOPs, x fbin (mean over seeds, log scale)")
+        ax.set_ylabel("test top-1 (%), mean over seeds ± 1 sample std")
+        ax.set_title(f"{model} on {dataset}")
+        ax.margins(x=0.2, y=0.12)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_scores(report: Any, path: epath.PathLike, *, title: str | None = None) -> str:
     """Writes :func:`scores_figure` as a PNG to ``path``; returns ``path``."""
     return _save(scores_figure(report, title=title), path)
@@ -220,3 +287,10 @@ def plot_frontier(report: Any, path: epath.PathLike, *, title: str | None = None
 def plot_results(results: Mapping, path: epath.PathLike, *, title: str | None = None) -> str:
     """Writes :func:`results_figure` as a PNG to ``path``; returns ``path``."""
     return _save(results_figure(results, title=title), path)
+
+
+def plot_results_over_seeds(
+    runs: Sequence[Mapping], path: epath.PathLike, *, title: str | None = None
+) -> str:
+    """Writes :func:`results_over_seeds_figure` as a PNG to ``path``; returns ``path``."""
+    return _save(results_over_seeds_figure(runs, title=title), path)

@@ -10,23 +10,81 @@ which only the first is the headline:
 - ``top1``/``top5``: test accuracy at the checkpoint chosen on held-out data;
 - ``final_top1``/``final_top5``: the last step's;
 - ``best_test_top1_optimistic``: the best of every test evaluation, the authors' figure.
+
+Each row also carries its run's ``provenance`` (:mod:`binflax.provenance`: the code,
+CPU and devices that trained it, and the seconds of each sitting), absent for a variant
+trained before binflax recorded it. Over seeds, ``python -m binflax.results`` prints each
+variant's spread and the paired differences (:mod:`binflax.over_seeds`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Sequence
 
 import ml_collections
 from etils import epath
 
-from binflax import cost, data, plots, train, variants
+from binflax import cost, data, over_seeds, plots, train, variants
+from binflax.plan import Plan
 from binflax.run_dir import RunDir
 from binflax.select import RANDOM_FLOOR
 
-VERSION = 2
+# 3: each row's provenance and the run's recipe (older files: neither; still read).
+VERSION = 3
+
+
+def hbn_results(
+    config: ml_collections.ConfigDict,
+    trained: dict[str, train.TrainResult],
+    plans: dict[str, Plan],
+    same_as: dict[str, str],
+) -> dict:
+    """``results.json`` of an ``hbn`` run: one row per trained variant in the paper's order
+    (a row in ``same_as`` is its twin's run under its own name) and what the selection
+    asked of each hybrid and control (``plans``: by variant, as ``modes.run_select``)."""
+    entries = {
+        name: variant_entry(trained[name], config)
+        for name in variants.report_order(config.hbn.budgets, list(trained))
+    }
+    for name, twin in same_as.items():
+        entries[name] |= {"plan": name, "same_as": twin}
+    fbin_eq_flops = entries["fbin"]["eq_flops"]
+    budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
+    return {
+        "version": VERSION,
+        "recipe": config.recipe,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "variants": entries,
+        "selection": {
+            "method": config.hbn.method,
+            "metric": config.hbn.error_metric,
+            "score": str(config.hbn.score),
+            "fbin_eq_flops": fbin_eq_flops,
+            "hybrids": {
+                variant: {
+                    "budget": budget,
+                    "max_eq_flops": budget * fbin_eq_flops,
+                    "float_inputs": list(plans[variant].float_inputs),
+                }
+                for variant, budget in budgets.items()
+            },
+            "controls": {
+                name: {
+                    "hybrid": hybrid,
+                    "budget": budgets[hybrid],
+                    "control": name.partition(".")[2],
+                    "max_eq_flops": budgets[hybrid] * fbin_eq_flops,
+                    "float_inputs": list(plans[name].float_inputs),
+                }
+                for name in plans
+                if (hybrid := variants.controlled_hybrid(name))
+            },
+        },
+    }
 
 
 def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) -> dict:
@@ -57,8 +115,10 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
         "float_inputs": list(plan.float_inputs),
         "binary_inputs": len(plan.binary_inputs),
         "steps": result.steps,
-        "train_seconds": round(result.seconds, 1),
+        "train_seconds": _seconds(result.seconds),
     }
+    if result.provenance is not None:
+        entry["provenance"] = result.provenance
     if result.first_stage is not None:  # a two-stage run: both stages' chosen figures
         first = result.first_stage
         entry["stages"] = {
@@ -68,13 +128,20 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
                 "holdout_top1": r.holdout["top1"] if r.holdout else None,
                 "checkpoint_step": r.chosen_step,
                 "steps": r.steps,
-                "train_seconds": round(r.seconds, 1),
+                "train_seconds": _seconds(r.seconds),
             }
+            | ({"provenance": r.provenance} if r.provenance is not None else {})
             for stage, r in (("stage1", first), ("stage2", result))
         }
         entry["steps"] = first.steps + result.steps
-        entry["train_seconds"] = round(first.seconds + result.seconds, 1)
+        both = None if None in (first.seconds, result.seconds) else first.seconds + result.seconds
+        entry["train_seconds"] = _seconds(both)
     return entry
+
+
+def _seconds(seconds: float | None) -> float | None:
+    """Training seconds as ``results.json`` gives them (``None``: not recorded)."""
+    return None if seconds is None else round(seconds, 1)
 
 
 def write(results: dict, workdir: epath.PathLike) -> None:
@@ -131,43 +198,95 @@ def _float_layers(entry: dict) -> str:
     return ", ".join(entry["float_inputs"][1:-1]) or "-"
 
 
-def format_over_seeds(runs: Sequence[dict]) -> str:
-    """The same runs over several seeds (one ``results.json`` each) as one table: each
-    variant's headline top-1 per seed, mean and sample std, its equivalent FLOPs as x
-    fbin (mean over seeds) and the float-input layers each seed chose.
+def format_over_seeds(runs: Sequence[dict], confidence: float = over_seeds.CONFIDENCE) -> str:
+    """Runs of several seeds (one ``results.json`` each) as tables, one section per
+    ``(recipe, model, dataset)``: each variant's headline top-1 per seed, its number of
+    seeds, mean ± sample std, equivalent FLOPs as x fbin (mean over seeds) and the
+    float-input layers each seed chose; then the paired differences within a seed
+    (hybrid - fbin, hybrid - float, each control - its hybrid), and each other recipe
+    minus xnor variant by variant (:mod:`binflax.over_seeds`).
 
-    Rows follow the first run's order; a variant missing from a run is left out.
+    Each difference row gives the pairs (n), the mean difference, its interval (Student
+    t, paired), the pairs where it is positive, and ``shown`` when the interval excludes
+    zero (``not shown`` otherwise, and with one pair, which has no interval).
     """
-    runs = sorted(runs, key=lambda r: r["seed"])
-    names = [n for n in runs[0]["variants"] if all(n in r["variants"] for r in runs)]
-    seeds = " / ".join(str(r["seed"]) for r in runs)
+    groups = over_seeds.by_group(runs)
+    percent = f"{100 * confidence:g}%"
+    sections = [
+        "Top-1: test accuracy (%) at the checkpoint chosen on held-out data. Differences "
+        f"are in points, paired by seed over the seeds both rows have; the {percent} "
+        f"interval is Student t over the paired seeds, mean ± t({0.5 + confidence / 2:g}, "
+        "n - 1) · sd / √n of the differences; verdict `shown` when it excludes zero."
+    ]
+    for (recipe, model, dataset), by_seed in groups.items():
+        rows = over_seeds.variants_over_seeds(by_seed)
+        section = [f"## {model} on {dataset}, {recipe} recipe", _format_variants(rows, by_seed)]
+        if found := over_seeds.comparisons(rows, confidence):
+            section.append(_format_differences(found, percent))
+        sections.append("\n\n".join(section))
+    for (model, dataset), found in over_seeds.recipe_comparisons(groups, confidence).items():
+        sections.append(
+            f"## {model} on {dataset}, recipes against {over_seeds.BASE_RECIPE}\n\n"
+            + _format_differences(found, percent)
+        )
+    return "\n\n".join(sections)
+
+
+def _format_variants(rows: Sequence[over_seeds.VariantOverSeeds], runs: dict[int, dict]) -> str:
+    """One group's rows: top-1 per seed (``n/a`` where a seed lacks the variant), n,
+    mean ± sample std, x fbin and the float-input layers per seed."""
+    seeds = list(runs)
     lines = [
-        f"| variant | top-1, seeds {seeds} | mean | std | x fbin (mean) "
-        "| float-input layers (per seed) |",
+        f"| variant | n | top-1, seeds {' / '.join(map(str, seeds))} | mean ± std "
+        "| x fbin (mean) | float-input layers (per seed) |",
         "|---|---|---|---|---|---|",
     ]
-    for name in names:
-        top1 = [r["variants"][name]["top1"] for r in runs]
-        ratio = statistics.mean(
-            r["variants"][name]["eq_flops"] / r["variants"]["fbin"]["eq_flops"] for r in runs
-        )
-        sets = [_float_layers(r["variants"][name]) for r in runs]
+    for row in rows:
+        top1 = " / ".join(f"{row.top1[s]:.2f}" if s in row.top1 else "n/a" for s in seeds)
+        spread = f"{row.mean:.2f}" + (f" ± {row.std:.2f}" if row.std is not None else "")
+        ratio = f"{row.x_fbin:.2f}" if row.x_fbin is not None else "-"
+        sets = [_float_layers(runs[s]["variants"][row.name]) for s in seeds if s in row.top1]
         layers = sets[0] if len(set(sets)) == 1 else " / ".join(sets)
-        std = statistics.stdev(top1) if len(top1) > 1 else 0.0
+        lines.append(f"| {row.name} | {row.n} | {top1} | {spread} | {ratio} | {layers} |")
+    return "\n".join(lines)
+
+
+def _format_differences(found: Sequence[over_seeds.Comparison], percent: str) -> str:
+    """Paired differences, one per row, with their interval and verdict."""
+    lines = [
+        f"| difference in top-1 | n | mean | {percent} interval (paired Student t) "
+        "| positive | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for comparison in found:
+        d = comparison.difference
+        interval = f"[{d.low:+.2f}, {d.high:+.2f}]" if d.low is not None else "-"
+        verdict = "shown" if d.shown else "not shown"
         lines.append(
-            f"| {name} | {' / '.join(f'{t:.2f}' for t in top1)} | "
-            f"{statistics.mean(top1):.2f} | {std:.2f} | {ratio:.2f} | {layers} |"
+            f"| {comparison.label} | {d.n} | {d.mean:+.2f} | {interval} "
+            f"| {d.positive}/{d.n} | {verdict} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m binflax.results RUN/results.json ...``: the table over seeds."""
+    """``python -m binflax.results RUN/results.json ... [--plot PNG]``: the tables over
+    seeds, and with ``--plot`` the figure over seeds."""
     parser = argparse.ArgumentParser(description=format_over_seeds.__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="results.json files, one per seed")
+    parser.add_argument("results", nargs="+", help="results.json files, one per seed and recipe")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also write mean top-1 ± 1 sample std against x fbin (one series per recipe)",
+    )
     args = parser.parse_args(argv)
     runs = [json.loads(epath.Path(path).read_text()) for path in args.results]
-    print(format_over_seeds(runs))
+    try:
+        print(format_over_seeds(runs))
+    except ValueError as e:  # two results of one seed in one group
+        parser.error(str(e))
+    if args.plot:
+        plots.plot_results_over_seeds(runs, args.plot)
 
 
 if __name__ == "__main__":

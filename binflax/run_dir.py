@@ -16,6 +16,7 @@ main process only, its directory created, local or ``gs://`` alike (``etils.epat
         stage1/                       its first stage when two-stage (a RunDir too)
         checkpoints/, best/, damaged/ (binflax.checkpointing owns their layout)
         evaluations.json              (binflax.eval_history)
+        provenance.json               code, machine and seconds of each sitting (binflax.provenance)
         tensorboard/                  (binflax.summaries)
         model.npz                     --mode=export
 
@@ -90,6 +91,10 @@ class RunDir:
     @property
     def evaluations_json(self) -> epath.Path:
         return self.path / "evaluations.json"
+
+    @property
+    def provenance_json(self) -> epath.Path:
+        return self.path / "provenance.json"
 
     @property
     def tensorboard(self) -> epath.Path:

@@ -29,7 +29,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from binflax import data, distill, networks, outputs, parallel, quantizers
+from binflax import data, distill, networks, outputs, parallel, provenance, quantizers
 from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
 from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
@@ -59,12 +59,17 @@ class TrainResult:
     state: TrainState  # chosen on the holdout's top-1 (the final state without a holdout)
     metrics: dict  # test metrics of that state: the headline
     steps: int
-    seconds: float
+    # The loop's wall seconds summed over every sitting that trained the run (each counted
+    # up to its last checkpoint, binflax.provenance), not only the last sitting's; None
+    # when steps were trained before binflax recorded sittings.
+    seconds: float | None
     chosen_step: int
     holdout: dict | None  # holdout metrics of the chosen state (None without a holdout)
     final: dict  # test metrics of the final step's state
     best_test: tuple[int, dict]  # (step, metrics) of the best test evaluation: optimistic
     first_stage: TrainResult | None = None  # stage 1 of a two-stage run (binflax.two_stage)
+    # provenance.json: code, CPU, devices and seconds of each sitting (None, as seconds)
+    provenance: dict | None = None
 
 
 # -- optimizer -------------------------------------------------------------------------
@@ -307,6 +312,10 @@ def train_and_evaluate(
     training split, and the best of those states is kept as the run's result: the test
     split never chooses it. Every ``test_every_epochs``, and at the last step, the test
     split is evaluated too, for the final-step and the (optimistic) best-test figures.
+
+    Each sitting (a first run, each resume) records its code, machine and seconds in the
+    run's ``provenance.json`` at every checkpoint (:mod:`binflax.provenance`), so the
+    result's ``seconds`` is the whole training's, not the last sitting's.
     """
     config = networks.with_recipe(config)
     info = dataset_info(config)
@@ -350,6 +359,7 @@ def train_and_evaluate(
             )
         state = parallel.replicate(state, mesh)
         start_step = int(state.step)
+        sittings = provenance.Sittings(run.provenance_json, start_step)
         distillation = {}
         if teacher is not None and config.distill.weight > 0:
             teacher = teacher.replace(variables=parallel.replicate(teacher.variables, mesh))
@@ -422,11 +432,13 @@ def train_and_evaluate(
                     tested = evaluate_split("test", done)
                 if holdout or tested or done % config.checkpoint_every_steps == 0:
                     _save(checkpoints, done, state, name, workdir)
+                    sittings.progress(done, time.time() - t_start)
                 if holdout and history.best("holdout")[0] == done:
                     checkpoints.save_best(done, state)
 
                 if preemption.requested:
                     _save(checkpoints, done, state, name, workdir)
+                    sittings.progress(done, time.time() - t_start)
                     raise Preempted(
                         f"[{name}] SIGTERM at step {done}: checkpoint saved in {workdir}; "
                         "run the same command again to resume"
@@ -445,6 +457,9 @@ def train_and_evaluate(
             chosen, eval_batches(config, "test"), mesh
         )
         seconds = time.time() - t_start
+        if start_step < total_steps:  # this sitting trained: it finished the run
+            sittings.progress(total_steps, seconds)
+        record = sittings.summary()
         final, best_test = history.get("test", total_steps), history.best("test")
         chosen_by = "chosen on the holdout" if has_holdout else "the final step"
         log(
@@ -457,11 +472,12 @@ def train_and_evaluate(
             state=chosen,
             metrics=metrics,
             steps=total_steps,
-            seconds=seconds,
+            seconds=record["train_seconds"] if record else None,
             chosen_step=chosen_step,
             holdout=history.get("holdout", chosen_step),
             final=final,
             best_test=best_test,
+            provenance=record,
         )
     finally:  # also when the run diverges, is preempted or fails
         writer.close()

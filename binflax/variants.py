@@ -23,6 +23,11 @@ and trains with the ``hybrid`` recipe:
 
     >>> control_name("hybrid1", "random0"), controlled_hybrid("hybrid1.random0")
     ('hybrid1.random0', 'hybrid1')
+
+Tables and figures over seeds set each row apart by its :func:`kind`:
+
+    >>> [kind(name) for name in ("float", "hybrid2", "hybrid2.cost_only", "fbin")]
+    ['baseline', 'hybrid', 'control', 'baseline']
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Sequence
 import ml_collections
 
 PRESET_VARIANTS = ("float", "wbin", "fbin")
+# What a variant is: a preset (the paper's baselines and fbin), an HBN hybrid, a control.
+KINDS = ("baseline", "hybrid", "control")
 # The keys of config.variants: the presets, and "hybrid" for every hybrid.
 VARIANT_KEYS = (*PRESET_VARIANTS, "hybrid")
 # The recipe fields a variant may override.
@@ -54,6 +61,13 @@ def controlled_hybrid(variant: str) -> str | None:
     """The hybrid that the control ``variant`` controls; ``None`` for any other variant."""
     hybrid, dot, _ = variant.partition(".")
     return hybrid if dot else None
+
+
+def kind(variant: str) -> str:
+    """``baseline`` for float, wbin and fbin, ``control`` for a control, else ``hybrid``."""
+    if variant in PRESET_VARIANTS:
+        return "baseline"
+    return "control" if controlled_hybrid(variant) else "hybrid"
 
 
 def report_order(budgets: Sequence[float], trained: Sequence[str]) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from binflax import checkpointing, cli, results, select, variants
+from binflax import checkpointing, cli, provenance, results, select, variants
 from configs import quickstart
 from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 
@@ -260,6 +260,7 @@ def test_hbn_trains_every_control_beside_its_hybrid(tmp_path, capsys):
     controls = ["hybrid.random0", "hybrid.random1", "hybrid.cost_only", "hybrid.error_only"]
     run = json.loads((tmp_path / "results.json").read_text())
     assert list(run["variants"]) == ["hybrid", *controls, "fbin"]
+    assert (run["version"], run["recipe"]) == (results.VERSION, "xnor")
     fbin = run["variants"]["fbin"]["eq_flops"]
     recorded = run["selection"]["controls"]
     assert list(recorded) == controls
@@ -279,9 +280,15 @@ def test_hbn_trains_every_control_beside_its_hybrid(tmp_path, capsys):
         if "same_as" in entry:  # its set is an earlier row's: that run stands for it
             twin = run["variants"][entry["same_as"]]
             assert twin["float_inputs"] == float_inputs and twin["top1"] == entry["top1"]
+            assert entry["provenance"] == twin["provenance"]
             assert not (tmp_path / name).exists()
         else:
             assert checkpointing.has_checkpoints(str(tmp_path / name))
+            saved = json.loads((tmp_path / name / "provenance.json").read_text())
+            assert entry["provenance"] == saved
+        assert entry["provenance"]["commit"] == provenance.code_version()
+        assert [(s["from_step"], s["to_step"]) for s in entry["provenance"]["sittings"]] == [(0, 6)]
+        assert entry["train_seconds"] == entry["provenance"]["train_seconds"]
         assert f"| {name} |" in (tmp_path / "results.md").read_text()
     randoms = {tuple(recorded[f"hybrid.random{i}"]["float_inputs"]) for i in range(2)}
     assert randoms == {("conv1", "conv4", "fc"), ("conv1", "conv5", "fc")}
@@ -296,6 +303,7 @@ def test_hbn_trains_every_control_beside_its_hybrid(tmp_path, capsys):
     again = json.loads((tmp_path / "results.json").read_text())["variants"]
     for name, entry in run["variants"].items():
         assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
+        assert again[name]["provenance"] == entry["provenance"]  # no sitting trained it
     assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0  # controls included
     out = capsys.readouterr().out
     for name, entry in run["variants"].items():

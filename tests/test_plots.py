@@ -1,6 +1,7 @@
 """binflax.plots: the three charts render to readable PNGs from a report, its JSON or results."""
 
 import matplotlib.image
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -103,3 +104,47 @@ def test_controls_are_hollow_diamonds_beside_the_filled_hybrids_with_a_legend():
     for name in ("hybrid1.random0", "hybrid1.cost_only", "hybrid1.error_only"):
         del results["variants"][name]
     assert plots.results_figure(results).axes[0].get_legend() is None
+
+
+def test_over_seeds_the_error_bars_are_one_sample_std_per_kind_and_recipe():
+    def run(recipe, seed, hybrid, control, fbin):
+        entries = {
+            "float": {"top1": 90.0 + seed, "eq_flops": 40.0},
+            "hybrid1": {"top1": hybrid, "eq_flops": 6.0},
+            "hybrid1.random0": {"top1": control, "eq_flops": 5.0 + seed},  # cost varies
+            "fbin": {"top1": fbin, "eq_flops": 2.0},
+        }
+        return {"recipe": recipe, "model": "m", "dataset": "d", "seed": seed} | {
+            "variants": entries
+        }
+
+    hybrid = {"xnor": [80.0, 82.5, 79.1], "reactnet": [85.0, 86.2, 84.4]}
+    control = {"xnor": [78.0, 80.0, 80.5], "reactnet": [84.0, 83.1, 85.0]}
+    fbin = {"xnor": [70.0, 71.0, 69.5], "reactnet": [75.0, 75.3, 74.0]}
+    runs = [
+        run(recipe, seed, hybrid[recipe][seed], control[recipe][seed], fbin[recipe][seed])
+        for recipe in ("xnor", "reactnet")
+        for seed in range(3)
+    ]
+    figure = plots.results_over_seeds_figure(runs)
+    (ax,) = figure.axes
+    assert "± 1 sample std" in ax.get_ylabel() and ax.get_xscale() == "log"
+    bars = {}
+    for container in ax.containers:
+        line, _, (bar_lines,) = container.lines
+        for (x, y), segment in zip(line.get_xydata(), bar_lines.get_segments(), strict=True):
+            (x0, low), (x1, high) = segment
+            assert x0 == x1 == x and (low + high) / 2 == pytest.approx(y)
+            bars[container.get_label(), round(x, 6)] = (y, high - low, line.get_marker())
+    for recipe in ("xnor", "reactnet"):
+        for label, x, top1, marker in (
+            (f"{recipe}: hybrids", 3.0, hybrid[recipe], "o"),
+            (f"{recipe}: controls", 3.0, control[recipe], "D"),  # (5 + 6 + 7) / 3 / 2
+            (f"{recipe}: baselines", 1.0, fbin[recipe], "s"),
+            (f"{recipe}: baselines", 20.0, [90.0, 91.0, 92.0], "s"),
+        ):
+            y, length, drawn = bars[label, x]
+            assert y == pytest.approx(np.mean(top1)) and drawn == marker
+            assert length == pytest.approx(2 * np.std(top1, ddof=1)), label
+    colors = {c.get_label(): c.lines[0].get_color() for c in ax.containers}
+    assert colors["xnor: hybrids"] == colors["xnor: controls"] != colors["reactnet: hybrids"]

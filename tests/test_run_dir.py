@@ -34,7 +34,12 @@ def test_every_path_is_one_docs_cli_md_names_where_it_says(tmp_path):
         assert path.parent == tmp_path and path.name in documented, path
     variant = run.variant("hybrid1")
     assert variant.path.parent == tmp_path and f"{variant.path.name}/" in documented
-    for path in (variant.evaluations_json, variant.metrics_json, variant.export_file):
+    for path in (
+        variant.evaluations_json,
+        variant.metrics_json,
+        variant.provenance_json,
+        variant.export_file,
+    ):
         assert path.parent == variant.path and path.name in documented, path
     for folder in (variant.tensorboard, variant.first_stage.path):
         assert folder.parent == variant.path and f"{folder.name}/" in documented, folder

@@ -178,8 +178,14 @@ def test_the_quickstart_runs_with_the_reactnet_recipe(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.index("[float]") < out.index("[fbin.stage1]") < out.index("[fbin]")
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["recipe"] == "reactnet"
     for variant in ("fbin", "hybrid"):
         stages = results["variants"][variant]["stages"]
         assert stages["stage1"]["plan"] == f"{variant}.stage1" and stages["stage2"]["plan"]
         assert results["variants"][variant]["steps"] == 4
+        # each stage's own sittings; the row's provenance is stage 2's, its run directory's
+        for stage in ("stage1", "stage2"):
+            (sitting,) = stages[stage]["provenance"]["sittings"]
+            assert (sitting["from_step"], sitting["to_step"]) == (0, 2)
+        assert results["variants"][variant]["provenance"] == stages["stage2"]["provenance"]
     assert "stages" not in results["variants"]["float"]
