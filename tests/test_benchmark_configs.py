@@ -75,3 +75,29 @@ def test_fashion_mnist_runs_every_control():
     config = load("fashion_mnist")
     assert set(config.hbn.controls) == {"random", "cost_only", "error_only"}
     assert len(config.hbn.budgets) == 2
+
+
+def test_the_study_config_differs_from_fashion_mnist_only_where_its_docstring_says():
+    """configs/fashion_mnist_study.py is fashion_mnist.py plus equal-cost random controls,
+    the float baseline alone and Larq's clip: any other difference would make the study a
+    different recipe from the table it extends."""
+    base, study = load("fashion_mnist").to_dict(), load("fashion_mnist_study").to_dict()
+
+    def flat(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    base, study = dict(flat(base)), dict(flat(study))
+    changed = {key: study[key] for key in study if study[key] != base.get(key)}
+    assert changed == {
+        "hbn.method": "exact",
+        "hbn.controls": ("random",),
+        "hbn.baselines": ("float",),
+        "kernel_projection": "clip",
+    }
+    doc = importlib.import_module("configs.fashion_mnist_study").__doc__
+    for key in changed:
+        assert key.rpartition(".")[2] in doc, key
