@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import re
 import tarfile
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from etils import epath
 from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from binflax.data import tfds_metadata
 from binflax.data.common import DatasetError, tensorflow
 
 tf = tensorflow()
@@ -79,16 +79,6 @@ def _data_root(builder: tfds.core.DatasetBuilder) -> epath.Path:
     return epath.Path(builder.data_dir).parent.parent
 
 
-def unknown_dataset(name: str) -> DatasetError:
-    """``name`` is neither binflax's nor TFDS's: the error names TFDS's closest builders."""
-    known = tfds.list_builders(with_community_datasets=False)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else " (tfds.list_builders())"
-    return DatasetError(
-        f"config.dataset={name!r} is neither digits, folder:PATH nor a TFDS dataset{hint}"
-    )
-
-
 def expected_files(builder: tfds.core.DatasetBuilder) -> list[str]:
     """The file names TFDS downloads for ``builder`` (and looks for in a manual dir)."""
     return sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
@@ -107,10 +97,7 @@ def prepared_builder(
     downloaded files of binflax's own builders are missing. TFDS's builders take their
     registered files from the manual dir when they are there, else download them.
     """
-    try:
-        builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise unknown_dataset(name) from None
+    builder = tfds_metadata.builder(name, config.data_dir)
     # what builder.is_prepared() checks, without its warning about the empty version folder
     if (epath.Path(builder.data_dir) / "dataset_info.json").exists():
         return builder
