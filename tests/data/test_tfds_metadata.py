@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from data_fakes import TU_CLASSES
 
-from binflax.data import DatasetError, tfds_metadata
+from binflax.data import DatasetError, recipes, tfds_metadata
 from binflax.data.tfds_metadata import Metadata
 
 
@@ -32,12 +32,18 @@ def test_classes_named_at_preparation_are_known_once_prepared(tu_berlin_data, tm
     assert prepared == Metadata(channels=1, num_classes=len(TU_CLASSES))
 
 
-def test_a_community_namespace_is_not_resolved(monkeypatch):
-    def resolve(*args, **kwargs):
-        raise AssertionError("TFDS asked to resolve a namespaced name (network)")
+def test_channels_are_those_the_recipe_decodes_to(monkeypatch, tmp_path):
+    """A recipe's channels win over the stored ones (decode_image converts), as when the
+    dataset is opened."""
+    monkeypatch.setitem(recipes.RECIPES, "cifar10", recipes.Recipe(channels=1))
+    assert tfds_metadata.metadata("cifar10", str(tmp_path)) == Metadata(1, 10)
 
-    monkeypatch.setattr(tfds, "builder", resolve)
+
+def test_a_community_namespace_is_not_resolved(monkeypatch):
+    asked = []
+    monkeypatch.setattr(tfds, "builder", lambda *args, **kwargs: asked.append(args))
     assert tfds_metadata.metadata("huggingface:mnist", None) == Metadata(None, None)
+    assert not asked  # TFDS would resolve it over the network
 
 
 def test_a_builder_whose_info_needs_its_files_is_unknown_not_an_error(monkeypatch):
