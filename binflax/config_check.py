@@ -163,7 +163,8 @@ def _get(config, field):
 
 
 def _dataset(config: ml_collections.ConfigDict) -> None:
-    """A name (digits, or a TFDS dataset, checked when it is opened) or folder:PATH."""
+    """digits, folder:PATH, or a TFDS dataset that TFDS knows, whose channels and classes
+    (where TFDS knows them without the data) are the config's."""
     dataset = config.dataset
     if not isinstance(dataset, str) or not dataset.strip():
         raise ConfigError(
@@ -173,6 +174,18 @@ def _dataset(config: ml_collections.ConfigDict) -> None:
     if dataset == data.FOLDER_PREFIX:
         raise ConfigError("config.dataset='folder:' needs a path: folder:PATH")
     data.recipes.augment_of(config)  # names config.augment when it is not a transform
+    if dataset in data.EMBEDDED or data.recipes.folder_path(dataset) is not None:
+        return
+    known = data.tfds_metadata.metadata(dataset, config.data_dir)
+    if known.channels is not None and config.channels != known.channels:
+        raise ConfigError(
+            f"config.channels={config.channels} but {dataset}'s images have "
+            f"{known.channels} channels"
+        )
+    if known.num_classes is not None and config.num_classes != known.num_classes:
+        raise ConfigError(
+            f"config.num_classes={config.num_classes} but {dataset} has {known.num_classes} classes"
+        )
 
 
 def _one_of(config, field, allowed):

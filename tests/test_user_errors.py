@@ -24,7 +24,7 @@ import pytest
 
 from binflax import cli
 from binflax.errors import UserError
-from configs import quickstart, sketchanet_tuberlin
+from configs import fashion_mnist, quickstart, sketchanet_tuberlin
 from tests import runner
 
 QUICKSTART = "--config=configs/quickstart.py"
@@ -127,6 +127,29 @@ def test_mistakes_found_after_parsing_are_one_line(name, tmp_path, capsys, monke
     capsys.readouterr()
     assert cli.run(config, mode=mode, workdir=str(workdir)) == cli.EXIT_USER_ERROR
     assert_one_line(capsys.readouterr().err, expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"dataset": "fashion_mnsit"},
+            "config.dataset='fashion_mnsit' is neither digits, folder:PATH nor a TFDS "
+            "dataset; did you mean fashion_mnist?",
+        ),
+        ({"dataset": "cifar10"}, "config.channels=1 but cifar10's images have 3 channels"),
+        ({"num_classes": 7}, "config.num_classes=7 but fashion_mnist has 10 classes"),
+    ],
+)
+def test_a_dataset_unlike_its_config_is_refused_without_data(overrides, expected, tmp_path, capsys):
+    """Even ``summary``, which reads no data, checks the name, channels and classes
+    against TFDS's builder, and nothing is downloaded or written."""
+    config = fashion_mnist.get_config()
+    config.update(data_dir=str(tmp_path / "tfds"), **overrides)
+    capsys.readouterr()
+    assert cli.run(config, mode="summary", workdir=str(tmp_path / "run")) == cli.EXIT_USER_ERROR
+    assert_one_line(capsys.readouterr().err, expected)
+    assert not (tmp_path / "tfds").exists() and not (tmp_path / "run").exists()
 
 
 class FakeMesh:

@@ -28,13 +28,15 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from binflax.data import digits, sketchy, tu_berlin  # noqa: F401  (registers the TFDS builders)
+# sketchy and tu_berlin register their TFDS builders; tfds_metadata is the config check's
+from binflax.data import digits, sketchy, tfds_metadata, tu_berlin  # noqa: F401
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
 from binflax.data.recipes import AUGMENTS, FOLDER_PREFIX, RECIPES
 
 __all__ = [
     "AUGMENTS",
     "DATASETS",
+    "EMBEDDED",
     "FOLDER_PREFIX",
     "DatasetError",
     "DatasetInfo",
@@ -43,14 +45,14 @@ __all__ = [
     "train_batches",
 ]
 
-_EMBEDDED = {"digits": digits}
+EMBEDDED = {"digits": digits}  # datasets that need neither TFDS nor TensorFlow
 # The datasets binflax has a recipe for; any other TFDS name and folder:PATH work too.
-DATASETS = (*_EMBEDDED, *RECIPES)
+DATASETS = (*EMBEDDED, *RECIPES)
 
 
 def _source(config: ml_collections.ConfigDict):
-    if config.dataset in _EMBEDDED:
-        return _EMBEDDED[config.dataset]
+    if config.dataset in EMBEDDED:
+        return EMBEDDED[config.dataset]
     from binflax.data import pipelines  # TensorFlow is imported only when needed
 
     return pipelines

@@ -64,6 +64,10 @@ class Recipe:
     carved_test_fraction: float = 0.0
     check_manual: Callable[[str], object] | None = None  # raises when files are missing
 
+    def channels_of(self, stored: int | None) -> int | None:
+        """The channels images are decoded to: the recipe's, else the stored images'."""
+        return self.channels or stored
+
 
 def _check_imagenet(manual_dir: str) -> None:
     missing = [f for f in IMAGENET_ARCHIVES if not (epath.Path(manual_dir) / f).exists()]

@@ -68,7 +68,7 @@ def spans(recipe: recipes.Recipe, sizes: dict[str, int], holdout_fraction: float
 
 
 def _channels(config, recipe: recipes.Recipe, stored: int | None, name: str) -> int:
-    channels = recipe.channels or stored or int(config.channels)
+    channels = recipe.channels_of(stored) or int(config.channels)
     if int(config.channels) != channels:
         raise DatasetError(f"config.channels={config.channels} but {name} has {channels}")
     return channels

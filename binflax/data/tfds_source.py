@@ -12,7 +12,8 @@ union is the span (sizes differ by at most one).
 
 A dataset that is not prepared is built here (TFDS ``download_and_prepare``): binflax's
 builders from the archives in the manual dir, TFDS's own from the files it registers,
-found in the manual dir by name or else downloaded; otherwise the :class:`DatasetError`
+found in the manual dir by name or else downloaded (once each host has accepted a
+connection: :mod:`binflax.data.download_probe`); otherwise the :class:`DatasetError`
 says which files are expected where. A manual file whose checksum differs from TFDS's
 registry (Debian's Fashion-MNIST, whose gzip wrappers were recompressed) is refused
 unless ``config.accept_checksums``; the accepted checksums are recorded beside the
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import re
 import tarfile
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from etils import epath
 from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from binflax.data import download_probe, tfds_metadata
 from binflax.data.common import DatasetError, tensorflow
 
 tf = tensorflow()
@@ -79,16 +80,6 @@ def _data_root(builder: tfds.core.DatasetBuilder) -> epath.Path:
     return epath.Path(builder.data_dir).parent.parent
 
 
-def unknown_dataset(name: str) -> DatasetError:
-    """``name`` is neither binflax's nor TFDS's: the error names TFDS's closest builders."""
-    known = tfds.list_builders(with_community_datasets=False)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else " (tfds.list_builders())"
-    return DatasetError(
-        f"config.dataset={name!r} is neither digits, folder:PATH nor a TFDS dataset{hint}"
-    )
-
-
 def expected_files(builder: tfds.core.DatasetBuilder) -> list[str]:
     """The file names TFDS downloads for ``builder`` (and looks for in a manual dir)."""
     return sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
@@ -107,10 +98,7 @@ def prepared_builder(
     downloaded files of binflax's own builders are missing. TFDS's builders take their
     registered files from the manual dir when they are there, else download them.
     """
-    try:
-        builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise unknown_dataset(name) from None
+    builder = tfds_metadata.builder(name, config.data_dir)
     # what builder.is_prepared() checks, without its warning about the empty version folder
     if (epath.Path(builder.data_dir) / "dataset_info.json").exists():
         return builder
@@ -131,6 +119,10 @@ def prepared_builder(
             f"{name}: {', '.join(missing)} not found in {manual_dir}; TFDS prepares "
             f"{name} from {', '.join(files)}"
         )
+    urls = [url for url, info in (builder.url_infos or {}).items() if info.filename in missing]
+    why = download_probe.unreachable(urls)
+    if why is not None:
+        raise _not_downloadable(name, builder, missing, manual_dir, why)
     accepted = accepted_checksums(builder, manual_dir) if config.get("accept_checksums") else {}
     download_config = tfds.download.DownloadConfig(
         manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP
@@ -150,11 +142,7 @@ def prepared_builder(
             raise DatasetError(
                 f"preparing {name} from {manual_dir} into {builder.data_dir} failed: {err}"
             ) from err
-        raise DatasetError(
-            f"{name} is not prepared in {builder.data_dir} and could not be downloaded "
-            f"({type(err).__name__}); put {', '.join(missing)} in {manual_dir} "
-            "(or give their folder as --config.manual_dir=DIR)"
-        ) from None
+        raise _not_downloadable(name, builder, missing, manual_dir, type(err).__name__) from None
     except (AssertionError, ValueError, tarfile.TarError, tf.errors.OpError) as err:
         raise DatasetError(
             f"preparing {name} from {manual_dir} into {builder.data_dir} failed: {err}"
@@ -162,6 +150,17 @@ def prepared_builder(
     if accepted:
         checksums.save_url_infos(epath.Path(builder.data_dir) / ACCEPTED_CHECKSUMS, accepted)
     return builder
+
+
+def _not_downloadable(
+    name: str, builder: tfds.core.DatasetBuilder, missing: list[str], manual_dir: str, why: str
+) -> DatasetError:
+    """The files TFDS could not download (``why``: a few words) and where to put them."""
+    return DatasetError(
+        f"{name} is not prepared in {builder.data_dir} and could not be downloaded "
+        f"({why}); put {', '.join(missing)} in {manual_dir} "
+        "(or give their folder as --config.manual_dir=DIR)"
+    )
 
 
 ACCEPTED_CHECKSUMS = "accepted_checksums.tsv"  # beside dataset_info.json, in TFDS's format

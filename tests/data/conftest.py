@@ -1,6 +1,9 @@
-"""Tiny sketch datasets, prepared once per session through binflax's own prepare path."""
+"""Tiny sketch datasets, prepared once per session through binflax's own prepare path;
+ports on 127.0.0.1 that accept or refuse connections, for the download probe."""
 
 from __future__ import annotations
+
+import socket
 
 import data_fakes
 import pytest
@@ -40,3 +43,33 @@ def sketchy_data(tmp_path_factory):
     with tiny_sketchy():
         info = binflax.data.get_info(config)
     return config, grays, test_photos, info
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    """The test's own environment names no proxy (``requests`` reads either case)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def listening_port():
+    """A port on 127.0.0.1 that accepts connections (never answers beyond that)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that refuses connections."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+    return port  # bound and released: nothing listens on it

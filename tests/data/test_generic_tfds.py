@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import pathlib
+import time
 
 import data_fakes
 import numpy as np
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 import tiny_images
 
 import binflax.data
-from binflax.data import DatasetError, prepare, sources, statistics, tfds_source
+from binflax.data import DatasetError, download_probe, prepare, sources, statistics, tfds_source
 
 
 def _config(root: pathlib.Path, **overrides):
@@ -164,11 +165,6 @@ def test_channels_are_checked_against_the_builder(generic):
         binflax.data.get_info(config)
 
 
-def test_unknown_name_suggests_tfds_names():
-    err = tfds_source.unknown_dataset("fashion_mnst")
-    assert "did you mean fashion_mnist" in str(err) and "\n" not in str(err)
-
-
 def _registry_hashes() -> dict[str, str]:
     """Every checksum file TFDS reads: its installed registry and the test builder's."""
     files = list((pathlib.Path(tfds.__file__).parent / "url_checksums").glob("*.txt"))
@@ -209,12 +205,13 @@ def test_missing_manual_files_name_what_tfds_expects_and_where(tmp_path):
 
 
 def test_a_failed_download_names_the_files_to_put_in_the_manual_dir(tmp_path, monkeypatch):
-    """No manual dir given, no network: TFDS's download fails (here at once), and the
-    error says which files to put where."""
+    """No manual dir given: the host accepts a connection but TFDS's download fails
+    (here at once), and the error says which files to put where."""
 
     def offline(self, *args, **kwargs):
         raise OSError("Failed to resolve 'binflax.invalid'")
 
+    monkeypatch.setattr(download_probe, "unreachable", lambda urls: None)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
     config = _config(tmp_path, manual_dir=None)
     with pytest.raises(DatasetError) as failed:
@@ -223,3 +220,28 @@ def test_a_failed_download_names_the_files_to_put_in_the_manual_dir(tmp_path, mo
     default_manual = tmp_path / "data" / "downloads" / "manual"
     assert f"put {tiny_images.FILE_NAME} in {default_manual}" in message
     assert "could not be downloaded (OSError)" in message and "\n" not in message
+
+
+class DownloadStarted(Exception):
+    pass
+
+
+def test_a_download_that_cannot_start_fails_in_seconds(tmp_path, no_proxy_settings, closed_port):
+    """The download's proxy refuses connections (as a machine without network refuses
+    them): no TFDS download starts (its retries took 3.5 minutes), and the error says at
+    once which files to put where."""
+
+    def download(self, *args, **kwargs):
+        raise DownloadStarted
+
+    no_proxy_settings.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port}")
+    no_proxy_settings.setattr(tfds.download.DownloadManager, "download", download)
+    config = _config(tmp_path, manual_dir=None)
+    start = time.monotonic()
+    with pytest.raises(DatasetError) as failed:
+        sources.open_source(config, process_count=1)
+    assert time.monotonic() - start < 10.0
+    message = str(failed.value)
+    default_manual = tmp_path / "data" / "downloads" / "manual"
+    assert f"could not be downloaded (proxy 127.0.0.1:{closed_port}: " in message
+    assert f"put {tiny_images.FILE_NAME} in {default_manual}" in message and "\n" not in message
