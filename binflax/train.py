@@ -366,7 +366,7 @@ def train_and_evaluate(
             f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
             f"{jax.process_count()} process(es): {total_steps} steps, "
             f"{steps_per_epoch} per epoch, global batch {config.batch_size}, "
-            f"{jnp.dtype(model.dtype).name} compute on {jax.default_backend()}; checkpoint "
+            f"{jnp.dtype(model.options.dtype).name} compute on {jax.default_backend()}; checkpoint "
             + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
         )
 

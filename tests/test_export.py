@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from binflax import cost, export, models, native, packing
 from binflax.export import chain as chain_lib
-from binflax.export import fold, format, inference
+from binflax.export import fold, format, inference, model_file
 from binflax.models import LayerInfo
 from binflax.plan import LayerPrecision, Plan
 
@@ -46,7 +46,7 @@ def random_variables(model, input_shape, seed=0):
 
 
 def build(name, plan_kind, input_shape, binarize_last_weights=False, **fields):
-    names = models.layer_names(models.MODELS[name](**fields))
+    names = models.layer_names(models.create(name, **fields))
     if plan_kind == "hybrid":  # two binary-input layers kept float, as the authors' hybrids
         plan = Plan.hybrid(names, names[2:4], binarize_last_weights=binarize_last_weights)
     else:
@@ -311,6 +311,7 @@ def test_k_map_models_run_without_packed_links(tmp_path):
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), True, scale_inputs=True)
     assert chain_lib.find_links(model, (16, 16, 1)) == ()
     exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    assert model_file.rebuild_registered(exported) == model  # the header has its options
     images = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
     expected = np.asarray(model.apply(variables, images, train=False))
     results = [  # "auto" runs the popcount (nothing to chain); int8 is the other kernel

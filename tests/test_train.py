@@ -253,7 +253,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
     config = small_config(half_precision=True, num_train_steps=4)
     result = train.train_and_evaluate(config, str(tmp_path))
-    assert result.model.dtype == jnp.bfloat16 and np.isfinite(result.metrics["loss"])
+    assert result.model.options.dtype == jnp.bfloat16 and np.isfinite(result.metrics["loss"])
     _, sown = result.model.apply(
         {"params": result.state.params, "batch_stats": result.state.batch_stats},
         jnp.zeros((2, 16, 16, 1)),
