@@ -95,7 +95,7 @@ def test_stage_two_starts_from_stage_one_and_resumes_there(tmp_path, monkeypatch
 
     monkeypatch.setattr(train, "train_and_evaluate", spy)
     monkeypatch.setattr(train, "transfer_matching", record_transfer)
-    real_step, steps = train._jit_train_step, []
+    real_step, steps = train.train_step, []
 
     def killed_in_stage_two(*args, **kwargs):
         steps.append(1)
@@ -103,7 +103,7 @@ def test_stage_two_starts_from_stage_one_and_resumes_there(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_jit_train_step", killed_in_stage_two)
+    monkeypatch.setattr(train, "train_step", killed_in_stage_two)
     workdir = str(tmp_path / "fbin")
     with pytest.raises(KeyboardInterrupt):
         modes.train_variant(config, workdir, "fbin", "fbin")
@@ -122,7 +122,7 @@ def test_stage_two_starts_from_stage_one_and_resumes_there(tmp_path, monkeypatch
         resumed_steps.append(1)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_jit_train_step", counted)
+    monkeypatch.setattr(train, "train_step", counted)
     result = modes.train_variant(config, workdir, "fbin", "fbin")
     # stage 1 is not trained again, stage 2 resumes from its checkpoint at step 1: no
     # transfer, as a resumed run restores its own state, and one step left to train
