@@ -16,33 +16,7 @@ from binflax.export import chain as chain_lib
 from binflax.export import fold, format, inference, model_file
 from binflax.models import LayerInfo
 from binflax.plan import LayerPrecision, Plan
-
-
-def random_variables(model, input_shape, seed=0):
-    """Shapes from eval_shape, values from NumPy: BN far from identity, some gamma < 0 and
-    one gamma == 0, so thresholds, sign flips and folded scales are all exercised."""
-    rng = np.random.default_rng(seed)
-    variables = export.zero_variables(model, input_shape)
-
-    def fill(path, leaf):
-        keys = [str(getattr(p, "key", p)) for p in path]
-        field, in_bn = keys[-1], "bn" in keys
-        if field == "kernel":
-            fan_in = np.prod(leaf.shape[:-1])
-            return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
-        if field == "scale" and in_bn:
-            gamma = rng.uniform(-1.5, 1.5, leaf.shape)
-            gamma[0] = 0.0
-            return gamma.astype(np.float32)
-        if field == "mean":
-            return (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32)
-        if field == "var":
-            return rng.uniform(0.05, 2.0, leaf.shape).astype(np.float32)
-        if field == "beta" and "rprelu" in keys:  # RPReLU's slope: ReActNet's lie in (0, 1)
-            return rng.uniform(0.05, 0.8, leaf.shape).astype(np.float32)
-        return (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)  # biases
-
-    return jax.tree_util.tree_map_with_path(fill, variables)
+from binflax.testing import random_variables
 
 
 def build(name, plan_kind, input_shape, binarize_last_weights=False, **fields):
