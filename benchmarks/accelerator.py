@@ -3,7 +3,7 @@
     python -m benchmarks.accelerator [--models alexnet,resnet18,sketchanet] [--batch N]
     python -m benchmarks.accelerator --small     # CPU-sized, so that CI runs it
 
-Times binflax's real train step (``binflax.train.train_step`` under ``jax.jit``: the
+Times binflax's real train step (``binflax.train.train_step``, compiled: the
 loss, its gradient, Adam and the binary-kernel projection) of AlexNet 224, ResNet-18 224
 and Sketch-A-Net 225 for the plans float, wbin, fbin and the authors' first hybrid, each
 computing in float32 and in bfloat16 (``config.half_precision``), on synthetic batches
@@ -129,7 +129,7 @@ def build(config: ml_collections.ConfigDict, plan: str, half: bool, image_shape,
     )
     key = jax.random.key(0)
     start = time.perf_counter()
-    compiled = train._jit_train_step.lower(state, data, key).compile()
+    compiled = train.train_step.lower(state, data, key).compile()
     compile_seconds = time.perf_counter() - start
     return model, state, data, compiled, compile_seconds
 

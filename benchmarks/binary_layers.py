@@ -35,19 +35,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
 import platform
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import models, native, packing, provenance, tracing
+from binflax import export, models, native, packing, provenance, tracing
 from binflax.export import inference
 
 LARGE_MACS = 100e6
@@ -88,14 +88,10 @@ def unique_shapes(layers: list[dict]) -> list[dict]:
 
 
 def time_interleaved(candidates: dict, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each ``(jitted function, args)``, interleaved."""
-    times = {key: [] for key in candidates}
-    for _ in range(repeats):
-        for key, (fn, args) in candidates.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[key].append(time.perf_counter() - start)
-    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
+    """Median milliseconds of each ``(jitted function, args)``, interleaved
+    (:func:`binflax.export.time_calls`)."""
+    calls = {key: functools.partial(fn, *args) for key, (fn, args) in candidates.items()}
+    return export.time_calls(calls, repeats)
 
 
 def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) -> dict:

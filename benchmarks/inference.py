@@ -50,6 +50,7 @@ from benchmarks.clock import measure_ghz
 from binflax import cost, export, models, native, packing
 from binflax.export import chain, inference
 from binflax.plan import Plan
+from binflax.testing import random_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,26 +93,6 @@ SMALL = {
         (16, 16, 1), 10, False, {"hybrid1": ("conv4", "conv5"), "hybrid2": ("conv5",)}
     )
 }
-
-
-def random_variables(model: models.BinaryNet, input_shape, seed: int = 0) -> dict:
-    """He-scaled kernels, batch norms far from identity: shapes from ``zero_variables``."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        field = str(getattr(path[-1], "key", path[-1]))
-        if field == "kernel":
-            fan_in = np.prod(leaf.shape[:-1])
-            return (rng.standard_normal(leaf.shape, np.float32) * np.sqrt(2 / fan_in)).astype(
-                np.float32
-            )
-        if field == "var":
-            return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
-        if field == "scale":
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        return (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)  # means, biases
-
-    return jax.tree_util.tree_map_with_path(fill, export.zero_variables(model, input_shape))
 
 
 def variant_plans(name: str, network: Network) -> dict[str, Plan]:

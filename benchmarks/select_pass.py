@@ -26,18 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from binflax import models, select
-
-
-def random_variables(model, shape, seed=0):
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *shape)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if getattr(path[-1], "key", None) == "var":
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype))
-        return jnp.asarray(rng.normal(0.0, 0.5, leaf.shape).astype(leaf.dtype))
-
-    return jax.tree_util.tree_map_with_path(draw, dict(abstract))
+from binflax.testing import random_variables
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def time_steps(state, data, steps: int, distillation: dict) -> tuple[float, obje
     key = jax.random.key(0)
     start = time.perf_counter()
     for _ in range(steps):
-        state, metrics = train._jit_train_step(state, data, key, **distillation)
+        state, metrics = train.train_step(state, data, key, **distillation)
     jax.block_until_ready(metrics)
     return (time.perf_counter() - start) / steps, state
 
@@ -93,7 +93,7 @@ def bench_model(name: str, size: int | None, batch: int, steps: int, repeats: in
             float_state = states["float"][0]
             teacher_variables = jax.tree.map(  # copies: the float row's steps donate its state
                 lambda a: jnp.array(a, copy=True),
-                {"params": float_state.params, "batch_stats": float_state.batch_stats},
+                float_state.variables,
             )
             distillation[variant] = {
                 "teacher": distill.Teacher(float_model(name), teacher_variables),

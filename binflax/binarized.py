@@ -92,25 +92,14 @@ class Binarized(nn.Module):
       model: the network, an unbound ``flax.linen`` module.
       plan: one entry per planned layer, by module path (``None``: every layer float).
       default_input_shape: one example's shape, for the cost model and ``select``.
-      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum,
-        dtype, activation: :class:`binflax.planned.BinaryOptions`' fields, as binflax's
-        own units take them; parameters keep the layer's own ``param_dtype``.
+      options: how every planned layer binarizes (:class:`binflax.planned.BinaryOptions`),
+        as binflax's own units take it; parameters keep the layer's own ``param_dtype``.
     """
 
     model: nn.Module
     plan: Plan | None = None
     default_input_shape: tuple[int, ...] = ()
-    input_norm: str = "batchnorm"
-    scale_inputs: bool = False
-    input_quantizer: str = "ste_sign"
-    stop_alpha_gradient: bool = True
-    bn_momentum: float = 0.9
-    dtype: Any = jnp.float32
-    activation: str = "relu"
-
-    @property
-    def options(self) -> planned.BinaryOptions:
-        return planned.BinaryOptions.of(self)
+    options: planned.BinaryOptions = planned.BinaryOptions()
 
     def setup(self) -> None:
         nn.share_scope(self, self.model)
@@ -126,12 +115,7 @@ def binarize(
     *,
     input_shape: Sequence[int],
     binarize_last_weights: bool = False,
-    input_norm: str = "batchnorm",
-    scale_inputs: bool = False,
-    input_quantizer: str = "ste_sign",
-    stop_alpha_gradient: bool = True,
-    dtype: Any = jnp.float32,
-    activation: str = "relu",
+    **options: Any,
 ) -> Binarized:
     """``model`` with ``plan`` applied to every ``nn.Conv`` and ``nn.Dense`` it calls.
 
@@ -146,7 +130,10 @@ def binarize(
     cannot be binarized as planned (a masked conv, a custom ``dot_general``) is a
     :class:`BinarizeError`.
 
-    The other options are :class:`Binarized`'s fields.
+    ``options`` are how the planned layers binarize, as ``options=``
+    :class:`~binflax.planned.BinaryOptions` or field by field (``input_norm="shift"``,
+    ``scale_inputs=True``, ``dtype=jnp.bfloat16``, ...); a bad value is a
+    :class:`BinarizeError`.
     """
     if not isinstance(model, nn.Module) or isinstance(model, Binarized):
         raise BinarizeError(
@@ -156,18 +143,13 @@ def binarize(
     if model.scope is not None:
         raise BinarizeError("binarize takes an unbound module (the class instance, not .bind())")
     try:
-        planned.check_options(input_norm, input_quantizer, activation)
+        binary_options = planned.take_options(options)
     except planned.OptionError as e:
         raise BinarizeError(str(e)) from None
+    if options:  # what take_options left is no option
+        raise TypeError(f"binarize() got an unexpected keyword argument {next(iter(options))!r}")
     wrapper = _wrapper_class(type(model))(
-        model=model,
-        default_input_shape=tuple(input_shape),
-        input_norm=input_norm,
-        scale_inputs=scale_inputs,
-        input_quantizer=input_quantizer,
-        stop_alpha_gradient=stop_alpha_gradient,
-        dtype=dtype,
-        activation=activation,
+        model=model, default_input_shape=tuple(input_shape), options=binary_options
     )
     names = tracing.layer_names(wrapper)
     if not names:

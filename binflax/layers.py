@@ -17,6 +17,7 @@ initialisation.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -42,12 +43,11 @@ class HBNConv(nn.Module):
       precision: this layer's entry of the plan.
       use_bias: add a float bias after the conv (first layer and classifier).
       norm: include the unit's batch norm (False for the classifier); on a binary input
-        it is ``input_norm``.
-      input_norm, scale_inputs, input_quantizer, stop_alpha_gradient, bn_momentum, dtype,
-        activation: :class:`binflax.planned.BinaryOptions`' fields. ``dtype`` is also the
-        output batch norm's; parameters and batch-norm statistics stay float32. With
-        ``activation="rprelu"`` a binary-input unit ends in an RPReLU
-        (``BN(in) -> sign -> conv -> RPReLU``).
+        it is ``options.input_norm``.
+      options: how the unit binarizes (:class:`binflax.planned.BinaryOptions`). Its
+        ``dtype`` and ``bn_momentum`` are also the output batch norm's; parameters and
+        batch-norm statistics stay float32. With ``activation="rprelu"`` a binary-input
+        unit ends in an RPReLU (``BN(in) -> sign -> conv -> RPReLU``).
     """
 
     features: int
@@ -57,25 +57,17 @@ class HBNConv(nn.Module):
     precision: LayerPrecision = FLOAT_PRECISION
     use_bias: bool = False
     norm: bool = True
-    input_norm: str = "batchnorm"
-    input_quantizer: str = "ste_sign"
-    scale_inputs: bool = False
-    stop_alpha_gradient: bool = True
-    bn_momentum: float = 0.9
-    dtype: Any = jnp.float32
-    activation: str = "relu"
+    options: planned.BinaryOptions = planned.BinaryOptions()
 
     @property
     def geometry(self) -> Geometry:
         return Geometry.conv(self.kernel_size, self.strides, self.padding)
 
-    @property
-    def options(self) -> planned.BinaryOptions:
-        return planned.BinaryOptions.of(self, input_norm=self.input_norm if self.norm else "none")
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         options = self.options
+        if not self.norm:  # a unit without its batch norm (the classifier) has no input norm
+            options = dataclasses.replace(options, input_norm="none")
         info = planned.layer_info(
             "/".join(self.scope.path),
             self.precision,
@@ -93,9 +85,9 @@ class HBNConv(nn.Module):
             if self.norm and not self.precision.binary_input:
                 y = nn.BatchNorm(
                     use_running_average=not train,
-                    momentum=self.bn_momentum,
+                    momentum=options.bn_momentum,
                     epsilon=planned.BN_EPSILON,
-                    dtype=self.dtype,
+                    dtype=options.dtype,
                     name="bn",
                 )(y)
                 if info.rprelu:

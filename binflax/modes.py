@@ -93,7 +93,7 @@ def train_variant(
 def load_teacher(config: ml_collections.ConfigDict, workdir: str) -> distill.Teacher:
     """The float network trained in ``workdir`` (its checkpoint chosen on the holdout)."""
     model, state = train.restore_state(variants.variant_config(config, "float"), workdir, "float")
-    return distill.Teacher(model, {"params": state.params, "batch_stats": state.batch_stats})
+    return distill.Teacher(model, state.variables)
 
 
 def _teacher_of_path(config: ml_collections.ConfigDict) -> distill.Teacher | None:
@@ -140,7 +140,7 @@ def run_select(
     else:
         model, state = fbin.model, fbin.state
     mesh = parallel.make_mesh()
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = state.variables
     hold = itertools.islice(data.eval_batches(config, "holdout"), config.hbn.measure_batches)
     measurement = select.measure(
         model,
@@ -214,11 +214,7 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher = _teacher_of_path(config) if config.distill.teacher != "float" else None
     if config.distill.weight and config.distill.teacher == distill.FLOAT_TEACHER:
         trained["float"] = train_variant(config, str(run.variant("float")), "float", "float")
-        float_state = trained["float"].state
-        teacher = distill.Teacher(
-            trained["float"].model,
-            {"params": float_state.params, "batch_stats": float_state.batch_stats},
-        )
+        teacher = distill.Teacher(trained["float"].model, trained["float"].state.variables)
     fbin = train_variant(config, str(run.variant("fbin")), "fbin", "fbin", teacher=teacher)
     plans = run_select(config, workdir, fbin)
     init = fbin.state if config.hbn.init_hybrid_from_fbin else None
@@ -433,10 +429,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         model, state = train.restore_state(
             variants.variant_config(config, variant), run_dir, plan=plan
         )
-        variables = {
-            "params": parallel.fetch(state.params),
-            "batch_stats": parallel.fetch(state.batch_stats),
-        }
+        variables = parallel.fetch(state.variables)
         path = RunDir.of(run_dir).export_file
         report, exported = _export_through_local_file(model, variables, path, image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])

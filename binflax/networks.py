@@ -14,20 +14,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from binflax import models, recipe_presets
+from binflax import models, planned, recipe_presets
 from binflax.binarized import binarize
 from binflax.errors import UserError
 from binflax.plan import Plan
 
 HALF_PRECISION_BACKENDS = ("tpu", "gpu")
-# binflax.planned.BinaryOptions' fields that a config sets (bn_momentum and dtype it does not).
-CONFIG_UNIT_OPTIONS = (
-    "input_norm",
-    "input_quantizer",
-    "scale_inputs",
-    "stop_alpha_gradient",
-    "activation",
-)
 
 
 def half_precision(config: ml_collections.ConfigDict) -> bool:
@@ -68,9 +60,10 @@ def build_model(
     """
     config = with_recipe(config)
     plan = config.plan if plan is None else plan
-    dtype = jnp.bfloat16 if half_precision(config) else jnp.float32
-    # The planned layers' options, named alike in the config, the models and binarize.
-    options = {name: config[name] for name in CONFIG_UNIT_OPTIONS}
+    # The planned layers' options: every BinaryOptions field the config has, named alike.
+    fields = {name: config[name] for name in planned.OPTION_NAMES if name in config}
+    fields["dtype"] = jnp.bfloat16 if half_precision(config) else jnp.float32
+    options = planned.BinaryOptions(**fields)
     if config.model in models.MODELS:
         return models.create(
             config.model,
@@ -78,8 +71,7 @@ def build_model(
             binarize_last_weights=config.binarize_last_weights,
             num_classes=num_classes,
             dropout_rate=config.dropout_rate,
-            dtype=dtype,
-            **options,
+            options=options,
             **model_kwargs(config),
         )
     cls = models.import_model(config.model)
@@ -91,6 +83,5 @@ def build_model(
         plan,
         input_shape=(config.image_size, config.image_size, config.channels),
         binarize_last_weights=config.binarize_last_weights,
-        dtype=dtype,
-        **options,
+        options=options,
     )

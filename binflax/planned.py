@@ -52,8 +52,12 @@ class OptionError(UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BinaryOptions:
-    """How a planned layer binarizes, the same fields for binflax's models and
-    ``binflax.binarize``.
+    """How a planned layer binarizes: one object, carried whole from the public
+    constructors (``models.create``, ``binflax.binarize``, a config) to every planned
+    layer, so that an option is named here, checked here and read where it acts.
+
+    Frozen, so hashable: a valid ``flax.linen`` field, and a model holding it stays a
+    ``jax.jit`` static argument.
 
     Attributes:
       input_norm: what a binary-input layer applies before ``sign``: ``"batchnorm"``,
@@ -79,27 +83,35 @@ class BinaryOptions:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        check_options(self.input_norm, self.input_quantizer, self.activation)
+        """The one check of the options, with one message each."""
+        if self.input_norm not in INPUT_NORMS:
+            raise OptionError(
+                f"input_norm={self.input_norm!r}; choose one of {', '.join(INPUT_NORMS)}"
+            )
+        if self.input_quantizer not in quantizers.QUANTIZERS:
+            raise OptionError(
+                f"input_quantizer={self.input_quantizer!r}; known: "
+                f"{', '.join(quantizers.QUANTIZERS)}"
+            )
+        if self.activation not in activations.ACTIVATIONS:
+            raise OptionError(
+                f"activation={self.activation!r}; choose one of "
+                f"{', '.join(activations.ACTIVATIONS)}"
+            )
 
-    @classmethod
-    def of(cls, module: nn.Module, **overrides: Any) -> BinaryOptions:
-        """The options a module holds as fields of the same names."""
-        fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(cls)}
-        return cls(**{**fields, **overrides})
+
+# The names of BinaryOptions' fields, for what hands them on by name (a config, a model
+# file's header, a public constructor's keyword arguments).
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(BinaryOptions))
 
 
-def check_options(input_norm: str, input_quantizer: str, activation: str = "relu") -> None:
-    """The one check of the options both paths take, with one message each."""
-    if input_norm not in INPUT_NORMS:
-        raise OptionError(f"input_norm={input_norm!r}; choose one of {', '.join(INPUT_NORMS)}")
-    if input_quantizer not in quantizers.QUANTIZERS:
-        raise OptionError(
-            f"input_quantizer={input_quantizer!r}; known: {', '.join(quantizers.QUANTIZERS)}"
-        )
-    if activation not in activations.ACTIVATIONS:
-        raise OptionError(
-            f"activation={activation!r}; choose one of {', '.join(activations.ACTIVATIONS)}"
-        )
+def take_options(kwargs: dict[str, Any]) -> BinaryOptions:
+    """The one :class:`BinaryOptions` of a public constructor's keyword arguments, removed
+    from ``kwargs``: ``kwargs["options"]`` (default: every default) with each option given
+    on its own (``scale_inputs=True``) in its place, so that ``models.create`` and
+    ``binflax.binarize`` take either spelling."""
+    loose = {name: kwargs.pop(name) for name in OPTION_NAMES if name in kwargs}
+    return dataclasses.replace(kwargs.pop("options", None) or BinaryOptions(), **loose)
 
 
 def ends_in_rprelu(precision: LayerPrecision, activation: str, every_unit: bool = False) -> bool:

@@ -15,6 +15,7 @@ stops; a non-finite loss stops before anything non-finite is saved.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -41,6 +42,11 @@ from binflax.summaries import ScalarWriter
 
 class TrainState(train_state.TrainState):
     batch_stats: Any = None
+
+    @property
+    def variables(self) -> dict:
+        """``params`` and ``batch_stats`` as ``model.apply`` takes them."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 class TrainingDiverged(RuntimeError):
@@ -206,6 +212,7 @@ def transfer_matching(target: Any, source: Any) -> Any:
 
 
 # -- steps -----------------------------------------------------------------------------
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=("distill_weight", "temperature"))
 def train_step(
     state: TrainState,
     batch: dict,
@@ -215,7 +222,8 @@ def train_step(
     distill_weight: float = 0.0,
     temperature: float = 1.0,
 ) -> tuple[TrainState, dict]:
-    """One optimizer step on a global batch; metrics are global means.
+    """One optimizer step on a global batch, compiled; metrics are global means. The
+    step donates ``state``'s buffers: use the state it returns.
 
     With a ``teacher`` the loss is :func:`binflax.distill.loss`; the teacher's forward
     pass runs here, in inference mode, outside the gradient."""
@@ -223,7 +231,7 @@ def train_step(
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
+            state.replace(params=params).variables,
             batch["image"],
             train=True,
             mutable=["batch_stats"],
@@ -243,15 +251,16 @@ def train_step(
     return state, {"loss": loss, "accuracy": accuracy}
 
 
+@jax.jit
 def eval_step(state: TrainState, batch: dict) -> dict:
-    """Sums of loss, top-1 and top-5 hits over the real (unmasked) examples.
+    """Sums of loss, top-1 and top-5 hits over the real (unmasked) examples, compiled.
 
     Multi-crop images ``(B, crops, H, W, C)`` are scored by the mean log-softmax over crops.
     """
     images = batch["image"]
     crops = images.shape[1] if images.ndim == 5 else 1
     flat = images.reshape(-1, *images.shape[-3:])
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, flat)
+    logits = state.apply_fn(state.variables, flat)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     log_probs = log_probs.reshape(images.shape[0], crops, -1).mean(axis=1)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
@@ -265,10 +274,6 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     }
 
 
-_jit_train_step = jax.jit(
-    train_step, donate_argnums=0, static_argnames=("distill_weight", "temperature")
-)
-_jit_eval_step = jax.jit(eval_step)
 _jit_all_finite = jax.jit(
     lambda tree: jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 )
@@ -278,7 +283,7 @@ def evaluate(state: TrainState, batches: Iterable[dict], mesh: jax.sharding.Mesh
     """top-1/top-5 (percent) and mean loss of ``state`` over one pass of ``batches``."""
     totals = None
     for batch in batches:
-        sums = _jit_eval_step(state, parallel.global_batch(batch, mesh))
+        sums = eval_step(state, parallel.global_batch(batch, mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise data.DatasetError("the evaluation split is empty")
@@ -376,7 +381,7 @@ def train_and_evaluate(
             f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
             f"{jax.process_count()} process(es): {total_steps} steps, "
             f"{steps_per_epoch} per epoch, global batch {config.batch_size}, "
-            f"{jnp.dtype(model.dtype).name} compute on {jax.default_backend()}; checkpoint "
+            f"{jnp.dtype(model.options.dtype).name} compute on {jax.default_backend()}; checkpoint "
             + ("chosen on the holdout's top-1" if has_holdout else "= the final step (no holdout)")
         )
 
@@ -395,7 +400,7 @@ def train_and_evaluate(
         with PreemptionGuard() as preemption:
             for step in range(start_step, total_steps):
                 batch = parallel.global_batch(next(batches), mesh)
-                state, metrics = _jit_train_step(state, batch, dropout_key, **distillation)
+                state, metrics = train_step(state, batch, dropout_key, **distillation)
                 metrics_sum = (
                     metrics if metrics_sum is None else jax.tree.map(jnp.add, metrics_sum, metrics)
                 )

@@ -19,6 +19,7 @@ from binflax.binarized import BinarizeError, load_float_variables
 from binflax.errors import UserError
 from binflax.plan import Plan, PlanError
 from binflax.planned import BINARIZED_INPUTS
+from binflax.testing import random_variables
 from tests import user_nets
 
 SHAPE = (16, 16, 1)
@@ -81,29 +82,6 @@ def np_conv(x, w, stride=1, pads=((0, 0), (0, 0)), groups=1):
 
 def images(batch=2, shape=SHAPE, seed=1):
     return jnp.asarray(np.random.default_rng(seed).normal(size=(batch, *shape)), jnp.float32)
-
-
-def random_variables(model, x, seed=0, kernel_std=0.7):
-    """Every variable drawn in NumPy: kernels N(0, kernel_std), batch norms with random
-    statistics, scales and shifts, thresholds and biases N(0, 0.2)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-
-    def fill(path, s):
-        leaf = path[-1].key
-        if leaf == "kernel":
-            value = rng.normal(0, kernel_std, s.shape)
-        elif leaf in ("var", "scale"):
-            value = rng.uniform(0.5, 2.0, s.shape)
-        else:
-            value = rng.normal(0, 0.2, s.shape)
-        return jnp.asarray(value, jnp.float32)
-
-    return {
-        k: jax.tree_util.tree_map_with_path(fill, shapes[k])
-        for k in ("params", "batch_stats")
-        if k in shapes
-    }
 
 
 def flat(tree):
@@ -243,7 +221,7 @@ def test_binary_conv_is_bn_sign_binary_weights_conv():
     conv (pads (0, 1) at 16 -> 8) with alpha * sign(W), no bias."""
     model = binarize(user_nets.PreActResNet(), "fbin", input_shape=SHAPE)
     x = images()
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     name = "stage1/block0/conv1"
     inp, out = layer_io(model, variables, x, name)
     params, stats = flat(variables["params"]), flat(variables["batch_stats"])
@@ -259,7 +237,7 @@ def test_binary_grouped_conv_with_bias():
     """Conv_1 of GroupedNet: 4 groups, stride 2, SAME, a float bias after the conv."""
     model = binarize(user_nets.GroupedNet(), "fbin", input_shape=SHAPE)
     x = images()
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     inp, out = layer_io(model, variables, x, "Conv_1")
     p, s = flat(variables["params"]), flat(variables["batch_stats"])
     bn = (s["Conv_1/bn/mean"], s["Conv_1/bn/var"], p["Conv_1/bn/scale"], p["Conv_1/bn/bias"])
@@ -277,7 +255,7 @@ def test_binary_dense_and_input_norms(input_norm):
     ``shift`` subtracts a learned per-feature ``threshold``, ``none`` adds nothing."""
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE, input_norm=input_norm)
     x = images()
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     inp, out, state = layer_io(model, variables, x, "Dense_0", mutable=[BINARIZED_INPUTS])
     p, s = flat(variables["params"]), flat(variables["batch_stats"])
     added = {k.removeprefix("Dense_0/") for k in p if k.startswith("Dense_0/")}
@@ -306,7 +284,7 @@ def test_added_batch_norm_trains_when_batch_stats_are_mutable():
     by 0.1 of the way (momentum 0.9); otherwise it uses the running ones (tested above)."""
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
     x = images(4)
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     mutable = ["batch_stats", BINARIZED_INPUTS]
     inp, _, state = layer_io(model, variables, x, "Dense_0", train=True, mutable=mutable)
     p, old = flat(variables["params"]), flat(variables["batch_stats"])
@@ -374,7 +352,7 @@ def test_binary_conv_geometry_matches_flax_conv(geometry):
         Sandwich(tuple(fields.items())), SANDWICH_RULES, input_shape=shape, input_norm="none"
     )
     x = images(shape=shape)
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     inp, out = layer_io(model, variables, x, "conv")
     conv = {k.removeprefix("conv/"): v for k, v in flat(variables["params"]).items()}
     conv = {k: v for k, v in conv.items() if "/" not in k}
@@ -397,7 +375,7 @@ def test_bfloat16_binary_layer_keeps_integer_accumulators():
         dtype=jnp.bfloat16,
     )
     x = images(shape=shape)
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
     inp, out = layer_io(model, variables, x, "conv")
     w = np.asarray(flat(variables["params"])["conv/kernel"])
@@ -417,7 +395,7 @@ def test_wbin_is_the_users_network_with_binary_kernels_and_the_ste_gradient(net)
     is the user's network's gradient at the binarized kernels (alpha held constant)."""
     model = binarize(net(), "wbin", input_shape=SHAPE)
     x = images()
-    variables = random_variables(model, x)  # wbin adds nothing: the tree is the user's own
+    variables = random_variables(model, SHAPE)  # wbin adds nothing: the tree is the user's own
     weights = jnp.asarray(np.random.default_rng(3).normal(size=(2, 10)), jnp.float32)
     binary = {n for n in model.plan.names if model.plan[n].binary_weight}
 
@@ -462,7 +440,7 @@ def test_training_projects_exactly_the_binary_kernels():
     (-2) and clips it to [-1, 1]."""
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
     x = images()
-    params = random_variables(model, x, kernel_std=1.5)["params"]
+    params = random_variables(model, x.shape[1:], kernel_std=1.5)["params"]
     mask = flat(train.binary_kernel_mask(params, model.plan))
     marked = {p.removesuffix("/kernel") for p, is_binary in mask.items() if is_binary}
     assert marked == {"Conv_1", "Conv_2", "Conv_3", "Dense_0"}
@@ -562,7 +540,7 @@ def test_the_networks_own_activation_follows_a_layer_with_rprelu():
     acts on the RPReLU's output (binflax's own models drop it, a user's network keeps it)."""
     model = binarize(user_nets.GroupedNet(), "fbin", input_shape=SHAPE, activation="rprelu")
     x = images()
-    variables = random_variables(model, x)
+    variables = random_variables(model, x.shape[1:])
     seen = {}
 
     def record(call):
@@ -586,7 +564,7 @@ def test_select_returns_a_valid_plan_for_the_same_network():
     received over both batches; select's plan builds the same network again."""
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
     batches = [images(8, seed=s) for s in (1, 2)]
-    variables = random_variables(model, batches[0])
+    variables = random_variables(model, batches[0].shape[1:])
     plan, report = select.select(model, variables, batches, budget=1.5, method="exact")
     assert isinstance(plan, Plan) and plan.names == NAMES[user_nets.VGG]
     assert set(report.float_layers) <= set(model.plan.binary_inputs)
@@ -625,8 +603,8 @@ def test_the_float_networks_variables_load_into_the_binarized_network():
     what the user's network does."""
     net, x = user_nets.VGG(), images()
     fbin = binarize(net, "fbin", input_shape=SHAPE)
-    fresh = random_variables(fbin, x)
-    trained = random_variables(net, x, seed=5)
+    fresh = random_variables(fbin, x.shape[1:])
+    trained = random_variables(net, x.shape[1:], seed=5)
     loaded = load_float_variables(fresh, trained)
     got = flat(loaded["params"])
     for path, value in flat(trained["params"]).items():
@@ -640,7 +618,7 @@ def test_the_float_networks_variables_load_into_the_binarized_network():
     np.testing.assert_array_equal(
         np.asarray(as_float.apply(trained, x)), np.asarray(net.apply(trained, x))
     )
-    other = random_variables(user_nets.GroupedNet(), x)
+    other = random_variables(user_nets.GroupedNet(), x.shape[1:])
     with pytest.raises(BinarizeError, match="'params/Conv_0/bias'.*another network"):
         load_float_variables(fresh, other)
     trained["params"]["Dense_0"]["bias"] = jnp.zeros(7)

@@ -90,5 +90,5 @@ def test_build_model_passes_the_recipe_to_a_user_network():
     config.half_precision = True
     model = networks.build_model(config, num_classes=7, plan="wbin")
     assert (model.model.num_classes, model.model.hidden, model.model.dropout_rate) == (7, 12, 0.25)
-    assert model.dtype == jnp.bfloat16 and model.default_input_shape == (16, 16, 1)
+    assert model.options.dtype == jnp.bfloat16 and model.default_input_shape == (16, 16, 1)
     assert model.plan.name == "wbin" and model.plan.names[-1] == "Dense_1"

@@ -13,40 +13,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from binflax import cost, export, models, native, packing
 from binflax.export import chain as chain_lib
-from binflax.export import fold, format, inference
+from binflax.export import fold, format, inference, model_file
 from binflax.models import LayerInfo
 from binflax.plan import LayerPrecision, Plan
-
-
-def random_variables(model, input_shape, seed=0):
-    """Shapes from eval_shape, values from NumPy: BN far from identity, some gamma < 0 and
-    one gamma == 0, so thresholds, sign flips and folded scales are all exercised."""
-    rng = np.random.default_rng(seed)
-    variables = export.zero_variables(model, input_shape)
-
-    def fill(path, leaf):
-        keys = [str(getattr(p, "key", p)) for p in path]
-        field, in_bn = keys[-1], "bn" in keys
-        if field == "kernel":
-            fan_in = np.prod(leaf.shape[:-1])
-            return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
-        if field == "scale" and in_bn:
-            gamma = rng.uniform(-1.5, 1.5, leaf.shape)
-            gamma[0] = 0.0
-            return gamma.astype(np.float32)
-        if field == "mean":
-            return (0.5 * rng.standard_normal(leaf.shape)).astype(np.float32)
-        if field == "var":
-            return rng.uniform(0.05, 2.0, leaf.shape).astype(np.float32)
-        if field == "beta" and "rprelu" in keys:  # RPReLU's slope: ReActNet's lie in (0, 1)
-            return rng.uniform(0.05, 0.8, leaf.shape).astype(np.float32)
-        return (0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)  # biases
-
-    return jax.tree_util.tree_map_with_path(fill, variables)
+from binflax.testing import random_variables
 
 
 def build(name, plan_kind, input_shape, binarize_last_weights=False, **fields):
-    names = models.layer_names(models.MODELS[name](**fields))
+    names = models.layer_names(models.create(name, **fields))
     if plan_kind == "hybrid":  # two binary-input layers kept float, as the authors' hybrids
         plan = Plan.hybrid(names, names[2:4], binarize_last_weights=binarize_last_weights)
     else:
@@ -315,6 +289,7 @@ def test_k_map_models_run_without_packed_links(tmp_path):
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), True, scale_inputs=True)
     assert chain_lib.find_links(model, (16, 16, 1)) == ()
     exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    assert model_file.rebuild_registered(exported) == model  # the header has its options
     images = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
     expected = np.asarray(model.apply(variables, images, train=False))
     results = [  # "auto" runs the popcount (nothing to chain); int8 is the other kernel

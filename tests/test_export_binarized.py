@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from binflax import binarize, export, tracing
+from binflax.testing import random_variables
 from tests.export_net import ExportNet
-from tests.test_export import PATHS, random_variables
+from tests.test_export import PATHS
 
 SHAPE = (12, 12, 3)
 HYBRID = [  # a rule-based hybrid: block1 keeps float inputs, binary weights

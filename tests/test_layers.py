@@ -14,7 +14,7 @@ import pytest
 from binflax import layers
 from binflax.layers import HBNConv
 from binflax.plan import LayerPrecision
-from binflax.planned import BINARIZED_INPUTS
+from binflax.planned import BINARIZED_INPUTS, BinaryOptions
 
 EPS = 1e-5
 FLOAT = LayerPrecision("u", "float", "float")
@@ -158,7 +158,9 @@ def test_xnor_input_scaling_multiplies_by_k_map(rng):
     x = rng.normal(size=(2, 6, 6, 4))
     w = rng.normal(size=(3, 3, 4, 5))
     bn = bn_values(rng, 4)
-    module = unit(XNOR, strides=(2, 2), padding=((1, 1), (1, 1)), scale_inputs=True)
+    module = unit(
+        XNOR, strides=(2, 2), padding=((1, 1), (1, 1)), options=BinaryOptions(scale_inputs=True)
+    )
     y = module.apply(variables(module, x, w, bn=bn), jnp.asarray(x, jnp.float32))
     a = np_bn(x, *bn)
     k_map = np_conv(np.abs(a).mean(-1, keepdims=True), np.full((3, 3, 1, 1), 1 / 9), 2, 1)
@@ -177,7 +179,12 @@ def test_input_quantizer_gradient(rng, quantizer, derivative):
     """L = sum(conv1x1(q(x), W)): dL/dx = q'(x) * sum_o W[c, o]."""
     x = rng.uniform(-1.6, 1.6, size=(2, 4, 4, 3))
     w = rng.normal(size=(1, 1, 3, 5))
-    module = unit(BIN_INPUT_FLOAT_WEIGHT, kernel_size=(1, 1), norm=False, input_quantizer=quantizer)
+    module = unit(
+        BIN_INPUT_FLOAT_WEIGHT,
+        kernel_size=(1, 1),
+        norm=False,
+        options=BinaryOptions(input_quantizer=quantizer),
+    )
     v = variables(module, x, w)
     grad = jax.grad(lambda inp: module.apply(v, inp).sum())(jnp.asarray(x, jnp.float32))
     expected = derivative(x) * w[0, 0].sum(-1)
@@ -191,7 +198,9 @@ def test_kernel_gradient_through_binarized_weights(rng, stop_alpha):
     x = rng.normal(size=(2, 3, 3, 4))
     w = rng.normal(0, 0.8, size=(1, 1, 4, 5))
     g = rng.normal(size=(2, 3, 3, 5))
-    module = unit(WBIN, kernel_size=(1, 1), norm=False, stop_alpha_gradient=stop_alpha)
+    module = unit(
+        WBIN, kernel_size=(1, 1), norm=False, options=BinaryOptions(stop_alpha_gradient=stop_alpha)
+    )
     v = variables(module, x, w)
 
     def loss(kernel):
@@ -263,7 +272,13 @@ def test_bfloat16_binary_unit_has_float32s_signs_and_integer_accumulators(rng):
     accumulators = np_conv(np_sign(x), np_sign(w), pad=1)
     alpha = np.abs(w).reshape(-1, 8).mean(0)
     for dtype in (jnp.float32, jnp.bfloat16):
-        module = unit(XNOR, features=8, padding=((1, 1), (1, 1)), norm=False, dtype=dtype)
+        module = unit(
+            XNOR,
+            features=8,
+            padding=((1, 1), (1, 1)),
+            norm=False,
+            options=BinaryOptions(dtype=dtype),
+        )
         y, state = module.apply(
             {"params": {"kernel": w}}, jnp.asarray(x), mutable=[BINARIZED_INPUTS]
         )

@@ -36,7 +36,7 @@ for plan in ("wbin", "fbin"):
         )
         state = parallel.replicate(state, mesh)
         batch = parallel.global_batch(next(data.train_batches(config, seed=0)), mesh)
-        state, metrics = train._jit_train_step(state, batch, jax.random.key(0))
+        state, metrics = train.train_step(state, batch, jax.random.key(0))
         results.append((parallel.fetch(metrics), parallel.fetch(state.params),
                         parallel.fetch(state.batch_stats)))
     (m1, p1, s1), (m8, p8, s8) = results

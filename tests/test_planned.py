@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from binflax import binarize, planned, tracing
+from binflax import binarize, models, planned, tracing
 from binflax.binarized import BinarizeError
 from binflax.geometry import Geometry
 from binflax.layers import HBNConv
 from binflax.plan import LayerPrecision
+from tests import user_nets
 
 XNOR = LayerPrecision("conv", "binary", "binary")
 
@@ -65,7 +66,7 @@ def test_an_unknown_option_is_refused_with_one_message_on_both_paths(option, val
             return nn.Dense(2)(nn.Conv(4, (3, 3))(nn.Conv(4, (3, 3))(x)).reshape(len(x), -1))
 
     with pytest.raises(planned.OptionError) as unit:
-        HBNConv(4, (3, 3), precision=XNOR, **{option: value}).init(
+        HBNConv(4, (3, 3), precision=XNOR, options=planned.BinaryOptions(**{option: value})).init(
             jax.random.key(0), jnp.zeros((1, 5, 5, 2))
         )
     with pytest.raises(BinarizeError) as user:
@@ -73,11 +74,28 @@ def test_an_unknown_option_is_refused_with_one_message_on_both_paths(option, val
     assert str(unit.value) == str(user.value) == message
 
 
+def test_a_public_constructor_takes_the_options_whole_or_one_by_one():
+    """models.create and binarize build the one BinaryOptions their layers carry from
+    ``options=`` or from its fields given on their own, the loose fields winning."""
+    whole = planned.BinaryOptions(input_norm="shift", scale_inputs=True, dtype=jnp.bfloat16)
+    loose = {"input_norm": "shift", "scale_inputs": True, "dtype": jnp.bfloat16}
+    assert models.create("lenet5", options=whole) == models.create("lenet5", **loose)
+    assert models.create("lenet5", num_classes=3, options=whole, input_norm="none").options == (
+        planned.BinaryOptions(input_norm="none", scale_inputs=True, dtype=jnp.bfloat16)
+    )
+    assert models.create("lenet5").options == planned.BinaryOptions()
+    net, shape = user_nets.VGG(), (8, 8, 1)
+    assert binarize(net, input_shape=shape, options=whole).options == whole
+    assert binarize(net, input_shape=shape, **loose).options == whole
+    with pytest.raises(TypeError, match="'scale_input'"):
+        binarize(net, input_shape=shape, scale_input=True)
+
+
 def conv_of(kernel_shape, x, **fields):
     """One 3x3 XNOR layer with RSign and the K map, as an HBNConv and as a binarized
     nn.Conv: the same parameters give the same output."""
     unit = HBNConv(kernel_shape[-1], kernel_shape[:2], padding=((1, 1), (1, 1)), precision=XNOR,
-                   norm=True, **fields)  # fmt: skip
+                   norm=True, options=planned.BinaryOptions(**fields))  # fmt: skip
 
     class Net(nn.Module):
         @nn.compact
@@ -179,7 +197,9 @@ def test_a_float_input_unit_ends_in_rprelu_after_its_batch_norm_a_classifier_doe
     """In binflax's models RPReLU replaces every ReLU after a unit: a ReLU before the next
     RSign would make its input all +1 (a zero threshold at init)."""
     float_input = LayerPrecision("conv", "float", "binary")
-    unit = HBNConv(4, (3, 3), precision=float_input, activation="rprelu")
+    unit = HBNConv(
+        4, (3, 3), precision=float_input, options=planned.BinaryOptions(activation="rprelu")
+    )
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5, 5, 2)), jnp.float32)
     variables = unit.init(jax.random.key(0), x)
     assert set(variables["params"]) == {"kernel", "bn", "rprelu"}
@@ -193,5 +213,11 @@ def test_a_float_input_unit_ends_in_rprelu_after_its_batch_norm_a_classifier_doe
     )
     expected = np.where(z - 0.1 >= 0, z - 0.1, 0.3 * (z - 0.1)) - 0.2
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6, atol=1e-6)
-    classifier = HBNConv(4, (1, 1), precision=float_input, norm=False, activation="rprelu")
+    classifier = HBNConv(
+        4,
+        (1, 1),
+        precision=float_input,
+        norm=False,
+        options=planned.BinaryOptions(activation="rprelu"),
+    )
     assert "rprelu" not in classifier.init(jax.random.key(0), x)["params"]

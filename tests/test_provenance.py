@@ -137,7 +137,7 @@ def test_a_garbled_file_is_started_anew_and_leaves_the_seconds_unknown(tmp_path,
 def test_a_resumed_run_records_both_sittings_and_a_finished_one_none(tmp_path, monkeypatch):
     """Killed at step 7 (its last checkpoint at 5), resumed, rerun once finished."""
     run, config = RunDir.of(tmp_path), small_config(num_train_steps=8)  # checkpoints every 5
-    real_step, calls = train._jit_train_step, []
+    real_step, calls = train.train_step, []
 
     def killed_at_step_7(*args, **kwargs):
         calls.append(1)
@@ -145,12 +145,12 @@ def test_a_resumed_run_records_both_sittings_and_a_finished_one_none(tmp_path, m
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_jit_train_step", killed_at_step_7)
+    monkeypatch.setattr(train, "train_step", killed_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, str(tmp_path))
     (killed,) = json.loads(run.provenance_json.read_text())["sittings"]
     assert (killed["from_step"], killed["to_step"]) == (0, 5) and killed["seconds"] > 0
-    monkeypatch.setattr(train, "_jit_train_step", real_step)
+    monkeypatch.setattr(train, "train_step", real_step)
     resumed = train.train_and_evaluate(config, str(tmp_path))
     assert resumed.provenance == json.loads(run.provenance_json.read_text())
     sittings = resumed.provenance["sittings"]

@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from binflax import cost, models, select
 from binflax.plan import Plan
 from binflax.planned import BINARIZED_INPUTS
 from binflax.select import solvers
+from binflax.testing import random_variables
 from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 
 # -- the spec's sanity check --------------------------------------------------------------
@@ -262,20 +262,6 @@ def test_bad_layers_are_named():
 
 TINY = models.create("mini_sketchanet", plan="fbin")
 SHAPE = TINY.default_input_shape
-
-
-def random_variables(model, shape, seed=0):
-    """Random params and batch stats shaped as ``model.init``'s, without compiling init
-    (XLA's CPU compile of truncated-normal initializers takes seconds per large kernel)."""
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *shape)))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if getattr(path[-1], "key", None) == "var":
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
-        return rng.normal(0.0, 0.5, leaf.shape).astype(leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, dict(abstract))
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     monkeypatch.setattr(
         train, "ScalarWriter", lambda *a, **k: ClosingSpy(real_writer(*a, **k), closed)
     )
-    real_step = train._jit_train_step
+    real_step = train.train_step
 
     def poisoned(state, batch, key):
         step = int(state.step)
@@ -157,7 +157,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
             metrics = dict(metrics, loss=metrics["loss"] * np.nan)
         return state, metrics
 
-    monkeypatch.setattr(train, "_jit_train_step", poisoned)
+    monkeypatch.setattr(train, "train_step", poisoned)
     with pytest.raises(train.TrainingDiverged, match="last good checkpoint is step 10"):
         train.train_and_evaluate(small_config(), str(tmp_path))
     assert sorted(closed) == ["Checkpoints", "ScalarWriter"]  # closed although it failed
@@ -253,9 +253,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
     config = small_config(half_precision=True, num_train_steps=4)
     result = train.train_and_evaluate(config, str(tmp_path))
-    assert result.model.dtype == jnp.bfloat16 and np.isfinite(result.metrics["loss"])
+    assert result.model.options.dtype == jnp.bfloat16 and np.isfinite(result.metrics["loss"])
     _, sown = result.model.apply(
-        {"params": result.state.params, "batch_stats": result.state.batch_stats},
+        result.state.variables,
         jnp.zeros((2, 16, 16, 1)),
         mutable=["binarized_inputs"],
     )

@@ -406,17 +406,22 @@ def _padding_bytes(info: LayerInfo) -> int:
 
 
 def _registered(model: nn.Module) -> dict | None:
-    """The registry name and JSON-able fields of a registered model, else None."""
+    """The registry name and JSON-able fields of a registered model, else None; its
+    :class:`~binflax.planned.BinaryOptions` field by field, as ``models.create`` takes them."""
     names = [n for n, cls in models.MODELS.items() if type(model) is cls]
     if not names:
         return None
-    fields = {}
-    for field in dataclasses.fields(model):
-        if field.name in _NOT_FIELDS:
-            continue
-        value = getattr(model, field.name)
-        fields[field.name] = list(value) if isinstance(value, tuple) else value
-    return {"model": names[0], "fields": fields}
+    values = {field.name: getattr(model, field.name) for field in dataclasses.fields(model)}
+    options = values.pop("options")
+    values.update({name: getattr(options, name) for name in planned.OPTION_NAMES})
+    return {
+        "model": names[0],
+        "fields": {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in values.items()
+            if name not in _NOT_FIELDS
+        },
+    }
 
 
 def _network_variables(variables: Mapping, layers: Sequence[LayerInfo]) -> dict:

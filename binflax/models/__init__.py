@@ -22,6 +22,7 @@ import importlib
 import flax.linen as nn
 
 from binflax import plan as plan_lib
+from binflax import planned
 from binflax.models.alexnet import AlexNet
 from binflax.models.base import BinaryNet, ModelError
 from binflax.models.lenet5 import LeNet5
@@ -101,14 +102,16 @@ def create(
 ) -> BinaryNet:
     """Builds registered model ``name`` with ``plan`` resolved against its layers.
 
-    ``kwargs`` are the model's fields (``num_classes``, ``dropout_rate``,
-    ``input_quantizer``, ``scale_inputs``, ``stop_alpha_gradient``, ...).
+    ``kwargs`` are the model's fields (``num_classes``, ``dropout_rate``, ``width``, ...)
+    and its units' :class:`~binflax.planned.BinaryOptions`, as ``options=`` or field by
+    field (``input_quantizer="approx_sign"``, ``scale_inputs=True``, ...).
     """
     try:
         cls = MODELS[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; models: {', '.join(sorted(MODELS))}") from None
-    model = cls(**kwargs)
+    options = planned.take_options(kwargs)  # the rest are the model's own fields
+    model = cls(options=options, **kwargs)
     resolved = plan_lib.resolve(
         plan, layer_names(model), binarize_last_weights=binarize_last_weights
     )

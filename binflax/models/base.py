@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from binflax import planned, tracing
 from binflax.errors import UserError
@@ -32,15 +31,12 @@ class ModelError(UserError, ValueError):
 
 
 class UnitOptions(nn.Module):
-    """Fields that configure the binary units (shared by models and their blocks)."""
+    """Fields that configure the binary units (shared by models and their blocks): the
+    plan, and the units' :class:`~binflax.planned.BinaryOptions`, handed whole to every
+    unit and nested block (``activation="rprelu"`` replaces every unit's ReLU)."""
 
     plan: Plan | None = None
-    input_norm: str = "batchnorm"  # on a binary input: batchnorm | shift | none
-    input_quantizer: str = "ste_sign"
-    scale_inputs: bool = False
-    stop_alpha_gradient: bool = True
-    dtype: Any = jnp.float32  # compute dtype of the units (bfloat16: config.half_precision)
-    activation: str = "relu"  # after a unit: relu | rprelu (replacing every unit's ReLU)
+    options: planned.BinaryOptions = planned.BinaryOptions()
 
     def path(self, name: str) -> str:
         """The module path (and plan entry) of this module's unit ``name``."""
@@ -55,7 +51,7 @@ class UnitOptions(nn.Module):
         ``x`` itself where the unit applies its own RPReLU, which replaces the ReLU
         (every unit with a batch norm, under ``activation="rprelu"``; ``norm`` is the
         unit's: a classifier without one keeps its ReLU)."""
-        if planned.ends_in_rprelu(self.precision(name), self.activation, every_unit=norm):
+        if planned.ends_in_rprelu(self.precision(name), self.options.activation, every_unit=norm):
             return x
         return nn.relu(x)
 
@@ -85,21 +81,9 @@ class UnitOptions(nn.Module):
             strides=(strides, strides),
             padding=padding,
             precision=precision,
+            options=self.options,
             name=name,
-            **{k: v for k, v in self.unit_options().items() if k != "plan"},
             **kwargs,
-        )
-
-    def unit_options(self) -> dict:
-        """The fields to hand to a nested block: the plan and the units' options."""
-        return dict(
-            plan=self.plan,
-            input_norm=self.input_norm,
-            input_quantizer=self.input_quantizer,
-            scale_inputs=self.scale_inputs,
-            stop_alpha_gradient=self.stop_alpha_gradient,
-            dtype=self.dtype,
-            activation=self.activation,
         )
 
 

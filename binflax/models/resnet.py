@@ -29,6 +29,7 @@ In every block the plan decides each conv's precision and the names are the same
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -116,15 +117,18 @@ class ResNet(BinaryNet):
         if pool:
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         block_class = BasicBlock if self.block == "xnor" else BiRealBlock
-        options = self.unit_options()
+        options = self.options
         if self.block == "reactnet":
-            options.update(REACTNET_UNITS)
+            options = dataclasses.replace(options, **REACTNET_UNITS)
         stages = zip(self.stage_sizes, self.widths, strict=True)
         for stage, (blocks, width) in enumerate(stages, start=1):
             for block in range(blocks):
                 name = f"layer{stage}_{block}"
                 strides = 2 if stage > 1 and block == 0 else 1
-                x = block_class(features=width, strides=strides, name=name, **options)(x, train)
+                block_unit = block_class(
+                    features=width, strides=strides, plan=self.plan, options=options, name=name
+                )
+                x = block_unit(x, train)
         x = global_avg_pool(x)
         x = self.unit("fc", self.num_classes, 1, use_bias=True, norm=False)(x, train)
         return x.reshape(x.shape[0], -1)

@@ -58,8 +58,9 @@ class SqueezeNet(BinaryNet):
                 squeeze=squeeze,
                 expand1x1=expand1x1,
                 expand3x3=expand3x3,
+                plan=self.plan,
+                options=self.options,
                 name=name,
-                **self.unit_options(),
             )(x, train)
             if name in POOL_AFTER:
                 x = max_pool(x, 3, 2, ceil_mode=True)
