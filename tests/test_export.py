@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from binflax import cost, export, models, native, packing
 from binflax.export import chain as chain_lib
-from binflax.export import fold, format, inference, model_file
+from binflax.export import fold, format, inference, loaded
 from binflax.models import LayerInfo
 from binflax.plan import LayerPrecision, Plan
 from binflax.testing import random_variables
@@ -289,7 +289,7 @@ def test_k_map_models_run_without_packed_links(tmp_path):
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1), True, scale_inputs=True)
     assert chain_lib.find_links(model, (16, 16, 1)) == ()
     exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
-    assert model_file.rebuild_registered(exported) == model  # the header has its options
+    assert loaded.rebuild_registered(exported) == model  # the header has its options
     images = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
     expected = np.asarray(model.apply(variables, images, train=False))
     results = [  # "auto" runs the popcount (nothing to chain); int8 is the other kernel

@@ -19,28 +19,22 @@ that against the fastest float32 run of the same network.
     >>> export.integer_forward(exported, jnp.zeros((1, *model.default_input_shape))).shape
     (1, 10)
 
-Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.fold` (BN
-folding and packing), :mod:`~binflax.export.model_file` (whole models and measured
-memory), :mod:`~binflax.export.inference` (the integer path),
+Modules: :mod:`~binflax.export.format` (the file), :mod:`~binflax.export.schema` (its
+member names and header entries), :mod:`~binflax.export.fold` (BN folding and packing),
+:mod:`~binflax.export.writer` (a whole network written with its programs),
+:mod:`~binflax.export.loaded` (a file loaded and run), :mod:`~binflax.export.memory`
+(measured memory), :mod:`~binflax.export.inference` (the integer path),
 :mod:`~binflax.export.arithmetic` (which arithmetic each XNOR unit runs),
 :mod:`~binflax.export.chain` (packed activations between XNOR units) and
-:mod:`~binflax.export.latency`
-(measured speed); the packed arithmetic itself is :mod:`binflax.packing`. The design and
-the file format are in docs/export.md.
+:mod:`~binflax.export.latency` (measured speed); the packed arithmetic itself is
+:mod:`binflax.packing`. The design and the file format are in docs/export.md.
 """
 
 from binflax.export.format import FORMAT, VERSION, ExportError
 from binflax.export.latency import float_calls, latency, time_calls
-from binflax.export.model_file import (
-    ARITHMETICS,
-    ExportedModel,
-    export_model,
-    float32_checkpoint_bytes,
-    integer_forward,
-    load,
-    memory_report,
-    zero_variables,
-)
+from binflax.export.loaded import ARITHMETICS, ExportedModel, integer_forward, load
+from binflax.export.memory import memory_report, zero_variables
+from binflax.export.writer import export_model, float32_checkpoint_bytes
 
 __all__ = [
     "ARITHMETICS",

@@ -7,7 +7,7 @@ itself with every planned layer handed to :func:`layer_forward` (through
 :func:`binflax.tracing.intercept`); everything else - ReLU, pooling, shortcuts, a
 network's own batch norms - runs as the network defines it, from the variables it keeps
 outside its planned layers. ``jax.export`` records that computation as a StableHLO
-program (:mod:`~binflax.export.model_file`), so a loaded file runs without the
+program (:mod:`~binflax.export.writer`), so a loaded file runs without the
 network's Python class.
 
 A layer with binary inputs and binary weights (an XNOR layer) runs as exact integer

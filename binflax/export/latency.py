@@ -24,15 +24,10 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
-from binflax.export.model_file import (
-    FLOAT_BASELINE,
-    ExportedModel,
-    export_model,
-    integer_forward,
-    load,
-    rebuild_registered,
-    zero_variables,
-)
+from binflax.export.loaded import ExportedModel, integer_forward, load, rebuild_registered
+from binflax.export.memory import zero_variables
+from binflax.export.schema import FLOAT_BASELINE
+from binflax.export.writer import export_model
 from binflax.plan import Plan
 
 
