@@ -17,7 +17,9 @@ only process 0 writes the file.
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Sequence
 
 from etils import epath
 
@@ -56,3 +58,50 @@ class EvalHistory:
             return None
         step = max(sorted(runs, reverse=True), key=lambda s: runs[s][key])
         return step, runs[step]
+
+    def curve(self, split: str, key: str = "top1") -> list[tuple[int, float]]:
+        """``(step, key)`` of every evaluation of ``split``, in step order."""
+        return [(step, m[key]) for step, m in sorted(self._runs[split].items())]
+
+
+def plateau(values: Sequence[float], window: int = 3, tolerance: float = 0.3) -> int | None:
+    """The index of the first evaluation that ends ``window`` consecutive evaluations
+    spanning less than ``tolerance`` (max - min): where a curve "stops moving", the
+    convergence criterion of docs/reproduction.md (3 epochs, 0.3 points). None when no
+    such run of evaluations exists yet.
+
+    >>> plateau([80.0, 88.0, 90.0, 91.5, 91.6, 91.7, 91.6])
+    5
+    """
+    for end in range(window - 1, len(values)):
+        recent = values[end - window + 1 : end + 1]
+        # rounded: top-1 has two decimals, and 91.3 - 91.0 is 0.29999999999999716
+        if round(max(recent) - min(recent), 9) < tolerance:
+            return end
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m binflax.eval_history RUN/VARIANT/evaluations.json``: a run's curve on
+    ``--split`` (one line per evaluation) and where it reached its plateau."""
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("evaluations", help="a variant's evaluations.json")
+    parser.add_argument("--split", default="holdout", choices=SPLITS)
+    parser.add_argument("--window", type=int, default=3, help="evaluations in the plateau")
+    parser.add_argument("--tolerance", type=float, default=0.3, help="top-1 points")
+    args = parser.parse_args(argv)
+    points = EvalHistory(args.evaluations).curve(args.split)
+    for step, top1 in points:
+        print(f"step {step}: {args.split} top-1 {top1:.2f}")
+    end = plateau([top1 for _, top1 in points], args.window, args.tolerance)
+    if end is None:
+        print(f"no plateau: no {args.window} evaluations within {args.tolerance:g} points")
+    else:
+        print(
+            f"plateau from step {points[end - args.window + 1][0]} to step {points[end][0]}: "
+            f"{args.window} evaluations within {args.tolerance:g} points"
+        )
+
+
+if __name__ == "__main__":
+    main()
