@@ -60,6 +60,7 @@ from binflax.plan import Plan
 from binflax.run_dir import RunDir
 
 
+@networks.takes_config
 def train_variant(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -71,7 +72,7 @@ def train_variant(
     """Trains ``variant`` with its own recipe (``config.variants``) in ``workdir``, against
     ``teacher`` when the config distills, in two stages when the config says so (the
     first in ``RunDir.first_stage``, the second from its parameters)."""
-    config = networks.with_recipe(variants.variant_config(config, variant))
+    config = variants.variant_config(config, variant)
     resolved = networks.build_model(config, config.num_classes, plan).plan
     if not two_stage.applies(config, resolved):
         return train.train_and_evaluate(
@@ -111,9 +112,9 @@ def _teacher_of_path(config: ml_collections.ConfigDict) -> distill.Teacher | Non
     return load_teacher(config, config.distill.teacher)
 
 
+@networks.takes_config
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
-    config = networks.with_recipe(config)
     variant = variants.of_plan(config.plan)
     result = train_variant(config, workdir, variant, config.plan, teacher=_teacher_of_path(config))
     entry = results.variant_entry(result, config)
@@ -206,11 +207,11 @@ def run_select(
     return plans
 
 
+@networks.takes_config
 def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """fbin -> select (one hybrid per budget, and its controls) -> hybrids, plus
     baselines; writes results. A float teacher (``config.distill.teacher="float"``) is
     trained first and every other variant distills from it."""
-    config = networks.with_recipe(config)
     run = RunDir.of(workdir)
     trained, same_as = {}, {}
     teacher = _teacher_of_path(config) if config.distill.teacher != "float" else None
