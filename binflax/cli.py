@@ -31,15 +31,14 @@ def run(
     multihost: bool = False,
 ) -> int:
     """Runs ``mode`` (default ``config.mode``) and returns the process exit code."""
-    from binflax import config_check, modes, networks, parallel, train
+    from binflax import config_check, modes, parallel, train
 
     mode = mode or config.mode
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
     try:
         if mode not in modes.MODES:
             raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(modes.MODES)}")
-        config = networks.with_recipe(config)
-        config_check.validate(config)
+        config = config_check.checked(config)
         if multihost or coordinator_address or (num_processes or 1) > 1:
             parallel.initialize_distributed(coordinator_address, num_processes, process_id)
         modes.MODES[mode](config, workdir)

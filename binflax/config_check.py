@@ -29,8 +29,11 @@ from binflax.errors import ConfigError
 from binflax.plan import PRESETS
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    config = networks.with_recipe(config)
+@networks.takes_config
+def checked(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A user's config resolved (its recipe filled in, :func:`binflax.networks.resolved`)
+    and checked field by field: the config the command line runs, everything downstream
+    taking it as it is. Raises :class:`ConfigError` naming the first bad field."""
     _one_of(config, "mode", tuple(modes.MODES))
     _model(config)
     _recipe(config)
@@ -94,6 +97,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 raise ConfigError(
                     f"config.variants.{key}.{field}={overrides[field]!r} must be positive"
                 )
+    return config
 
 
 def _model(config):

@@ -14,6 +14,9 @@
 - ``eval``: test metrics of every trained variant of a workdir;
 - ``export``: bit-pack every trained variant and check its integer path.
 
+``eval`` and ``export`` find the variants in the workdir (``RunDir.trained_runs``), not
+in the config: each one the run trained, whatever ``config.hbn`` now lists.
+
 Each variant trains in its own sub-directory of the workdir and resumes from its own
 checkpoint, and a finished variant is not trained again: rerunning the same command
 after an interruption picks up where it stopped.
@@ -36,7 +39,6 @@ import numpy as np
 from etils import epath
 
 from binflax import (
-    checkpointing,
     cost,
     data,
     distill,
@@ -58,6 +60,7 @@ from binflax.plan import Plan
 from binflax.run_dir import RunDir
 
 
+@networks.takes_config
 def train_variant(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -69,7 +72,7 @@ def train_variant(
     """Trains ``variant`` with its own recipe (``config.variants``) in ``workdir``, against
     ``teacher`` when the config distills, in two stages when the config says so (the
     first in ``RunDir.first_stage``, the second from its parameters)."""
-    config = networks.with_recipe(variants.variant_config(config, variant))
+    config = variants.variant_config(config, variant)
     resolved = networks.build_model(config, config.num_classes, plan).plan
     if not two_stage.applies(config, resolved):
         return train.train_and_evaluate(
@@ -109,9 +112,9 @@ def _teacher_of_path(config: ml_collections.ConfigDict) -> distill.Teacher | Non
     return load_teacher(config, config.distill.teacher)
 
 
+@networks.takes_config
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the config's plan and writes its ``results.json`` entry to ``metrics.json``."""
-    config = networks.with_recipe(config)
     variant = variants.of_plan(config.plan)
     result = train_variant(config, workdir, variant, config.plan, teacher=_teacher_of_path(config))
     entry = results.variant_entry(result, config)
@@ -192,7 +195,7 @@ def run_select(
                 "config.hbn.num_random or drop 'random' from config.hbn.controls"
             ) from None
         for label, float_layers in controls.items():
-            name = variants.control_name(variant, label)
+            name = variants.parse(variant).control_of(label).name
             plans[name] = select.hybrid_plan(model, measurement, float_layers, name=name)
             run.write(run.selection("plan", name), plans[name].save)
             same = " - the hybrid's own" if set(float_layers) == set(report.float_layers) else ""
@@ -204,11 +207,11 @@ def run_select(
     return plans
 
 
+@networks.takes_config
 def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """fbin -> select (one hybrid per budget, and its controls) -> hybrids, plus
     baselines; writes results. A float teacher (``config.distill.teacher="float"``) is
     trained first and every other variant distills from it."""
-    config = networks.with_recipe(config)
     run = RunDir.of(workdir)
     trained, same_as = {}, {}
     teacher = _teacher_of_path(config) if config.distill.teacher != "float" else None
@@ -247,7 +250,7 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _trained_twin(variant: str, plan: Plan, plans: dict[str, Plan], trained: dict) -> str | None:
     """The already trained hybrid or control with ``variant``'s float inputs, when
     ``variant`` is a control (a control that lands on its hybrid's set is not retrained)."""
-    if variants.controlled_hybrid(variant) is None:
+    if variants.parse(variant).kind != "control":
         return None
     return next(
         (
@@ -370,40 +373,14 @@ def format_budget_targets(targets: list[dict], model_name: str) -> str:
     return "\n".join(lines)
 
 
-def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[str, str, Any]]:
-    """``(directory, variant, plan)`` of every trained variant in ``workdir``.
-
-    A ``train`` workdir is one run with ``config.plan``; an ``hbn`` workdir holds fbin,
-    the hybrids (each with its plan file) and the baselines, each where it was trained.
-    """
-    if checkpointing.has_checkpoints(workdir):
-        variant = variants.of_plan(config.plan)
-        return [(workdir, variant, config.plan)]
-    run = RunDir.of(workdir)
-    plans = {"fbin": "fbin", "float": "float", "wbin": "wbin"}
-    labels = select.control_labels(config.hbn.controls, config.hbn.num_random)
-    for variant in variants.hybrid_names(config.hbn.budgets):
-        for name in (variant, *(variants.control_name(variant, label) for label in labels)):
-            plans[name] = str(run.selection("plan", name))
-    runs = [
-        (str(run.variant(name)), name, plans[name])
-        for name in variants.report_order(config.hbn.budgets, list(plans))
-        if checkpointing.has_checkpoints(run.variant(name).path)
-    ]
-    if not runs:
-        raise checkpointing.CheckpointError(
-            f"no trained checkpoints under {workdir}; train first (--mode=train or hbn)"
-        )
-    return runs
-
-
 def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Test metrics of the best checkpoint of every trained variant in ``workdir``."""
     mesh = parallel.make_mesh()
     results = {}
-    for run_dir, variant, plan in trained_runs(config, workdir):
+    for trained in RunDir.of(workdir).trained_runs(config.plan):
+        run_dir = str(trained.run)
         model, state = train.restore_state(
-            variants.variant_config(config, variant), run_dir, plan=plan
+            variants.variant_config(config, trained.variant), run_dir, plan=trained.plan
         )
         metrics = train.evaluate(
             parallel.replicate(state, mesh), train.eval_batches(config, "test"), mesh
@@ -416,21 +393,21 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Exports the best checkpoint of every trained variant in ``workdir`` and checks it.
 
-    ``workdir`` is a ``train`` or an ``hbn`` run (:func:`trained_runs`). Each variant goes
+    ``workdir`` is a ``train`` or an ``hbn`` run (``RunDir.trained_runs``). Each variant goes
     to ``model.npz`` beside its checkpoints; the file is loaded back, its integer
     forward compared with the float model's on one test batch, and its latency at batch 1
     measured against the float32 model's (``export.latency``).
     """
-    runs = trained_runs(config, workdir)
+    runs = RunDir.of(workdir).trained_runs(config.plan)
     _, image_shape = summary_shapes(config)
     batch = next(iter(train.eval_batches(config, "test")))
     reports = []
-    for run_dir, variant, plan in runs:
+    for trained in runs:
         model, state = train.restore_state(
-            variants.variant_config(config, variant), run_dir, plan=plan
+            variants.variant_config(config, trained.variant), str(trained.run), plan=trained.plan
         )
         variables = parallel.fetch(state.variables)
-        path = RunDir.of(run_dir).export_file
+        path = trained.run.export_file
         report, exported = _export_through_local_file(model, variables, path, image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
         exact = np.asarray(export.integer_forward(exported, images))

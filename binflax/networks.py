@@ -2,12 +2,16 @@
 
 Why a module of its own: ``summary``, ``select``, the benchmarks and the training loop
 all build the network a config names, and none of them but training needs the training
-loop (nothing here imports :mod:`binflax.train`).
+loop (nothing here imports :mod:`binflax.train`). The config's recipe is resolved here
+too (:func:`resolved`), since which fields it fills depends on the network's class.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import flax.linen as nn
 import jax
@@ -20,6 +24,11 @@ from binflax.errors import UserError
 from binflax.plan import Plan
 
 HALF_PRECISION_BACKENDS = ("tpu", "gpu")
+# The field a resolved config carries (True); configs/default.py has no such field, so no
+# flag can set it.
+RESOLVED = "recipe_resolved"
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 def half_precision(config: ml_collections.ConfigDict) -> bool:
@@ -30,15 +39,46 @@ def half_precision(config: ml_collections.ConfigDict) -> bool:
     return bool(config.half_precision)
 
 
-def with_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``config`` with the fields it leaves unset taken from ``config.recipe``
-    (:func:`binflax.recipe_presets.resolve`); the block only where the model has one."""
+    (:func:`binflax.recipe_presets.resolve`; the block only where the model has one),
+    marked resolved (:data:`RESOLVED`); a config already marked is returned as it is.
+
+    Call it through :func:`takes_config`, the one place that resolves: the mark is what
+    lets a resolved config pass every marked function below without a second resolve.
+    """
+    if config.get(RESOLVED):
+        return config
     try:
         cls = models.MODELS.get(config.model) or models.import_model(config.model)
         fields = frozenset(field.name for field in dataclasses.fields(cls))
     except UserError:  # a bad config.model: config_check names it
         fields = frozenset()
-    return recipe_presets.resolve(config, fields)
+    config = recipe_presets.resolve(config, fields)
+    with config.unlocked():
+        config[RESOLVED] = True
+    return config
+
+
+def takes_config(function: _Function) -> _Function:
+    """Marks a public function whose first argument is a config: it runs with that config
+    :func:`resolved`.
+
+    Why: the command line resolves and checks a user's config once, at its entry
+    (``config_check.checked``), and everything below takes that config as it is. But the
+    library's entry points (``build_model``, ``train.train_and_evaluate``,
+    ``modes.train_variant``, ...) are also called directly, by tests, benchmarks and
+    notebooks, with a config as ``get_config()`` returns it, whose recipe fields are
+    still ``None``. Each such function is marked; a config that was resolved (the
+    command line's, or one an outer marked function resolved) carries the mark and goes
+    through untouched, so the recipe is filled in one place and never twice.
+    """
+
+    @functools.wraps(function)
+    def with_resolved_config(config: ml_collections.ConfigDict, *args, **kwargs):
+        return function(resolved(config), *args, **kwargs)
+
+    return with_resolved_config  # type: ignore[return-value]
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -46,6 +86,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
     return {k: v for k, v in config.model_kwargs.to_dict().items() if v is not None}
 
 
+@takes_config
 def build_model(
     config: ml_collections.ConfigDict, num_classes: int, plan: str | Plan | None = None
 ) -> nn.Module:
@@ -58,7 +99,6 @@ def build_model(
     ``dropout_rate`` (so per-variant recipes reach it), then passed through
     ``binflax.binarize`` at the config's input shape (docs/byom.md).
     """
-    config = with_recipe(config)
     plan = config.plan if plan is None else plan
     # The planned layers' options: every BinaryOptions field the config has, named alike.
     fields = {name: config[name] for name in planned.OPTION_NAMES if name in config}

@@ -165,12 +165,13 @@ def comparisons(
     each of its controls - the hybrid (does the metric beat choosing without it?)."""
     by_name = {row.name: row for row in rows}
     found = []
-    for hybrid in (row for row in rows if variants.kind(row.name) == "hybrid"):
+    parsed = [(row, variants.parse(row.name)) for row in rows]
+    for hybrid in (row for row, variant in parsed if variant.kind == "hybrid"):
         pairs = [(hybrid.name, baseline) for baseline in ("fbin", "float") if baseline in by_name]
         pairs += [
             (row.name, hybrid.name)
-            for row in rows
-            if variants.controlled_hybrid(row.name) == hybrid.name
+            for row, variant in parsed
+            if variant.kind == "control" and variant.hybrid == hybrid.name
         ]
         for minuend, subtrahend in pairs:
             a, b = by_name[minuend].top1, by_name[subtrahend].top1

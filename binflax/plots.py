@@ -173,7 +173,7 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     # Controls are labelled in the compute panel only: their memory is their hybrid's.
     names_at: dict[tuple, list[str]] = {}
     for name, entry in entries.items():
-        control = variants.controlled_hybrid(name) is not None
+        control = variants.parse(name).kind == "control"
         style = (
             {"color": CONTROL_COLOR, **CONTROL_STYLE}
             if control
@@ -185,7 +185,7 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
                 names_at.setdefault((ax, x, entry["top1"]), []).append(name)
     for (ax, x, y), names in names_at.items():
         ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(6, 4))
-    if any(variants.controlled_hybrid(name) for name in entries):
+    if any(variants.parse(name).kind == "control" for name in entries):
         handles = [
             Line2D([], [], color=FLOAT_COLOR, label="HBN hybrid (metric)", **HYBRID_STYLE),
             Line2D([], [], color=CONTROL_COLOR, label="control (no metric)", **CONTROL_STYLE),
@@ -237,7 +237,7 @@ def results_over_seeds_figure(runs: Sequence[Mapping], *, title: str | None = No
         ax, color = axes[model, dataset], RECIPE_COLORS[recipes.index(recipe) % len(RECIPE_COLORS)]
         placed = [r for r in over_seeds.variants_over_seeds(by_seed) if r.x_fbin is not None]
         for kind in variants.KINDS:
-            rows = [r for r in placed if variants.kind(r.name) == kind]
+            rows = [r for r in placed if variants.parse(r.name).kind == kind]
             if not rows:
                 continue
             ax.errorbar(

@@ -45,13 +45,13 @@ def hbn_results(
     (a row in ``same_as`` is its twin's run under its own name) and what the selection
     asked of each hybrid and control (``plans``: by variant, as ``modes.run_select``)."""
     entries = {
-        name: variant_entry(trained[name], config)
-        for name in variants.report_order(config.hbn.budgets, list(trained))
+        name: variant_entry(trained[name], config) for name in variants.report_order(trained)
     }
     for name, twin in same_as.items():
         entries[name] |= {"plan": name, "same_as": twin}
     fbin_eq_flops = entries["fbin"]["eq_flops"]
     budgets = dict(zip(variants.hybrid_names(config.hbn.budgets), config.hbn.budgets, strict=True))
+    controls = [v for v in map(variants.parse, plans) if v.kind == "control"]
     return {
         "version": VERSION,
         "recipe": config.recipe,
@@ -73,15 +73,14 @@ def hbn_results(
                 for variant, budget in budgets.items()
             },
             "controls": {
-                name: {
-                    "hybrid": hybrid,
-                    "budget": budgets[hybrid],
-                    "control": name.partition(".")[2],
-                    "max_eq_flops": budgets[hybrid] * fbin_eq_flops,
-                    "float_inputs": list(plans[name].float_inputs),
+                control.name: {
+                    "hybrid": control.hybrid,
+                    "budget": budgets[control.hybrid],
+                    "control": control.label,
+                    "max_eq_flops": budgets[control.hybrid] * fbin_eq_flops,
+                    "float_inputs": list(plans[control.name].float_inputs),
                 }
-                for name in plans
-                if (hybrid := variants.controlled_hybrid(name))
+                for control in controls
             },
         },
     }
@@ -165,7 +164,7 @@ def format_table(results: dict) -> str:
         "test evaluation, the authors' figure - optimistic, since the test set chose it.",
         "",
     ]
-    if any(variants.controlled_hybrid(name) for name in entries):
+    if any(variants.parse(name).kind == "control" for name in entries):
         lines += [
             "Controls (`HYBRID.random<i>`, `HYBRID.cost_only`, `HYBRID.error_only`): float "
             "inputs chosen at HYBRID's budget without the metric - a random ranking (at "

@@ -23,6 +23,10 @@ main process only, its directory created, local or ``gs://`` alike (``etils.epat
     >>> run = RunDir.of("runs/quickstart")
     >>> str(run.variant("fbin").export_file)
     'runs/quickstart/fbin/model.npz'
+
+What a run trained is read back from this layout too (:meth:`RunDir.trained_runs`), not
+from the config that asks: ``eval`` and ``export`` find every variant an ``hbn`` run
+trained, whatever the config now lists.
 """
 
 from __future__ import annotations
@@ -31,9 +35,19 @@ import dataclasses
 
 from etils import epath
 
-from binflax import outputs
+from binflax import checkpointing, outputs, variants
 
 FIRST_HYBRID = "hybrid"  # its selection files carry no suffix (plan.json, select.json)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """One trained variant found in a workdir: where it trained, its name, its plan (a
+    preset's name, or the plan file its selection wrote, or a ``train`` run's plan)."""
+
+    run: RunDir
+    variant: str
+    plan: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +94,45 @@ class RunDir:
         hybrid, ``plan_hybrid2.json``/... for the others and the controls."""
         tail = "" if variant == FIRST_HYBRID else f"_{variant}"
         return self.path / f"{kind}{tail}{suffix}"
+
+    def trained_runs(self, plan: str) -> list[TrainedRun]:
+        """Every variant trained here, in the paper's row order (``variants.report_order``).
+
+        A ``train`` workdir (checkpoints of its own) is one run of ``plan``, the config's:
+        a ``train`` run writes no plan file. An ``hbn`` workdir is read from its layout,
+        not from the config: each sub-directory named after a variant with checkpoints
+        of its own, a hybrid or control with the plan file its selection wrote. Why: the
+        config may have changed since (``config.hbn.controls`` emptied, a budget
+        dropped), and a row it no longer lists was trained all the same.
+        """
+        if checkpointing.has_checkpoints(self.path):
+            return [TrainedRun(self, variants.of_plan(plan), plan)]
+        trained = {}
+        for child in self.path.iterdir() if self.path.is_dir() else ():
+            try:
+                variant = variants.parse(child.name)
+            except ValueError:  # a folder of the user's, not a variant's
+                continue
+            if checkpointing.has_checkpoints(child):
+                trained[variant.name] = variant
+        if not trained:
+            raise checkpointing.CheckpointError(
+                f"no trained checkpoints under {self}; train first (--mode=train or hbn)"
+            )
+        runs = []
+        for name in variants.report_order(trained):
+            if trained[name].kind == "baseline":
+                runs.append(TrainedRun(self.variant(name), name, name))
+                continue
+            plan_file = self.selection("plan", name)
+            if not plan_file.exists():
+                raise checkpointing.CheckpointError(
+                    f"{self.variant(name)} trained, but its plan {plan_file} is missing; "
+                    "--mode=select writes it again from fbin (a control's, while "
+                    "config.hbn.controls lists it)"
+                )
+            runs.append(TrainedRun(self.variant(name), name, str(plan_file)))
+        return runs
 
     # -- a trained variant's files -----------------------------------------------------
 

@@ -298,6 +298,7 @@ def evaluate(state: TrainState, batches: Iterable[dict], mesh: jax.sharding.Mesh
 
 
 # -- the loop --------------------------------------------------------------------------
+@networks.takes_config
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -322,7 +323,6 @@ def train_and_evaluate(
     run's ``provenance.json`` at every checkpoint (:mod:`binflax.provenance`), so the
     result's ``seconds`` is the whole training's, not the last sitting's.
     """
-    config = networks.with_recipe(config)
     info = dataset_info(config)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)

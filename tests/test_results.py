@@ -219,7 +219,7 @@ def _train_result(model, seconds, record, first_stage=None):
 
 
 def test_a_row_carries_its_runs_provenance_and_none_without_a_record():
-    config = networks.with_recipe(quickstart.get_config())
+    config = networks.resolved(quickstart.get_config())
     model = networks.build_model(config, config.num_classes, "fbin")
     record = {"commit": "abc1234", "train_seconds": 12.34, "sittings": []}
     entry = results.variant_entry(_train_result(model, 12.34, record), config)

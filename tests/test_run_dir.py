@@ -5,8 +5,10 @@ import pathlib
 import re
 
 import jax
+import pytest
 
-from binflax.run_dir import RunDir
+from binflax.checkpointing import CheckpointError
+from binflax.run_dir import RunDir, TrainedRun
 
 CLI_DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
@@ -56,3 +58,51 @@ def test_only_the_main_process_writes(tmp_path, monkeypatch):
     run.write_json(run.summary_json, {})
     run.write(run.results_png, lambda path: written.append(path))
     assert not run.summary_json.exists() and len(written) == 1
+
+
+def trained_here(folder: pathlib.Path) -> None:
+    """A folder as training leaves it, as far as finding it goes (docs/cli.md)."""
+    (folder / "checkpoints" / "6").mkdir(parents=True)
+
+
+def test_an_hbn_workdir_is_read_from_its_layout_not_from_a_config(tmp_path):
+    """Every variant with checkpoints of its own is found, hybrids and controls with the
+    plan their selection wrote, in the paper's order; a folder that names no variant, a
+    variant not trained (no checkpoints) and a control's plan without a run are not."""
+    for name in ("fbin", "hybrid2", "hybrid1.random0", "float", "hybrid1", "hybrid2.cost_only"):
+        trained_here(tmp_path / name)
+    for name in ("hybrid1", "hybrid2", "hybrid1.random0", "hybrid2.cost_only", "hybrid1.random1"):
+        (tmp_path / f"plan_{name}.json").write_text("{}")
+    (tmp_path / "wbin").mkdir()  # started, never checkpointed
+    trained_here(tmp_path / "notes")  # the user's
+    found = RunDir.of(tmp_path).trained_runs("fbin")
+    names = ["float", "hybrid1", "hybrid1.random0", "hybrid2", "hybrid2.cost_only", "fbin"]
+    assert [t.variant for t in found] == names
+    assert [t.run.path for t in found] == [tmp_path / name for name in names]
+    plans = [str(tmp_path / f"plan_{name}.json") for name in names[1:-1]]
+    assert [t.plan for t in found] == ["float", *plans, "fbin"]
+
+
+def test_a_train_workdir_is_one_run_of_the_plan_it_is_given(tmp_path):
+    trained_here(tmp_path)
+    trained_here(tmp_path / "hybrid")  # checkpoints of its own make it a train workdir
+    assert RunDir.of(tmp_path).trained_runs("wbin") == [
+        TrainedRun(RunDir(tmp_path), "wbin", "wbin")
+    ]
+    plan = str(tmp_path / "my_plan.json")
+    assert RunDir.of(tmp_path).trained_runs(plan) == [TrainedRun(RunDir(tmp_path), "hybrid", plan)]
+
+
+def test_a_workdir_without_a_trained_variant_or_a_trained_hybrid_without_its_plan_says_so(
+    tmp_path,
+):
+    (tmp_path / "fbin").mkdir()
+    with pytest.raises(CheckpointError, match="no trained checkpoints under"):
+        RunDir.of(tmp_path).trained_runs("fbin")
+    with pytest.raises(CheckpointError, match="no trained checkpoints under"):
+        RunDir.of(tmp_path / "absent").trained_runs("fbin")
+    trained_here(tmp_path / "hybrid")
+    with pytest.raises(CheckpointError, match=r"its plan .*plan\.json is missing"):
+        RunDir.of(tmp_path).trained_runs("fbin")
+    (tmp_path / "plan.json").write_text("{}")
+    assert [t.variant for t in RunDir.of(tmp_path).trained_runs("fbin")] == ["hybrid"]

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from binflax import cli, config_check, modes, networks, planned, train, two_stage
+from binflax import cli, config_check, modes, networks, planned, recipe_presets, train, two_stage
 from binflax.errors import ConfigError
 from binflax.plan import Plan
 from binflax.recipe_presets import RECIPES, resolve
@@ -38,14 +38,14 @@ def test_a_recipe_fills_only_what_the_config_leaves_unset():
     config = quickstart.get_config()
     config.recipe = "reactnet"
     config.distill.weight = 0.5
-    resolved = networks.with_recipe(config)
+    resolved = networks.resolved(config)
     assert resolved.distill.weight == 0.5  # the override
     assert resolved.input_norm == "shift" and resolved.activation == "rprelu"
     assert resolved.two_stage.enabled and resolved.input_quantizer == "approx_sign"
     assert resolved.model_kwargs.block is None  # mini_sketchanet has no block field
     config.model = "resnet18"
-    assert networks.with_recipe(config).model_kwargs.block == "reactnet"
-    assert networks.with_recipe(networks.with_recipe(config)) == networks.with_recipe(config)
+    assert networks.resolved(config).model_kwargs.block == "reactnet"
+    assert networks.resolved(networks.resolved(config)) == networks.resolved(config)
 
 
 # Fields configs/default.py leaves None with a meaning of their own, not "the recipe's":
@@ -78,7 +78,7 @@ def test_the_default_recipe_builds_the_librarys_default_unit():
     """The command line's default (configs/default.py, the xnor recipe) and a network
     planned with no option set (binflax.binarize, binflax's models) build the same unit,
     the authors': batch norm, sign with the clipped STE, ReLU, alpha a constant."""
-    config = networks.with_recipe(default.get_config())
+    config = networks.resolved(default.get_config())
     unit = planned.BinaryOptions()
     in_config = [name for name in planned.OPTION_NAMES if name in config]
     assert len(in_config) >= 5  # input_norm, activation, quantizer, scaling, alpha at least
@@ -103,7 +103,7 @@ def test_a_bad_recipe_field_is_named(field, value, message):
     parent, _, key = field.rpartition(".")
     (config[parent] if parent else config)[key] = value
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        config_check.validate(config)
+        config_check.checked(config)
 
 
 def smoke_config(tmp_path):
@@ -167,7 +167,7 @@ def test_stage_two_starts_from_stage_one_and_resumes_there(tmp_path, monkeypatch
 
 def checkpointed_params(workdir):
     """The params of the state a finished run chose (its best checkpoint)."""
-    config = networks.with_recipe(smoke_config(None))
+    config = networks.resolved(smoke_config(None))
     _, state = train.restore_state(config, workdir, two_stage.first_stage_plan(
         networks.build_model(config, config.num_classes, "fbin").plan))  # fmt: skip
     return jax.tree.map(np.asarray, state.params)
@@ -191,3 +191,28 @@ def test_the_quickstart_runs_with_the_reactnet_recipe(tmp_path, capsys):
             assert (sitting["from_step"], sitting["to_step"]) == (0, 2)
         assert results["variants"][variant]["provenance"] == stages["stage2"]["provenance"]
     assert "stages" not in results["variants"]["float"]
+
+
+def test_a_config_is_resolved_once_however_many_marked_functions_it_passes(tmp_path, monkeypatch):
+    """The command line resolves the user's config at its entry and every function below
+    takes it as it is (summary builds the network several times); a marked library entry
+    point handed a config as get_config() returns it resolves it itself, once."""
+    calls = []
+    real = recipe_presets.resolve
+
+    def counted(config, model_fields=frozenset()):
+        calls.append(config.recipe)
+        return real(config, model_fields)
+
+    monkeypatch.setattr(recipe_presets, "resolve", counted)
+    config = quickstart.get_config()
+    config.recipe = "reactnet"
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == 0
+    assert calls == ["reactnet"]
+    assert config.input_norm is None and networks.RESOLVED not in config  # the user's, as is
+    model = networks.build_model(config, config.num_classes, "fbin")
+    assert calls == ["reactnet", "reactnet"]
+    assert (model.options.input_norm, model.options.activation) == ("shift", "rprelu")
+    resolved = networks.resolved(config)
+    assert networks.build_model(resolved, config.num_classes, "fbin") == model
+    assert len(calls) == 3  # resolved() once; build_model took it as it was

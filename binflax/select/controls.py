@@ -92,14 +92,6 @@ def random_sets(
     return tuple(draws)
 
 
-def control_labels(controls: Sequence[str], num_random: int) -> tuple[str, ...]:
-    """The labels :func:`control_sets` gives, in its order (``random0``, ..., ``cost_only``)."""
-    labels: list[str] = []
-    for control in controls:
-        labels += [f"random{i}" for i in range(num_random)] if control == "random" else [control]
-    return tuple(labels)
-
-
 def control_sets(
     prob: Problem,
     hybrid_layers: Iterable[str],
