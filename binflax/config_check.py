@@ -19,10 +19,10 @@ from binflax import (
     models,
     modes,
     networks,
+    optimizer,
     planned,
     quantizers,
     select,
-    train,
     variants,
 )
 from binflax.errors import ConfigError
@@ -54,8 +54,8 @@ def checked(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _positive(config, field)
     if not 0.0 <= config.holdout_fraction < 1.0:
         raise ConfigError(f"config.holdout_fraction={config.holdout_fraction} must be in [0, 1)")
-    _one_of(config, "lr_schedule", train.SCHEDULES)
-    _one_of(config, "kernel_projection", train.KERNEL_PROJECTIONS)
+    _one_of(config, "lr_schedule", optimizer.SCHEDULES)
+    _one_of(config, "kernel_projection", optimizer.KERNEL_PROJECTIONS)
     if config.half_precision not in (None, True, False):
         raise ConfigError(
             f"config.half_precision={config.half_precision!r} must be True, False or None "

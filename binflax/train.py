@@ -3,8 +3,7 @@
 One readable loop, data parallel over every device of every process (binflax.parallel),
 with the authors' recipe: Adam, a learning rate halved on a fixed interval down to a
 floor, and after every step the latent binary kernels mean-centred over input channels
-and clipped to [-1, 1] (``binflax.quantizers.project_binary_kernels``;
-``config.kernel_projection`` chooses).
+and clipped to [-1, 1] (``binflax.optimizer``; ``config.kernel_projection`` chooses).
 
 The loop resumes by itself: the step is the data position (``binflax.data`` streams are
 deterministic per step), the dropout key is ``fold_in(seed key, step)``, and the Orbax
@@ -30,7 +29,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from binflax import data, distill, networks, outputs, parallel, provenance, quantizers
+from binflax import data, distill, networks, optimizer, outputs, parallel, provenance
 from binflax.checkpointing import CheckpointError, Checkpoints, PreemptionGuard
 from binflax.errors import ConfigError
 from binflax.eval_history import EvalHistory
@@ -78,96 +77,6 @@ class TrainResult:
     provenance: dict | None = None
 
 
-# -- optimizer -------------------------------------------------------------------------
-# The authors' ``imagenetscheduler`` (their code/utils.py, ``adjust_learning_rate``):
-# ``(first epoch, learning rate, weight decay)``; epoch 0 runs at the configured
-# ``learning_rate`` and ``weight_decay``, as their ``--maxlr`` and ``--weightDecay``.
-IMAGENET_SCHEDULE = (
-    (1, 1e-3, 5e-5),
-    (19, 5e-4, 5e-5),
-    (30, 1e-4, 0.0),
-    (44, 5e-5, 0.0),
-    (53, 2e-5, 0.0),
-)
-SCHEDULES = ("decay", "imagenet")
-# After each step, binary latent kernels are: mean-centred over input channels and clipped
-# to [-1, 1] (the authors') | clipped only (Larq's weight_clip) | left alone.
-KERNEL_PROJECTIONS = ("center_clip", "clip", "none")
-
-
-def learning_rate_schedule(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> optax.Schedule:
-    """The learning rate per step, by ``config.lr_schedule``:
-
-    - ``decay`` (the authors' ``decayscheduler``): ``lr * factor ** floor(epoch /
-      decay_epochs)``, never below ``lr_floor``;
-    - ``imagenet`` (their ``imagenetscheduler``): :data:`IMAGENET_SCHEDULE`.
-    """
-    if config.lr_schedule == "imagenet":
-        return _epoch_table(
-            config.learning_rate, [(e, lr) for e, lr, _ in IMAGENET_SCHEDULE], steps_per_epoch
-        )
-    return optax.exponential_decay(
-        init_value=config.learning_rate,
-        transition_steps=max(1, int(config.lr_decay_epochs * steps_per_epoch)),
-        decay_rate=config.lr_decay_factor,
-        staircase=True,
-        end_value=config.lr_floor,
-    )
-
-
-def weight_decay_schedule(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> float | optax.Schedule:
-    """``config.weight_decay``, or the ``imagenet`` schedule's decay per epoch."""
-    if config.lr_schedule == "imagenet":
-        return _epoch_table(
-            config.weight_decay, [(e, wd) for e, _, wd in IMAGENET_SCHEDULE], steps_per_epoch
-        )
-    return float(config.weight_decay)
-
-
-def _epoch_table(
-    first: float, table: list[tuple[int, float]], steps_per_epoch: int
-) -> optax.Schedule:
-    """``first`` until the first table epoch, then each table value from its epoch on."""
-    boundaries = jnp.array([epoch * steps_per_epoch for epoch, _ in table])
-    values = jnp.array([first, *(value for _, value in table)], jnp.float32)
-    return lambda step: values[jnp.searchsorted(boundaries, step, side="right")]
-
-
-def binary_kernel_mask(params: Any, plan: Plan) -> Any:
-    """True for the ``kernel`` leaves of layers whose weights the plan binarizes."""
-    binary = {layer.name for layer in plan if layer.binary_weight}
-
-    def is_binary(path, _):
-        keys = [p.key for p in path]
-        return keys[-1] == "kernel" and "/".join(keys[:-1]) in binary
-
-    return jax.tree_util.tree_map_with_path(is_binary, params)
-
-
-def create_optimizer(
-    config: ml_collections.ConfigDict, plan: Plan, steps_per_epoch: int
-) -> optax.GradientTransformation:
-    """Adam with the config's schedule and the authors' L2 weight decay (added to the
-    gradient before Adam, as PyTorch's ``Adam(weight_decay=...)``), then the projection of
-    the binary latent kernels."""
-    parts = [optax.adam(learning_rate_schedule(config, steps_per_epoch))]
-    weight_decay = weight_decay_schedule(config, steps_per_epoch)
-    if callable(weight_decay) or weight_decay:
-        parts.insert(0, optax.add_decayed_weights(weight_decay))
-    if config.kernel_projection != "none":
-        parts.append(
-            quantizers.project_binary_kernels(
-                lambda params: binary_kernel_mask(params, plan),
-                center=config.kernel_projection == "center_clip",
-            )
-        )
-    return optax.chain(*parts)
-
-
 def init_state(
     config: ml_collections.ConfigDict,
     model: nn.Module,
@@ -187,7 +96,7 @@ def init_state(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
-        tx=create_optimizer(config, model.plan, steps_per_epoch),
+        tx=optimizer.create_optimizer(config, model.plan, steps_per_epoch),
     )
 
 
@@ -376,7 +285,7 @@ def train_and_evaluate(
 
         dropout_key = jax.random.key(config.seed + 1)
         batches = data.train_batches(config, seed=config.seed, start_step=start_step)
-        lr_schedule = learning_rate_schedule(config, steps_per_epoch)
+        lr_schedule = optimizer.learning_rate_schedule(config, steps_per_epoch)
         log(
             f"[{name}] {type(model).__name__} plan={model.plan.name} on {mesh.size} device(s), "
             f"{jax.process_count()} process(es): {total_steps} steps, "

@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from binflax import binarize, cost, quantizers, select, tracing, train
+from binflax import binarize, cost, optimizer, quantizers, select, tracing
 from binflax.binarized import BinarizeError, load_float_variables
 from binflax.errors import UserError
 from binflax.plan import Plan, PlanError
@@ -441,10 +441,12 @@ def test_training_projects_exactly_the_binary_kernels():
     model = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
     x = images()
     params = random_variables(model, x.shape[1:], kernel_std=1.5)["params"]
-    mask = flat(train.binary_kernel_mask(params, model.plan))
+    mask = flat(optimizer.binary_kernel_mask(params, model.plan))
     marked = {p.removesuffix("/kernel") for p, is_binary in mask.items() if is_binary}
     assert marked == {"Conv_1", "Conv_2", "Conv_3", "Dense_0"}
-    project = quantizers.project_binary_kernels(lambda p: train.binary_kernel_mask(p, model.plan))
+    project = quantizers.project_binary_kernels(
+        lambda p: optimizer.binary_kernel_mask(p, model.plan)
+    )
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = project.update(zeros, project.init(params), params)
     after = flat(optax.apply_updates(params, updates))

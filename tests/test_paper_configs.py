@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from binflax import cli, cost, models, networks, paper, select, train, variants
+from binflax import cli, cost, models, networks, optimizer, paper, select, variants
 from binflax.layers import HBNConv
 from binflax.plan import Plan
 from tests.data import data_fakes
@@ -268,8 +268,8 @@ def test_squeezenet_has_a_relu_after_conv10():
 def test_imagenet_schedule_is_the_authors_imagenetscheduler():
     config = load("alexnet")
     steps = 10  # per epoch
-    lr = train.learning_rate_schedule(config, steps)
-    wd = train.weight_decay_schedule(config, steps)
+    lr = optimizer.learning_rate_schedule(config, steps)
+    wd = optimizer.weight_decay_schedule(config, steps)
     # (epoch, lr, weight decay) from the authors' utils.py, epoch 0 from run_imagenet_3.sh
     authors = [(0, 8e-5, 0.0), (1, 1e-3, 5e-5), (18, 1e-3, 5e-5), (19, 5e-4, 5e-5),
                (29, 5e-4, 5e-5), (30, 1e-4, 0.0), (43, 1e-4, 0.0), (44, 5e-5, 0.0),
@@ -293,7 +293,7 @@ def test_imagenet_schedule_is_the_authors_imagenetscheduler():
 def test_sketch_schedules_halve_on_the_authors_interval(name, lr, halve_every, epochs, batch):
     config = load(name)
     steps = 7
-    schedule = train.learning_rate_schedule(variants.variant_config(config, "fbin"), steps)
+    schedule = optimizer.learning_rate_schedule(variants.variant_config(config, "fbin"), steps)
     for epoch in (0, halve_every - 1, halve_every, 3 * halve_every, epochs - 1):
         expected = max(lr * 0.5 ** (epoch // halve_every), 5e-5)
         assert float(schedule(epoch * steps)) == pytest.approx(expected, rel=1e-6), epoch
@@ -305,9 +305,9 @@ def test_sketch_schedules_halve_on_the_authors_interval(name, lr, halve_every, e
 def test_float_sketchanet_has_its_own_learning_rate_and_weight_decay():
     config = load("sketchanet_tuberlin")
     float_config = variants.variant_config(config, "float")
-    assert float(train.learning_rate_schedule(float_config, 1)(0)) == pytest.approx(5e-3)
-    assert train.weight_decay_schedule(float_config, 1) == pytest.approx(5e-4)
-    assert train.weight_decay_schedule(variants.variant_config(config, "fbin"), 1) == 0.0
+    assert float(optimizer.learning_rate_schedule(float_config, 1)(0)) == pytest.approx(5e-3)
+    assert optimizer.weight_decay_schedule(float_config, 1) == pytest.approx(5e-4)
+    assert optimizer.weight_decay_schedule(variants.variant_config(config, "fbin"), 1) == 0.0
 
 
 # -- a smoke run of a paper config on generated sketches -------------------------------

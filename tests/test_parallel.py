@@ -12,7 +12,7 @@ from tests import runner
 ONE_VS_EIGHT = r"""
 import json, jax, numpy as np, optax
 from configs import quickstart
-from binflax import data, networks, parallel, quantizers, train
+from binflax import data, networks, optimizer, parallel, quantizers, train
 
 assert jax.device_count() == 8
 config = quickstart.get_config()
@@ -30,7 +30,7 @@ for plan in ("wbin", "fbin"):
         # divides each gradient by its own magnitude, which turns summation-order noise
         # on near-zero gradients into differences of up to 2 lr.)
         tx = optax.chain(optax.sgd(1.0), quantizers.project_binary_kernels(
-            lambda p: train.binary_kernel_mask(p, model.plan)))
+            lambda p: optimizer.binary_kernel_mask(p, model.plan)))
         state = train.TrainState.create(
             apply_fn=state.apply_fn, params=state.params, batch_stats=state.batch_stats, tx=tx
         )

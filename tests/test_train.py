@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from binflax import models, networks, parallel, train
+from binflax import models, networks, optimizer, parallel, train
 from binflax.checkpointing import Checkpoints
 from binflax.plan import Plan
 from configs import quickstart
@@ -35,7 +35,7 @@ def small_config(**overrides):
 
 def test_learning_rate_halves_on_interval_down_to_floor():
     config = small_config(learning_rate=2e-3, lr_decay_epochs=2, lr_decay_factor=0.5, lr_floor=3e-4)
-    schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+    schedule = optimizer.learning_rate_schedule(config, steps_per_epoch=10)
     for step in (0, 5, 19, 20, 39, 40, 60, 500):
         expected = max(2e-3 * 0.5 ** (step // 20), 3e-4)
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
@@ -44,7 +44,7 @@ def test_learning_rate_halves_on_interval_down_to_floor():
 def test_binary_kernel_mask_marks_exactly_the_binary_weight_kernels():
     model = models.create("resnet18", plan="fbin", num_classes=10)
     params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))["params"]
-    mask = train.binary_kernel_mask(params, model.plan)
+    mask = optimizer.binary_kernel_mask(params, model.plan)
     marked = {
         "/".join(p.key for p in path[:-1])
         for path, leaf in jax.tree_util.tree_leaves_with_path(mask)
@@ -55,14 +55,14 @@ def test_binary_kernel_mask_marks_exactly_the_binary_weight_kernels():
     assert "conv1" not in marked and "fc" not in marked and "layer4_1/conv2" in marked
 
 
-@pytest.mark.parametrize("projection", train.KERNEL_PROJECTIONS)
+@pytest.mark.parametrize("projection", optimizer.KERNEL_PROJECTIONS)
 def test_kernel_projection_chooses_what_happens_to_binary_latent_kernels(projection):
     """center_clip: mean zero over input channels and within [-1, 1]; clip: within [-1, 1]
     with the mean kept; none: the optimizer's step alone. Float kernels are never touched."""
     config = small_config(kernel_projection=projection, learning_rate=0.5)
     model = models.create("mini_sketchanet", plan="fbin", num_classes=10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
-    tx = train.create_optimizer(config, model.plan, steps_per_epoch=10)
+    tx = optimizer.create_optimizer(config, model.plan, steps_per_epoch=10)
     # gradients far from zero, both signs: Adam's first step is -lr * sign(g)
     grads = jax.tree.map(
         lambda p: (jnp.where(jnp.arange(p.size) % 3, 1.0, -2.0)).reshape(p.shape), params
