@@ -212,14 +212,8 @@ def geometric_means(rows: list[dict]) -> dict:
     }
 
 
-# (model name, vendor, flags) of this machine's first CPU: binflax's one /proc/cpuinfo
-# reader, the one each run's provenance.json records; a name of its own so tests can
-# stand in another CPU.
-_cpuinfo = provenance.cpuinfo
-
-
 def cpu_model() -> str:
-    name, _, flags = _cpuinfo()
+    name, _, flags = provenance.cpuinfo()  # the reader each provenance.json records
     simd = sorted(f for f in flags if f.startswith(("avx", "sse4")) or f in ("popcnt",))
     return f"{name} ({' '.join(simd)})"
 
@@ -259,7 +253,7 @@ AVX512_LIMIT = BinaryMacLimit("AVX-512 VPOPCNTDQ", 512.0, 32.0)
 
 def binary_mac_limit() -> BinaryMacLimit:
     """The limit for this machine's CPU; CPUs without AVX2 get AVX2's (an upper bound)."""
-    _, vendor, flags = _cpuinfo()
+    _, vendor, flags = provenance.cpuinfo()
     if "avx512_vpopcntdq" in flags:
         return ZEN4_LIMIT if vendor == "AuthenticAMD" else AVX512_LIMIT
     return AVX2_LIMIT

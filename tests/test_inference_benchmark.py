@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from benchmarks import binary_layers, inference
-from binflax import native
+from binflax import native, provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUTO_ROWS = ("float32", "auto")  # the float runs, and each binary variant's default
@@ -85,10 +85,10 @@ def test_the_limit_follows_the_instruction_set(monkeypatch):
     def cpu(vendor, flags):
         return lambda: ("a CPU", vendor, set(flags))
 
-    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", ["avx2", "popcnt"]))
+    monkeypatch.setattr(provenance, "cpuinfo", cpu("AuthenticAMD", ["avx2", "popcnt"]))
     assert binary_layers.binary_mac_limit().speedup == 13.125  # Zen 3: (171 + 39) / 16
     zen4 = ["avx2", "avx512f", "avx512_vpopcntdq"]
-    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("AuthenticAMD", zen4))
+    monkeypatch.setattr(provenance, "cpuinfo", cpu("AuthenticAMD", zen4))
     assert round(binary_layers.binary_mac_limit().speedup, 2) == 24.0  # (512/1.5 + 128/3) / 16
-    monkeypatch.setattr(binary_layers, "_cpuinfo", cpu("GenuineIntel", zen4))
+    monkeypatch.setattr(provenance, "cpuinfo", cpu("GenuineIntel", zen4))
     assert binary_layers.binary_mac_limit().speedup == 16.0  # 512 / 32
