@@ -35,13 +35,22 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
+import numpy as np
 from etils import epath
 
 from binflax.errors import UserError
 
-Precision = Literal["binary", "float"]
+Precision = Literal["binary", "int2", "int4", "int8", "float"]
 PRESETS = ("float", "wbin", "fbin")
-PRECISIONS = ("binary", "float")
+# What a layer's input and its weights may be, by name, and each name's bit-width
+# (float counts 32). The plan stores names; it accepts bit-widths (1, 2, 4, 8, 32) too,
+# so ``("conv3", 4, "binary")`` is a rule and ``(1, 2, 4, 8, 32)`` a search space.
+INPUT_PRECISIONS = ("binary", "int2", "int4", "int8", "float")
+WEIGHT_PRECISIONS = ("binary", "int8", "float")
+BITS = {"binary": 1, "int2": 2, "int4": 4, "int8": 8, "float": 32}
+# The precisions the network's first and last layers may take: the paper keeps them
+# float; 8 bits is the deployment convention ([choice]).
+EDGE_INPUT_PRECISIONS = ("int8", "float")
 FORMAT = "binflax.plan"
 VERSION = 1
 
@@ -64,6 +73,20 @@ class LayerPrecision(NamedTuple):
         """Binary input and binary weights: the layer runs as XNOR + popcount."""
         return self.binary_input and self.binary_weight
 
+    @property
+    def quantized_input(self) -> bool:
+        """The input is quantized (binary or k-bit): the layer takes the binary-input
+        block, ``norm -> quantize -> layer`` (binflax.planned)."""
+        return self.input != "float"
+
+    @property
+    def input_bits(self) -> int:
+        return BITS[self.input]
+
+    @property
+    def weight_bits(self) -> int:
+        return BITS[self.weight]
+
 
 class PlanError(UserError, ValueError):
     """A plan that does not fit the network it is applied to."""
@@ -78,9 +101,10 @@ class Plan:
     __slots__ = ("layers", "name")
 
     def __init__(self, layers: Iterable[LayerPrecision], name: str = "custom"):
-        layers = tuple(LayerPrecision(*layer) for layer in layers)
-        for layer in layers:
-            _check_precisions(f"layer {layer.name!r}", layer.input, layer.weight)
+        layers = tuple(
+            LayerPrecision(name, *_canonical(f"layer {name!r}", inp, weight))
+            for name, inp, weight in layers
+        )
         names = [layer.name for layer in layers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -150,7 +174,7 @@ class Plan:
                 regex = re.compile(pattern)
             except (re.error, TypeError) as e:
                 raise PlanError(f"{where}: {pattern!r} is not a regular expression: {e}") from None
-            _check_precisions(where, inp, weight)
+            inp, weight = _canonical(where, inp, weight)
             compiled.append((where, regex, inp, weight))
         layers, decided = [], {where: [] for where, *_ in compiled}
         for layer in layer_names:
@@ -201,19 +225,35 @@ class Plan:
         return hash(self.layers)
 
     def __repr__(self) -> str:
+        if self.mixed:
+            layers = {layer.name: (layer.input, layer.weight) for layer in self.layers}
+            return f"Plan({self.name!r}, {layers})"
         return f"Plan({self.name!r}, float_inputs={list(self.float_inputs)})"
 
     @property
     def float_inputs(self) -> tuple[str, ...]:
-        return tuple(layer.name for layer in self.layers if not layer.binary_input)
+        return tuple(layer.name for layer in self.layers if layer.input == "float")
 
     @property
     def binary_inputs(self) -> tuple[str, ...]:
         return tuple(layer.name for layer in self.layers if layer.binary_input)
 
+    @property
+    def mixed_layers(self) -> tuple[LayerPrecision, ...]:
+        """The layers with a k-bit input or 8-bit weights: beyond the paper's binary or
+        float."""
+        plain = ("binary", "float")
+        return tuple(
+            layer for layer in self.layers if layer.input not in plain or layer.weight not in plain
+        )
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.mixed_layers)
+
     def validate(self, layer_names: Sequence[str]) -> Plan:
         """Checks that the plan covers exactly ``layer_names`` and keeps the network's first
-        and last layers' inputs float; returns it in network order.
+        and last layers' inputs float or 8-bit; returns it in network order.
 
         The edge rule is checked here, not in the constructor, because "first" and "last"
         belong to the network: a plan file may list its layers in any order.
@@ -223,10 +263,11 @@ class Plan:
         if missing:
             raise PlanError(f"the plan does not cover layer(s) {', '.join(missing)}")
         for edge in dict.fromkeys((layer_names[0], layer_names[-1])):
-            if self[edge].binary_input:
+            if self[edge].input not in EDGE_INPUT_PRECISIONS:
                 raise PlanError(
                     f"layer {edge!r}: the network's first and last layers "
-                    f"({layer_names[0]}, {layer_names[-1]}) keep float inputs"
+                    f"({layer_names[0]}, {layer_names[-1]}) keep float inputs (or 8-bit: "
+                    f"'int8'), not {self[edge].input!r}"
                 )
         return Plan((self[n] for n in layer_names), name=self.name)
 
@@ -307,12 +348,24 @@ def precision_of(plan: Plan | None, path: str) -> LayerPrecision:
     return LayerPrecision(path, "float", "float") if plan is None else plan[path]
 
 
-def _check_precisions(where: str, inp: str, weight: str) -> None:
-    for field, value in (("input", inp), ("weight", weight)):
-        if value not in PRECISIONS:
-            raise PlanError(
-                f"{where}: {field} precision must be 'binary' or 'float', got {value!r}"
-            )
+def precision_name(value: str | int, field: str = "input", where: str = "") -> str:
+    """The plan's name for an input (``field="input"``) or weight precision given by name
+    (``"int4"``) or bit-width (``4``; 1 is ``"binary"``, 32 ``"float"``)."""
+    allowed = INPUT_PRECISIONS if field == "input" else WEIGHT_PRECISIONS
+    names = {BITS[name]: name for name in allowed}
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and value in names:
+        return names[int(value)]
+    if isinstance(value, str) and value in allowed:
+        return value
+    prefix = f"{where}: " if where else ""
+    raise PlanError(
+        f"{prefix}{field} precision must be one of {', '.join(allowed)} (or the bit-widths "
+        f"{', '.join(str(BITS[name]) for name in allowed)}), got {value!r}"
+    )
+
+
+def _canonical(where: str, inp: str | int, weight: str | int) -> tuple[str, str]:
+    return precision_name(inp, "input", where), precision_name(weight, "weight", where)
 
 
 def _check_known(names: Iterable[str], layer_names: Sequence[str]) -> None:

@@ -228,3 +228,69 @@ def test_model_with_plan_is_a_jit_static_argument():
     other = models.create("mini_sketchanet", plan="fbin", binarize_last_weights=True, **small)
     jitted(other, variables, x)
     assert traces == ["fbin", "fbin"]
+
+
+# -- bit-widths ------------------------------------------------------------------------
+
+
+def test_bit_widths_are_names_in_a_plan_and_in_rules():
+    rules = [("conv1", 8, 8), ("conv2", 4, 1), ("conv3", "int2", "int8"), ("fc", 32, 32)]
+    plan = Plan.from_rules([*rules, (".*", 1, "binary")], NAMES).validate(NAMES)
+    assert table(plan) == {
+        "conv1": ("int8", "int8"),
+        "conv2": ("int4", "binary"),
+        "conv3": ("int2", "int8"),
+        "conv4": ("binary", "binary"),
+        "fc": ("float", "float"),
+    }
+    assert [layer.input_bits for layer in plan] == [8, 4, 2, 1, 32]
+    assert [layer.weight_bits for layer in plan] == [8, 1, 8, 1, 32]
+    assert [layer.quantized_input for layer in plan] == [True, True, True, True, False]
+    assert plan.mixed and not Plan.preset("fbin", NAMES).mixed
+    assert plan.binary_inputs == ("conv4",) and plan.float_inputs == ("fc",)
+
+
+def test_a_plan_with_bit_widths_round_trips_through_json(tmp_path):
+    plan = Plan([(n, 4, 8) if n == "conv3" else (n, "float", "float") for n in NAMES])
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json") == plan
+    assert plan.to_dict()["layers"]["conv3"] == {"input": "int4", "weight": "int8"}
+
+
+def test_a_version_1_plan_file_of_binary_and_float_loads_unchanged(tmp_path):
+    """A file written before bit-widths existed, byte for byte."""
+    text = (
+        '{"format": "binflax.plan", "version": 1, "name": "hybrid1", "layers": {'
+        '"conv1": {"input": "float", "weight": "float"}, '
+        '"conv2": {"input": "binary", "weight": "binary"}, '
+        '"conv3": {"input": "float", "weight": "binary"}, '
+        '"conv4": {"input": "binary", "weight": "binary"}, '
+        '"fc": {"input": "float", "weight": "float"}}}'
+    )
+    (tmp_path / "old.json").write_text(text)
+    assert Plan.load(tmp_path / "old.json") == Plan.hybrid(NAMES, ["conv3"])
+
+
+@pytest.mark.parametrize(
+    "inp,weight,match",
+    [
+        (3, "binary", "input precision must be one of binary, int2, int4, int8, float .*got 3"),
+        ("int4", 4, "weight precision must be one of binary, int8, float .*got 4"),
+        ("int16", "float", "got 'int16'"),
+        (True, "float", "got True"),
+    ],
+)
+def test_an_unknown_bit_width_names_the_layer_and_the_choices(inp, weight, match):
+    with pytest.raises(PlanError, match=f"layer 'conv2': .*{match}"):
+        Plan([("conv2", inp, weight)])
+    with pytest.raises(PlanError, match=f"rule 0 .*: .*{match}"):
+        Plan.from_rules([("conv2", inp, weight)], ["conv2"])
+
+
+def test_edge_layers_may_take_eight_bits_but_not_fewer():
+    layers = {n: (n, "binary", "binary") for n in NAMES}
+    layers["conv1"], layers["fc"] = ("conv1", 8, 8), ("fc", 8, "float")
+    assert Plan(layers.values()).validate(NAMES)["conv1"].input == "int8"
+    layers["fc"] = ("fc", 4, "float")
+    with pytest.raises(PlanError, match="'fc'.*first and last.*not 'int4'"):
+        Plan(layers.values()).validate(NAMES)
