@@ -1,4 +1,5 @@
-"""Binarization primitives: sign functions, the XNOR weight binarizer, the latent-weight projection.
+"""Quantization primitives: sign functions, the XNOR weight binarizer, k-bit inputs, 8-bit
+weights, the latent-weight projection.
 
 Why a module of its own: every binary layer in binflax is built from these few pieces, and
 each piece has a forward pass and a *different* backward pass (a straight-through
@@ -14,7 +15,16 @@ Conventions (docs/method.md section 3):
 - ``sign(0) == +1`` (as Larq and LCE); ``jnp.sign`` maps 0 to 0 and is never used bare.
 - input binarization is a plain sign, gradient ``g * 1[|x| <= clip]`` (Larq's ``ste_sign``);
 - weight binarization is XNOR-Net's ``alpha_o * sign(W)`` with ``alpha_o = mean |W|`` over
-  the kernel's spatial and input-channel axes.
+  the kernel's spatial and input-channel axes;
+- a k-bit input (k = 2, 4, 8) is the mid-rise uniform quantizer whose 1-bit case is the
+  sign: ``2**k`` levels ``step * (i + 1/2)``, ``i`` in ``[-2**(k-1), 2**(k-1) - 1]``, so a
+  level is a sum of ``k`` signed binary planes ``step/2 * sum_j 2**j * b_j`` with
+  ``b_j`` in ``{-1, +1}`` and a k-bit layer on binary weights runs as ``k`` XNOR
+  popcounts. The step is learned with LSQ's gradient (Esser et al., ICLR 2020)
+  ([choice]: LSQ over PACT, whose clipping assumes a non-negative ReLU output where
+  binflax quantizes the normalised, signed input of the binary-input block);
+- 8-bit weights are symmetric per output channel, ``s_o * round(W / s_o)`` with
+  ``s_o = max |W| / 127``, the gradient straight through.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -33,38 +44,33 @@ def binary_sign(x: jax.Array) -> jax.Array:
     return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def ste_sign(x: jax.Array, clip: float = 1.0) -> jax.Array:
-    """Sign with the straight-through estimator: gradient ``g * 1[|x| <= clip]``."""
+    """Sign with the straight-through estimator: gradient ``g * 1[|x| <= clip]``.
+
+    A custom JVP (its transpose is the gradient) rather than a custom VJP, so that
+    second derivatives - ``binflax.select``'s Hessian score - see the same straight-through
+    derivative in the forward pass as gradients do in the backward pass."""
     return binary_sign(x)
 
 
-def _ste_sign_fwd(x, clip):
-    return binary_sign(x), x
+@ste_sign.defjvp
+def _ste_sign_jvp(clip, primals, tangents):
+    (x,), (t,) = primals, tangents
+    # the primal through ste_sign itself, so that a derivative of this rule uses the rule
+    return ste_sign(x, clip), jnp.where(jnp.abs(x) <= clip, t, jnp.zeros_like(t))
 
 
-def _ste_sign_bwd(clip, x, g):
-    return (jnp.where(jnp.abs(x) <= clip, g, jnp.zeros_like(g)),)
-
-
-ste_sign.defvjp(_ste_sign_fwd, _ste_sign_bwd)
-
-
-@jax.custom_vjp
+@jax.custom_jvp
 def approx_sign(x: jax.Array) -> jax.Array:
     """Sign with Bi-Real Net's piecewise-polynomial gradient ``g * max(0, 2 - 2|x|)``."""
     return binary_sign(x)
 
 
-def _approx_sign_fwd(x):
-    return binary_sign(x), x
-
-
-def _approx_sign_bwd(x, g):
-    return (g * jnp.maximum(0.0, 2.0 - 2.0 * jnp.abs(x)).astype(g.dtype),)
-
-
-approx_sign.defvjp(_approx_sign_fwd, _approx_sign_bwd)
+@approx_sign.defjvp
+def _approx_sign_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return approx_sign(x), t * jnp.maximum(0.0, 2.0 - 2.0 * jnp.abs(x)).astype(t.dtype)
 
 
 def weight_scale(kernel: jax.Array) -> jax.Array:
@@ -84,6 +90,75 @@ def binarize_weights(kernel: jax.Array, *, stop_alpha_gradient: bool = True) -> 
     if stop_alpha_gradient:
         alpha = jax.lax.stop_gradient(alpha)
     return alpha * ste_sign(kernel)
+
+
+def input_levels(bits: int) -> tuple[int, int]:
+    """The smallest and largest level index ``i`` of the k-bit input quantizer."""
+    half = 2 ** (bits - 1)
+    return -half, half - 1
+
+
+def grad_scale(x: jax.Array, scale: float) -> jax.Array:
+    """``x`` forward, its gradient times ``scale`` backward (LSQ's step-gradient scale)."""
+    return jax.lax.stop_gradient(x - x * scale) + x * scale
+
+
+def quantize_input(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
+    """The k-bit mid-rise quantizer ``step * (clip(floor(x / step), lo, hi) + 1/2)``.
+
+    Gradients (LSQ): ``x`` gets ``g`` where ``x`` is inside the quantizer's range
+    ``[lo * step, (hi + 1) * step)`` and 0 outside; ``step`` gets
+    ``g * (q - x / step)`` inside and ``g * (clipped level)`` outside, summed, times
+    LSQ's scale ``1 / sqrt(features * 2**(k-1))`` (features: the elements of one example).
+    """
+    lo, hi = input_levels(bits)
+    features = int(np.prod(x.shape[1:])) if x.ndim > 1 else int(x.size)
+    step = grad_scale(step, 1.0 / float(np.sqrt(features * (hi + 1))))
+    v = jnp.clip(x / step, lo, hi + 1)
+    level = jnp.clip(jnp.floor(v), lo, hi)
+    level = v + jax.lax.stop_gradient(level - v)  # straight through floor
+    return (level + 0.5) * step
+
+
+@functools.cache
+def gaussian_step(bits: int) -> float:
+    """The step of the k-bit mid-rise quantizer with the least mean squared error on a
+    unit Gaussian (Max, 1960): the initial step of a k-bit input, which the input's batch
+    norm makes roughly unit Gaussian."""
+    from scipy import optimize, stats  # here: importing scipy.stats takes seconds
+
+    lo, hi = input_levels(bits)
+    inner = np.arange(lo + 1, hi + 1, dtype=np.float64)  # the decision boundaries / step
+    levels = np.arange(lo, hi + 1, dtype=np.float64) + 0.5
+
+    def mse(step: float) -> float:
+        edges = np.concatenate([[-np.inf], inner * step, [np.inf]])
+        a, b = edges[:-1], edges[1:]
+        c = levels * step
+        finite_a, finite_b = np.where(np.isfinite(a), a, 0.0), np.where(np.isfinite(b), b, 0.0)
+        pdf_a, pdf_b = stats.norm.pdf(a), stats.norm.pdf(b)  # 0 at the infinite ends
+        mass = stats.norm.cdf(b) - stats.norm.cdf(a)
+        first = pdf_a - pdf_b  # integral of x * phi over [a, b]
+        second = mass + finite_a * pdf_a - finite_b * pdf_b  # of x**2 * phi
+        return float(np.sum(second - 2 * c * first + c * c * mass))
+
+    upper = 8.0 / (hi + 1)
+    return float(optimize.minimize_scalar(mse, bounds=(1e-4, upper), method="bounded").x)
+
+
+def int8_weight_scale(kernel: jax.Array) -> jax.Array:
+    """``s_o = max |W| / 127`` per output channel (the kernel's last axis)."""
+    return jnp.max(jnp.abs(kernel), axis=tuple(range(kernel.ndim - 1))) / 127.0
+
+
+def quantize_weights_int8(kernel: jax.Array) -> jax.Array:
+    """``s_o * round(W / s_o)``, symmetric per output channel, the gradient straight
+    through to the latent kernel (``s_o`` a constant: the range is the kernel's own, so
+    nothing is clipped)."""
+    scale = jax.lax.stop_gradient(int8_weight_scale(kernel))
+    safe = jnp.where(scale > 0, scale, 1.0)
+    quantized = jnp.round(kernel / safe) * safe
+    return kernel + jax.lax.stop_gradient(quantized - kernel)
 
 
 class Quantizer(NamedTuple):

@@ -210,3 +210,79 @@ def test_project_binary_kernels_needs_params():
     params = _params()
     with pytest.raises(ValueError, match="needs params"):
         tx.update(params, tx.init(params))
+
+
+# -- k-bit inputs and 8-bit weights ----------------------------------------------------
+
+
+def np_quantize_input(x, step, bits):
+    """The mid-rise k-bit quantizer written out: the nearest of the 2**k levels
+    ``step * (i + 1/2)``, ``i`` in ``[-2**(k-1), 2**(k-1) - 1]``."""
+    levels = step * (np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1)) + 0.5)
+    return levels[np.argmin(np.abs(x[:, None] - levels[None, :]), axis=1)]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_k_bit_input_is_the_nearest_of_its_levels(bits):
+    step = 0.37
+    x = probe_points(bits) * 2 ** (bits - 1) * step / 2
+    # away from the decision boundaries (multiples of step), where ties are a convention
+    x = x[np.abs(x / step - np.round(x / step)) > 1e-3]
+    got = np.asarray(quantizers.quantize_input(jnp.asarray(x)[None], jnp.float32(step), bits))[0]
+    np.testing.assert_allclose(got, np_quantize_input(x.astype(np.float64), step, bits), rtol=1e-6)
+
+
+def test_one_bit_input_is_the_sign_times_half_a_step():
+    x = probe_points()
+    got = quantizers.quantize_input(jnp.asarray(x)[None], jnp.float32(2.0), 1)[0]
+    np.testing.assert_array_equal(np.asarray(got), np_sign(x))
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_k_bit_input_gradients_are_lsq(bits):
+    """x: straight through inside the range, 0 outside; step: LSQ's ``q/s - x/s`` inside,
+    the clipped level outside, summed and scaled by ``1/sqrt(features * 2**(k-1))``."""
+    step, half = 0.5, 2 ** (bits - 1)
+    x = probe_points(3) * half * step / 1.5
+    x = x[np.abs(x / step - np.round(x / step)) > 1e-3].astype(np.float32)
+    g = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+
+    def f(x, s):
+        return jnp.sum(quantizers.quantize_input(x[None], s, bits)[0] * g)
+
+    gx, gs = jax.grad(f, argnums=(0, 1))(jnp.asarray(x), jnp.float32(step))
+    inside = (x >= -half * step) & (x < half * step)
+    np.testing.assert_array_equal(np.asarray(gx), np.where(inside, g, 0))
+    level = np.clip(np.floor(x / step), -half, half - 1) + 0.5
+    dq_ds = np.where(inside, level - x / step, level)
+    expected = np.sum(g * dq_ds) / np.sqrt(x.size * half)
+    np.testing.assert_allclose(float(gs), expected, rtol=1e-5)
+
+
+def test_gaussian_step_is_max_1960s_optimum():
+    """Max (1960), Table II, uniform quantizer of a unit Gaussian, 2/4/8/16 levels."""
+    expected = {1: 1.596, 2: 0.9957, 3: 0.5860, 4: 0.3352}
+    for bits, step in expected.items():
+        assert quantizers.gaussian_step(bits) == pytest.approx(step, abs=5e-4)
+    # two levels +-step/2 at the conditional means +-E|x| = +-sqrt(2/pi)
+    assert quantizers.gaussian_step(1) == pytest.approx(2 * np.sqrt(2 / np.pi), rel=1e-5)
+
+
+def test_int8_weights_are_rounded_per_output_channel_with_a_straight_gradient():
+    kernel = np.random.default_rng(2).normal(size=(3, 3, 4, 5)).astype(np.float32)
+    kernel[..., 2] *= 100  # channels of very different range keep their own scale
+    scale = np.abs(kernel).max(axis=(0, 1, 2)) / 127
+    expected = np.round(kernel / scale) * scale
+    got = quantizers.quantize_weights_int8(jnp.asarray(kernel))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
+    assert len(np.unique(np.round(np.asarray(got)[..., 0] / scale[0]))) <= 255
+    g = np.random.default_rng(3).normal(size=kernel.shape).astype(np.float32)
+    np.testing.assert_array_equal(vjp(quantizers.quantize_weights_int8, kernel, g), g)
+
+
+def test_int8_weights_of_a_zero_channel_stay_zero():
+    kernel = np.zeros((2, 3), np.float32)
+    kernel[:, 1] = [0.5, -1.0]
+    got = np.asarray(quantizers.quantize_weights_int8(jnp.asarray(kernel)))
+    np.testing.assert_array_equal(got[:, 0], 0)
+    assert np.isfinite(got).all()
