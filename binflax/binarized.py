@@ -225,7 +225,7 @@ def _interceptor(wrapper: Binarized, root: tuple[str, ...]):
             )
         except ValueError as e:  # channels that do not split into groups, CAUSAL in 2-D
             raise BinarizeError(f"layer {'/'.join(module.scope.path)!r}: {e}") from None
-        if not (precision.binary_input or precision.binary_weight):
+        if precision.input == precision.weight == "float":
             # A float layer runs the network's own code untouched.
             rest = args[1:] if args else ()
             kwargs = {k: v for k, v in kwargs.items() if k != "inputs"}

@@ -82,7 +82,7 @@ class HBNConv(nn.Module):
 
         def compute(x: jax.Array) -> jax.Array:
             y = planned.forward(self, info, options, x, kernel_init=KERNEL_INIT, update_stats=train)
-            if self.norm and not self.precision.binary_input:
+            if self.norm and not self.precision.quantized_input:
                 y = nn.BatchNorm(
                     use_running_average=not train,
                     momentum=options.bn_momentum,

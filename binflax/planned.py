@@ -14,6 +14,11 @@ of a network of your own (docs/method.md sections 3-4):
   receives is sown into ``"binarized_inputs"`` for ``binflax.select``; with
   ``activation="rprelu"`` the layer's output passes through ReActNet's RPReLU
   (:mod:`binflax.activations`), created under the layer's path as ``rprelu``;
+- a k-bit input (2, 4 or 8 bits) takes the binary input's block with the k-bit quantizer
+  in place of ``sign``, ``norm(x) -> quantize_k -> layer``, its step a learned scalar
+  ``input_step`` under the layer's path, initialised to the best step for a unit
+  Gaussian (:func:`binflax.quantizers.gaussian_step`); 8-bit weights are
+  ``s_o * round(W / s_o)`` per output channel (:mod:`binflax.quantizers`);
 - the layer's linear map in the compute dtype with float32 accumulation, so that +-1
   products sum exactly (:meth:`binflax.geometry.Geometry.apply`).
 
@@ -41,6 +46,11 @@ from binflax.tracing import LayerInfo
 # this key (binflax.select measures it).
 BINARIZED_INPUTS = "binarized_inputs"
 SIGN_INPUT = "sign_input"
+# Zeros that binflax.select adds to the tensor ``sign`` receives, to differentiate the
+# loss with respect to it (absent - and nothing added - unless passed to ``apply``).
+INPUT_PROBES = "input_probes"
+# A k-bit input's learned quantizer step, a scalar parameter under the layer's path.
+INPUT_STEP = "input_step"
 # Every planned layer's batch-norm epsilon; the export folds its maps with the same one.
 BN_EPSILON = 1e-5
 INPUT_NORMS = ("batchnorm", "shift", "none")
@@ -119,7 +129,7 @@ def ends_in_rprelu(precision: LayerPrecision, activation: str, every_unit: bool 
     ``"rprelu"`` and its input is binary, or ``every_unit`` - binflax's models, where
     RPReLU replaces every ReLU after a unit (a ReLU before an RSign would make its input
     all +1), while a network of your own keeps its own activations after float layers."""
-    return activation == "rprelu" and (precision.binary_input or every_unit)
+    return activation == "rprelu" and (precision.quantized_input or every_unit)
 
 
 def layer_info(
@@ -139,7 +149,7 @@ def layer_info(
     ``output_norm``: the layer's own batch norm follows it where its input is float
     (HBNConv's ``conv -> BN`` block); it is folded into the export like the input one.
     ``every_unit``: see :func:`ends_in_rprelu`."""
-    binary = precision.binary_input
+    quantized = precision.quantized_input
     return LayerInfo(
         name=name,
         precision=precision,
@@ -147,10 +157,10 @@ def layer_info(
         input_shape=tuple(x.shape),
         output_shape=geometry.output_shape(x.shape, features),
         use_bias=use_bias,
-        norm=(options.input_norm == "batchnorm") if binary else output_norm,
-        input_threshold=binary and options.input_norm == "shift",
+        norm=(options.input_norm == "batchnorm") if quantized else output_norm,
+        input_threshold=quantized and options.input_norm == "shift",
         geometry=geometry,
-        scale_inputs=binary and options.scale_inputs,
+        scale_inputs=precision.binary_input and options.scale_inputs,
         rprelu=ends_in_rprelu(precision, options.activation, every_unit),
     )
 
@@ -177,17 +187,31 @@ def forward(
     kernel = module.param("kernel", kernel_init, info.kernel_shape, param_dtype)
     bias = module.param("bias", bias_init, (info.features,), param_dtype) if info.use_bias else None
     scale = None
-    if info.precision.binary_input:
+    if info.precision.quantized_input:
         x = _input_norm(module, info, options, x, update_stats, param_dtype)
         x = lax.convert_element_type(x, options.dtype)
         module.sow(BINARIZED_INPUTS, SIGN_INPUT, x)
+        if module.has_variable(INPUT_PROBES, SIGN_INPUT):  # only when select passes them
+            x = x + module.get_variable(INPUT_PROBES, SIGN_INPUT).astype(x.dtype)
         if info.scale_inputs:
             scale = k_map(geometry, x)
-        x = quantizers.get_quantizer(options.input_quantizer).fn(x)
+        if info.precision.binary_input:
+            x = quantizers.get_quantizer(options.input_quantizer).fn(x)
+        else:
+            bits = info.precision.input_bits
+            step = module.param(
+                INPUT_STEP,
+                nn.initializers.constant(quantizers.gaussian_step(bits)),
+                (),
+                param_dtype,
+            )
+            x = quantizers.quantize_input(x, lax.convert_element_type(step, options.dtype), bits)
     if info.precision.binary_weight:
         kernel = quantizers.binarize_weights(
             kernel, stop_alpha_gradient=options.stop_alpha_gradient
         )
+    elif info.precision.weight == "int8":
+        kernel = quantizers.quantize_weights_int8(kernel)
     y = geometry.apply(
         lax.convert_element_type(x, options.dtype),
         lax.convert_element_type(kernel, options.dtype),
@@ -197,7 +221,7 @@ def forward(
         y = y * scale
     if bias is not None:
         y = y + bias
-    if info.rprelu and info.precision.binary_input:  # a float-input unit's follows its BN
+    if info.rprelu and info.precision.quantized_input:  # a float-input unit's follows its BN
         y = rprelu(module, y, param_dtype)
     return y
 

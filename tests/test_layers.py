@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from binflax import layers
+from binflax import layers, quantizers
 from binflax.layers import HBNConv
 from binflax.plan import LayerPrecision
 from binflax.planned import BINARIZED_INPUTS, BinaryOptions
@@ -289,3 +289,54 @@ def test_bfloat16_binary_unit_has_float32s_signs_and_integer_accumulators(rng):
         np.testing.assert_allclose(np.asarray(y) / scale, accumulators, atol=1e-3)
         if dtype == jnp.bfloat16:  # bfloat16 alphas times integers: exact in float32
             np.testing.assert_array_equal(np.asarray(y) / scale, accumulators)
+
+
+# -- k-bit inputs and 8-bit weights ----------------------------------------------------
+
+
+def np_k_bit(x, step, bits):
+    half = 2 ** (bits - 1)
+    return step * (np.clip(np.floor(x / step), -half, half - 1) + 0.5)
+
+
+def np_int8_weights(w):
+    scale = np.abs(w).reshape(-1, w.shape[-1]).max(0) / 127
+    return np.round(w / scale) * scale
+
+
+@pytest.mark.parametrize("bits,weight", [(2, "binary"), (4, "int8"), (8, "float")])
+def test_k_bit_input_unit_is_bn_quantize_conv(rng, bits, weight):
+    """The binary-input block with the k-bit quantizer in place of sign, its step a
+    parameter initialised to the Gaussian optimum; weights binary, 8-bit or float."""
+    x = rng.normal(size=(2, 6, 6, 4))
+    w = rng.normal(size=(3, 3, 4, 5))
+    bn = bn_values(rng, 4)
+    module = unit(LayerPrecision("u", f"int{bits}", weight), padding=((1, 1), (1, 1)))
+    init = module.init(jax.random.key(0), jnp.asarray(x, jnp.float32))
+    step = float(init["params"]["input_step"])
+    assert step == pytest.approx(quantizers.gaussian_step(bits))
+    step = 0.8 * step  # a trained step, not the initial one
+    values = {"params": {"kernel": w, "input_step": step, "bn": {"scale": bn[2], "bias": bn[3]}}}
+    values["batch_stats"] = {"bn": {"mean": bn[0], "var": bn[1]}}
+    values = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), values)
+    y, state = module.apply(values, jnp.asarray(x, jnp.float32), mutable=[BINARIZED_INPUTS])
+    weights = {"binary": np_binary_weights, "int8": np_int8_weights, "float": lambda w: w}
+    normed = np_bn(x, *bn)
+    expected = np_conv(np_k_bit(normed, step, bits), weights[weight](w), 1, 1)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-4)
+    (sown,) = state[BINARIZED_INPUTS]["sign_input"]  # what the selection measures
+    np.testing.assert_allclose(np.asarray(sown), normed, rtol=1e-5, atol=1e-5)
+
+
+def test_k_bit_unit_learns_its_step(rng):
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
+    module = unit(LayerPrecision("u", "int2", "binary"))
+    values = module.init(jax.random.key(0), x)
+
+    def loss(params):
+        y, _ = module.apply({**values, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(y**2)
+
+    grads = jax.grad(loss)(values["params"])
+    assert float(jnp.abs(grads["input_step"])) > 0
+    assert float(jnp.abs(grads["bn"]["scale"]).sum()) > 0

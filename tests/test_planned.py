@@ -221,3 +221,41 @@ def test_a_float_input_unit_ends_in_rprelu_after_its_batch_norm_a_classifier_doe
         options=planned.BinaryOptions(activation="rprelu"),
     )
     assert "rprelu" not in classifier.init(jax.random.key(0), x)["params"]
+
+
+@pytest.mark.parametrize("inp,weight", [("int4", "binary"), ("int2", "int8"), ("int8", "int8")])
+def test_hbnconv_and_binarize_compute_the_same_k_bit_layer(inp, weight):
+    """A k-bit input (with a learned threshold) and binary or 8-bit weights: the same
+    parameters give the same output on both paths."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 6, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+    params = {
+        "kernel": kernel,
+        "threshold": rng.normal(size=4).astype(np.float32) * 0.3,
+        "input_step": np.float32(0.3),
+    }
+    precision = LayerPrecision("conv", inp, weight)
+    unit = HBNConv(5, (3, 3), padding=((1, 1), (1, 1)), precision=precision,
+                   options=planned.BinaryOptions(input_norm="shift"))  # fmt: skip
+    _, net = conv_of(kernel.shape, x)
+    model = binarize(net, [("conv", inp, weight), (".*", "float", "float")],
+                     input_shape=(6, 6, 4), input_norm="shift")  # fmt: skip
+    assert model.plan["conv"] == precision
+    captured = {}
+
+    def capture(call):
+        y = call.compute(call.x)
+        captured[call.info.name] = (call.x, y)
+        return y
+
+    variables = model.init(jax.random.key(0), jnp.asarray(x))
+    assert set(variables["params"]["conv"]) == set(params)
+    variables["params"]["conv"] = params
+    with tracing.intercept(capture):
+        model.apply(variables, jnp.asarray(x))
+    layer_input, layer_output = captured["conv"]
+    again = unit.apply({"params": params}, layer_input)
+    np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
+    unquantized = unit.apply({"params": {**params, "input_step": np.float32(1e-4)}}, layer_input)
+    assert not np.allclose(np.asarray(again), np.asarray(unquantized))  # the step acts
