@@ -242,19 +242,20 @@ def test_summary_needs_no_data_and_compiles_nothing():
 
 
 SUMMARY_SNAPSHOT = """\
-----------------------------------------------------------------------
-layer    output   input  weight   params    MACs  eq. FLOPs     memory
-----------------------------------------------------------------------
-conv1  16x16x48   float   float    1,344  0.31 M     0.31 M   5.25 KiB
-conv2    8x8x64  binary  binary   27,744  1.77 M     0.03 M   4.00 KiB
-conv3    8x8x64  binary  binary   36,992  2.36 M     0.04 M   5.25 KiB
-conv4   1x1x128  binary  binary  131,200  0.13 M     0.00 M  17.00 KiB
-conv5   1x1x128  binary  binary   16,640  0.02 M     0.00 M   3.50 KiB
-fc       1x1x10   float   float    1,290  0.00 M     0.00 M   5.04 KiB
-----------------------------------------------------------------------
-total             4 bin   4 bin  215,210  4.58 M     0.38 M  40.04 KiB
-----------------------------------------------------------------------
-MiniSketchANet with plan 'fbin': equivalent FLOPs count binary-input, binary-weight MACs at 1/58.
+--------------------------------------------------------------------------------
+layer    output   input  weight   params    MACs  eq. FLOPs      BOPs     memory
+--------------------------------------------------------------------------------
+conv1  16x16x48   float   float    1,344  0.31 M     0.31 M  314.57 M   5.25 KiB
+conv2    8x8x64  binary  binary   27,744  1.77 M     0.03 M    1.77 M   4.00 KiB
+conv3    8x8x64  binary  binary   36,992  2.36 M     0.04 M    2.36 M   5.25 KiB
+conv4   1x1x128  binary  binary  131,200  0.13 M     0.00 M    0.13 M  17.00 KiB
+conv5   1x1x128  binary  binary   16,640  0.02 M     0.00 M    0.02 M   3.50 KiB
+fc       1x1x10   float   float    1,290  0.00 M     0.00 M    1.31 M   5.04 KiB
+--------------------------------------------------------------------------------
+total             4 bin   4 bin  215,210  4.58 M     0.38 M  320.16 M  40.04 KiB
+--------------------------------------------------------------------------------
+MiniSketchANet with plan 'fbin': equivalent FLOPs count binary-input, binary-weight MACs at 1/58
+(b_x * b_w of them where inputs and weights have more bits); BOPs = MACs * b_x * b_w.
 memory 40.04 KiB vs 840.66 KiB in float32 (21.0x smaller); speedup over float 12.0x"""
 
 
@@ -315,3 +316,37 @@ def test_shortcut_adds_and_rprelu_are_counted_by_formula(block):
     total = cost.totals(tuple(costs.values()))
     assert total["float_ops"] == sum(ops for ops, _, _ in expected.values())
     assert "float ops besides the MACs" in cost.format_summary(cost.summary(model, (32, 32, 3)))
+
+
+# -- bit-widths ------------------------------------------------------------------------
+
+
+def test_mixed_precision_costs_by_formula():
+    """eq-FLOPs: ``b_x * b_w`` binary planes at 1/58 each, at most a float MAC; BOPs:
+    ``MACs * b_x * b_w``; memory: 8-bit weights a byte each plus a float32 scale per
+    output channel, a k-bit input's step one float32 (docs/method.md section 6)."""
+    macs = formula_macs(alexnet_layers())
+    rules = [("conv1", 8, 8), ("conv2", 2, 1), ("conv3", 4, 8), ("conv4", 8, 8),
+             ("conv5", 1, 8), ("fc8", "float", "float"), (".*", 1, 1)]  # fmt: skip
+    costs = costs_by_name(models.create("alexnet", plan=Plan.from_rules(rules, list(macs))))
+    bits = {"conv1": (8, 8), "conv2": (2, 1), "conv3": (4, 8), "conv4": (8, 8),
+            "conv5": (1, 8), "fc6": (1, 1), "fc7": (1, 1), "fc8": (32, 32)}  # fmt: skip
+    for name, (bx, bw) in bits.items():
+        assert costs[name].bops == macs[name] * bx * bw
+        planes = 1.0 if bx == 32 else min(1.0, bx * bw / 58)
+        assert costs[name].eq_flops == pytest.approx(macs[name] * planes, rel=1e-12)
+    assert costs["conv2"].eq_flops == pytest.approx(2 * macs["conv2"] / 58, rel=1e-12)
+    assert costs["conv4"].eq_flops == macs["conv4"]  # 64 planes: no cheaper than float
+    # conv3: 8-bit kernel + scales, input batch norm on 256 channels, the step
+    assert costs["conv3"].memory_bytes == 3 * 3 * 256 * 384 + 4 * 384 + 4 * (2 * 256 + 1)
+    assert costs["conv3"].params == 3 * 3 * 256 * 384 + 2 * 256 + 1
+    # conv1 at 8 bits: kernel and bias, input batch norm on the image's 3 channels, step
+    assert costs["conv1"].memory_bytes == 11 * 11 * 3 * 96 + 4 * 96 + 4 * (96 + 2 * 3 + 1)
+    model = models.create("alexnet", plan=Plan.from_rules(rules, list(macs)))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert sum(c.params for c in costs.values()) == sum(
+        int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])
+    )
+    summary = cost.summary(model)
+    assert summary["total"]["bops"] == sum(macs[n] * bx * bw for n, (bx, bw) in bits.items())
+    assert "int4" in cost.format_summary(summary)
