@@ -101,6 +101,7 @@ def export_model(
     input_shape, layers = _trace(model, variables, input_shape)
     for info in layers:
         inference.geometry_2d(info)  # an ExportError names a layer the path cannot run
+    refuse_mixed(model.plan)
     arrays = fold_variables(layers, variables)
     network = _network_variables(variables, layers)
     links = chain_lib.find_links(model, input_shape, network)
@@ -170,6 +171,18 @@ def export_model(
             for info in layers
         ],
     }
+
+
+def refuse_mixed(plan: Plan) -> None:
+    """The export runs binary and float layers; one line naming the k-bit and 8-bit ones."""
+    mixed = [
+        f"{layer.name} ({layer.input} input, {layer.weight} weights)" for layer in plan.mixed_layers
+    ]
+    if mixed:
+        raise ExportError(
+            f"the export runs binary and float layers, not yet k-bit inputs or 8-bit "
+            f"weights: {', '.join(mixed)}; evaluate such a plan with --mode=eval"
+        )
 
 
 def float32_checkpoint_bytes(variables: Mapping) -> int:
