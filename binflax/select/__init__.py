@@ -13,6 +13,9 @@ whole accuracy-proxy/compute trade-off:
 - :func:`pareto_frontier` - every budget's optimum;
 - :func:`select` - all of it in one call, returning a :class:`~binflax.plan.Plan` and a
   printable :class:`SelectionReport`;
+- :func:`measure_precisions` - each candidate's sensitivity to each input bit-width
+  (1, 2, 4, 8, float): the paper's error generalised, a Fisher and a Hessian-trace
+  score, in one jit-compiled pass;
 - :func:`control_sets` - the float-input sets of control hybrids chosen without the
   metric (``random``, ``cost_only``, ``error_only``) at a hybrid's budget, the direct
   test that the metric picks the right layers.
@@ -36,6 +39,12 @@ from binflax.select.controls import (
 from binflax.select.metrics import METRICS, Measurement, measure
 from binflax.select.report import LayerRow, SelectionReport, hybrid_plan, select
 from binflax.select.scores import SCORES, get_score
+from binflax.select.sensitivity import (
+    SENSITIVITIES,
+    PrecisionMeasurement,
+    SensitivityError,
+    measure_precisions,
+)
 from binflax.select.solvers import (
     METHODS,
     FrontierPoint,
@@ -47,6 +56,10 @@ from binflax.select.solvers import (
 )
 
 __all__ = [
+    "SENSITIVITIES",
+    "PrecisionMeasurement",
+    "SensitivityError",
+    "measure_precisions",
     "CONTROLS",
     "METHODS",
     "METRICS",
