@@ -276,6 +276,18 @@ def test_equal_assignments_go_to_the_cheaper_then_the_earlier_choice():
     assert select.solve_precisions(sensitivity, costs, 10.0) == {"a": 4, "b": 2}
     frontier = select.precision_frontier(sensitivity, costs)
     assert [p.assignment for p in frontier] == [{"a": 1, "b": 2}, {"a": 4, "b": 2}]
+    # The one optimum up to a's equal choices "x" and "y"; HiGHS alone answers "y".
+    sensitivity = {
+        "a": {"w": 2.0, "v": 2.0, "x": 0.0, "y": 0.0},
+        "b": {"w": 2.0, "v": 1.0, "x": 0.0, "y": 2.0},
+        "c": {"w": 0.0, "v": 0.0, "x": 2.0, "y": 2.0},
+    }
+    costs = {
+        "a": {"w": 2.0, "v": 2.0, "x": 0.0, "y": 0.0},
+        "b": {"w": 0.0, "v": 1.0, "x": 1.0, "y": 1.0},
+        "c": {"w": 2.0, "v": 1.0, "x": 2.0, "y": 0.0},
+    }
+    assert select.solve_precisions(sensitivity, costs, 4.0) == {"a": "x", "b": "x", "c": "v"}
 
 
 def test_an_unbounded_budget_takes_each_layers_least_sensitive_choice():
