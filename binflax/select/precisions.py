@@ -168,7 +168,7 @@ def precision_frontier(
     cheapest = [float(c.min()) for c in inst.costs]
     rest = [math.fsum(cheapest[:g]) for g in range(num)]
     cost, sens = np.zeros(1), np.zeros(1)
-    picks = np.zeros((0, 1), dtype)  # row g: group g's choice index, for groups merged
+    picks = np.zeros((0, 1), dtype)  # each merged group's choice index, one row per group
     for g in reversed(range(num)):
         k, m = len(inst.choices[g]), cost.size
         all_cost = (cost[None, :] + inst.costs[g][:, None]).ravel()  # choice-major
