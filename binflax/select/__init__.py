@@ -18,7 +18,11 @@ whole accuracy-proxy/compute trade-off:
   score, in one jit-compiled pass;
 - :func:`control_sets` - the float-input sets of control hybrids chosen without the
   metric (``random``, ``cost_only``, ``error_only``) at a hybrid's budget, the direct
-  test that the metric picks the right layers.
+  test that the metric picks the right layers;
+- :func:`solve_precisions` and :func:`precision_frontier` - beyond binary or float: one
+  of any number of precisions per layer (tied layers sharing one) that minimises the
+  summed sensitivity under a cost budget, an exact multi-choice knapsack, and every
+  budget's optimum (:class:`PrecisionError` for input they cannot take).
 
     >>> from binflax import select
     >>> select.solve({"a": 0.6, "b": 0.9}, {"a": 1e8, "b": 1e5}, fixed_macs=1e7, budget=1.02)
@@ -37,6 +41,12 @@ from binflax.select.controls import (
     random_sets,
 )
 from binflax.select.metrics import METRICS, Measurement, measure
+from binflax.select.precisions import (
+    PrecisionError,
+    PrecisionPoint,
+    precision_frontier,
+    solve_precisions,
+)
 from binflax.select.report import LayerRow, SelectionReport, hybrid_plan, select
 from binflax.select.scores import SCORES, get_score
 from binflax.select.sensitivity import (
@@ -69,6 +79,8 @@ __all__ = [
     "FrontierPoint",
     "LayerRow",
     "Measurement",
+    "PrecisionError",
+    "PrecisionPoint",
     "Problem",
     "SelectionReport",
     "control_sets",
@@ -79,8 +91,10 @@ __all__ = [
     "layer_scores",
     "measure",
     "pareto_frontier",
+    "precision_frontier",
     "problem",
     "random_sets",
     "select",
     "solve",
+    "solve_precisions",
 ]
