@@ -24,7 +24,7 @@ import importlib
 import json
 import os
 
-from binflax import export, models, modes, networks
+from binflax import export, models, networks
 from binflax.plan import Plan
 
 NOT_EXPERIMENTS = ("default", "imagenet_common", "sketch_common")
@@ -49,7 +49,7 @@ def plans(model: models.BinaryNet, binarize_last_weights: bool) -> dict[str, Pla
 
 def measure(config_name: str) -> list[dict]:
     config = importlib.import_module(f"configs.{config_name}").get_config()
-    num_classes, image_shape = modes.summary_shapes(config)
+    num_classes, image_shape = networks.config_shapes(config)
     rows = []
     for last in sorted({bool(config.binarize_last_weights), True}):
         config.binarize_last_weights = last

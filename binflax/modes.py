@@ -39,13 +39,12 @@ import numpy as np
 from etils import epath
 
 from binflax import (
+    budgets,
     cost,
     data,
     distill,
     export,
-    models,
     networks,
-    paper,
     parallel,
     plots,
     results,
@@ -157,9 +156,9 @@ def run_select(
         fixed_macs=measurement.fixed_macs,
         speedup=config.hbn.speedup,
     )
-    budgets = config.hbn.budgets
     plans = {}
-    for variant, budget in zip(variants.hybrid_names(budgets), budgets, strict=True):
+    hybrids = variants.hybrid_names(config.hbn.budgets)
+    for variant, budget in zip(hybrids, config.hbn.budgets, strict=True):
         report = select.SelectionReport.from_measurement(
             measurement,
             budget=budget,
@@ -268,10 +267,10 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ``summary.json`` also holds the *measured* memory: the size of the bit-packed export
     file (``binflax.export``) against the float32 checkpoint, written from zero weights;
     and, for each of ``config.hbn.budgets``, the equivalent FLOPs it allows and the
-    authors' hybrid it admits (:func:`budget_targets`), so a user sees what an ``hbn``
-    run targets before spending anything.
+    authors' hybrid it admits (:mod:`binflax.budgets`), so a user sees what an ``hbn`` run
+    targets before spending anything.
     """
-    num_classes, image_shape = summary_shapes(config)
+    num_classes, image_shape = networks.config_shapes(config)
     model = networks.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
     measured = export.memory_report(model, input_shape=image_shape)
@@ -286,7 +285,7 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "compression",
         )
     }
-    summary["budgets"] = budget_targets(config)
+    summary["budgets"] = budgets.targets(config)
     run = RunDir.of(workdir)
     run.write_json(run.summary_json, summary)
     log(cost.format_summary(summary))
@@ -296,81 +295,8 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x "
         f"smaller), programs {measured['program_bytes'] / 2**20:.3f} MiB"
     )
-    log(format_budget_targets(summary["budgets"], config.model))
+    log(budgets.format_targets(summary["budgets"], config.model))
     return summary
-
-
-def summary_shapes(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
-    """Classes and input shape from the config alone, so ``summary`` needs no dataset."""
-    return int(config.num_classes), (config.image_size, config.image_size, config.channels)
-
-
-def budget_targets(config: ml_collections.ConfigDict) -> list[dict]:
-    """For each hybrid of ``config.hbn.budgets``: the equivalent FLOPs its budget allows,
-    and the most expensive of the authors' hybrids (:mod:`binflax.paper`) within it.
-
-    Costs come from the cost model at the config's own input shape and classes.
-    """
-    num_classes, image_shape = summary_shapes(config)
-    fbin = networks.build_model(config, num_classes, "fbin")
-    names = models.layer_names(fbin)
-
-    def eq_flops(model):
-        return cost.totals(cost.layer_costs(model, image_shape, speedup=config.hbn.speedup))[
-            "eq_flops"
-        ]
-
-    fbin_eq = eq_flops(fbin)
-    authors = []
-    for hybrid in paper.AUTHORS_HYBRIDS.get(config.model, ()):
-        plan = Plan.hybrid(
-            names, hybrid.float_inputs, binarize_last_weights=config.binarize_last_weights
-        )
-        authors.append((hybrid, eq_flops(fbin.clone(plan=plan))))
-    targets = []
-    budgets = config.hbn.budgets
-    for variant, budget in zip(variants.hybrid_names(budgets), budgets, strict=True):
-        bound = budget * fbin_eq
-        within = [(h, eq) for h, eq in authors if eq <= bound]
-        hybrid, eq = max(within, key=lambda item: item[1]) if within else (None, None)
-        targets.append(
-            {
-                "variant": variant,
-                "budget": budget,
-                "fbin_eq_flops": fbin_eq,
-                "max_eq_flops": bound,
-                "authors_hybrid": None
-                if hybrid is None
-                else {
-                    "name": hybrid.name,
-                    "float_inputs": list(hybrid.float_inputs),
-                    "eq_flops": eq,
-                    "x_fbin": eq / fbin_eq,
-                    "source": hybrid.source,
-                },
-            }
-        )
-    return targets
-
-
-def format_budget_targets(targets: list[dict], model_name: str) -> str:
-    lines = [f"hbn budgets (fbin: {targets[0]['fbin_eq_flops'] / 1e6:.2f} M eq. FLOPs):"]
-    for t in targets:
-        line = (
-            f"  {t['variant']}: budget {t['budget']:g} x fbin -> at most "
-            f"{t['max_eq_flops'] / 1e6:.2f} M eq. FLOPs"
-        )
-        authors = t["authors_hybrid"]
-        if authors is not None:
-            layers = ", ".join(authors["float_inputs"])
-            line += (
-                f"; admits the authors' {authors['name']} ({layers}): "
-                f"{authors['eq_flops'] / 1e6:.2f} M = {authors['x_fbin']:.3f} x fbin"
-            )
-        elif model_name in paper.AUTHORS_HYBRIDS:
-            line += "; admits none of the authors' hybrids"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -399,7 +325,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     measured against the float32 model's (``export.latency``).
     """
     runs = RunDir.of(workdir).trained_runs(config.plan)
-    _, image_shape = summary_shapes(config)
+    _, image_shape = networks.config_shapes(config)
     batch = next(iter(train.eval_batches(config, "test")))
     reports = []
     for trained in runs:
