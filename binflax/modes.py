@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import pathlib
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 
 from binflax import (
     budgets,
@@ -334,7 +330,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         )
         variables = parallel.fetch(state.variables)
         path = trained.run.export_file
-        report, exported = _export_through_local_file(model, variables, path, image_shape)
+        report, exported = export.export_and_load(model, variables, path, input_shape=image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
         exact = np.asarray(export.integer_forward(exported, images))
         # the reference is the float32 model, whatever dtype it trained in (half precision)
@@ -354,27 +350,6 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         )
         reports.append(report)
     return reports
-
-
-def _export_through_local_file(
-    model: nn.Module,
-    variables: dict,
-    path: epath.Path,
-    image_shape: tuple[int, int, int],
-) -> tuple[dict, export.ExportedModel]:
-    """Exports to ``path`` (a ``gs://`` one too) and loads the file back.
-
-    Every process of a multi-host run checks the export, but only the main one may write
-    the shared workdir: each exports into a local temporary directory, and the main
-    process then copies the bytes to ``path`` through epath.
-    """
-    with tempfile.TemporaryDirectory(prefix="binflax-export-") as tmp:
-        local = pathlib.Path(tmp) / path.name
-        report = export.export_model(model, variables, local, input_shape=image_shape)
-        exported = export.load(local)
-        RunDir.write_bytes(path, local.read_bytes())
-    report["path"] = str(path)
-    return report, exported
 
 
 def _fmt(metrics: dict[str, Any]) -> str:
