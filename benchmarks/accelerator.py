@@ -44,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from benchmarks import input_pipeline
+from benchmarks import input_pipeline, output
 from benchmarks.binary_layers import cpu_model
 from binflax import cost, models, networks, paper, train
 from binflax.plan import Plan
@@ -252,24 +252,10 @@ def host_description() -> str:
     return f"{cpu_model()}, {input_pipeline.host_cores()} cores"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="CPU-sized stand-ins (CI)")
-    parser.add_argument("--models", default=None, help="comma-separated (default: all)")
-    parser.add_argument("--batch", type=int, default=None, help="default: per-device batch")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed sample")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per plan")
-    parser.add_argument("--pipeline_images", type=int, default=None)
-    args = parser.parse_args(argv)
-    table = SMALL if args.small else {k: (*v, None, None) for k, v in FULL.items()}
-    names = args.models.split(",") if args.models else list(SMALL_DEFAULT if args.small else table)
-    unknown = sorted(set(names) - set(table))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {sorted(table)}")
-    args.steps = args.steps or (2 if args.small else 10)
-    args.repeats = args.repeats or (2 if args.small else 5)
-    images = args.pipeline_images or (4 if args.small else 32)
-
+def run(args: argparse.Namespace, table: dict, names: list[str]) -> dict:
+    """Every model of ``names`` (rows of ``table``) on the first device, and the host's
+    input pipeline per core."""
+    images = args.pipeline_images
     device = jax.devices()[0]
     peak = peak_bf16_flops(device.device_kind)
     pipeline = input_pipeline.per_core_rates(images, repeats=2, trials=1 if args.small else 3)
@@ -294,7 +280,30 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline": pipeline,
         "results": results,
     }
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="CPU-sized stand-ins (CI)")
+    parser.add_argument("--models", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--batch", type=int, default=None, help="default: per-device batch")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed sample")
+    parser.add_argument("--repeats", type=int, default=None, help="timed samples per plan")
+    parser.add_argument("--pipeline_images", type=int, default=None)
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    table = SMALL if args.small else {k: (*v, None, None) for k, v in FULL.items()}
+    names = args.models.split(",") if args.models else list(SMALL_DEFAULT if args.small else table)
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(table)}")
+    args.steps = args.steps or (2 if args.small else 10)
+    args.repeats = args.repeats or (2 if args.small else 5)
+    args.pipeline_images = args.pipeline_images or (4 if args.small else 32)
+    report = run(args, table, names)
     print(json.dumps(report, indent=1))
+    output.write("accelerator", report, args.out)
     return report
 
 

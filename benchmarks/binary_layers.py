@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmarks import output
 from binflax import export, models, native, packing, provenance, tracing
 from binflax.export import inference
 
@@ -214,8 +215,7 @@ def geometric_means(rows: list[dict]) -> dict:
 
 def cpu_model() -> str:
     name, _, flags = provenance.cpuinfo()  # the reader each provenance.json records
-    simd = sorted(f for f in flags if f.startswith(("avx", "sse4")) or f in ("popcnt",))
-    return f"{name} ({' '.join(simd)})"
+    return f"{name} ({' '.join(output.simd_flags(flags))})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,15 +294,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18", "sketchanet"])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--peaks", action="store_true", help="also measure the peaks")
-    parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> dict:
+    """Every layer of ``args.models`` timed, with the geometric means (and the peaks)."""
     rng = np.random.default_rng(0)
     rows = []
     for name in args.models:
@@ -328,7 +321,21 @@ def main() -> None:
     }
     if args.peaks:
         result["peaks"] = measure_peaks(args.batch, args.repeats)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18", "sketchanet"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--peaks", action="store_true", help="also measure the peaks")
+    parser.add_argument("--markdown", action="store_true")
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
     print(markdown(result) if args.markdown else json.dumps(result, indent=1))
+    output.write("binary_layers", result, args.out)
 
 
 if __name__ == "__main__":

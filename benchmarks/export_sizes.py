@@ -24,7 +24,8 @@ import importlib
 import json
 import os
 
-from binflax import export, models, modes, networks
+from benchmarks import output
+from binflax import export, models, networks
 from binflax.plan import Plan
 
 NOT_EXPERIMENTS = ("default", "imagenet_common", "sketch_common")
@@ -49,7 +50,7 @@ def plans(model: models.BinaryNet, binarize_last_weights: bool) -> dict[str, Pla
 
 def measure(config_name: str) -> list[dict]:
     config = importlib.import_module(f"configs.{config_name}").get_config()
-    num_classes, image_shape = modes.summary_shapes(config)
+    num_classes, image_shape = networks.config_shapes(config)
     rows = []
     for last in sorted({bool(config.binarize_last_weights), True}):
         config.binarize_last_weights = last
@@ -94,13 +95,22 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def run(args: argparse.Namespace) -> dict:
+    """The exports of ``args.configs`` (default: every experiment config)."""
+    return {
+        "exports": [row for name in args.configs or experiment_configs() for row in measure(name)]
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=None)
     parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args()
-    rows = [row for name in args.configs or experiment_configs() for row in measure(name)]
-    print(markdown(rows) if args.markdown else json.dumps({"exports": rows}, indent=1))
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(markdown(result["exports"]) if args.markdown else json.dumps(result, indent=1))
+    output.write("export_sizes", result, args.out)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import tempfile
 import jax
 import numpy as np
 
+from benchmarks import output
 from benchmarks.binary_layers import binary_mac_limit, cpu_model
 from benchmarks.clock import measure_ghz
 from binflax import cost, export, models, native, packing
@@ -436,17 +437,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(NETWORKS))
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument(
-        "--small", action="store_true", help="MiniSketchANet at 16x16, batch 1, 3 repeats"
-    )
-    parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> dict:
+    """Every network of ``args`` (or the small one) measured, profiled and held to the
+    targets."""
     networks = SMALL if args.small else {name: NETWORKS[name] for name in args.models}
     batches, repeats = ([1], 3) if args.small else (args.batches, args.repeats)
     limit = binary_mac_limit()
@@ -482,7 +475,23 @@ def main() -> None:
         "profiles": profiles,
     }
     result["targets"] = targets(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(NETWORKS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--small", action="store_true", help="MiniSketchANet at 16x16, batch 1, 3 repeats"
+    )
+    parser.add_argument("--markdown", action="store_true")
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
     print(markdown(result) if args.markdown else json.dumps(result, indent=1))
+    output.write("inference", result, args.out)
 
 
 if __name__ == "__main__":

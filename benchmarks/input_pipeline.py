@@ -37,6 +37,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from benchmarks import output
 from binflax.data import augment, recipes, sketch_files
 
 tf = augment.tf
@@ -131,13 +132,8 @@ def per_core_rates(images: int, repeats: int, trials: int) -> dict[str, dict]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2, help="passes over the images per trial")
-    parser.add_argument("--trials", type=int, default=3, help="the best trial is reported")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> dict:
+    """Each input's host rate, per core and on every core, and the one-off reduction."""
     originals = [synthetic_sketch(i) for i in range(args.images)]
     start = time.perf_counter()  # the builder's one-off reduction to 256x256
     stored = [sketch_files.reduced_png(data, f"sketch {i}") for i, data in enumerate(originals)]
@@ -159,7 +155,19 @@ def main() -> None:
         / result["png_1111"]["images_per_sec_per_core"],
         2,
     )
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="passes over the images per trial")
+    parser.add_argument("--trials", type=int, default=3, help="the best trial is reported")
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
     print(json.dumps(result, indent=1))
+    output.write("input_pipeline", result, args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import output
 from benchmarks.binary_layers import (
     LARGE_MACS,
     PEAK_LAYER,
@@ -101,14 +102,8 @@ def layers(models: list[str], everything: bool) -> list[dict]:
     return [*found, PEAK_LAYER]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=31)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--all", action="store_true", help="every binary layer, not only large")
-    parser.add_argument("--isa", choices=sorted(native.ISAS), help="force the native path")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> dict:
+    """The kernel against XLA's popcount on each layer of ``args.models``."""
     if not native.available():
         raise SystemExit("the native kernel is unavailable (see the warning above)")
     load_before = os.getloadavg()
@@ -132,7 +127,21 @@ def main() -> None:
             3,
         ),
     }
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--all", action="store_true", help="every binary layer, not only large")
+    parser.add_argument("--isa", choices=sorted(native.ISAS), help="force the native path")
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    report = run(args)
     print(json.dumps(report, indent=1))
+    output.write("native_kernel", report, args.out)
 
 
 if __name__ == "__main__":

@@ -25,23 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import output
 from binflax import models, select
 from binflax.testing import random_variables
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=1.1)
-    parser.add_argument("--method", default="greedy")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> dict:
+    """The selection pass against as many forward passes, medians of ``args.repeats``."""
     model = models.create(args.model, plan="fbin", num_classes=args.classes)
     shape = (args.size, args.size, args.channels)
     variables = random_variables(model, shape)
@@ -99,33 +89,46 @@ def main() -> None:
         times["solve"].append(timed(lambda: solve(measurement)))
     med = {k: statistics.median(v) for k, v in times.items()}
     chosen = solve(measurement)
-    print(
-        json.dumps(
-            {
-                "benchmark": "select_pass",
-                "device": f"{jax.devices()[0].platform} x{jax.device_count()} "
-                f"({platform.processor() or platform.machine()})",
-                "model": args.model,
-                "input": list(shape),
-                "batch": args.batch,
-                "batches": args.batches,
-                "repeats": args.repeats,
-                "forward_s": round(med["forward"], 4),
-                "selection_s": round(med["selection"], 4),
-                "measure_s": round(med["measure"], 4),
-                "solve_s": round(med["solve"], 4),
-                "ratio": round(med["selection"] / med["forward"], 3),
-                "target_ratio": 1.5,
-                "forward_compile_s": round(forward_compile, 2),
-                # cold first calls: forward after its AOT compile; selection including
-                # layer tracing and the compiles of measure's step and solve's kernel
-                "first_call_s": {k: round(v, 2) for k, v in first.items()},
-                "float_layers": list(chosen),
-                "all_times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
-            },
-            indent=2,
-        )
-    )
+    return {
+        "benchmark": "select_pass",
+        "device": f"{jax.devices()[0].platform} x{jax.device_count()} "
+        f"({platform.processor() or platform.machine()})",
+        "model": args.model,
+        "input": list(shape),
+        "batch": args.batch,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "forward_s": round(med["forward"], 4),
+        "selection_s": round(med["selection"], 4),
+        "measure_s": round(med["measure"], 4),
+        "solve_s": round(med["solve"], 4),
+        "ratio": round(med["selection"] / med["forward"], 3),
+        "target_ratio": 1.5,
+        "forward_compile_s": round(forward_compile, 2),
+        # cold first calls: forward after its AOT compile; selection including
+        # layer tracing and the compiles of measure's step and solve's kernel
+        "first_call_s": {k: round(v, 2) for k, v in first.items()},
+        "float_layers": list(chosen),
+        "all_times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=1.1)
+    parser.add_argument("--method", default="greedy")
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    output.write("select_pass", result, args.out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import output
 from binflax import distill, models, networks, train
 from binflax.plan import Plan
 from configs import default
@@ -128,32 +129,35 @@ def bench_model(name: str, size: int | None, batch: int, steps: int, repeats: in
     }
 
 
-def main() -> None:
+def run(args: argparse.Namespace) -> dict:
+    """The steps of every model of ``args.models``, interleaved per model."""
+    results = [
+        bench_model(name, args.size, args.batch, args.steps, args.repeats)
+        for name in args.models.split(",")
+    ]
+    return {
+        "benchmark": "train_step",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "devices": [str(d) for d in jax.devices()],
+        },
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,sketchanet")
     parser.add_argument("--size", type=int, default=None, help="square input size override")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed sample")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    results = [
-        bench_model(name, args.size, args.batch, args.steps, args.repeats)
-        for name in args.models.split(",")
-    ]
-    print(
-        json.dumps(
-            {
-                "benchmark": "train_step",
-                "machine": {
-                    "platform": platform.platform(),
-                    "processor": platform.machine(),
-                    "devices": [str(d) for d in jax.devices()],
-                },
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+    output.add_out_option(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    output.write("train_step", result, args.out)
 
 
 if __name__ == "__main__":

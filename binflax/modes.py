@@ -26,26 +26,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import pathlib
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 
 from binflax import (
+    budgets,
     cost,
     data,
     distill,
     export,
-    models,
     networks,
-    paper,
     parallel,
     plots,
     results,
@@ -157,9 +152,9 @@ def run_select(
         fixed_macs=measurement.fixed_macs,
         speedup=config.hbn.speedup,
     )
-    budgets = config.hbn.budgets
     plans = {}
-    for variant, budget in zip(variants.hybrid_names(budgets), budgets, strict=True):
+    hybrids = variants.hybrid_names(config.hbn.budgets)
+    for variant, budget in zip(hybrids, config.hbn.budgets, strict=True):
         report = select.SelectionReport.from_measurement(
             measurement,
             budget=budget,
@@ -268,10 +263,10 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ``summary.json`` also holds the *measured* memory: the size of the bit-packed export
     file (``binflax.export``) against the float32 checkpoint, written from zero weights;
     and, for each of ``config.hbn.budgets``, the equivalent FLOPs it allows and the
-    authors' hybrid it admits (:func:`budget_targets`), so a user sees what an ``hbn``
-    run targets before spending anything.
+    authors' hybrid it admits (:mod:`binflax.budgets`), so a user sees what an ``hbn`` run
+    targets before spending anything.
     """
-    num_classes, image_shape = summary_shapes(config)
+    num_classes, image_shape = networks.config_shapes(config)
     model = networks.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
     measured = None if model.plan.mixed else export.memory_report(model, input_shape=image_shape)
@@ -286,7 +281,7 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "compression",
         )
     }
-    summary["budgets"] = budget_targets(config)
+    summary["budgets"] = budgets.targets(config)
     run = RunDir.of(workdir)
     run.write_json(run.summary_json, summary)
     log(cost.format_summary(summary))
@@ -299,81 +294,8 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x "
             f"smaller), programs {measured['program_bytes'] / 2**20:.3f} MiB"
         )
-    log(format_budget_targets(summary["budgets"], config.model))
+    log(budgets.format_targets(summary["budgets"], config.model))
     return summary
-
-
-def summary_shapes(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
-    """Classes and input shape from the config alone, so ``summary`` needs no dataset."""
-    return int(config.num_classes), (config.image_size, config.image_size, config.channels)
-
-
-def budget_targets(config: ml_collections.ConfigDict) -> list[dict]:
-    """For each hybrid of ``config.hbn.budgets``: the equivalent FLOPs its budget allows,
-    and the most expensive of the authors' hybrids (:mod:`binflax.paper`) within it.
-
-    Costs come from the cost model at the config's own input shape and classes.
-    """
-    num_classes, image_shape = summary_shapes(config)
-    fbin = networks.build_model(config, num_classes, "fbin")
-    names = models.layer_names(fbin)
-
-    def eq_flops(model):
-        return cost.totals(cost.layer_costs(model, image_shape, speedup=config.hbn.speedup))[
-            "eq_flops"
-        ]
-
-    fbin_eq = eq_flops(fbin)
-    authors = []
-    for hybrid in paper.AUTHORS_HYBRIDS.get(config.model, ()):
-        plan = Plan.hybrid(
-            names, hybrid.float_inputs, binarize_last_weights=config.binarize_last_weights
-        )
-        authors.append((hybrid, eq_flops(fbin.clone(plan=plan))))
-    targets = []
-    budgets = config.hbn.budgets
-    for variant, budget in zip(variants.hybrid_names(budgets), budgets, strict=True):
-        bound = budget * fbin_eq
-        within = [(h, eq) for h, eq in authors if eq <= bound]
-        hybrid, eq = max(within, key=lambda item: item[1]) if within else (None, None)
-        targets.append(
-            {
-                "variant": variant,
-                "budget": budget,
-                "fbin_eq_flops": fbin_eq,
-                "max_eq_flops": bound,
-                "authors_hybrid": None
-                if hybrid is None
-                else {
-                    "name": hybrid.name,
-                    "float_inputs": list(hybrid.float_inputs),
-                    "eq_flops": eq,
-                    "x_fbin": eq / fbin_eq,
-                    "source": hybrid.source,
-                },
-            }
-        )
-    return targets
-
-
-def format_budget_targets(targets: list[dict], model_name: str) -> str:
-    lines = [f"hbn budgets (fbin: {targets[0]['fbin_eq_flops'] / 1e6:.2f} M eq. FLOPs):"]
-    for t in targets:
-        line = (
-            f"  {t['variant']}: budget {t['budget']:g} x fbin -> at most "
-            f"{t['max_eq_flops'] / 1e6:.2f} M eq. FLOPs"
-        )
-        authors = t["authors_hybrid"]
-        if authors is not None:
-            layers = ", ".join(authors["float_inputs"])
-            line += (
-                f"; admits the authors' {authors['name']} ({layers}): "
-                f"{authors['eq_flops'] / 1e6:.2f} M = {authors['x_fbin']:.3f} x fbin"
-            )
-        elif model_name in paper.AUTHORS_HYBRIDS:
-            line += "; admits none of the authors' hybrids"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -402,7 +324,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     measured against the float32 model's (``export.latency``).
     """
     runs = RunDir.of(workdir).trained_runs(config.plan)
-    _, image_shape = summary_shapes(config)
+    _, image_shape = networks.config_shapes(config)
     batch = next(iter(train.eval_batches(config, "test")))
     reports = []
     for trained in runs:
@@ -411,7 +333,7 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         )
         variables = parallel.fetch(state.variables)
         path = trained.run.export_file
-        report, exported = _export_through_local_file(model, variables, path, image_shape)
+        report, exported = export.export_and_load(model, variables, path, input_shape=image_shape)
         images = batch["image"].reshape(-1, *batch["image"].shape[-3:])
         exact = np.asarray(export.integer_forward(exported, images))
         # the reference is the float32 model, whatever dtype it trained in (half precision)
@@ -431,27 +353,6 @@ def run_export(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         )
         reports.append(report)
     return reports
-
-
-def _export_through_local_file(
-    model: nn.Module,
-    variables: dict,
-    path: epath.Path,
-    image_shape: tuple[int, int, int],
-) -> tuple[dict, export.ExportedModel]:
-    """Exports to ``path`` (a ``gs://`` one too) and loads the file back.
-
-    Every process of a multi-host run checks the export, but only the main one may write
-    the shared workdir: each exports into a local temporary directory, and the main
-    process then copies the bytes to ``path`` through epath.
-    """
-    with tempfile.TemporaryDirectory(prefix="binflax-export-") as tmp:
-        local = pathlib.Path(tmp) / path.name
-        report = export.export_model(model, variables, local, input_shape=image_shape)
-        exported = export.load(local)
-        RunDir.write_bytes(path, local.read_bytes())
-    report["path"] = str(path)
-    return report, exported
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

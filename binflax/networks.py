@@ -81,6 +81,12 @@ def takes_config(function: _Function) -> _Function:
     return with_resolved_config  # type: ignore[return-value]
 
 
+def config_shapes(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
+    """Classes and input shape (H, W, C) from the config alone, so that ``summary``, the
+    budget report and ``export`` need no dataset."""
+    return int(config.num_classes), (config.image_size, config.image_size, config.channels)
+
+
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
     """``config.model_kwargs`` without the fields left unset (``None``)."""
     return {k: v for k, v in config.model_kwargs.to_dict().items() if v is not None}

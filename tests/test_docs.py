@@ -1,7 +1,9 @@
 """The docs' maps and links against the tree they describe: method.md section 8 names
-every module of binflax, choices.md's contents list every section with its choices, and
-every link to a section of a page names a heading that page has."""
+every module of binflax, choices.md's contents list every section with its choices,
+every link to a section of a page names a heading that page has, and benchmarks.md's
+tables are the ones its results files hold."""
 
+import json
 import pathlib
 import re
 
@@ -11,6 +13,8 @@ PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 MAP_LINK = re.compile(r"\]\(\.\./binflax/([^)]+)\)")
 SECTION_LINK = re.compile(r"\]\(([\w.-]*\.md)?#([^)]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+RESULTS = ROOT / "benchmarks" / "results"
+RESULTS_LINK = re.compile(r"\]\(\.\./benchmarks/results/([^)]+\.json)\)")
 
 
 def anchor(heading: str) -> str:
@@ -65,3 +69,39 @@ def test_every_link_to_a_section_names_a_heading_of_its_page():
         if name not in {anchor(h) for h in headings(page.parent / target if target else page)}
     ]
     assert not broken, broken
+
+
+def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each table's column names and rows, cells as shown (bold marks dropped; a row that
+    stops short has its missing cells empty)."""
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+
+    tables = []
+    for block in re.findall(r"^(\|.*\n\|[-:| ]+\|\s*\n(?:\|.*\n?)*)", text, re.M):
+        header, _, *rows = block.strip("\n").split("\n")
+        columns = cells(header)
+        tables.append((columns, [cells(r) + [""] * (len(columns) - len(cells(r))) for r in rows]))
+    return tables
+
+
+def test_benchmarks_md_cites_every_results_file_and_shows_the_tables_they_hold():
+    """A figure moved into benchmarks/results/ is cited from the page, and a table the
+    page still shows is the table of the file it cites (the files transcribed from the
+    page, the ones a benchmark wrote cited in words)."""
+    page = (DOCS / "benchmarks.md").read_text()
+    cited = set(RESULTS_LINK.findall(page))
+    files = {path.name for path in RESULTS.glob("*.json")}
+    assert cited == files
+    shown = markdown_tables(page)
+    for name in sorted(files):
+        record = json.loads((RESULTS / name).read_text())
+        assert record["provenance"]["cpu"]["tag"] in name, name
+        if record.get("transcribed_from") != "docs/benchmarks.md":
+            continue
+        for table in record["tables"]:
+            if "from" in table:  # put together from a sentence of the page: its figures
+                assert all(cell in page for row in table["rows"] for cell in row[1:]), name
+            else:
+                assert (table["columns"], table["rows"]) in shown, (name, table["columns"])

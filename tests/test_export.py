@@ -399,6 +399,22 @@ def test_memory_report(tmp_path):
     assert [layer["name"] for layer in report["layers"]] == list(models.layer_names(model))
 
 
+def test_every_process_loads_its_export_and_only_the_main_one_writes(tmp_path, monkeypatch):
+    """A multi-host run's shared workdir: the main process writes the file its report
+    describes, and a process other than the main one still gets the loaded model,
+    without writing."""
+    model = models.create("mini_sketchanet", plan="fbin")
+    variables = export.zero_variables(model)
+    path = tmp_path / "main" / "model.npz"
+    report, exported = export.export_and_load(model, variables, path)
+    assert report["path"] == str(path) and report["file_bytes"] == os.path.getsize(path)
+    assert exported.plan == export.load(path).plan == model.plan
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    other = tmp_path / "other" / "model.npz"
+    report, exported = export.export_and_load(model, variables, other)
+    assert not other.exists() and report["path"] == str(other) and exported.plan == model.plan
+
+
 # -- refusing bad files ---------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks import binary_layers, inference
+from benchmarks import binary_layers, inference, output
 from binflax import native, provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,9 +25,9 @@ MINI_MACS = {
 }
 
 
-def test_small_run_measures_every_variant():
+def test_small_run_measures_every_variant(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.inference", "--small"],
+        [sys.executable, "-m", "benchmarks.inference", "--small", "--out", str(tmp_path)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": ROOT},
         capture_output=True,
@@ -36,6 +36,11 @@ def test_small_run_measures_every_variant():
         check=True,
     ).stdout
     result = json.loads(out)
+    # --out: the same figures in a file named for this CPU, with their provenance
+    (written,) = tmp_path.iterdir()
+    record = json.loads(written.read_text())
+    assert written.name == f"inference-{output.cpu_tag()}.json"
+    assert record.pop("provenance")["cpu"]["tag"] == output.cpu_tag() and record == result
     # The default (auto) row of each variant; native and XLA's popcount beside it.
     rows = {row["variant"]: row for row in result["rows"] if row["arithmetic"] in AUTO_ROWS}
     assert list(rows) == [

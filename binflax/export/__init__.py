@@ -25,8 +25,9 @@ member names and header entries), :mod:`~binflax.export.fold` (BN folding and pa
 :mod:`~binflax.export.loaded` (a file loaded and run), :mod:`~binflax.export.memory`
 (measured memory), :mod:`~binflax.export.inference` (the integer path),
 :mod:`~binflax.export.arithmetic` (which arithmetic each XNOR unit runs),
-:mod:`~binflax.export.chain` (packed activations between XNOR units) and
-:mod:`~binflax.export.latency` (measured speed); the packed arithmetic itself is
+:mod:`~binflax.export.chain` (packed activations between XNOR units),
+:mod:`~binflax.export.latency` (measured speed) and :mod:`~binflax.export.shared` (an
+export into a multi-host run's shared workdir); the packed arithmetic itself is
 :mod:`binflax.packing`. The design and the file format are in docs/export.md.
 """
 
@@ -34,6 +35,7 @@ from binflax.export.format import FORMAT, VERSION, ExportError
 from binflax.export.latency import float_calls, latency, time_calls
 from binflax.export.loaded import ARITHMETICS, ExportedModel, integer_forward, load
 from binflax.export.memory import memory_report, zero_variables
+from binflax.export.shared import export_and_load
 from binflax.export.writer import export_model, float32_checkpoint_bytes
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "VERSION",
     "ExportError",
     "ExportedModel",
+    "export_and_load",
     "export_model",
     "float32_checkpoint_bytes",
     "float_calls",
