@@ -511,5 +511,6 @@ def test_a_mixed_precision_plan_is_refused_with_the_layers_named(tmp_path):
     names = models.layer_names(models.create("mini_sketchanet"))
     model = models.create("mini_sketchanet", plan=Plan.from_rules(plan, names))
     variables = export.zero_variables(model)
-    with pytest.raises(export.ExportError, match=r"conv1 \(int8 input, int8 weights\), conv3 \(int4"):
+    match = r"conv1 \(int8 input, int8 weights\), conv3 \(int4"
+    with pytest.raises(export.ExportError, match=match):
         export.export_model(model, variables, tmp_path / "m.npz")
