@@ -16,6 +16,9 @@ whole accuracy-proxy/compute trade-off:
 - :func:`measure_precisions` - each candidate's sensitivity to each input bit-width
   (1, 2, 4, 8, float): the paper's error generalised, a Fisher and a Hessian-trace
   score, in one jit-compiled pass;
+- :func:`select_precisions` - each candidate's input bit-width under a budget (the
+  mixed-precision hybrid), :func:`mixed_plan` its plan, :func:`mixed_controls` its
+  uniform, binary/float, per-score and random controls at the same budget;
 - :func:`control_sets` - the float-input sets of control hybrids chosen without the
   metric (``random``, ``cost_only``, ``error_only``) at a hybrid's budget, the direct
   test that the metric picks the right layers;
@@ -41,6 +44,15 @@ from binflax.select.controls import (
     random_sets,
 )
 from binflax.select.metrics import METRICS, Measurement, measure
+from binflax.select.mixed import (
+    MIXED_CONTROLS,
+    MixedSelection,
+    mixed_controls,
+    mixed_plan,
+    precision_costs,
+    select_precisions,
+    selection_of,
+)
 from binflax.select.precisions import (
     PrecisionError,
     PrecisionPoint,
@@ -66,6 +78,13 @@ from binflax.select.solvers import (
 )
 
 __all__ = [
+    "MIXED_CONTROLS",
+    "MixedSelection",
+    "mixed_controls",
+    "mixed_plan",
+    "precision_costs",
+    "select_precisions",
+    "selection_of",
     "SENSITIVITIES",
     "PrecisionMeasurement",
     "SensitivityError",

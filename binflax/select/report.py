@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import flax.linen as nn
 from etils import epath
@@ -25,7 +25,9 @@ from etils import epath
 from binflax.cost import XNOR_SPEEDUP
 from binflax.plan import Plan
 from binflax.select.metrics import Measurement, measure
+from binflax.select.mixed import MixedSelection, mixed_plan, select_precisions
 from binflax.select.scores import ScoreFn, score_name
+from binflax.select.sensitivity import measure_precisions
 from binflax.select.solvers import FrontierPoint, layer_scores, pareto_frontier, problem, solve
 
 
@@ -213,14 +215,30 @@ def select(
     metric: str = "rmse",
     speedup: float = XNOR_SPEEDUP,
     max_batches: int | None = None,
-) -> tuple[Plan, SelectionReport]:
+    precisions: Sequence[int] | None = None,
+    sensitivity: str = "error",
+) -> tuple[Plan, SelectionReport | MixedSelection]:
     """Measures ``model`` (an fbin network) on ``batches`` and returns the hybrid plan.
 
     Candidates are the model's binary-input layers; every other layer keeps a float input.
     The plan is ``Plan.hybrid`` over the model's layers, with the last layer's weights
     binary exactly when the model's plan has them binary. ``budget=None`` with no
     ``num_float`` is unbounded (every candidate float: wbin).
+
+    With ``precisions`` (input bit-widths, e.g. ``(1, 2, 4, 8, 32)``) it is the
+    mixed-precision selection instead (:mod:`binflax.select.mixed`): each candidate's
+    bit-width minimising the summed ``sensitivity`` score (``error``, ``fisher`` or
+    ``hessian``; the last two need batches with labels) within ``budget`` x fbin's
+    equivalent FLOPs, solved exactly; the report is then a :class:`MixedSelection`.
     """
+    if precisions is not None:
+        if budget is None or num_float is not None:
+            raise ValueError("a mixed-precision selection takes a budget (and no num_float)")
+        measured = measure_precisions(
+            model, variables, batches, precisions=precisions, max_batches=max_batches
+        )
+        chosen = select_precisions(measured, budget, score=sensitivity, speedup=speedup)
+        return mixed_plan(model, measured, chosen.bits, "mixed"), chosen
     measurement = measure(model, variables, batches, metric=metric, max_batches=max_batches)
     report = SelectionReport.from_measurement(
         measurement,
