@@ -138,25 +138,51 @@ def _recipe(config):
         raise ConfigError(f"config.two_stage.first_fraction={fraction} must be in (0, 1)")
 
 
+def _precisions(config) -> None:
+    """``config.hbn.precisions`` are distinct input bit-widths, at least two;
+    ``config.hbn.sensitivity`` a score; ``config.hbn.precision_controls`` named in
+    ``binflax.select.MIXED_CONTROLS``, each once."""
+    precisions = config.hbn.precisions
+    allowed = select.sensitivity.INPUT_BITS
+    if (
+        not isinstance(precisions, tuple | list)
+        or len(precisions) < 2
+        or any(isinstance(b, bool) or b not in allowed for b in precisions)
+        or len(set(precisions)) < len(precisions)
+    ):
+        raise ConfigError(
+            f"config.hbn.precisions={precisions!r} must be two or more distinct input "
+            f"bit-widths among {', '.join(map(str, allowed))} (32 is float), e.g. (1, 2, 4, 8, 32)"
+        )
+    _one_of(config, "hbn.sensitivity", select.SENSITIVITIES)
+    samples = config.hbn.hutchinson_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"config.hbn.hutchinson_samples={samples!r} must be an integer >= 1")
+    _names(config, "hbn.precision_controls", select.MIXED_CONTROLS)
+
+
 def _controls(config):
     """``config.hbn.controls`` names each control of ``binflax.select.CONTROLS`` at most
     once (a repeat would train one row twice), and ``num_random`` is a count."""
-    controls = config.hbn.controls
-    if not isinstance(controls, tuple | list):
-        raise ConfigError(
-            f"config.hbn.controls={controls!r} must be a tuple of control names, e.g. "
-            f"('random', 'cost_only'); controls: {', '.join(select.CONTROLS)}"
-        )
-    for control in controls:
-        if control not in select.CONTROLS:
-            raise ConfigError(
-                f"config.hbn.controls has {control!r}; controls: {', '.join(select.CONTROLS)}"
-            )
-    if len(set(controls)) < len(controls):
-        raise ConfigError(f"config.hbn.controls={tuple(controls)!r} names a control twice")
+    _names(config, "hbn.controls", select.CONTROLS)
+    _precisions(config)
     num_random = config.hbn.num_random
     if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 1:
         raise ConfigError(f"config.hbn.num_random={num_random!r} must be an integer >= 1")
+
+
+def _names(config, field: str, known: tuple[str, ...]) -> None:
+    controls = _get(config, field)
+    if not isinstance(controls, tuple | list):
+        raise ConfigError(
+            f"config.{field}={controls!r} must be a tuple of control names, e.g. "
+            f"('random', '{known[1]}'); controls: {', '.join(known)}"
+        )
+    for control in controls:
+        if control not in known:
+            raise ConfigError(f"config.{field} has {control!r}; controls: {', '.join(known)}")
+    if len(set(controls)) < len(controls):
+        raise ConfigError(f"config.{field}={tuple(controls)!r} names a control twice")
 
 
 def _get(config, field):

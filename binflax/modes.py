@@ -40,6 +40,7 @@ from binflax import (
     data,
     distill,
     export,
+    mixed_selection,
     networks,
     parallel,
     plots,
@@ -129,7 +130,8 @@ def run_select(
     the plan of each of its controls (``config.hbn.controls``: the same budget, float
     inputs chosen without the metric, :mod:`binflax.select.controls`). Returns the plans
     by variant name, in the order of ``config.hbn.budgets``, each hybrid followed by its
-    controls.
+    controls. With ``config.hbn.precisions`` beyond binary and float, the hybrids and
+    controls are mixed-precision ones (:mod:`binflax.mixed_selection`).
     """
     run = RunDir.of(workdir)
     if fbin is None:
@@ -140,12 +142,10 @@ def run_select(
     mesh = parallel.make_mesh()
     variables = state.variables
     hold = itertools.islice(data.eval_batches(config, "holdout"), config.hbn.measure_batches)
-    measurement = select.measure(
-        model,
-        variables,
-        (parallel.global_batch(b, mesh) for b in hold),
-        metric=config.hbn.error_metric,
-    )
+    batches = (parallel.global_batch(b, mesh) for b in hold)
+    if select.is_mixed(config.hbn.precisions):
+        return mixed_selection.run(config, run, model, variables, batches)
+    measurement = select.measure(model, variables, batches, metric=config.hbn.error_metric)
     prob = select.problem(
         measurement.errors,
         measurement.macs,
@@ -220,7 +220,7 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
         twin = _trained_twin(variant, plan, plans, trained)
         if twin is not None:
             # Training is deterministic: the twin's run is the run this row would repeat.
-            log(f"[{variant}] the float inputs of {twin}: its trained run stands for this row")
+            log(f"[{variant}] the plan of {twin}: its trained run stands for this row")
             trained[variant], same_as[variant] = trained[twin], twin
             continue
         trained[variant] = train_variant(
@@ -243,16 +243,12 @@ def run_hbn(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _trained_twin(variant: str, plan: Plan, plans: dict[str, Plan], trained: dict) -> str | None:
-    """The already trained hybrid or control with ``variant``'s float inputs, when
+    """The already trained hybrid or control with ``variant``'s layer precisions, when
     ``variant`` is a control (a control that lands on its hybrid's set is not retrained)."""
     if variants.parse(variant).kind != "control":
         return None
     return next(
-        (
-            name
-            for name in trained
-            if name in plans and set(plans[name].float_inputs) == set(plan.float_inputs)
-        ),
+        (name for name in trained if name in plans and plans[name] == plan),
         None,
     )
 

@@ -157,8 +157,9 @@ CONTROL_STYLE = {
 
 
 def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
-    """Top-1 of every trained variant against its equivalent FLOPs (log axis), and against
-    its memory in a second panel: the paper's accuracy-vs-compute picture.
+    """Top-1 of every trained variant against its equivalent FLOPs (log axis), its bit
+    operations (where results.json has them) and its memory, one panel each: the paper's
+    accuracy-vs-compute picture, and the mixed-precision field's.
 
     ``results`` is ``results.json``'s content; hybrids are drawn in red, each labelled,
     and their controls (``hybrid1.random0``, ...) as hollow orange diamonds, with a
@@ -167,10 +168,17 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
     entries = results.get("variants") or {}
     if not entries:
         raise ValueError("the results have no trained variant to plot")
-    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
-    compute, memory = fig.subplots(1, 2, sharey=True)
+    # (x of an entry, axis label): BOPs only where every row has them (results.json v4)
+    panels = [(lambda e: e["eq_flops"] / 1e6, "equivalent MFLOPs (log scale)")]
+    if all("bops" in entry for entry in entries.values()):
+        panels.append((lambda e: e["bops"] / 1e9, "GBOPs: MACs x input bits x weight bits (log)"))
+    panels.append((lambda e: e["memory_bytes"] / 2**20, "memory (MiB, log scale)"))
+    fig = Figure(figsize=(5.0 * len(panels), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True)
+    compute = axes[0]
     # Variants at one point (a control that drew its hybrid's own set) share one label.
-    # Controls are labelled in the compute panel only: their memory is their hybrid's.
+    # Controls are labelled in the compute panel only: elsewhere they may sit on their
+    # hybrid's point.
     names_at: dict[tuple, list[str]] = {}
     for name, entry in entries.items():
         control = variants.parse(name).kind == "control"
@@ -179,7 +187,8 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
             if control
             else {"color": VARIANT_COLORS.get(name, FLOAT_COLOR), **HYBRID_STYLE}
         )
-        for ax, x in ((compute, entry["eq_flops"] / 1e6), (memory, entry["memory_bytes"] / 2**20)):
+        for ax, (x_of, _) in zip(axes, panels, strict=True):
+            x = x_of(entry)
             ax.plot([x], [entry["top1"]], **style)
             if ax is compute or not control:
                 names_at.setdefault((ax, x, entry["top1"]), []).append(name)
@@ -191,12 +200,10 @@ def results_figure(results: Mapping, *, title: str | None = None) -> Figure:
             Line2D([], [], color=CONTROL_COLOR, label="control (no metric)", **CONTROL_STYLE),
         ]
         compute.legend(handles=handles, fontsize=8)
-    compute.set_xscale("log")
-    compute.set_xlabel("equivalent MFLOPs (log scale)")
     compute.set_ylabel("test top-1 (%), checkpoint chosen on held-out data")
-    memory.set_xscale("log")
-    memory.set_xlabel("memory (MiB, log scale)")
-    for ax in (compute, memory):
+    for ax, (_, label) in zip(axes, panels, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.2, y=0.12)

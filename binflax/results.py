@@ -32,7 +32,8 @@ from binflax.run_dir import RunDir
 from binflax.select import RANDOM_FLOOR
 
 # 3: each row's provenance and the run's recipe (older files: neither; still read).
-VERSION = 3
+# 4: each row's BOPs and, for a mixed-precision plan, its input bits (older: neither).
+VERSION = 4
 
 
 def hbn_results(
@@ -63,12 +64,15 @@ def hbn_results(
             "method": config.hbn.method,
             "metric": config.hbn.error_metric,
             "score": str(config.hbn.score),
+            "precisions": list(config.hbn.precisions),
+            "sensitivity": config.hbn.sensitivity,
             "fbin_eq_flops": fbin_eq_flops,
             "hybrids": {
                 variant: {
                     "budget": budget,
                     "max_eq_flops": budget * fbin_eq_flops,
                     "float_inputs": list(plans[variant].float_inputs),
+                    "input_bits": _input_bits(plans[variant]),
                 }
                 for variant, budget in budgets.items()
             },
@@ -79,11 +83,17 @@ def hbn_results(
                     "control": control.label,
                     "max_eq_flops": budgets[control.hybrid] * fbin_eq_flops,
                     "float_inputs": list(plans[control.name].float_inputs),
+                    "input_bits": _input_bits(plans[control.name]),
                 }
                 for control in controls
             },
         },
     }
+
+
+def _input_bits(plan: Plan) -> dict[str, int] | None:
+    """Each layer's input bits, for a mixed-precision plan (None for binary or float)."""
+    return {layer.name: layer.input_bits for layer in plan} if plan.mixed else None
 
 
 def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) -> dict:
@@ -108,11 +118,13 @@ def variant_entry(result: train.TrainResult, config: ml_collections.ConfigDict) 
         "best_test_top1_optimistic": best["top1"],
         "best_test_step": best_step,
         "eq_flops": total["eq_flops"],
+        "bops": float(total["bops"]),
         "macs": float(total["macs"]),
         "memory_bytes": int(round(total["memory_bytes"])),
         "plan": plan.name,
         "float_inputs": list(plan.float_inputs),
         "binary_inputs": len(plan.binary_inputs),
+        "input_bits": _input_bits(plan),
         "steps": result.steps,
         "train_seconds": _seconds(result.seconds),
     }
@@ -173,25 +185,40 @@ def format_table(results: dict) -> str:
             "that the metric picks the right layers.",
             "",
         ]
+    if any(v.get("input_bits") for v in entries.values()):
+        lines += [
+            "Mixed precision: each hybrid's candidate layers take the input bits (1, 2, 4, 8 "
+            "or 32 = float) that minimise the summed sensitivity within its budget; its "
+            "controls at the same budget: `uniform` (one bit-width everywhere), "
+            "`binary_float` (the paper's search space), a score's name (that score's pick), "
+            "`random<i>` (random bit-widths).",
+            "",
+        ]
     lines += [
         "| variant | top-1 | top-5 | final top-1 | best test top-1 (optimistic) "
-        "| eq. FLOPs (M) | x fbin | MACs (M) | memory (MiB) | float-input layers |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| eq. FLOPs (M) | x fbin | GBOPs | MACs (M) | memory (MiB) | float-input layers "
+        "(mixed: input bits > 1) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in entries.items():
         top5 = f"{v['top5']:.2f}" if v["top5"] is not None else "-"
         ratio = f"{v['eq_flops'] / fbin_flops:.3f}" if fbin_flops else "-"
+        bops = f"{v['bops'] / 1e9:.3f}" if "bops" in v else "-"
         layers = _float_layers(v) + (f" (= {v['same_as']})" if "same_as" in v else "")
         lines.append(
             f"| {name} | {v['top1']:.2f} | {top5} | {v['final_top1']:.2f} | "
             f"{v['best_test_top1_optimistic']:.2f} | {v['eq_flops'] / 1e6:.2f} | {ratio} | "
-            f"{v['macs'] / 1e6:.2f} | {v['memory_bytes'] / 2**20:.3f} | {layers} |"
+            f"{bops} | {v['macs'] / 1e6:.2f} | {v['memory_bytes'] / 2**20:.3f} | {layers} |"
         )
     return "\n".join(lines)
 
 
 def _float_layers(entry: dict) -> str:
-    """A row's float-input layers besides the first and last (always float), for tables."""
+    """A row's float-input layers besides the first and last (always float), for tables;
+    a mixed-precision row's inputs of more than one bit instead (``conv3 4, conv5 32``)."""
+    if entry.get("input_bits"):
+        wide = list(entry["input_bits"].items())[1:-1]
+        return ", ".join(f"{name} {bits}" for name, bits in wide if bits > 1) or "-"
     if entry["binary_inputs"] == 0:
         return "all"
     return ", ".join(entry["float_inputs"][1:-1]) or "-"

@@ -44,6 +44,7 @@ from collections.abc import Iterable, Sequence
 import ml_collections
 
 from binflax.select.controls import CONTROLS
+from binflax.select.mixed import MIXED_CONTROLS
 
 PRESET_VARIANTS = ("float", "wbin", "fbin")
 # What a variant is: a preset (the paper's baselines and fbin), an HBN hybrid, a control.
@@ -56,7 +57,8 @@ OVERRIDABLE = ("learning_rate", "weight_decay", "dropout_rate", "batch_size", "n
 # A hybrid's name: "hybrid" alone, or numbered from 1 in the order of config.hbn.budgets.
 _HYBRID = r"hybrid(?P<number>[1-9]\d*)?"
 # A control's label: its rule, numbered by draw for the random one (random0, random1, ...).
-_LABEL = "|".join(rf"(?P<{c}>{c})(?P<draw>\d+)" if c == "random" else c for c in CONTROLS)
+_LABELS = tuple(dict.fromkeys((*CONTROLS, *MIXED_CONTROLS)))
+_LABEL = "|".join(rf"(?P<{c}>{c})(?P<draw>\d+)" if c == "random" else c for c in _LABELS)
 _NAME = re.compile(rf"(?P<hybrid>{_HYBRID})(?:\.(?P<label>{_LABEL}))?")
 
 
@@ -72,7 +74,7 @@ class Variant:
 
     kind: str  # one of KINDS
     base: str  # a baseline's preset (float, wbin, fbin), else the hybrid (hybrid, hybrid1, ...)
-    control: str | None = None  # a control's rule, one of select.controls.CONTROLS
+    control: str | None = None  # a control's rule: select.CONTROLS or select.MIXED_CONTROLS
     draw: int | None = None  # a random control's draw
 
     @property
@@ -113,7 +115,7 @@ def parse(name: str) -> Variant:
     if found is None:
         raise ValueError(
             f"{name!r} names no variant: {', '.join(PRESET_VARIANTS)}, hybrid, hybrid<i> "
-            f"or a hybrid's control <hybrid>.<{'|'.join(CONTROLS)}>"
+            f"or a hybrid's control <hybrid>.<{'|'.join(_LABELS)}>"
         )
     if found["label"] is None:
         return Variant("hybrid", found["hybrid"])

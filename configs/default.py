@@ -120,6 +120,16 @@ def base() -> ml_collections.ConfigDict:
     # metric (binflax.select.controls): any of random | cost_only | error_only.
     config.hbn.controls = ()
     config.hbn.num_random = 3  # random draws per hybrid when controls has "random"
+    # The input bit-widths a candidate layer may take (32: float). (1, 32) is the paper's
+    # binary-or-float HBN; more, e.g. (1, 2, 4, 8, 32), makes the hbn mode the
+    # mixed-precision study (binflax.select.mixed): each hybrid gets a bit-width per
+    # layer that minimises the summed hbn.sensitivity score within its budget, and
+    # hbn.precision_controls (in place of hbn.controls) are trained beside it, any of
+    # random | uniform | binary_float | error | fisher | hessian (a score: its pick).
+    config.hbn.precisions = (1, 32)
+    config.hbn.precision_controls = ("uniform", "binary_float", "random")
+    config.hbn.sensitivity = "error"  # error | fisher | hessian (binflax.select.sensitivity)
+    config.hbn.hutchinson_samples = 4  # Rademacher vectors per batch of the hessian score
 
     # Bookkeeping.
     config.num_eval_batches = -1  # > 0 evaluates on that many batches only (smoke runs)

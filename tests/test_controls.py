@@ -270,6 +270,7 @@ def test_hbn_trains_every_control_beside_its_hybrid(tmp_path, capsys):
             "control": name.removeprefix("hybrid."),
             "max_eq_flops": 1.34 * fbin,
             "float_inputs": float_inputs,
+            "input_bits": None,
         }
         entry = run["variants"][name]
         assert entry["float_inputs"] == float_inputs and entry["plan"] == name

@@ -47,6 +47,7 @@ from binflax.select.metrics import METRICS, Measurement, measure
 from binflax.select.mixed import (
     MIXED_CONTROLS,
     MixedSelection,
+    is_mixed,
     mixed_controls,
     mixed_plan,
     precision_costs,
@@ -80,6 +81,7 @@ from binflax.select.solvers import (
 __all__ = [
     "MIXED_CONTROLS",
     "MixedSelection",
+    "is_mixed",
     "mixed_controls",
     "mixed_plan",
     "precision_costs",

@@ -37,6 +37,13 @@ from binflax.select.precisions import solve_precisions
 from binflax.select.sensitivity import FLOAT_BITS, SENSITIVITIES, PrecisionMeasurement
 
 MIXED_CONTROLS = ("random", "uniform", "binary_float", *SENSITIVITIES)
+# The paper's search space: a binary or a float input.
+BINARY_FLOAT = (1, FLOAT_BITS)
+
+
+def is_mixed(precisions: Sequence[int]) -> bool:
+    """The search space is more than the paper's binary or float."""
+    return set(precisions) != set(BINARY_FLOAT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +151,7 @@ def mixed_controls(
         elif control == "binary_float":
             out[control] = select_precisions(
                 measurement, hybrid.budget, score=hybrid.score, speedup=speedup,
-                precisions=(1, FLOAT_BITS),
+                precisions=BINARY_FLOAT,
             ).bits  # fmt: skip
         elif control == "random":
             floor = RANDOM_FLOOR * (hybrid.eq_flops - measurement.fixed_macs)

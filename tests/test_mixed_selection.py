@@ -1,0 +1,74 @@
+"""The hbn pipeline's mixed-precision study (config.hbn.precisions), end to end."""
+
+import json
+
+import pytest
+
+from binflax import cli, results
+from binflax.plan import Plan
+from configs import quickstart
+
+BITS = {"binary": 1, "int2": 2, "int4": 4, "int8": 8, "float": 32}
+
+
+@pytest.mark.slow
+def test_hbn_with_precisions_trains_mixed_hybrids_and_their_controls(tmp_path, capsys):
+    """fbin, the sensitivity pass, a bit-width per layer at the budget, its uniform,
+    binary/float and random controls at the same budget, trained and tabled."""
+    config = quickstart.get_config()
+    config.update(num_train_steps=6, batch_size=32, eval_batch_size=40)
+    config.update(log_every_steps=3, checkpoint_every_steps=3, num_eval_batches=1)
+    config.hbn.update(budgets=(3.0,), baselines=(), measure_batches=1, num_random=1)
+    config.hbn.update(precisions=(1, 2, 4, 8, 32), sensitivity="fisher", hutchinson_samples=1)
+    config.hbn.precision_controls = ("uniform", "binary_float", "random", "error")
+    assert cli.run(config, mode="hbn", workdir=str(tmp_path)) == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "results.json").read_text())
+    controls = ["hybrid.uniform", "hybrid.binary_float", "hybrid.random0", "hybrid.error"]
+    assert list(run["variants"]) == ["hybrid", *controls, "fbin"]
+    assert run["version"] == results.VERSION == 4
+    assert run["selection"]["precisions"] == [1, 2, 4, 8, 32]
+    fbin = run["variants"]["fbin"]["eq_flops"]
+    report = json.loads((tmp_path / "select.json").read_text())
+    assert report["hybrid"]["score"] == "fisher" and set(report["controls"]) == {
+        c.removeprefix("hybrid.") for c in controls
+    }
+    assert set(report["measurement"]["scores"]) == {"error", "fisher", "hessian"}
+    for name in ["hybrid", *controls]:
+        plan = Plan.load(tmp_path / ("plan.json" if name == "hybrid" else f"plan_{name}.json"))
+        entry = run["variants"][name]
+        assert entry["eq_flops"] <= 3.0 * fbin * (1 + 1e-9), name
+        pick = report["hybrid"] if name == "hybrid" else report["controls"][name[7:]]
+        assert entry["eq_flops"] == pytest.approx(pick["eq_flops"], rel=1e-9)
+        assert {n: b for n, b in pick["bits"].items()} == {
+            layer.name: layer.input_bits for layer in plan if layer.name in pick["bits"]
+        }
+        if plan.mixed:
+            assert entry["input_bits"] == {layer.name: layer.input_bits for layer in plan}
+        assert entry["bops"] > run["variants"]["fbin"]["bops"] or entry["eq_flops"] == fbin
+    uniform = set(report["controls"]["uniform"]["bits"].values())
+    binary_float = set(report["controls"]["binary_float"]["bits"].values())
+    assert len(uniform) == 1 and binary_float <= {1, 32}
+    table = (tmp_path / "results.md").read_text()
+    assert "Mixed precision:" in table and "| hybrid.uniform |" in table
+    assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0  # reads the plans back
+
+    config.hbn.precision_controls = ("cost_only",)
+    assert cli.run(config, mode="select", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    assert "config.hbn.precision_controls has 'cost_only'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("precisions", (1, 3, 32), "config.hbn.precisions=(1, 3, 32) must be two or more"),
+        ("precisions", (32,), "must be two or more distinct input bit-widths"),
+        ("sensitivity", "taylor", "config.hbn.sensitivity"),
+        ("hutchinson_samples", 0, "config.hbn.hutchinson_samples=0"),
+    ],
+)
+def test_a_bad_precision_field_is_named(field, value, message, tmp_path, capsys):
+    config = quickstart.get_config()
+    config.hbn[field] = value
+    assert cli.run(config, mode="summary", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
