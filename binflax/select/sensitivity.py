@@ -2,7 +2,7 @@
 
 Why: mixed-precision HBN asks, for every candidate layer and every input precision in
 ``{1, 2, 4, 8, float}``, how much the network suffers when that layer's input is
-quantized to that many bits (docs/method.md section 9). One jit-compiled step per
+quantized to that many bits (docs/method.md section 12). One jit-compiled step per
 batch, on the trained fbin network, reads the tensor each binary-input layer quantizes
 (the one :func:`binflax.select.measure` reads) and the loss's gradient with respect to
 it, and accumulates three scores, each a map ``layer -> {bits: number}`` (32 is float
