@@ -135,3 +135,27 @@ def test_bad_arguments_are_named(kwargs, match):
     model, variables, images, labels = chain()
     with pytest.raises(sensitivity.SensitivityError, match=match):
         select.measure_precisions(model, variables, [jnp.asarray(images)], **kwargs)
+
+
+def test_a_score_of_your_own_plugs_in_by_registry_or_from_the_kept_statistics(monkeypatch):
+    """A score is a function of the per-layer statistics: registered, it is measured
+    with the others; ``rescored`` adds one to a measurement without another pass."""
+    model, variables, images, labels = chain()
+    batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+
+    def gradient_weighted(stats, bits):  # Fisher over the squared error: a mean g^2
+        return stats.fisher[bits] / stats.squared_error[bits]
+
+    monkeypatch.setitem(
+        select.SENSITIVITIES, "g2", select.Sensitivity(gradient_weighted, True, "mean g^2")
+    )
+    got = select.measure_precisions(model, variables, [batch], hutchinson_samples=1)
+    x, grad, _ = np_chain(variables, images, labels)
+    for bits in (1, 2, 4, 8):
+        d2 = np_error(x, bits) ** 2
+        expected = np.sum(grad**2 * d2) / np.sum(d2)
+        assert got.scores["g2"]["d1"][bits] == pytest.approx(expected, rel=1e-4)
+    again = got.rescored("twice", lambda stats, bits: 2 * sensitivity.error(stats, bits))
+    assert again.scores["twice"]["d1"] == pytest.approx(
+        {b: 2 * v for b, v in got.scores["error"]["d1"].items()}
+    )

@@ -64,7 +64,9 @@ from binflax.select.report import LayerRow, SelectionReport, hybrid_plan, select
 from binflax.select.scores import SCORES, get_score
 from binflax.select.sensitivity import (
     SENSITIVITIES,
+    LayerStatistics,
     PrecisionMeasurement,
+    Sensitivity,
     SensitivityError,
     measure_precisions,
 )
@@ -88,6 +90,8 @@ __all__ = [
     "select_precisions",
     "selection_of",
     "SENSITIVITIES",
+    "LayerStatistics",
+    "Sensitivity",
     "PrecisionMeasurement",
     "SensitivityError",
     "measure_precisions",

@@ -24,7 +24,10 @@ and scores 0):
 The gradients come from zero *probes* added to each quantized input
 (:data:`binflax.planned.INPUT_PROBES`; absent in training), one per example, so
 ``dL/dx`` is per example without vmapping; the loss is the summed cross-entropy of the
-network in evaluation mode. ``fisher`` and ``hessian`` need labels: batches are dicts
+network in evaluation mode. Each score is a function of per-layer statistics
+(:class:`LayerStatistics`) registered in :data:`SENSITIVITIES`, so a score of your own
+plugs in as one of :data:`binflax.select.SCORES` does. ``fisher`` and ``hessian`` need
+labels: batches are dicts
 with ``"image"``, ``"label"`` and an optional ``"mask"`` (without labels only ``error``
 is measured).
 """
@@ -34,7 +37,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -45,13 +49,62 @@ from binflax import quantizers
 from binflax.planned import BINARIZED_INPUTS, INPUT_PROBES, SIGN_INPUT
 from binflax.select.metrics import _candidate_layers, _captured, _replicate_like, _unpack
 
-SENSITIVITIES = ("error", "fisher", "hessian")
 INPUT_BITS = (1, 2, 4, 8, 32)
 FLOAT_BITS = 32
 
 
 class SensitivityError(ValueError):
     """A sensitivity measurement that cannot be made as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStatistics:
+    """What the pass measured of one candidate layer, each a mean over examples, per
+    quantized bit-width ``k``; a score is a function of these.
+
+    ``squared_error[k]``: ``||Q_k(x) - x||^2``; ``fisher[k]``: ``sum_i (g_i * (Q_k(x_i)
+    - x_i))^2`` with ``g = dL/dx``; ``trace``: Hutchinson's estimate of the trace of the
+    loss's Hessian with respect to ``x`` (the last two None without labels);
+    ``elements``: the size ``n`` of one example's ``x``.
+    """
+
+    squared_error: dict[int, float]
+    fisher: dict[int, float] | None
+    trace: float | None
+    elements: int
+
+
+class Sensitivity(NamedTuple):
+    """A registered score: ``fn(statistics, bits) -> number`` for every quantized
+    bit-width (float scores 0), and whether it needs labelled batches."""
+
+    fn: Callable[[LayerStatistics, int], float]
+    needs_labels: bool
+    description: str
+
+
+def error(stats: LayerStatistics, bits: int) -> float:
+    """The paper's input-quantization error: ``sqrt(mean((Q_k(x) - x)^2))``."""
+    return math.sqrt(stats.squared_error[bits] / stats.elements)
+
+
+def fisher(stats: LayerStatistics, bits: int) -> float:
+    """The diagonal empirical Fisher estimate of the loss change (ModelOpt)."""
+    return 0.5 * stats.fisher[bits]
+
+
+def hessian(stats: LayerStatistics, bits: int) -> float:
+    """HAWQ-V3's average Hessian trace times the perturbation's squared norm."""
+    return 0.5 * stats.trace / stats.elements * stats.squared_error[bits]
+
+
+# Every score measure_precisions computes (those it can: a score that needs labels is
+# left out without them); register one of your own here, as select.SCORES.
+SENSITIVITIES: dict[str, Sensitivity] = {
+    "error": Sensitivity(error, False, "sqrt(mean((Q_k(x) - x)^2)), the paper's generalised"),
+    "fisher": Sensitivity(fisher, True, "1/2 mean sum_i (dL/dx_i * dx_i)^2, ModelOpt's"),
+    "hessian": Sensitivity(hessian, True, "1/2 Tr(H)/n * mean ||dx||^2, HAWQ-V3's"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +122,29 @@ class PrecisionMeasurement:
     total_macs: int
     layer_names: tuple[str, ...]
     num_samples: int
+    statistics: dict[str, LayerStatistics] | None = None
 
     def sensitivity(self, score: str = "error") -> dict[str, dict[int, float]]:
         """``layer -> {bits: sensitivity}`` of one score (what the solver takes)."""
         if score not in self.scores:
             measured = ", ".join(self.scores)
-            hint = (
-                " (fisher and hessian need batches with labels)" if score in SENSITIVITIES else ""
-            )
+            needs = score in SENSITIVITIES and SENSITIVITIES[score].needs_labels
+            hint = " (it needs batches with labels)" if needs else ""
             raise SensitivityError(f"score {score!r} was not measured{hint}; measured: {measured}")
         return self.scores[score]
+
+    def rescored(
+        self, name: str, fn: Callable[[LayerStatistics, int], float]
+    ) -> PrecisionMeasurement:
+        """This measurement with one more score, ``fn(statistics, bits)``, computed from
+        the statistics it kept (no new pass over the data)."""
+        if self.statistics is None:
+            raise SensitivityError("this measurement kept no statistics to score again")
+        table = {
+            layer: _with_float({b: fn(stats, b) for b in stats.squared_error}, self.precisions)
+            for layer, stats in self.statistics.items()
+        }
+        return dataclasses.replace(self, scores={**self.scores, name: table})
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self) | {"layer_names": list(self.layer_names)}
@@ -153,10 +219,21 @@ def measure_precisions(
     if samples == 0:
         raise SensitivityError("every example of every batch is masked out: nothing to measure")
     all_layers, candidates = layers
-    scores = _scores(candidates, acc, samples, quantized, bits, labelled, hutchinson_samples)
+    statistics = {
+        info.name: _statistics(info, acc[info.name], samples, quantized) for info in candidates
+    }
+    scores = {
+        name: {
+            layer: _with_float({k: score.fn(stats, k) for k in quantized}, bits)
+            for layer, stats in statistics.items()
+        }
+        for name, score in SENSITIVITIES.items()
+        if labelled or not score.needs_labels
+    }
     return PrecisionMeasurement(
         precisions=bits,
         scores=scores,
+        statistics=statistics,
         macs={info.name: info.macs for info in candidates},
         fixed_macs=sum(info.macs for info in all_layers if not info.precision.binary_input),
         total_macs=sum(info.macs for info in all_layers),
@@ -291,26 +368,18 @@ def _tree_vdot(a, b) -> jax.Array:
     return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
-def _scores(candidates, acc, samples, quantized, bits, labelled, hutchinson):
-    names = ("error", "fisher", "hessian") if labelled else ("error",)
-    scores: dict[str, dict[str, dict[int, float]]] = {s: {} for s in names}
-    for info in candidates:
-        sums = acc[info.name]
-        elements = math.prod(info.input_shape[1:])
-        err = [float(v) for v in sums["error"]]
-        by_bits = {
-            k: math.sqrt(e / (samples * elements)) for k, e in zip(quantized, err, strict=True)
-        }
-        scores["error"][info.name] = _with_float(by_bits, bits)
-        if labelled:
-            fisher = {
-                k: 0.5 * float(f) / samples for k, f in zip(quantized, sums["fisher"], strict=True)
-            }
-            scores["fisher"][info.name] = _with_float(fisher, bits)
-            trace = float(sums["trace"]) / (samples * elements)
-            hessian = {k: 0.5 * trace * e / samples for k, e in zip(quantized, err, strict=True)}
-            scores["hessian"][info.name] = _with_float(hessian, bits)
-    return scores
+def _statistics(info, sums, samples: int, quantized: tuple[int, ...]) -> LayerStatistics:
+    """One layer's sums as means over the ``samples`` examples."""
+    squared = {k: float(v) / samples for k, v in zip(quantized, sums["error"], strict=True)}
+    fisher_sums = sums.get("fisher")
+    return LayerStatistics(
+        squared_error=squared,
+        fisher=None
+        if fisher_sums is None
+        else {k: float(v) / samples for k, v in zip(quantized, fisher_sums, strict=True)},
+        trace=None if "trace" not in sums else float(sums["trace"]) / samples,
+        elements=math.prod(info.input_shape[1:]),
+    )
 
 
 def _with_float(by_bits: dict[int, float], bits: tuple[int, ...]) -> dict[int, float]:
