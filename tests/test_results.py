@@ -235,3 +235,23 @@ def test_a_row_carries_its_runs_provenance_and_none_without_a_record():
     unknown = _train_result(model, 5.0, record, first_stage=_train_result(model, None, None))
     entry = results.variant_entry(unknown, config)
     assert entry["train_seconds"] is None and "provenance" not in entry["stages"]["stage1"]
+
+
+def test_a_mixed_precision_row_shows_its_bops_and_its_wider_inputs():
+    row = {
+        "top1": 90.0,
+        "top5": None,
+        "final_top1": 89.0,
+        "best_test_top1_optimistic": 91.0,
+        "eq_flops": 2e6,
+        "bops": 3.5e9,
+        "macs": 4e6,
+        "memory_bytes": 2**20,
+        "binary_inputs": 1,
+        "float_inputs": ["conv1", "fc"],
+        "input_bits": {"conv1": 32, "conv2": 4, "conv3": 1, "conv4": 8, "fc": 32},
+    }
+    run = {"model": "m", "dataset": "d", "seed": 0, "variants": {"hybrid": row}}
+    table = results.format_table(run)
+    assert "| 2.00 | - | 3.500 | 4.00 | 1.000 | conv2 4, conv4 8 |" in table
+    assert "Mixed precision:" in table
