@@ -91,6 +91,20 @@ def test_a_public_constructor_takes_the_options_whole_or_one_by_one():
         binarize(net, input_shape=shape, scale_input=True)
 
 
+def layer_io(model, variables, x, name):
+    """The input and output of planned layer ``name`` when ``model`` runs on ``x``."""
+    captured = {}
+
+    def capture(call):
+        y = call.compute(call.x)
+        captured[call.info.name] = (call.x, y)
+        return y
+
+    with tracing.intercept(capture):
+        model.apply(variables, jnp.asarray(x))
+    return captured[name]
+
+
 def conv_of(kernel_shape, x, **fields):
     """One 3x3 XNOR layer with RSign and the K map, as an HBNConv and as a binarized
     nn.Conv: the same parameters give the same output."""
@@ -130,18 +144,9 @@ def test_hbnconv_and_binarize_compute_the_same_shift_and_k_map_layer():
 
     model = binarize(net, [("conv", "binary", "binary"), (".*", "float", "float")],
                      input_shape=(6, 6, 4), **options)  # fmt: skip
-    captured = {}
-
-    def capture(call):
-        y = call.compute(call.x)
-        captured[call.info.name] = (call.x, y)
-        return y
-
     variables = model.init(jax.random.key(0), jnp.asarray(x))
     variables["params"]["conv"] = {"kernel": kernel, "threshold": threshold}
-    with tracing.intercept(capture):
-        model.apply(variables, jnp.asarray(x))
-    layer_input, layer_output = captured["conv"]
+    layer_input, layer_output = layer_io(model, variables, x, "conv")
     again = unit.apply({"params": {"kernel": kernel, "threshold": threshold}}, layer_input)
     np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
 
@@ -242,19 +247,10 @@ def test_hbnconv_and_binarize_compute_the_same_k_bit_layer(inp, weight):
     model = binarize(net, [("conv", inp, weight), (".*", "float", "float")],
                      input_shape=(6, 6, 4), input_norm="shift")  # fmt: skip
     assert model.plan["conv"] == precision
-    captured = {}
-
-    def capture(call):
-        y = call.compute(call.x)
-        captured[call.info.name] = (call.x, y)
-        return y
-
     variables = model.init(jax.random.key(0), jnp.asarray(x))
     assert set(variables["params"]["conv"]) == set(params)
     variables["params"]["conv"] = params
-    with tracing.intercept(capture):
-        model.apply(variables, jnp.asarray(x))
-    layer_input, layer_output = captured["conv"]
+    layer_input, layer_output = layer_io(model, variables, x, "conv")
     again = unit.apply({"params": params}, layer_input)
     np.testing.assert_allclose(np.asarray(layer_output), np.asarray(again), rtol=1e-6)
     unquantized = unit.apply({"params": {**params, "input_step": np.float32(1e-4)}}, layer_input)

@@ -221,9 +221,17 @@ def _summarise(layers, candidates, sums, samples: int, metric: str) -> Measureme
         metric=metric,
         errors=dict(values[metric]),
         metrics=values,
-        macs={info.name: info.macs for info in candidates},
-        fixed_macs=sum(info.macs for info in layers if not info.precision.binary_input),
-        total_macs=sum(info.macs for info in layers),
-        layer_names=tuple(info.name for info in layers),
         num_samples=samples,
+        **compute_of(layers, candidates),
     )
+
+
+def compute_of(layers, candidates) -> dict:
+    """A measurement's compute fields: the candidates' MACs (network order), the other
+    layers' (``fixed_macs``), the network's, and every layer's name."""
+    return {
+        "macs": {info.name: info.macs for info in candidates},
+        "fixed_macs": sum(info.macs for info in layers if not info.precision.binary_input),
+        "total_macs": sum(info.macs for info in layers),
+        "layer_names": tuple(info.name for info in layers),
+    }

@@ -47,7 +47,13 @@ import optax
 
 from binflax import quantizers
 from binflax.planned import BINARIZED_INPUTS, INPUT_PROBES, SIGN_INPUT
-from binflax.select.metrics import _candidate_layers, _captured, _replicate_like, _unpack
+from binflax.select.metrics import (
+    _candidate_layers,
+    _captured,
+    _replicate_like,
+    _unpack,
+    compute_of,
+)
 
 INPUT_BITS = (1, 2, 4, 8, 32)
 FLOAT_BITS = 32
@@ -234,11 +240,8 @@ def measure_precisions(
         precisions=bits,
         scores=scores,
         statistics=statistics,
-        macs={info.name: info.macs for info in candidates},
-        fixed_macs=sum(info.macs for info in all_layers if not info.precision.binary_input),
-        total_macs=sum(info.macs for info in all_layers),
-        layer_names=tuple(info.name for info in all_layers),
         num_samples=samples,
+        **compute_of(all_layers, candidates),
     )
 
 
