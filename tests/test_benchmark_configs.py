@@ -101,3 +101,28 @@ def test_the_study_config_differs_from_fashion_mnist_only_where_its_docstring_sa
     doc = importlib.import_module("configs.fashion_mnist_study").__doc__
     for key in changed:
         assert key.rpartition(".")[2] in doc, key
+
+
+def test_the_mixed_study_differs_from_the_study_only_where_its_docstring_says():
+    """configs/fashion_mnist_mixed_study.py is the binary study's config plus the search
+    space and its budgets: fbin and float must train as in the binary study, whose runs
+    the mixed study reuses."""
+
+    def flat(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    base = dict(flat(load("fashion_mnist_study").to_dict()))
+    mixed = dict(flat(load("fashion_mnist_mixed_study").to_dict()))
+    changed = {key: mixed[key] for key in mixed if mixed[key] != base.get(key)}
+    assert changed == {
+        "hbn.precisions": (1, 2, 4, 8, 32),
+        "hbn.budgets": (1.53, 2.58),
+        "hbn.num_random": 1,
+    }
+    doc = importlib.import_module("configs.fashion_mnist_mixed_study").__doc__
+    for key in changed:
+        assert key.rpartition(".")[2] in doc, key
