@@ -149,3 +149,10 @@ def test_select_with_precisions_returns_a_mixed_plan_within_the_budget():
     assert planned["eq_flops"] <= 4.0 * fbin * (1 + 1e-9)
     with pytest.raises(ValueError, match="takes a budget"):
         select.select(model, variables, batches, precisions=BITS)
+
+
+def test_a_budget_below_the_cheapest_assignment_says_so_in_multiples_of_fbin():
+    with pytest.raises(select.PrecisionError, match=r"budget 0.9 x fbin is below .* 1 x fbin"):
+        mixed.select_precisions(measurement(), 0.9)
+    with pytest.raises(select.PrecisionError, match=r"of 2, 32 bits, 1.275 x fbin"):
+        mixed.select_precisions(measurement(), 1.2, precisions=(2, 32))

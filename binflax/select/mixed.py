@@ -33,7 +33,7 @@ import numpy as np
 from binflax.cost import XNOR_SPEEDUP, eq_flops_of
 from binflax.plan import Plan, precision_name
 from binflax.select.controls import MAX_TRIES, RANDOM_FLOOR, ControlError
-from binflax.select.precisions import solve_precisions
+from binflax.select.precisions import PrecisionError, solve_precisions
 from binflax.select.sensitivity import FLOAT_BITS, SENSITIVITIES, PrecisionMeasurement
 
 MIXED_CONTROLS = ("random", "uniform", "binary_float", *SENSITIVITIES)
@@ -109,6 +109,12 @@ def select_precisions(
     sensitivity = {n: {b: table[n][b] for b in choices} for n in table}
     costs = {n: {b: costs[n][b] for b in choices} for n in costs}
     fbin = fbin_eq_flops(measurement, speedup)
+    cheapest = measurement.fixed_macs + sum(min(c.values()) for c in costs.values())
+    if budget * fbin < cheapest * (1 - 1e-9):
+        raise PrecisionError(
+            f"budget {budget:g} x fbin is below the cheapest assignment of "
+            f"{', '.join(map(str, choices))} bits, {cheapest / fbin:.4g} x fbin"
+        )
     bits = solve_precisions(sensitivity, costs, budget * fbin - measurement.fixed_macs, ties)
     return _selection(measurement, bits, score, budget, speedup)
 

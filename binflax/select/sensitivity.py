@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from binflax import quantizers
+from binflax.errors import UserError
 from binflax.planned import BINARIZED_INPUTS, INPUT_PROBES, SIGN_INPUT
 from binflax.select.metrics import (
     _candidate_layers,
@@ -59,7 +60,7 @@ INPUT_BITS = (1, 2, 4, 8, 32)
 FLOAT_BITS = 32
 
 
-class SensitivityError(ValueError):
+class SensitivityError(UserError, ValueError):
     """A sensitivity measurement that cannot be made as asked."""
 
 
