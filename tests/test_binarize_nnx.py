@@ -1,0 +1,308 @@
+"""binflax.binarize on ``flax.nnx`` networks (tests/nnx_nets.py): names are attribute
+paths, plans, the user's module untouched, layers binflax cannot plan; the numbers against
+the same network written in ``flax.linen`` (tests/nnx_nets.LinenResNet) with equal
+weights; costs against hand formulas; selection; training through binflax's own step.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx, traverse_util
+
+from binflax import binarize, cost, select, train
+from binflax.binarized import BinarizeError
+from binflax.plan import PlanError
+from binflax.planned import BINARIZED_INPUTS
+from binflax.testing import random_variables
+from tests import nnx_nets
+
+SHAPE = (16, 16, 1)
+NAMES = (
+    "stem",
+    "blocks/0/conv1",
+    "blocks/0/conv2",
+    "blocks/1/shortcut",  # called first: it reads the pre-activated block input
+    "blocks/1/conv1",
+    "blocks/1/conv2",
+    "head",
+)
+
+
+def images(batch=2, shape=SHAPE, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(batch, *shape)), jnp.float32)
+
+
+def flat(tree):
+    return traverse_util.flatten_dict(dict(tree), sep="/")
+
+
+def compiled(fn, *args):
+    """``fn(*args)`` compiled without XLA's optimisation passes (cheaper on a CPU)."""
+    options = {"xla_backend_optimization_level": 0}
+    return jax.jit(fn).lower(*args).compile(options)(*args)
+
+
+def resnet(seed=0):
+    return nnx_nets.ResNet(10, rngs=nnx.Rngs(seed))
+
+
+def own(net, kind=(nnx.Param, nnx.BatchStat)):
+    """The network's own variables of ``kind`` by attribute path, as NumPy arrays."""
+    state = nnx.state(net, nnx.Any(*kind) if isinstance(kind, tuple) else kind)
+    return {
+        "/".join(map(str, path)): np.asarray(v.get_value()) for path, v in nnx.to_flat_state(state)
+    }
+
+
+def table(plan):
+    return {layer.name: (layer.input, layer.weight) for layer in plan}
+
+
+# -- names, plans, trees --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["wbin", "fbin"])
+def test_names_are_attribute_paths_and_the_users_module_stays_untouched(preset):
+    """Plan names, in call order, are the attribute paths of the network's nnx.Conv and
+    nnx.Linear layers; the variables are the network's own at the same paths (plus a
+    batch norm under each binary-input layer); the module passed in keeps its layers."""
+    net = resnet()
+    before = own(net)
+    model = binarize(net, preset, input_shape=SHAPE)
+    assert model.plan.names == NAMES and type(model).__name__ == "BinarizedResNet"
+    middle = ("binary", "binary") if preset == "fbin" else ("float", "binary")
+    assert table(model.plan) == {
+        "stem": ("float", "float"),
+        **dict.fromkeys(NAMES[1:-1], middle),
+        "head": ("float", "float"),
+    }
+    # the user's module: its own layer types and values, no planned layer in it
+    assert type(net.stem) is nnx.Conv and type(net.blocks[1].shortcut) is nnx.Conv
+    assert type(net.head) is nnx.Linear
+    after = own(net)
+    assert set(before) == set(after)
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value)
+    # the variables: the network's own values at its own paths
+    variables = model.init(jax.random.key(0), images(1))
+    params = own(net, nnx.Param)
+    ours = flat(variables["params"])
+    added = {f"{n}/bn/{leaf}" for n in model.plan.binary_inputs for leaf in ("scale", "bias")}
+    assert set(ours) == set(params) | added
+    for path, value in params.items():
+        np.testing.assert_array_equal(np.asarray(ours[path]), np.asarray(value))
+    stats = flat(variables["batch_stats"])
+    added = {f"{n}/bn/{leaf}" for n in model.plan.binary_inputs for leaf in ("mean", "var")}
+    assert set(stats) == set(own(net, nnx.BatchStat)) | added
+    sown = flat(variables.get(BINARIZED_INPUTS, {}))
+    assert sorted(p.removesuffix("/sign_input") for p in sown) == sorted(model.plan.binary_inputs)
+
+
+def test_rules_name_attribute_paths_first_match_wins():
+    rules = [
+        ("stem|head", "float", "float"),
+        ("blocks/1/.*", "float", "binary"),
+        (r"blocks/\d+/conv2", "binary", "float"),  # blocks/1/conv2: rule 1 wins
+        (".*", "binary", "binary"),
+    ]
+    model = binarize(resnet(), rules, input_shape=SHAPE)
+    fb, bf, bb, ff = ("float", "binary"), ("binary", "float"), ("binary",) * 2, ("float",) * 2
+    assert table(model.plan) == {
+        "stem": ff,
+        "blocks/0/conv1": bb,
+        "blocks/0/conv2": bf,
+        "blocks/1/shortcut": fb,
+        "blocks/1/conv1": fb,
+        "blocks/1/conv2": fb,
+        "head": ff,
+    }
+    with pytest.raises(PlanError, match="no rule matches layer 'head'"):
+        binarize(resnet(), [("stem|blocks/.*", "float", "float")], input_shape=SHAPE)
+
+
+def test_layers_binflax_cannot_plan_stay_float_listed_in_one_line_or_refused_by_a_rule():
+    net = nnx_nets.WithGeneral(10, rngs=nnx.Rngs(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = binarize(net, "wbin", input_shape=SHAPE)
+    assert model.plan.names == ("conv", "head")
+    assert model.unplanned == ("general (LinearGeneral)", "mix (Einsum)")
+    (line,) = [str(w.message) for w in caught if "binarize leaves" in str(w.message)]
+    assert line == (
+        "binarize leaves 2 layer(s) of WithGeneral float, which binflax cannot plan: "
+        "general (LinearGeneral), mix (Einsum)"
+    )
+    assert "\n" not in line
+    logits = model.apply(model.init(jax.random.key(0), images(1)), images())
+    assert logits.shape == (2, 10)
+    rules = [("conv|head", "float", "binary"), ("mix", "binary", "binary")]
+    with pytest.raises(BinarizeError, match=r"rule 1 'mix' names mix \(Einsum\), which binflax"):
+        binarize(net, rules, input_shape=SHAPE)
+
+
+def test_what_binarize_refuses_for_nnx():
+    class NoLayers(nnx.Module):
+        def __init__(self, *, rngs):
+            self.bn = nnx.BatchNorm(1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.bn(x)
+
+    with pytest.raises(BinarizeError, match="holds no flax.nnx Conv or Linear"):
+        binarize(NoLayers(rngs=nnx.Rngs(0)), input_shape=SHAPE)
+    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    with pytest.raises(BinarizeError, match="not binarized yet"):
+        binarize(model, input_shape=SHAPE)
+    with pytest.raises(BinarizeError, match="input_norm='layernorm'"):
+        binarize(resnet(), input_shape=SHAPE, input_norm="layernorm")
+
+
+# -- the numbers: the same network in linen, equal weights ------------------------------
+
+
+def twins(plan="fbin", **options):
+    """The NNX network and its linen twin, binarized alike, and equal variables."""
+    ours = binarize(resnet(), plan, input_shape=SHAPE, **options)
+    theirs = binarize(nnx_nets.LinenResNet(), plan, input_shape=SHAPE, **options)
+    assert tuple(map(nnx_nets.linen_name, ours.plan.names)) == theirs.plan.names
+    assert [(p.input, p.weight) for p in ours.plan] == [(p.input, p.weight) for p in theirs.plan]
+    variables = random_variables(ours, SHAPE, seed=3)
+    linen_variables = {
+        collection: traverse_util.unflatten_dict(
+            {tuple(nnx_nets.linen_name(k).split("/")): v for k, v in flat(tree).items()}
+        )
+        for collection, tree in variables.items()
+        if collection in ("params", "batch_stats")
+    }
+    shapes = jax.eval_shape(theirs.init, jax.random.key(0), images(1))
+    for collection in ("params", "batch_stats"):
+        assert jax.tree.map(jnp.shape, linen_variables[collection]) == jax.tree.map(
+            jnp.shape, dict(shapes[collection])
+        )
+    return (
+        ours,
+        theirs,
+        {k: v for k, v in variables.items() if k != BINARIZED_INPUTS},
+        (linen_variables),
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"input_norm": "shift", "activation": "rprelu"}, {"scale_inputs": True}],
+    ids=["batchnorm", "shift-rprelu", "kmap"],
+)
+def test_planned_nnx_layers_compute_what_the_linen_path_computes(options):
+    """Equal weights, the same plan: eval logits and sown inputs equal the linen twin's;
+    in training mode the batch statistics (the network's own and the added norms') move
+    alike (within 1e-6)."""
+    ours, theirs, variables, linen_variables = twins("fbin", **options)
+    x = images(4)
+
+    def run(model, v, train):
+        mutable = ["batch_stats", BINARIZED_INPUTS] if train else [BINARIZED_INPUTS]
+        rngs = {"dropout": jax.random.key(0)}
+        return model.apply(v, x, train=train, mutable=mutable, rngs=rngs)
+
+    for training in (False, True):
+        y1, s1 = compiled(lambda v, m=ours, t=training: run(m, v, t), variables)
+        y2, s2 = compiled(lambda v, m=theirs, t=training: run(m, v, t), linen_variables)
+        if not training:  # dropout masks differ between the two APIs' streams
+            np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-6, atol=1e-6)
+        for collection in s1:
+            got = {nnx_nets.linen_name(k): v for k, v in flat(s1[collection]).items()}
+            want = flat(s2[collection])
+            assert set(got) == set(want), collection
+            for key, value in want.items():
+                np.testing.assert_allclose(
+                    np.asarray(got[key]), np.asarray(value), rtol=1e-6, atol=1e-6, err_msg=key
+                )
+
+
+def test_a_float_layer_runs_the_networks_own_code():
+    """The float plan: logits equal the user's own NNX network in eval mode, exactly."""
+    net = resnet()
+    model = binarize(net, "float", input_shape=SHAPE)
+    variables = model.init(jax.random.key(0), images(1))
+    net.eval()
+    np.testing.assert_array_equal(np.asarray(model.apply(variables, images())), net(images()))
+
+
+# -- cost and selection ---------------------------------------------------------------
+
+
+def conv_macs(h_out, w_out, c_out, c_in_per_group, kh, kw):
+    return h_out * w_out * c_out * c_in_per_group * kh * kw
+
+
+MACS = {  # by hand at 16x16x1 (SAME convs; block 1 halves the resolution)
+    "stem": conv_macs(16, 16, 8, 1, 3, 3),
+    "blocks/0/conv1": conv_macs(16, 16, 8, 8, 3, 3),
+    "blocks/0/conv2": conv_macs(16, 16, 8, 8 // 2, 3, 3),  # 2 groups
+    "blocks/1/shortcut": conv_macs(8, 8, 16, 8, 1, 1),
+    "blocks/1/conv1": conv_macs(8, 8, 16, 8, 3, 3),
+    "blocks/1/conv2": conv_macs(8, 8, 16, 16 // 4, 3, 3),  # 4 groups
+    "head": 16 * 10,
+}
+
+
+def test_cost_summary_macs_equal_hand_formulas():
+    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    costs = cost.layer_costs(model, SHAPE)
+    assert {c.name: c.macs for c in costs} == MACS
+    first_last = MACS["stem"] + MACS["head"]
+    eq = cost.totals(costs)["eq_flops"]
+    assert eq == pytest.approx(first_last + (sum(MACS.values()) - first_last) / 58, rel=1e-12)
+    # blocks/1/conv2: a 3x3x4x16 kernel, 16 biases, the input norm's 2 per input channel
+    conv2 = {c.name: c for c in costs}["blocks/1/conv2"]
+    assert conv2.params == 3 * 3 * 4 * 16 + 16 + 2 * 16
+    text = cost.format_summary(cost.summary(model))
+    assert all(name in text for name in NAMES) and "BinarizedResNet" in text
+
+
+def test_select_measures_the_sown_inputs_and_returns_a_plan_for_the_same_network():
+    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    batches = [images(8, seed=s) for s in (1, 2)]
+    variables = random_variables(model, SHAPE)
+    measurement = select.measure(model, variables, batches)
+    assert set(measurement.errors) == set(model.plan.binary_inputs)
+    sow = jax.jit(lambda b: model.apply(variables, b, mutable=[BINARIZED_INPUTS])[1])
+    sown = [flat(sow(b)[BINARIZED_INPUTS]) for b in batches]
+    for name in model.plan.binary_inputs:
+        xs = np.concatenate([np.asarray(s[f"{name}/sign_input"][0]).ravel() for s in sown])
+        rmse = np.sqrt(np.mean((np.where(xs >= 0, 1.0, -1.0) - xs) ** 2))
+        assert measurement.errors[name] == pytest.approx(rmse, rel=1e-4)
+    plan, report = select.select(model, variables, batches, budget=1.5, method="exact")
+    assert plan.names == NAMES
+    hybrid = binarize(resnet(), plan, input_shape=SHAPE)
+    assert hybrid.plan == plan and set(report.float_layers) <= set(model.plan.binary_inputs)
+
+
+# -- training -------------------------------------------------------------------------
+
+
+def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss():
+    """init_state and train_step as the training loop runs them: the fbin network learns
+    a fixed batch; its batch statistics (its own and the added norms') move."""
+    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    config = ml_collections.ConfigDict(
+        dict(seed=0, learning_rate=1e-2, lr_schedule="decay", lr_decay_epochs=100,
+             lr_decay_factor=0.5, lr_floor=0.0, weight_decay=0.0,
+             kernel_projection="center_clip")
+    )  # fmt: skip
+    state = train.init_state(config, model, SHAPE, steps_per_epoch=30)
+    before = jax.tree.map(np.asarray, state.batch_stats)
+    batch = {"image": images(16, seed=4), "label": jnp.arange(16) % 10}
+    losses = []
+    for step in range(30):
+        state, metrics = train.train_step(state, batch, jax.random.key(step))
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+    after = flat(state.batch_stats)
+    for key in ("bn/mean", "blocks/1/conv2/bn/var"):
+        assert not np.allclose(after[key], flat(before)[key]), key
