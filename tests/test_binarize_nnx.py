@@ -17,6 +17,7 @@ from binflax import binarize, cost, select, train
 from binflax.binarized import BinarizeError
 from binflax.plan import PlanError
 from binflax.planned import BINARIZED_INPUTS
+from binflax.select import sensitivity
 from binflax.testing import random_variables
 from tests import nnx_nets
 
@@ -280,6 +281,26 @@ def test_select_measures_the_sown_inputs_and_returns_a_plan_for_the_same_network
     assert plan.names == NAMES
     hybrid = binarize(resnet(), plan, input_shape=SHAPE)
     assert hybrid.plan == plan and set(report.float_layers) <= set(model.plan.binary_inputs)
+
+
+def test_sensitivity_probes_reach_the_nnx_layers_as_the_linen_ones():
+    """measure_precisions differentiates the loss with respect to each layer's quantized
+    input through the ``input_probes`` it passes: the NNX network's Fisher and squared
+    errors equal its linen twin's."""
+    ours, theirs, variables, linen_variables = twins("fbin")
+    batches = [{"image": images(8, seed=s), "label": jnp.arange(8) % 10} for s in (1, 2)]
+    kwargs = dict(precisions=(1, 2), hutchinson_samples=1)
+    got = sensitivity.measure_precisions(ours, variables, batches, **kwargs).statistics
+    want = sensitivity.measure_precisions(theirs, linen_variables, batches, **kwargs).statistics
+    assert {nnx_nets.linen_name(k) for k in got} == set(want)
+    for name, stats in got.items():
+        other = want[nnx_nets.linen_name(name)]
+        assert stats.fisher[1] > 0, name
+        for bits in (1, 2):
+            assert stats.fisher[bits] == pytest.approx(other.fisher[bits], rel=1e-4), name
+            assert stats.squared_error[bits] == pytest.approx(
+                other.squared_error[bits], rel=1e-5
+            ), name
 
 
 # -- training -------------------------------------------------------------------------
