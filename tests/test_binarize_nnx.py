@@ -15,6 +15,7 @@ from flax import nnx, traverse_util
 
 from binflax import binarize, cost, select, train
 from binflax.binarized import BinarizeError
+from binflax.checkpointing import Checkpoints
 from binflax.plan import PlanError
 from binflax.planned import BINARIZED_INPUTS
 from binflax.select import sensitivity
@@ -306,24 +307,49 @@ def test_sensitivity_probes_reach_the_nnx_layers_as_the_linen_ones():
 # -- training -------------------------------------------------------------------------
 
 
-def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss():
+def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss_and_resume(tmp_path):
     """init_state and train_step as the training loop runs them: the fbin network learns
-    a fixed batch; its batch statistics (its own and the added norms') move."""
+    a fixed batch and its batch statistics (its own and the added norms') move; killed
+    after 15 steps (an Orbax checkpoint) and resumed into a fresh state, it ends where
+    the uninterrupted run ends."""
     model = binarize(resnet(), "fbin", input_shape=SHAPE)
     config = ml_collections.ConfigDict(
         dict(seed=0, learning_rate=1e-2, lr_schedule="decay", lr_decay_epochs=100,
              lr_decay_factor=0.5, lr_floor=0.0, weight_decay=0.0,
              kernel_projection="center_clip")
     )  # fmt: skip
-    state = train.init_state(config, model, SHAPE, steps_per_epoch=30)
-    before = jax.tree.map(np.asarray, state.batch_stats)
     batch = {"image": images(16, seed=4), "label": jnp.arange(16) % 10}
+
+    def steps(state, first, last, losses):
+        for step in range(first, last):
+            state, metrics = train.train_step(state, batch, jax.random.key(step))
+            losses.append(float(metrics["loss"]))
+        return state
+
+    state = train.init_state(config, model, SHAPE, steps_per_epoch=30)
+    before = flat(jax.tree.map(np.asarray, state.batch_stats))
     losses = []
-    for step in range(30):
-        state, metrics = train.train_step(state, batch, jax.random.key(step))
-        losses.append(float(metrics["loss"]))
+    state = steps(state, 0, 30, losses)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
     after = flat(state.batch_stats)
     for key in ("bn/mean", "blocks/1/conv2/bn/var"):
-        assert not np.allclose(after[key], flat(before)[key]), key
+        assert not np.allclose(after[key], before[key]), key
+
+    checkpoints = Checkpoints(str(tmp_path))
+    first = steps(train.init_state(config, model, SHAPE, steps_per_epoch=30), 0, 15, [])
+    checkpoints.save(15, first)
+    checkpoints.close()
+    del first  # killed
+    checkpoints = Checkpoints(str(tmp_path))
+    fresh = binarize(resnet(seed=7), "fbin", input_shape=SHAPE)  # other initial values
+    step, resumed = checkpoints.restore_latest(train.init_state(config, fresh, SHAPE, 30))
+    checkpoints.close()
+    assert step == 15 and int(resumed.step) == 15
+    resumed = steps(resumed, 15, 30, [])
+    for name in ("params", "batch_stats"):
+        got, want = flat(getattr(resumed, name)), flat(getattr(state, name))
+        for key, value in want.items():
+            np.testing.assert_allclose(
+                np.asarray(got[key]), np.asarray(value), rtol=1e-5, atol=1e-6, err_msg=key
+            )
