@@ -45,6 +45,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 from flax import nnx, traverse_util
 from jax import lax
 
@@ -246,9 +247,10 @@ def _geometry(layer: nnx.Module) -> Geometry:
 
 
 class _Initial:
-    """The network's graph and initial state, as one ``flax.linen`` field: compared and
-    hashed by identity (an NNX state is neither), so that a model stays a ``jax.jit``
-    static argument and its clones share it."""
+    """The network's graph and initial state, as one ``flax.linen`` field, hashable (by
+    its graph and paths) and compared by value (its graph, then its values), so that a
+    model is a ``jax.jit`` static argument and equal builds are one (a build compared
+    with itself never reads its values)."""
 
     def __init__(self, module: nnx.Module):
         self.graphdef, state = nnx.split(module)
@@ -256,6 +258,21 @@ class _Initial:
         self.keys = {path: _key(path) for path in self.flat}
         self.layers = tuple(
             _key(path) for path, node in nnx.iter_graph(module) if isinstance(node, PlannedLayer)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.graphdef, tuple(self.keys.values())))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, _Initial) or (self.graphdef, self.keys) != (
+            other.graphdef,
+            other.keys,
+        ):
+            return False
+        return all(
+            _same(v.get_value(), other.flat[path].get_value()) for path, v in self.flat.items()
         )
 
     def collection(self, variable: Any) -> str | None:
@@ -267,6 +284,15 @@ class _Initial:
             for path, v in self.flat.items()
             if self.collection(v) == collection
         }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        if not (isinstance(b, jax.Array) and b.dtype == a.dtype):
+            return False
+        a, b = jax.random.key_data(a), jax.random.key_data(b)
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def _key(path: Sequence[Any]) -> str:

@@ -163,6 +163,14 @@ def test_what_binarize_refuses_for_nnx():
         binarize(resnet(), input_shape=SHAPE, input_norm="layernorm")
 
 
+def test_equal_builds_are_one_jit_static_argument():
+    a = binarize(resnet(), "fbin", input_shape=SHAPE)
+    b = binarize(resnet(), "fbin", input_shape=SHAPE)
+    assert a == b and hash(a) == hash(b) and type(a) is type(b)
+    assert a != binarize(resnet(), "wbin", input_shape=SHAPE)
+    assert a != binarize(resnet(seed=1), "fbin", input_shape=SHAPE)  # other initial values
+
+
 # -- the numbers: the same network in linen, equal weights ------------------------------
 
 
