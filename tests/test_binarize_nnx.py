@@ -201,16 +201,30 @@ def twins(plan="fbin", **options):
     )
 
 
+MIXED = [  # the twin's paths differ; these rules match both
+    ("stem|head", "float", "float"),
+    (r"blocks.0/conv1", "int4", "int8"),
+    (r"blocks.0/conv2", "int2", "binary"),
+    (r"blocks.1/shortcut", "float", "int8"),
+    (".*", "int8", "binary"),
+]
+
+
 @pytest.mark.parametrize(
-    "options",
-    [{}, {"input_norm": "shift", "activation": "rprelu"}, {"scale_inputs": True}],
-    ids=["batchnorm", "shift-rprelu", "kmap"],
+    "plan, options",
+    [
+        ("fbin", {}),
+        ("fbin", {"input_norm": "shift", "activation": "rprelu"}),
+        ("fbin", {"scale_inputs": True}),
+        (MIXED, {}),
+    ],
+    ids=["batchnorm", "shift-rprelu", "kmap", "mixed-precision"],
 )
-def test_planned_nnx_layers_compute_what_the_linen_path_computes(options):
+def test_planned_nnx_layers_compute_what_the_linen_path_computes(plan, options):
     """Equal weights, the same plan: eval logits and sown inputs equal the linen twin's;
     in training mode the batch statistics (the network's own and the added norms') move
-    alike (within 1e-6)."""
-    ours, theirs, variables, linen_variables = twins("fbin", **options)
+    alike (within 1e-6). Every input and weight precision, every input option."""
+    ours, theirs, variables, linen_variables = twins(plan, **options)
     x = images(4)
 
     def run(model, v, train):
