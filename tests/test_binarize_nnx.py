@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
-from binflax import binarize, cost, select, train
+from binflax import binarize, config_check, cost, models, networks, select, train
 from binflax.binarized import BinarizeError
 from binflax.checkpointing import Checkpoints
+from binflax.errors import ConfigError
 from binflax.plan import PlanError
 from binflax.planned import BINARIZED_INPUTS
 from binflax.select import sensitivity
 from binflax.testing import random_variables
+from configs import quickstart
 from tests import nnx_nets
 
 SHAPE = (16, 16, 1)
@@ -169,6 +171,30 @@ def test_equal_builds_are_one_jit_static_argument():
     assert a == b and hash(a) == hash(b) and type(a) is type(b)
     assert a != binarize(resnet(), "wbin", input_shape=SHAPE)
     assert a != binarize(resnet(seed=1), "fbin", input_shape=SHAPE)  # other initial values
+
+
+def test_the_config_builds_an_nnx_class_by_its_import_path():
+    """``config.model="package.module:Class"`` for an NNX class: built as
+    ``Class(num_classes=..., rngs=nnx.Rngs(config.seed), **model_kwargs)`` with the
+    variant's dropout_rate, binarized at the config's input shape; a bad kwarg is the
+    config's one line."""
+    config = quickstart.get_config()
+    config.model = "tests.nnx_nets:ResNet"
+    config.dropout_rate = 0.25
+    model = networks.build_model(config, num_classes=7, plan="fbin")
+    assert model.plan.names == NAMES and type(model).__name__ == "BinarizedResNet"
+    assert model.default_input_shape == (16, 16, 1)
+    variables = model.init(jax.random.key(0), images(1))
+    assert variables["params"]["head"]["kernel"].shape == (16, 7)
+    same = nnx_nets.ResNet(7, rngs=nnx.Rngs(config.seed), dropout_rate=0.25)
+    assert model == binarize(same, "fbin", input_shape=(16, 16, 1))
+    assert models.model_fields(nnx_nets.ResNet) == ("num_classes", "dropout_rate")
+    config.model_kwargs = {"width": 3}
+    with pytest.raises(ConfigError, match="config.model_kwargs.width is not a field of ResNet"):
+        config_check.checked(config)
+    config.model = "tests.nnx_nets:Block"
+    with pytest.raises(models.ModelError, match="Block has no num_classes field"):
+        models.import_model(config.model)
 
 
 # -- the numbers: the same network in linen, equal weights ------------------------------
