@@ -334,10 +334,15 @@ class BinarizedNNX(nn.Module):
         for path, variable in network.flat.items():
             collection, key = network.collection(variable), network.keys[path]
             # A new variable each call, of this trace: the stored ones stay as built.
+            value = variable.get_value()
             if collection is not None and not initializing:
-                variable = variable.replace(stored[collection][key])
-            else:
-                variable = variable.replace(variable.get_value())
+                if key in stored[collection]:
+                    value = stored[collection][key]
+                elif key.rpartition("/")[0] not in network.layers:
+                    raise BinarizeError(f"the variables have no {collection}/{key}")
+                # (a planned layer's own kernel may be absent where a tracing handler
+                # replaces the layer's output: the export's probes)
+            variable = variable.replace(value)
             state.append((path, variable))
         module = nnx.merge(network.graphdef, nnx.from_flat_state(state))
         module.train() if train else module.eval()
@@ -385,14 +390,15 @@ class BinarizedNNX(nn.Module):
         return y
 
     def _store(self, collection: str, flat: Mapping[str, jax.Array]) -> None:
-        """``flat`` as the collection's variables, one per top-level attribute."""
+        """``flat`` as the collection's variables, one per top-level attribute: created
+        while initialising, written back where the collection is mutable."""
         for top, tree in _unflatten(flat).items():
-            if collection == "params":
+            if self.is_initializing() and collection == "params":
                 self.param(top, lambda _, tree=tree: tree)
-            else:
-                variable = self.variable(collection, top, lambda tree=tree: tree)
-                if self.is_mutable_collection(collection):
-                    variable.value = tree
+            elif self.is_initializing():
+                self.variable(collection, top, lambda tree=tree: tree)
+            elif self.is_mutable_collection(collection):
+                self.put_variable(collection, top, tree)
 
 
 def _unflatten(flat: Mapping[str, Any]) -> dict:

@@ -4,6 +4,7 @@ the same network written in ``flax.linen`` (tests/nnx_nets.LinenResNet) with equ
 weights; costs against hand formulas; selection; training through binflax's own step.
 """
 
+import json
 import warnings
 
 import jax
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
-from binflax import binarize, config_check, cost, models, networks, select, train
+from binflax import binarize, cli, config_check, cost, export, models, networks, select, train
 from binflax.binarized import BinarizeError
 from binflax.checkpointing import Checkpoints
 from binflax.errors import ConfigError
@@ -23,6 +24,7 @@ from binflax.select import sensitivity
 from binflax.testing import random_variables
 from configs import quickstart
 from tests import nnx_nets
+from tests.test_export import PATHS as EXPORT_PATHS
 
 SHAPE = (16, 16, 1)
 NAMES = (
@@ -352,6 +354,25 @@ def test_sensitivity_probes_reach_the_nnx_layers_as_the_linen_ones():
             ), name
 
 
+def test_an_nnx_network_exports_and_its_integer_logits_match(tmp_path):
+    """The export takes the binarized NNX network as a linen one: the file's layers are
+    the attribute paths, and its integer logits (every arithmetic, with and without the
+    packed chain) are within relative 1e-5 of ``model.apply``'s (in this process; the
+    fresh-process load is issue 28's next slice)."""
+    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    variables = random_variables(model, SHAPE, seed=2)
+    x = images(3)
+    want = np.asarray(model.apply(variables, x))
+    export.export_model(model, variables, tmp_path / "resnet.npz")
+    exported = export.load(tmp_path / "resnet.npz")
+    assert exported.header["network"] == "BinarizedResNet"
+    assert [info.name for info in exported.layers] == list(NAMES)
+    scale = np.max(np.abs(want))
+    for arithmetic, chain in EXPORT_PATHS:
+        got = np.asarray(export.integer_forward(exported, x, arithmetic=arithmetic, chain=chain))
+        assert np.max(np.abs(got - want)) / scale <= 1e-5, (arithmetic, chain)
+
+
 # -- training -------------------------------------------------------------------------
 
 
@@ -401,3 +422,31 @@ def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss_and_resume(tmp_p
             np.testing.assert_allclose(
                 np.asarray(got[key]), np.asarray(value), rtol=1e-5, atol=1e-6, err_msg=key
             )
+
+
+@pytest.mark.slow
+def test_the_hbn_pipeline_summary_eval_and_export_run_on_an_nnx_network(tmp_path, capsys):
+    """``--config.model=tests.nnx_nets:ResNet`` through the command line's modes."""
+    config = quickstart.get_config()
+    config.model = "tests.nnx_nets:ResNet"
+    config.num_train_steps = 6
+    config.batch_size = 32
+    config.eval_batch_size = 40
+    config.log_every_steps = 3
+    config.checkpoint_every_steps = 6
+    config.hbn.baselines = ()
+    config.hbn.measure_batches = 2
+    workdir = str(tmp_path)
+    assert cli.run(config, mode="hbn", workdir=workdir) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["variants"]) == ["hybrid", "fbin"]
+    assert results["variants"]["fbin"]["float_inputs"] == ["stem", "head"]
+    assert list(json.loads((tmp_path / "plan.json").read_text())["layers"]) == list(NAMES)
+    assert "BinarizedResNet" in capsys.readouterr().out
+    for mode in ("summary", "eval", "export"):
+        assert cli.run(config, mode=mode, workdir=workdir) == 0, mode
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [layer["name"] for layer in summary["layers"]] == list(NAMES)
+    for variant in ("hybrid", "fbin"):
+        exported = export.load(tmp_path / variant / "model.npz")
+        assert [info.name for info in exported.layers] == list(NAMES)
