@@ -40,6 +40,8 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -253,6 +255,7 @@ class _Initial:
     with itself never reads its values)."""
 
     def __init__(self, module: nnx.Module):
+        self.name = type(module).__name__
         self.graphdef, state = nnx.split(module)
         self.flat = dict(nnx.to_flat_state(state))  # path parts -> Variable
         self.keys = {path: _key(path) for path in self.flat}
@@ -278,12 +281,8 @@ class _Initial:
     def collection(self, variable: Any) -> str | None:
         return next((c for t, c in COLLECTIONS.items() if isinstance(variable, t)), None)
 
-    def values(self, collection: str) -> dict[str, jax.Array]:
-        return {
-            self.keys[path]: v.get_value()
-            for path, v in self.flat.items()
-            if self.collection(v) == collection
-        }
+    def __repr__(self) -> str:
+        return f"<{self.name}: {len(self.flat)} variables>"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -463,8 +462,6 @@ def binarize_nnx(
     model = wrapper.clone(plan=resolved)
     tracing.trace_layers(model)  # a layer binarize cannot compute fails here
     if unplanned:
-        import warnings
-
         warnings.warn(
             f"binarize leaves {len(unplanned)} layer(s) of {type(module).__name__} float, "
             f"which binflax cannot plan: {', '.join(model.unplanned)}",
@@ -503,8 +500,6 @@ def _refuse_rules_naming(plan: Any, names: Sequence[str], unplanned: Sequence[tu
     with a line that names the layer (rather than "matches no layer")."""
     if not isinstance(plan, list | tuple) or not unplanned:
         return
-    import re
-
     for index, rule in enumerate(plan):
         if not isinstance(rule, list | tuple) or not rule or not isinstance(rule[0], str):
             continue
