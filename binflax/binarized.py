@@ -131,6 +131,10 @@ def binarize(
     cannot be binarized as planned (a masked conv, a custom ``dot_general``) is a
     :class:`BinarizeError`.
 
+    ``model`` may also be a ``flax.nnx`` Module instance: its ``nnx.Conv`` and
+    ``nnx.Linear`` layers are planned, named by attribute path (``blocks/0/conv1``), and
+    the result is a linen module all the same (:mod:`binflax.binarized_nnx`).
+
     ``options`` are how the planned layers binarize, as ``options=``
     :class:`~binflax.planned.BinaryOptions` or field by field (``input_norm="shift"``,
     ``scale_inputs=True``, ``dtype=jnp.bfloat16``, ...); a bad value is a

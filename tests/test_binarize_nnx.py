@@ -158,6 +158,20 @@ def test_what_binarize_refuses_for_nnx():
         def __call__(self, x):
             return self.bn(x)
 
+    class CustomDot(nnx.Module):
+        def __init__(self, num_classes=10, *, rngs):
+            self.first = nnx.Linear(16 * 16, 4, rngs=rngs)
+            self.mid = nnx.Linear(4, 4, dot_general=lambda *a, **k: jax.lax.dot_general(*a, **k),
+                                  rngs=rngs)  # fmt: skip
+            self.head = nnx.Linear(4, num_classes, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(self.mid(self.first(x.reshape(x.shape[0], -1))))
+
+    with pytest.raises(BinarizeError, match="layer 'mid' sets dot_general"):
+        binarize(CustomDot(rngs=nnx.Rngs(0)), "wbin", input_shape=SHAPE)
+    kept = binarize(CustomDot(rngs=nnx.Rngs(0)), "float", input_shape=SHAPE)  # runs as written
+    assert kept.plan.names == ("first", "mid", "head")
     with pytest.raises(BinarizeError, match="holds no flax.nnx Conv or Linear"):
         binarize(NoLayers(rngs=nnx.Rngs(0)), input_shape=SHAPE)
     model = binarize(resnet(), "fbin", input_shape=SHAPE)
