@@ -5,6 +5,8 @@ weights; costs against hand formulas; selection; training through binflax's own 
 """
 
 import json
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -25,6 +27,7 @@ from binflax.testing import random_variables
 from configs import quickstart
 from tests import nnx_nets
 from tests.test_export import PATHS as EXPORT_PATHS
+from tests.test_export_binarized import FRESH_PROCESS
 
 SHAPE = (16, 16, 1)
 NAMES = (
@@ -371,8 +374,8 @@ def test_sensitivity_probes_reach_the_nnx_layers_as_the_linen_ones():
 def test_an_nnx_network_exports_and_its_integer_logits_match(tmp_path):
     """The export takes the binarized NNX network as a linen one: the file's layers are
     the attribute paths, and its integer logits (every arithmetic, with and without the
-    packed chain) are within relative 1e-5 of ``model.apply``'s (in this process; the
-    fresh-process load is issue 28's next slice)."""
+    packed chain) are within relative 1e-5 of ``model.apply``'s, in this process and in
+    a fresh one that imports neither the network's module nor ``tests``."""
     model = binarize(resnet(), "fbin", input_shape=SHAPE)
     variables = random_variables(model, SHAPE, seed=2)
     x = images(3)
@@ -385,6 +388,19 @@ def test_an_nnx_network_exports_and_its_integer_logits_match(tmp_path):
     for arithmetic, chain in EXPORT_PATHS:
         got = np.asarray(export.integer_forward(exported, x, arithmetic=arithmetic, chain=chain))
         assert np.max(np.abs(got - want)) / scale <= 1e-5, (arithmetic, chain)
+    np.save(tmp_path / "images.npy", np.asarray(x))
+    subprocess.run(
+        [
+            sys.executable, "-c", FRESH_PROCESS, json.dumps(["resnet"]), json.dumps(EXPORT_PATHS),
+            str(tmp_path / "images.npy"), str(tmp_path), str(tmp_path / "logits.npz"),
+        ],
+        check=True,
+        cwd=tmp_path,  # not the repository: `tests` is not importable from there
+    )  # fmt: skip
+    fresh = np.load(tmp_path / "logits.npz")
+    for arithmetic, chain in EXPORT_PATHS:
+        got = fresh[f"resnet/{arithmetic}/{chain}"]
+        assert np.max(np.abs(got - want)) / scale <= 1e-5, ("fresh", arithmetic, chain)
 
 
 # -- training -------------------------------------------------------------------------
