@@ -56,6 +56,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from binflax import plan as plan_lib
 from binflax import planned, tracing
@@ -130,24 +131,35 @@ def binarize(
     cannot be binarized as planned (a masked conv, a custom ``dot_general``) is a
     :class:`BinarizeError`.
 
+    ``model`` may also be a ``flax.nnx`` Module instance: its ``nnx.Conv`` and
+    ``nnx.Linear`` layers are planned, named by attribute path (``blocks/0/conv1``), and
+    the result is a linen module all the same (:mod:`binflax.binarized_nnx`).
+
     ``options`` are how the planned layers binarize, as ``options=``
     :class:`~binflax.planned.BinaryOptions` or field by field (``input_norm="shift"``,
     ``scale_inputs=True``, ``dtype=jnp.bfloat16``, ...); a bad value is a
     :class:`BinarizeError`.
     """
-    if not isinstance(model, nn.Module) or isinstance(model, Binarized):
+    from binflax import binarized_nnx  # imports this module
+
+    if isinstance(model, nnx.Module):
+        return binarized_nnx.binarize_nnx(
+            model,
+            plan,
+            input_shape=input_shape,
+            binarize_last_weights=binarize_last_weights,
+            options=_options(options),
+        )
+    if not isinstance(model, nn.Module) or isinstance(
+        model, Binarized | binarized_nnx.BinarizedNNX
+    ):
         raise BinarizeError(
-            f"binarize takes a flax.linen Module that is not binarized yet, got "
-            f"{type(model).__name__}"
+            f"binarize takes a flax.linen or flax.nnx Module that is not binarized yet, "
+            f"got {type(model).__name__}"
         )
     if model.scope is not None:
         raise BinarizeError("binarize takes an unbound module (the class instance, not .bind())")
-    try:
-        binary_options = planned.take_options(options)
-    except planned.OptionError as e:
-        raise BinarizeError(str(e)) from None
-    if options:  # what take_options left is no option
-        raise TypeError(f"binarize() got an unexpected keyword argument {next(iter(options))!r}")
+    binary_options = _options(options)
     wrapper = _wrapper_class(type(model))(
         model=model, default_input_shape=tuple(input_shape), options=binary_options
     )
@@ -161,6 +173,16 @@ def binarize(
     # Traced once more with the plan, so that a layer binarize cannot compute fails here.
     tracing.trace_layers(model)
     return model
+
+
+def _options(options: dict[str, Any]) -> planned.BinaryOptions:
+    try:
+        binary_options = planned.take_options(options)
+    except planned.OptionError as e:
+        raise BinarizeError(str(e)) from None
+    if options:  # what take_options left is no option
+        raise TypeError(f"binarize() got an unexpected keyword argument {next(iter(options))!r}")
+    return binary_options
 
 
 @functools.cache

@@ -112,9 +112,11 @@ def _model(config):
         except models.ModelError as e:
             raise ConfigError(f"config.model: {e}") from None
     _one_of(config, "input_norm", planned.INPUT_NORMS)
-    fields = {field.name for field in dataclasses.fields(cls)}
+    fields = set(models.model_fields(cls)) if name not in models.MODELS else None
+    if fields is None:
+        fields = {field.name for field in dataclasses.fields(cls)} - {"parent", "name"}
     for key in networks.model_kwargs(config):
-        if key not in fields or key in ("parent", "name"):
+        if key not in fields:
             raise ConfigError(f"config.model_kwargs.{key} is not a field of {cls.__name__}")
 
 

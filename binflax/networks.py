@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
 
 from binflax import models, planned, recipe_presets
 from binflax.binarized import binarize
@@ -50,8 +51,11 @@ def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.get(RESOLVED):
         return config
     try:
-        cls = models.MODELS.get(config.model) or models.import_model(config.model)
-        fields = frozenset(field.name for field in dataclasses.fields(cls))
+        if config.model in models.MODELS:
+            cls = models.MODELS[config.model]
+            fields = frozenset(field.name for field in dataclasses.fields(cls))
+        else:
+            fields = frozenset(models.model_fields(models.import_model(config.model)))
     except UserError:  # a bad config.model: config_check names it
         fields = frozenset()
     config = recipe_presets.resolve(config, fields)
@@ -100,9 +104,10 @@ def build_model(
     computing in bfloat16 under :func:`half_precision` (parameters stay float32).
 
     ``config.model`` is a registered name (``binflax.models.MODELS``) or the import path
-    ``"package.module:ClassName"`` of a ``flax.linen`` network of your own. That class is
-    built with ``num_classes``, ``config.model_kwargs`` and, when it has the field,
-    ``dropout_rate`` (so per-variant recipes reach it), then passed through
+    ``"package.module:ClassName"`` of a ``flax.linen`` or ``flax.nnx`` network of your
+    own. That class is built with ``num_classes``, ``config.model_kwargs`` and, when it
+    has the field, ``dropout_rate`` (so per-variant recipes reach it) - an NNX class also
+    with ``rngs=nnx.Rngs(config.seed)`` - then passed through
     ``binflax.binarize`` at the config's input shape (docs/byom.md).
     """
     plan = config.plan if plan is None else plan
@@ -122,8 +127,10 @@ def build_model(
         )
     cls = models.import_model(config.model)
     fields = {"num_classes": num_classes, **model_kwargs(config)}
-    if "dropout_rate" in {field.name for field in dataclasses.fields(cls)}:
+    if "dropout_rate" in models.model_fields(cls):
         fields.setdefault("dropout_rate", config.dropout_rate)
+    if issubclass(cls, nnx.Module):  # built (initialised) from the config's seed
+        fields["rngs"] = nnx.Rngs(config.seed)
     return binarize(
         cls(**fields),
         plan,

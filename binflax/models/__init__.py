@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 
 import flax.linen as nn
+from flax import nnx
 
 from binflax import plan as plan_lib
 from binflax import planned
@@ -59,14 +61,16 @@ __all__ = [
     "VGGSmall",
     "create",
     "import_model",
+    "model_fields",
     "layer_names",
     "trace_layers",
 ]
 
 
-def import_model(spec: str) -> type[nn.Module]:
+def import_model(spec: str) -> type[nn.Module] | type[nnx.Module]:
     """The class that ``"package.module:ClassName"`` names: a ``flax.linen`` module with a
-    ``num_classes`` field, called as ``model(images, train=...)`` (``config.model`` for a
+    ``num_classes`` field, called as ``model(images, train=...)``, or a ``flax.nnx``
+    module whose constructor takes ``num_classes`` and ``rngs`` (``config.model`` for a
     network of your own; see docs/byom.md)."""
     module_name, sep, class_name = spec.partition(":")
     if not (sep and module_name and class_name):
@@ -79,18 +83,36 @@ def import_model(spec: str) -> type[nn.Module]:
     except ImportError as e:
         raise ModelError(f"{spec!r}: cannot import {module_name!r}: {e}") from None
     cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module | nnx.Module)):
         found = "nothing" if cls is None else type(cls).__name__
         raise ModelError(
             f"{spec!r}: {module_name} has {found} named {class_name!r}, not a flax.linen "
-            "Module class"
+            "Module class (nor a flax.nnx one)"
         )
-    if "num_classes" not in {field.name for field in dataclasses.fields(cls)}:
+    fields = model_fields(cls)
+    if "num_classes" not in fields:
         raise ModelError(
             f"{spec!r}: {class_name} has no num_classes field; binflax sets it to the "
             "dataset's number of classes"
         )
+    if issubclass(cls, nnx.Module) and "rngs" not in inspect.signature(cls.__init__).parameters:
+        raise ModelError(
+            f"{spec!r}: {class_name}'s constructor takes no rngs; binflax builds an NNX "
+            "network as ClassName(num_classes=..., rngs=nnx.Rngs(config.seed))"
+        )
     return cls
+
+
+def model_fields(cls: type) -> tuple[str, ...]:
+    """What a network class of your own is built with: a linen module's fields, an NNX
+    module's constructor keywords (but ``rngs``)."""
+    if issubclass(cls, nnx.Module):
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(p.name for p in parameters if p.kind in kinds and p.name != "rngs")
+    return tuple(
+        field.name for field in dataclasses.fields(cls) if field.name not in ("parent", "name")
+    )
 
 
 def create(
