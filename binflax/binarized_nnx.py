@@ -32,6 +32,9 @@ binarize has an instance):
 collections; every other state (the dropout streams' keys and counts) stays as the network
 was built. ``init`` returns the network's own values: an NNX network is initialised when
 it is built, so ``init``'s key only draws what binarization adds.
+
+One module past ~450 lines on purpose: the planned layer, the wrapper and the graph
+surgery share one private call context (:class:`_Call`), which a split would make public.
 """
 
 from __future__ import annotations
