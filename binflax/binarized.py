@@ -142,6 +142,11 @@ def binarize(
     """
     from binflax import binarized_nnx  # imports this module
 
+    if isinstance(model, nnx.bridge.ToNNX):
+        raise BinarizeError(
+            "binarize takes the linen module that nnx.bridge.ToNNX wraps, not the wrapper: "
+            f"binflax.binarize({type(model.to_nnx__module).__name__}(...), ...)"
+        )
     if isinstance(model, nnx.Module):
         return binarized_nnx.binarize_nnx(
             model,
@@ -230,6 +235,12 @@ def _interceptor(wrapper: Binarized, root: tuple[str, ...]):
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
+        if isinstance(module, nnx.bridge.ToLinen):
+            raise BinarizeError(
+                f"{'/'.join(module.scope.path[len(root) :])!r} is a flax.nnx module inside "
+                "the linen network (nnx.bridge.to_linen), whose layers binarize cannot "
+                "plan: write the network in one API (binarize takes an nnx.Module as it is)"
+            )
         if context.method_name != "__call__" or type(module) not in PLANNED_TYPES:
             return next_fun(*args, **kwargs)
         name = "/".join(module.scope.path[len(root) :])

@@ -476,13 +476,16 @@ def binarize_nnx(
 def _layers(network: nnx.Module):
     """``([(path, layer) to plan], [(name, type name) binflax cannot plan])``: exactly
     ``nnx.Conv``/``nnx.Linear``, and every other module with a ``kernel`` of its own
-    (``nnx.LinearGeneral``, ``nnx.Einsum``, ``nnx.ConvTranspose``, a subclass)."""
+    (``nnx.LinearGeneral``, ``nnx.Einsum``, ``nnx.ConvTranspose``, a subclass) or a linen
+    module wrapped by ``nnx.bridge.ToNNX`` (whose layers stay float)."""
     found, unplanned = [], []
     for path, node in nnx.iter_graph(network):
         if not path or not isinstance(node, nnx.Module):
             continue
         if type(node) in PLANNED_TYPES:
             found.append((path, node))
+        elif isinstance(node, nnx.bridge.ToNNX):  # a linen module inside: its layers too
+            unplanned.append((_key(path), "a linen module in nnx.bridge.ToNNX"))
         elif isinstance(getattr(node, "kernel", None), nnx.Variable):
             unplanned.append((_key(path), type(node).__name__))
     return found, unplanned

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -480,3 +481,43 @@ def test_the_hbn_pipeline_summary_eval_and_export_run_on_an_nnx_network(tmp_path
     for variant in ("hybrid", "fbin"):
         exported = export.load(tmp_path / variant / "model.npz")
         assert [info.name for info in exported.layers] == list(NAMES)
+
+
+# -- the two APIs mixed ----------------------------------------------------------------
+
+
+class _LinenPart(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Conv(4, (3, 3))(x)
+
+
+def test_a_linen_module_inside_an_nnx_network_is_left_float_and_named():
+    class Mixed(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+            self.inner = nnx.bridge.ToNNX(_LinenPart(), rngs=rngs)
+            self.head = nnx.Linear(4 * 8 * 8, 3, rngs=rngs)
+
+        def __call__(self, x, train=False):
+            return self.head(self.inner(self.conv(x)).reshape(len(x), -1))
+
+    net = Mixed(nnx.Rngs(0))
+    nnx.bridge.lazy_init(net.inner, jnp.zeros((1, 8, 8, 4)))
+    with pytest.warns(UserWarning, match=r"inner \(a linen module in nnx.bridge.ToNNX\)"):
+        model = binarize(net, "fbin", input_shape=(8, 8, 1))
+    assert model.plan.names == ("conv", "head")
+
+
+def test_a_wrapper_of_the_other_api_is_refused_with_what_to_do():
+    with pytest.raises(BinarizeError, match=r"the linen module that nnx.bridge.ToNNX wraps"):
+        binarize(nnx.bridge.ToNNX(_LinenPart(), rngs=nnx.Rngs(0)), input_shape=(8, 8, 1))
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nnx.bridge.to_linen(nnx.Conv, 1, 4, (3, 3))(x)
+            return nn.Dense(3)(x.reshape(len(x), -1))
+
+    with pytest.raises(BinarizeError, match=r"'ToLinen_0' is a flax.nnx module inside"):
+        binarize(Outer(), "fbin", input_shape=(8, 8, 1))
