@@ -521,3 +521,22 @@ def test_a_wrapper_of_the_other_api_is_refused_with_what_to_do():
 
     with pytest.raises(BinarizeError, match=r"'ToLinen_0' is a flax.nnx module inside"):
         binarize(Outer(), "fbin", input_shape=(8, 8, 1))
+
+
+def test_the_linen_twin_gives_the_same_cost_table_and_the_same_selection():
+    """The same network in both APIs with equal weights: one cost table and one hybrid,
+    layer for layer under the twin's names."""
+    ours, theirs, variables, linen_variables = twins("fbin")
+    mine, twin = cost.summary(ours, SHAPE), cost.summary(theirs, SHAPE)
+    assert mine["total"] == twin["total"]
+    for a, b in zip(mine["layers"], twin["layers"], strict=True):
+        assert nnx_nets.linen_name(a["name"]) == b["name"]
+        assert {k: v for k, v in a.items() if k != "name"} == {
+            k: v for k, v in b.items() if k != "name"
+        }
+    batches = [images(8, seed=s) for s in (1, 2)]
+    _, report = select.select(ours, variables, batches, budget=1.5, method="exact")
+    _, twin_report = select.select(theirs, linen_variables, batches, budget=1.5, method="exact")
+    assert tuple(map(nnx_nets.linen_name, report.float_layers)) == twin_report.float_layers
+    for row, twin_row in zip(report.layers, twin_report.layers, strict=True):
+        assert row.error == pytest.approx(twin_row.error, rel=1e-5)
