@@ -293,7 +293,13 @@ def _interceptor(wrapper: Binarized, root: tuple[str, ...]):
 
 
 def _geometry(module: nn.Module) -> Geometry:
-    if isinstance(module, nn.Dense):
+    return layer_geometry(module, dense=isinstance(module, nn.Dense))
+
+
+def layer_geometry(module: Any, *, dense: bool) -> Geometry:
+    """The geometry of a Flax conv or dense layer, linen's or NNX's: both name their
+    fields alike (``kernel_size``, ``strides``, ``padding``, the dilations, the groups)."""
+    if dense:
         return Geometry.dense()
     return Geometry.conv(
         module.kernel_size,

@@ -56,7 +56,7 @@ from jax import lax
 
 from binflax import plan as plan_lib
 from binflax import planned, tracing
-from binflax.binarized import BinarizeError
+from binflax.binarized import BinarizeError, layer_geometry
 from binflax.geometry import Geometry
 from binflax.plan import Plan, precision_of
 
@@ -236,16 +236,7 @@ def _custom_ops(layer: nnx.Module) -> tuple[str, ...]:
 
 
 def _geometry(layer: nnx.Module) -> Geometry:
-    if isinstance(layer, nnx.Linear):
-        return Geometry.dense()
-    return Geometry.conv(
-        layer.kernel_size,
-        layer.strides,
-        layer.padding,
-        layer.input_dilation,
-        layer.kernel_dilation,
-        layer.feature_group_count,
-    )
+    return layer_geometry(layer, dense=isinstance(layer, nnx.Linear))
 
 
 # -- the linen face ---------------------------------------------------------------------

@@ -71,6 +71,15 @@ def test_every_budget_admits_several_float_input_sets(name):
         assert len(sets) >= 2, (name, budget, sets)
 
 
+def flat(d, prefix=""):
+    """A config dict's leaves by dotted field name."""
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def test_fashion_mnist_runs_every_control():
     config = load("fashion_mnist")
     assert set(config.hbn.controls) == {"random", "cost_only", "error_only"}
@@ -82,13 +91,6 @@ def test_the_study_config_differs_from_fashion_mnist_only_where_its_docstring_sa
     the float baseline alone and Larq's clip: any other difference would make the study a
     different recipe from the table it extends."""
     base, study = load("fashion_mnist").to_dict(), load("fashion_mnist_study").to_dict()
-
-    def flat(d, prefix=""):
-        for key, value in d.items():
-            if isinstance(value, dict):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
 
     base, study = dict(flat(base)), dict(flat(study))
     changed = {key: study[key] for key in study if study[key] != base.get(key)}
@@ -107,13 +109,6 @@ def test_the_mixed_study_differs_from_the_study_only_where_its_docstring_says():
     """configs/fashion_mnist_mixed_study.py is the binary study's config plus the search
     space and its budgets: fbin and float must train as in the binary study, whose runs
     the mixed study reuses."""
-
-    def flat(d, prefix=""):
-        for key, value in d.items():
-            if isinstance(value, dict):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
 
     base = dict(flat(load("fashion_mnist_study").to_dict()))
     mixed = dict(flat(load("fashion_mnist_mixed_study").to_dict()))

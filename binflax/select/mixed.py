@@ -35,6 +35,7 @@ from binflax.plan import Plan, precision_name
 from binflax.select.controls import MAX_TRIES, RANDOM_FLOOR, ControlError
 from binflax.select.precisions import PrecisionError, solve_precisions
 from binflax.select.sensitivity import FLOAT_BITS, SENSITIVITIES, PrecisionMeasurement
+from binflax.select.solvers import BUDGET_RTOL
 
 MIXED_CONTROLS = ("random", "uniform", "binary_float", *SENSITIVITIES)
 # The paper's search space: a binary or a float input.
@@ -202,7 +203,7 @@ def _selection(measurement, bits, score, budget, speedup) -> MixedSelection:
 def _uniform(costs, capacity, precisions) -> dict[str, int]:
     """Every layer at the largest bit-width whose summed cost fits."""
     for bits in sorted(precisions, reverse=True):
-        if sum(c[bits] for c in costs.values()) <= capacity * (1 + 1e-9):
+        if sum(c[bits] for c in costs.values()) <= capacity * (1 + BUDGET_RTOL):
             return {name: bits for name in costs}
     raise ControlError(f"no uniform bit-width fits {capacity:g} eq. FLOPs")
 
@@ -222,7 +223,7 @@ def _random(costs, capacity, floor, num, seed) -> list[dict[str, int]]:
             for index in rng.permutation(len(names)):
                 name = names[index]
                 extra = {b: c - cheapest[name] for b, c in costs[name].items()}
-                fitting = sorted(b for b, e in extra.items() if e <= left * (1 + 1e-9))
+                fitting = sorted(b for b, e in extra.items() if e <= left * (1 + BUDGET_RTOL))
                 bits[name] = fitting[rng.integers(len(fitting))]
                 left -= extra[bits[name]]
             bits = {n: bits[n] for n in names}
