@@ -265,8 +265,8 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     num_classes, image_shape = networks.config_shapes(config)
     model = networks.build_model(config, num_classes)
     summary = cost.summary(model, image_shape, speedup=config.hbn.speedup)
-    measured = None if model.plan.mixed else export.memory_report(model, input_shape=image_shape)
-    summary["export"] = measured and {
+    measured = export.memory_report(model, input_shape=image_shape)
+    summary["export"] = {
         key: measured[key]
         for key in (
             "file_bytes",
@@ -281,15 +281,12 @@ def run_summary(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = RunDir.of(workdir)
     run.write_json(run.summary_json, summary)
     log(cost.format_summary(summary))
-    if measured is None:
-        log("no export measured: the export does not run k-bit inputs or 8-bit weights yet")
-    else:
-        log(
-            f"exported file {measured['file_bytes'] / 2**20:.3f} MiB: weights "
-            f"{measured['weights_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
-            f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x "
-            f"smaller), programs {measured['program_bytes'] / 2**20:.3f} MiB"
-        )
+    log(
+        f"exported file {measured['file_bytes'] / 2**20:.3f} MiB: weights "
+        f"{measured['weights_bytes'] / 2**20:.3f} MiB vs float32 checkpoint "
+        f"{measured['float32_bytes'] / 2**20:.3f} MiB ({measured['compression']:.1f}x "
+        f"smaller), programs {measured['program_bytes'] / 2**20:.3f} MiB"
+    )
     log(budgets.format_targets(summary["budgets"], config.model))
     return summary
 

@@ -112,12 +112,37 @@ def quantize_input(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
     LSQ's scale ``1 / sqrt(features * 2**(k-1))`` (features: the elements of one example).
     """
     lo, hi = input_levels(bits)
-    features = int(np.prod(x.shape[1:])) if x.ndim > 1 else int(x.size)
-    step = grad_scale(step, 1.0 / float(np.sqrt(features * (hi + 1))))
+    step = lsq_step(x, step, bits)
     v = jnp.clip(x / step, lo, hi + 1)
     level = jnp.clip(jnp.floor(v), lo, hi)
     level = v + jax.lax.stop_gradient(level - v)  # straight through floor
     return (level + 0.5) * step
+
+
+def lsq_step(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
+    """``step`` as :func:`quantize_input` uses it: its value, its gradient times LSQ's
+    scale. The export computes its integer levels from the same value
+    (:func:`input_level`), so that both decide every level boundary alike."""
+    features = int(np.prod(x.shape[1:])) if x.ndim > 1 else int(x.size)
+    return grad_scale(step, 1.0 / float(np.sqrt(features * 2 ** (bits - 1))))
+
+
+def input_level(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
+    """The level index ``i`` :func:`quantize_input` picks for ``x`` (no gradient), in
+    ``x``'s dtype: the quantized input is ``step * (i + 1/2)``, the odd integer
+    ``2 i + 1`` in half steps, which the export computes with (binflax.export.inference)."""
+    lo, hi = input_levels(bits)
+    v = jnp.clip(x / lsq_step(x, step, bits), lo, hi + 1)
+    return jnp.clip(jnp.floor(v), lo, hi)
+
+
+def int8_weight_codes(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(round(W / s_o) as int8, s_o)`` in NumPy float32, the values
+    :func:`quantize_weights_int8` computes (the export stores them)."""
+    kernel = np.asarray(kernel, np.float32)
+    scale = np.max(np.abs(kernel), axis=tuple(range(kernel.ndim - 1))) / np.float32(127.0)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    return np.round(kernel / safe).astype(np.int8), scale.astype(np.float32)
 
 
 @functools.cache

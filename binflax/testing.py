@@ -29,6 +29,7 @@ def random_variables(
     ``sqrt(2 / fan_in)``), norm scales uniform in [-1.5, 1.5] with the first exactly 0
     (sign flips and a zero scale), running means normal with std 0.5, running variances
     uniform in [0.05, 2], RPReLU slopes (``beta``) uniform in [0.05, 0.8] as ReActNet's,
+    k-bit input steps uniform in [0.05, 1] (positive, as the quantizer needs),
     everything else (biases, shifts, thresholds) normal with std 0.3.
     """
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *input_shape)))
@@ -46,6 +47,8 @@ def random_variables(
             value = rng.normal(0.0, 0.5, leaf.shape)
         elif field == "var":
             value = rng.uniform(0.05, 2.0, leaf.shape)
+        elif field == "input_step":  # a k-bit input's step (binflax.planned.INPUT_STEP)
+            value = rng.uniform(0.05, 1.0, leaf.shape)
         elif field == "beta" and "rprelu" in {str(getattr(p, "key", p)) for p in path}:
             value = rng.uniform(0.05, 0.8, leaf.shape)
         else:

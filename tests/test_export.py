@@ -504,13 +504,3 @@ def test_export_errors_name_the_problem(tmp_path):
     info = LayerInfo("x", LayerPrecision("x", "float", "float"), (1, 1, 2, 3), (), (), False, False)
     with pytest.raises(export.ExportError, match="kernel of shape"):
         fold.fold_layer(info, {"kernel": np.zeros((1, 1, 2, 4))}, {})
-
-
-def test_a_mixed_precision_plan_is_refused_with_the_layers_named(tmp_path):
-    plan = [("conv1", 8, 8), ("conv3", 4, "binary"), ("fc", "float", "float"), (".*", 1, 1)]
-    names = models.layer_names(models.create("mini_sketchanet"))
-    model = models.create("mini_sketchanet", plan=Plan.from_rules(plan, names))
-    variables = export.zero_variables(model)
-    match = r"conv1 \(int8 input, int8 weights\), conv3 \(int4"
-    with pytest.raises(export.ExportError, match=match):
-        export.export_model(model, variables, tmp_path / "m.npz")

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 ARITHMETICS = ("auto", "int8", "int8_dot", "popcount", "native")
 MATMUL_MAX_PIXELS = 512
+# Integers below this sum exactly in float32 (its 24-bit significand).
+FLOAT32_EXACT = 2**24
 
 
 def choose(backend: str) -> str:
@@ -54,3 +56,34 @@ def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
     ``pixels`` output pixels (batch included)."""
     small = backend == "cpu" and pixels <= MATMUL_MAX_PIXELS
     return "matmul" if fully_connected or small else "conv"
+
+
+def integer_arithmetic(
+    arithmetic: str,
+    binary_weights: bool,
+    exact_in_float: bool,
+    fully_connected: bool,
+    backend: str,
+) -> str:
+    """What an integer unit that is not XNOR runs (a k-bit input on binary weights, or any
+    quantized input on 8-bit weights) for the XNOR ``arithmetic`` of its program.
+
+    - binary weights under a packed arithmetic (``"popcount"``/``"native"``, or ``"auto"``
+      on the CPU): one XNOR popcount per bit plane of the input, on the same packed
+      kernel (``"auto"`` takes the native kernel where :func:`xnor_arithmetic` would);
+    - ``"int8"``/``"int8_dot"`` or a GPU/TPU: XLA's int8 convolution, ``int32``
+      accumulators (``"int8"``);
+    - 8-bit weights on the CPU otherwise: ``"exact_float"``, the same integer levels and
+      codes convolved in float32, exact while every partial sum stays below 2**24
+      (``exact_in_float``), else ``"int8"``. Measured on this project's 2-core Zen 3
+      (docs/benchmarks.md, "Integer layers"): XLA's CPU int8 convolution ran AlexNet's
+      and ResNet-18's first layers 7x and 6x slower than its float32 one, a
+      64-channel 3x3 layer on a 28x28 map as fast.
+    """
+    if arithmetic in ("int8", "int8_dot") or backend != "cpu":
+        return "int8"
+    if binary_weights:
+        if arithmetic == "auto":
+            return xnor_arithmetic(fully_connected, backend, native=True)
+        return arithmetic
+    return "exact_float" if exact_in_float else "int8"

@@ -17,6 +17,14 @@ stored as four arrays nor computed as such. Where it goes depends on the unit
   per-channel ``scale`` (``alpha * m``) and a ``bias``.
 - **binary input with a learned threshold** (``input_norm="shift"``, ReActNet's RSign):
   ``x - t >= 0`` is the ``threshold`` t with direction +1.
+- **k-bit input** (``BN(in) -> Q_k -> conv``, 2, 4 or 8 bits): the integer level
+  ``floor(BN(x) / step)`` has 2**k - 1 boundaries per channel where the sign has one, so
+  a folded affine, which rounds differently from the trained network's batch norm, would
+  move inputs across them; the norm is stored unfolded (``norm_mean``, ``norm_var``,
+  ``norm_scale``, ``norm_bias``; ``input_shift`` for a learned shift) with the learned
+  ``input_step``, and the export normalises and quantizes with the model's own operations.
+- **8-bit weights**: ``kernel_int8`` (OHWI, ``round(W / s_o)``) and ``scale`` ``s_o``
+  (times the folded BN where the input is float).
 
 Kernels are stored in the layer's 2-D view (:meth:`binflax.geometry.Geometry.as_2d`): a
 dense kernel ``(C_in, C_out)`` as a 1x1 one, a 1-D conv's ``(k, C_in, C_out)`` as
@@ -44,7 +52,8 @@ import numpy as np
 from binflax.export.format import ExportError
 from binflax.models import LayerInfo
 from binflax.packing import pack_signs
-from binflax.planned import BN_EPSILON
+from binflax.planned import BN_EPSILON, INPUT_STEP
+from binflax.quantizers import int8_weight_codes
 
 RPRELU_PARAMS = ("gamma", "beta", "zeta")
 
@@ -92,18 +101,29 @@ def fold_layer(info: LayerInfo, params: Mapping, stats: Mapping) -> dict[str, np
     bias = np.asarray(params["bias"], np.float64) if info.use_bias else None
     post_norm = None
     input_map = None  # (m, s) of the binary input's normalisation, for the K map
+    k_bit = info.precision.quantized_input and not info.precision.binary_input
     if info.norm:
-        m, s = batch_norm_affine(params["bn"], subtree(stats, "bn", "batch_stats"))
+        bn_stats = subtree(stats, "bn", "batch_stats")
+        m, s = batch_norm_affine(params["bn"], bn_stats)
         if info.precision.binary_input:
             out["threshold"], out["direction"] = sign_threshold(m, s)
+            input_map = m, s
+        elif k_bit:  # unfolded: the export normalises as the model does (see above)
+            for field, value in (*bn_stats.items(), *params["bn"].items()):
+                out[f"norm_{field}"] = np.asarray(value, np.float32)
             input_map = m, s
         else:
             post_norm = m, s
             bias = (0.0 if bias is None else bias) * m + s
     elif info.input_threshold:
         threshold = np.asarray(params["threshold"], np.float64)
-        out["threshold"], out["direction"] = sign_threshold(np.ones_like(threshold), -threshold)
+        if k_bit:
+            out["input_shift"] = threshold.astype(np.float32)
+        else:
+            out["threshold"], out["direction"] = sign_threshold(np.ones_like(threshold), -threshold)
         input_map = np.ones_like(threshold), -threshold
+    if k_bit:
+        out["input_step"] = np.asarray(params[INPUT_STEP], np.float32).reshape(1)
     if info.scale_inputs:
         m, s = input_map or (np.ones(info.input_shape[-1]), np.zeros(info.input_shape[-1]))
         out["bn_scale"], out["bn_shift"] = m.astype(np.float32), s.astype(np.float32)
@@ -113,6 +133,10 @@ def fold_layer(info: LayerInfo, params: Mapping, stats: Mapping) -> dict[str, np
         # alpha = mean |W| per output channel (quantizers.weight_scale), in NumPy so
         # that exporting compiles nothing.
         scale = np.mean(np.abs(kernel, dtype=np.float64), axis=tuple(range(kernel.ndim - 1)))
+        out["scale"] = (scale if post_norm is None else scale * post_norm[0]).astype(np.float32)
+    elif info.precision.weight == "int8":
+        codes, scale = int8_weight_codes(kernel_2d(info, kernel))
+        out["kernel_int8"] = codes.transpose(3, 0, 1, 2)
         out["scale"] = (scale if post_norm is None else scale * post_norm[0]).astype(np.float32)
     else:
         folded = ohwi if post_norm is None else ohwi * post_norm[0][:, None, None, None]

@@ -39,6 +39,7 @@ caller enables around tracing and calling a program.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from binflax import activations, native, packing, planned, tracing
+from binflax import activations, native, packing, planned, quantizers, tracing
 from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export.format import ExportError
@@ -83,7 +84,15 @@ def variant(
     computations = {}
     for info in layers:
         g = geometry_2d(info)
-        if info.precision.xnor and arithmetic == "auto":
+        if layer_kind(info) == "integer":
+            computations[info.name] = arithmetic_lib.integer_arithmetic(
+                arithmetic,
+                info.precision.binary_weight,
+                exact_in_float(info),
+                g.fully_connected,
+                backend,
+            )
+        elif info.precision.xnor and arithmetic == "auto":
             computations[info.name] = arithmetic_lib.xnor_arithmetic(
                 g.fully_connected, backend, native=True
             )
@@ -99,6 +108,26 @@ def variant(
         if chain and computations[link.producer] in PACKED and computations[link.consumer] in PACKED
     )
     return Variant(tuple(computations.items()), used)
+
+
+def layer_kind(info: LayerInfo) -> str:
+    """``"xnor"`` (binary input and weights), ``"integer"`` (any other quantized input on
+    binary or 8-bit weights: exact integer accumulators) or ``"float"`` (a float input, or
+    a quantized input on float weights, convolved in float)."""
+    if info.precision.xnor:
+        return "xnor"
+    if info.precision.quantized_input and info.precision.weight != "float":
+        return "integer"
+    return "float"
+
+
+def exact_in_float(info: LayerInfo) -> bool:
+    """Whether an integer unit's accumulator, ``sum(level * w)`` over a patch, stays below
+    2**24 in magnitude at every partial sum, so that float32 computes it exactly."""
+    *taps, cin, _ = info.kernel_shape
+    level = 2 ** (info.precision.input_bits - 1)
+    weight = 1 if info.precision.binary_weight else 127
+    return math.prod(taps) * cin * level * weight < arithmetic_lib.FLOAT32_EXACT
 
 
 def geometry_2d(info: LayerInfo) -> Geometry2D:
@@ -161,8 +190,17 @@ def prepare(
 def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: str) -> dict:
     g = geometry_2d(info)
     kernel, bits = arrays.pop("kernel", None), arrays.pop("kernel_bits", None)
+    codes = arrays.pop("kernel_int8", None)
     cin, out_features = info.kernel_shape[-2:]
     group_out = out_features // g.groups
+    if layer_kind(info) == "integer" and computation not in PACKED:
+        kernel = packing.unpack_signs(bits, cin) if codes is None else codes  # int8 OHWI
+        hwio = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0))
+        arrays["kernel"] = hwio.astype(np.float32) if computation == "exact_float" else hwio
+        arrays["correction"] = _valid_tap_sums(g, hwio)
+        return arrays
+    if codes is not None:  # 8-bit weights on a float input: the scale stays per channel
+        kernel = codes.astype(np.float32)
     if computation in PACKED:
         groups = [bits[k * group_out : (k + 1) * group_out] for k in range(g.groups)]
         arrays["kernel_words"] = [packing.xnor_kernel(b) for b in groups]
@@ -182,6 +220,26 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
     else:
         arrays["kernel"] = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0))  # HWIO
     return arrays
+
+
+def _valid_tap_sums(g: Geometry2D, hwio: np.ndarray) -> np.ndarray:
+    """``sum(w)`` over the taps of each output pixel's patch that fall inside the map
+    (H_out, W_out, C_out), ``int32``: the half steps an integer unit adds to twice its
+    levels' accumulator, as a level ``i`` stands for the input ``2 i + 1`` half steps and a
+    tap in the zero padding for none."""
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.strides, g.dilation
+    (top, bottom), (left, right) = g.padding
+    inside = np.pad(np.ones(g.spatial_shape, np.int64), ((top, bottom), (left, right)))
+    out_h = (inside.shape[0] - (kh - 1) * dh - 1) // sh + 1
+    out_w = (inside.shape[1] - (kw - 1) * dw - 1) // sw + 1
+    tap_sums = hwio.astype(np.int64).sum(axis=2)  # (kh, kw, C_out): each tap over its inputs
+    total = np.zeros((out_h, out_w, hwio.shape[-1]), np.int64)
+    for a in range(kh):
+        for b in range(kw):
+            rows = inside[a * dh : a * dh + (out_h - 1) * sh + 1 : sh]
+            taps = rows[:, b * dw : b * dw + (out_w - 1) * sw + 1 : sw]
+            total += taps[:, :, None] * tap_sums[a, b]
+    return total.astype(np.int32)
 
 
 # -- the program --------------------------------------------------------------------
@@ -240,7 +298,7 @@ def run_layer(
     ``words`` is this layer's own packed input where a producer wrote it (``x`` then only
     gives the shape). The float output is unused where every consumer reads words, and
     XLA drops it (the native custom call has no side effect)."""
-    if not info.precision.xnor:
+    if layer_kind(info) != "xnor":
         return layer_forward(info, arrays, x, computation), {}
     acc = integer_accumulator(info, arrays, x, computation, words)
     packed = {}
@@ -261,13 +319,101 @@ def layer_forward(
 ) -> jax.Array:
     """One layer's output for its float input ``x``, from its arrays as :func:`prepare`
     gives them for ``computation``."""
-    if info.precision.xnor:
+    kind = layer_kind(info)
+    if kind == "xnor":
         return _finish(info, arrays, x, integer_accumulator(info, arrays, x, computation))
+    if kind == "integer":
+        levels, half_step = input_levels(info, arrays, x)
+        y = level_accumulator(info, arrays, levels, computation).astype(x.dtype) * half_step
+        return _finish(info, arrays, x, y)
     g = geometry_2d(info)
     x2d = _view_2d(info, x)
-    inputs = binarize(x2d, arrays).astype(x.dtype) if info.precision.binary_input else x2d
+    if info.precision.binary_input:
+        inputs = binarize(x2d, arrays).astype(x.dtype)
+    elif info.precision.quantized_input:
+        levels, half_step = input_levels(info, arrays, x)
+        inputs = (2 * levels + 1).astype(x.dtype) * half_step
+    else:
+        inputs = x2d
     y = _float_conv(g, arrays, g.pad(inputs), computation)
     return _finish(info, arrays, x, y)
+
+
+def input_levels(
+    info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A quantized input's integer levels ``i`` (``int32``, 2-D view) and the half step
+    ``h``: the layer's input is ``(2 i + 1) h``. A binary input is the 1-bit case: ``i``
+    is 0 for +1 and -1 for -1, and ``h`` is 1. A k-bit input is normalised and quantized
+    with the model's own operations (:func:`binflax.quantizers.input_level`)."""
+    if info.precision.binary_input:
+        signs = binarize(_view_2d(info, x), arrays).astype(jnp.int32)
+        return (signs - 1) // 2, jnp.ones((), x.dtype)
+    _check_input(info, x)
+    normed = x
+    if "norm_mean" in arrays:  # flax.linen.BatchNorm's inference, operation by operation
+        scale = lax.rsqrt(arrays["norm_var"] + planned.BN_EPSILON) * arrays["norm_scale"]
+        normed = (x - arrays["norm_mean"]) * scale + arrays["norm_bias"]
+    elif "input_shift" in arrays:
+        normed = x - arrays["input_shift"]
+    bits, step = info.precision.input_bits, arrays["input_step"].astype(x.dtype)[0]
+    levels = quantizers.input_level(normed, step, bits)
+    half_step = quantizers.lsq_step(normed, step, bits) / 2
+    g = geometry_2d(info)
+    return levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1]), half_step
+
+
+def level_accumulator(
+    info: LayerInfo, arrays: Mapping[str, jax.Array], levels: jax.Array, arithmetic: str
+) -> jax.Array:
+    """An integer unit's exact ``int32`` accumulator in half steps, ``sum((2 i + 1) w)``
+    over each patch's taps inside the map, from the input's levels ``i`` (2-D view).
+
+    On packed words (binary weights): the level's ``k`` bits are ``k`` sign planes, ``2 i
+    + 1 = sum_j 2**j b_j`` with ``b_j = +1`` where bit ``j`` of ``i + 2**(k-1)`` is set, so
+    the accumulator is ``sum_j 2**j`` of each plane's XNOR popcount (the planes run as one
+    call, stacked on the batch axis). Otherwise ``2 conv(i, w)`` plus the kernel summed
+    over the taps inside the map (``correction``), as XLA's int8 convolution or, exact
+    below 2**24, a float32 one."""
+    g = geometry_2d(info)
+    if arithmetic in PACKED:
+        bits = info.precision.input_bits
+        unsigned = levels + 2 ** (bits - 1)
+        negative = jnp.concatenate([(unsigned >> j) & 1 == 0 for j in range(bits)])
+        cin = info.kernel_shape[-2]
+        conv = native.conv_xnor if arithmetic == "native" else packing.conv_xnor
+        acc = _concat(
+            [
+                conv(
+                    g.pad(
+                        packing.pack_bits(
+                            negative[..., k * cin : (k + 1) * cin],
+                            packing.xnor_word_type(kernel, cin),
+                        )
+                    ),
+                    kernel,
+                    base,
+                    g.kernel_size,
+                    g.strides,
+                    g.padding,
+                    g.dilation,
+                )  # fmt: skip
+                for k, (kernel, base) in enumerate(
+                    zip(arrays["kernel_words"], arrays["base"], strict=True)
+                )
+            ]
+        )
+        acc = acc.reshape(bits, levels.shape[0], *acc.shape[1:])
+        weights = jnp.asarray([2**j for j in range(bits)], jnp.int32)
+        return jnp.tensordot(weights, acc, axes=1)
+    x = g.pad(levels)
+    kernel = arrays["kernel"]
+    if arithmetic == "exact_float":
+        acc = _float_conv(g, {"kernel": kernel}, x.astype(jnp.float32), "conv")
+        acc = jnp.round(acc).astype(jnp.int32)
+    else:
+        acc = packing.conv_int8(x, kernel, g.strides, g.padding, g.dilation, g.groups)
+    return 2 * acc + arrays["correction"]
 
 
 def binarize(x: jax.Array, arrays: Mapping[str, jax.Array]) -> jax.Array:

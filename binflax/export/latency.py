@@ -56,7 +56,7 @@ def float_calls(
     ``"float (exported)"``: its export (written to ``directory``) run by
     :func:`~binflax.export.integer_forward`.
     """
-    if any(layer.binary_input or layer.binary_weight for layer in model.plan):
+    if any(layer[1:] != ("float", "float") for layer in model.plan):
         raise ValueError(f"the float baseline needs a float plan, not {model.plan.name!r}")
     device_variables = jax.device_put(dict(variables))
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))

@@ -101,7 +101,6 @@ def export_model(
     input_shape, layers = _trace(model, variables, input_shape)
     for info in layers:
         inference.geometry_2d(info)  # an ExportError names a layer the path cannot run
-    refuse_mixed(model.plan)
     arrays = fold_variables(layers, variables)
     network = _network_variables(variables, layers)
     links = chain_lib.find_links(model, input_shape, network)
@@ -171,18 +170,6 @@ def export_model(
             for info in layers
         ],
     }
-
-
-def refuse_mixed(plan: Plan) -> None:
-    """The export runs binary and float layers; one line naming the k-bit and 8-bit ones."""
-    mixed = [
-        f"{layer.name} ({layer.input} input, {layer.weight} weights)" for layer in plan.mixed_layers
-    ]
-    if mixed:
-        raise ExportError(
-            f"the export runs binary and float layers, not yet k-bit inputs or 8-bit "
-            f"weights: {', '.join(mixed)}; evaluate such a plan with --mode=eval"
-        )
 
 
 def float32_checkpoint_bytes(variables: Mapping) -> int:
@@ -279,7 +266,7 @@ def _float_baseline(
     Its weights are never stored (``latency`` runs it on zeros): it is traced on zero
     arrays of the shapes a float layer folds to - a kernel, and a bias where the layer has
     one or a batch norm to fold."""
-    if not any(info.precision.binary_input or info.precision.binary_weight for info in layers):
+    if all(info.precision[1:] == ("float", "float") for info in layers):
         return int8_member
     float_model = model.clone(plan=Plan.preset("float", [info.name for info in layers]))
     float_layers = tracing.trace_layers(float_model, input_shape)

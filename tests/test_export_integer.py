@@ -1,0 +1,266 @@
+"""binflax.export's integer units that are not XNOR: k-bit inputs on binary weights (bit
+planes) and 8-bit layers (int8 or exact float32), against NumPy and ``model.apply``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from binflax import binarize, export, models, native, packing, quantizers
+from binflax.export import arithmetic, fold, inference
+from binflax.plan import LayerPrecision, Plan
+from binflax.planned import BN_EPSILON
+from binflax.testing import random_variables
+from binflax.tracing import LayerInfo, trace_layers
+from tests import user_nets
+from tests.test_export import PATHS, exported_copy
+
+# Every kind of layer a mixed plan gives, on MiniSketchANet: an 8-bit first layer, 4- and
+# 2-bit inputs on binary weights, a binary input on 8-bit weights, an XNOR conv5 and an
+# 8-bit classifier.
+MIXED_RULES = [
+    ("conv1", 8, 8),
+    ("conv2", 4, "binary"),
+    ("conv3", 2, "binary"),
+    ("conv4", "binary", 8),
+    ("fc", 8, 8),
+    (".*", 1, 1),
+]
+ISAS = native.supported_isas() if native.available() else []
+
+
+def mixed_model(name="mini_sketchanet", rules=MIXED_RULES, **fields):
+    names = models.layer_names(models.create(name, **fields))
+    return models.create(name, plan=Plan.from_rules(rules, names), **fields)
+
+
+def assert_every_path_exact(tmp_path, model, variables, input_shape, identical=True):
+    """``model.apply``'s logits within relative 1e-5 on every path and, with
+    ``identical``, the same logits bit for bit on all of them (the same int32
+    accumulators, and float layers XLA compiles alike in every program)."""
+    images = jax.random.normal(jax.random.key(1), (3, *input_shape))
+    expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    scale = float(np.max(np.abs(expected)))
+    exported = exported_copy(tmp_path, model, variables, input_shape)
+    first = None
+    for arithmetic_name, chain in PATHS:
+        logits = np.asarray(
+            export.integer_forward(exported, images, arithmetic=arithmetic_name, chain=chain)
+        )
+        error = float(np.max(np.abs(logits - expected))) / scale
+        assert error <= 1e-5, (arithmetic_name, chain, error)
+        first = logits if first is None else first
+        if identical:
+            np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic_name}, {chain}")
+    return exported
+
+
+@pytest.mark.parametrize(
+    "name,shape,rules,fields",
+    [
+        ("mini_sketchanet", (16, 16, 1), MIXED_RULES, {}),
+        # the K map on a k-bit input: computed from the normalised input, as for binary
+        ("mini_sketchanet", (16, 16, 1), MIXED_RULES, {"scale_inputs": True}),
+        # ReActNet's learned shifts before 2- and 4-bit quantizers, and shortcuts
+        pytest.param(
+            "resnet18",
+            (32, 32, 3),
+            [("conv1", 8, 8), ("layer1_.*", 2, 1), ("layer2_0/.*", 4, 1), ("fc", 8, 8),
+             (".*", 1, 1)],
+            {"num_classes": 10, "stem": "cifar", "widths": (8, 16, 16, 32), "block": "reactnet"},
+            marks=pytest.mark.slow,
+        ),
+    ],
+)  # fmt: skip
+def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, fields):
+    model = mixed_model(name, rules, **fields)
+    assert model.plan.mixed
+    variables = random_variables(model, shape)
+    exported = assert_every_path_exact(tmp_path, model, variables, shape)
+    kinds = {info.name: inference.layer_kind(info) for info in exported.layers}
+    assert "integer" in kinds.values() and "xnor" in kinds.values()
+    if name == "mini_sketchanet":
+        want = {f"conv{i}": "integer" for i in range(1, 5)}
+        assert kinds == {**want, "conv5": "xnor", "fc": "integer"}
+
+
+def test_a_binarized_network_with_groups_and_k_bit_inputs_exports_exactly(tmp_path):
+    """A user network's grouped conv with 2-bit inputs: one set of bit planes per group.
+    (Its mean pooling before the head compiles to differently ordered sums in different
+    programs: the logits agree to rounding, the accumulators exactly - tested below.)"""
+    shape = (8, 8, 3)
+    net = binarize(
+        user_nets.GroupedNet(),
+        [("Conv_0", 8, 8), ("Conv_1", 2, 1), ("Dense_0", "float", 8), (".*", 1, 1)],
+        input_shape=shape,
+    )
+    layers = trace_layers(net, shape)
+    assert any(info.geometry.groups > 1 and info.precision.input == "int2" for info in layers)
+    assert_every_path_exact(tmp_path, net, random_variables(net, shape), shape, identical=False)
+
+
+def numpy_levels(info: LayerInfo, arrays: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spec's levels in float64: ``floor(BN(x) / step)`` clipped to the k-bit range,
+    and how far each value is from its nearest level boundary (in steps)."""
+    x = x.astype(np.float64)
+    if "norm_mean" in arrays:
+        m = arrays["norm_scale"] / np.sqrt(arrays["norm_var"].astype(np.float64) + BN_EPSILON)
+        x = (x - arrays["norm_mean"]) * m + arrays["norm_bias"]
+    elif "input_shift" in arrays:
+        x = x - arrays["input_shift"]
+    lo, hi = quantizers.input_levels(info.precision.input_bits)
+    v = x / float(arrays["input_step"][0])
+    return np.clip(np.floor(v), lo, hi).astype(np.int32), np.abs(v - np.round(v))
+
+
+def numpy_accumulator(info: LayerInfo, arrays: dict, levels: np.ndarray) -> np.ndarray:
+    """``sum((2 i + 1) w)`` over each patch, zero padding contributing nothing, with the
+    file's weights: the +-1 signs of ``kernel_bits`` or the ``kernel_int8`` codes."""
+    g = inference.geometry_2d(info)
+    cin = info.kernel_shape[-2]
+    codes = np.pad(2 * levels.astype(np.int64) + 1, ((0, 0), *g.padding, (0, 0)))
+    if "kernel_int8" in arrays:
+        weights = arrays["kernel_int8"].astype(np.int64)
+    else:
+        weights = packing.unpack_signs(arrays["kernel_bits"], cin).astype(np.int64)
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.strides, g.dilation
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    windows = sliding_window_view(codes, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
+    group_out = weights.shape[0] // g.groups
+    return np.concatenate(
+        [
+            np.einsum(
+                "nhwcij,oijc->nhwo",
+                windows[:, :, :, k * cin : (k + 1) * cin],
+                weights[k * group_out : (k + 1) * group_out],
+            )
+            for k in range(g.groups)
+        ],
+        axis=-1,
+    )
+
+
+def integer_layers(model, shape):
+    layers = trace_layers(model, shape)
+    variables = random_variables(model, shape)
+    stored = {}
+    for key, array in fold.fold_variables(layers, variables).items():
+        layer, field = key.rsplit("/", 1)
+        stored.setdefault(layer, {})[field] = array
+    return [info for info in layers if inference.layer_kind(info) == "integer"], stored
+
+
+def test_k_bit_levels_follow_the_quantizer_formula():
+    """Levels from the unfolded norm and the step: the float64 formula's wherever it is not
+    within 1e-4 of a step of a boundary (there, float32 rounding may decide either way)."""
+    model = mixed_model(scale_inputs=False)
+    layers, stored = integer_layers(model, (16, 16, 1))
+    rng = np.random.default_rng(0)
+    checked = 0
+    for info in layers:
+        if info.precision.binary_input:
+            continue
+        shape = (2, *info.input_shape[1:])
+        spread = rng.choice([0.5, 5.0, 500.0], shape)  # inside, across and past every clip
+        x = (rng.standard_normal(shape) * spread).astype(np.float32)
+        arrays = dict(stored[info.name])  # no zero gain, so that the input reaches both clips
+        if "norm_scale" in arrays:
+            arrays["norm_scale"] = np.abs(arrays["norm_scale"]) + np.float32(0.5)
+        got, _ = jax.jit(lambda a, x, info=info: inference.input_levels(info, a, x))(
+            {k: jnp.asarray(v) for k, v in arrays.items()}, x
+        )
+        want, distance = numpy_levels(info, arrays, x)
+        clear = (distance > 1e-4).reshape(want.shape)
+        assert clear.mean() > 0.99
+        np.testing.assert_array_equal(np.asarray(got).reshape(want.shape)[clear], want[clear])
+        lo, hi = quantizers.input_levels(info.precision.input_bits)
+        assert {lo, hi} <= set(np.unique(want).tolist()), "the test data reach both clips"
+        checked += 1
+    assert checked == 4  # conv1, conv2, conv3 and fc
+
+
+@pytest.mark.parametrize("isa", [None, *ISAS])
+def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
+    """Every integer unit's accumulator, from its levels, on every arithmetic that runs it
+    (bit planes on the native kernel - each ISA path this CPU has - and on XLA's popcount,
+    XLA's int8 convolution, float32 where exact): NumPy's, equal, not close."""
+    if isa is not None:
+        monkeypatch.setenv(native.ISA_ENV, isa)
+    model = mixed_model()
+    layers, stored = integer_layers(model, (16, 16, 1))
+    rng = np.random.default_rng(1)
+    for info in layers:
+        lo, hi = quantizers.input_levels(info.precision.input_bits)
+        g = inference.geometry_2d(info)
+        levels = rng.integers(lo, hi + 1, (2, *g.input_spatial, info.input_shape[-1]))
+        want = numpy_accumulator(info, stored[info.name], levels)
+        computations = ["int8", "exact_float"]
+        if info.precision.binary_weight:
+            computations += ["popcount", *(["native"] if native.available() else [])]
+        if isa is not None:
+            computations = [c for c in computations if c == "native"]
+        for computation in computations:
+            plan = inference.Variant(((info.name, computation),))
+            prepared = inference.prepare([info], stored, plan)[info.name]
+            with jax.enable_x64(True):
+                got = jax.jit(
+                    lambda p, i, info=info, c=computation: inference.level_accumulator(
+                        info, p, i, c
+                    )
+                )(prepared, jnp.asarray(levels, jnp.int32))
+            np.testing.assert_array_equal(
+                np.asarray(got), want, err_msg=f"{info.name} on {computation} ({isa})"
+            )
+
+
+def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact():
+    """The rule, and float32's exact integers at their boundary: 8-bit levels (at most
+    128) on 8-bit weights (127) stay below 2**24 for up to 1032 taps."""
+    on_cpu = {"backend": "cpu", "fully_connected": False}
+    assert arithmetic.integer_arithmetic("auto", True, True, **on_cpu) == "native"
+    assert arithmetic.integer_arithmetic("popcount", True, True, **on_cpu) == "popcount"
+    assert arithmetic.integer_arithmetic("auto", False, True, **on_cpu) == "exact_float"
+    assert arithmetic.integer_arithmetic("auto", False, False, **on_cpu) == "int8"
+    assert arithmetic.integer_arithmetic("int8_dot", True, True, **on_cpu) == "int8"
+    assert arithmetic.integer_arithmetic("auto", True, True, "gpu", False) == "int8"
+
+    def info(taps, cin, bits, weight):
+        precision = LayerPrecision("x", f"int{bits}", weight)
+        return LayerInfo("x", precision, (*taps, cin, 8), (), (), False, False)
+
+    for cin, exact in ((1032, True), (1033, False)):  # 128 * 127 * cin against 2**24
+        assert inference.exact_in_float(info((1, 1), cin, 8, "int8")) is exact
+        assert (128 * 127 * cin < 2**24) is exact
+    assert inference.exact_in_float(info((3, 3), 4096, 4, "binary"))
+
+
+def test_8_bit_kernels_are_stored_as_codes_and_a_scale():
+    """``kernel_int8 * scale`` is the model's quantized kernel (``quantize_weights_int8``),
+    and the 8-bit layers' weights take a quarter of float32's bytes."""
+    model = mixed_model()
+    variables = random_variables(model, (16, 16, 1))
+    layers = trace_layers(model, (16, 16, 1))
+    arrays = fold.fold_variables(layers, variables)
+    for info in layers:
+        if info.precision.weight != "int8":
+            continue
+        kernel = variables["params"][info.name]["kernel"]
+        want = np.asarray(quantizers.quantize_weights_int8(kernel))
+        codes = arrays[f"{info.name}/kernel_int8"].transpose(1, 2, 3, 0)  # OHWI -> HWIO
+        got = codes.reshape(kernel.shape) * arrays[f"{info.name}/scale"]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+        assert codes.dtype == np.int8 and codes.nbytes == kernel.size  # float32's / 4
+        assert f"{info.name}/kernel" not in arrays
+
+
+def test_an_all_8_bit_plan_has_a_float_baseline_of_its_own(tmp_path):
+    """No binary layer at all: the float32 baseline is the float network, not the plan's
+    own program, and the latency runs against it."""
+    names = models.layer_names(models.create("mini_sketchanet"))
+    model = models.create("mini_sketchanet", plan=Plan.from_rules([(".*", 8, 8)], names))
+    variables = random_variables(model, (16, 16, 1))
+    exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    assert exported.header["float_baseline"] != exported.header["variants"]["int8"]["program"]
+    measured = export.latency(exported, jnp.zeros((1, 16, 16, 1)), repeats=1)
+    assert measured["float_ms"] > 0 and measured["ms"] > 0
