@@ -10,7 +10,9 @@ and portable code paths in one object chosen at run time (docs/native.md).
     acc = native.conv_xnor(x_words, kernel, base, (3, 3), (1, 1), "SAME")
 
 :func:`conv_xnor` takes the arguments of :func:`binflax.packing.conv_xnor` and returns the
-same ``int32`` accumulator. Where the kernel cannot be built (no compiler, or the build
+same ``int32`` accumulator; given ``laid=layout_kernel(kernel)``, the weights laid out
+once beforehand (as an exported model's are when it is loaded), a call does no layout of
+them. Where the kernel cannot be built (no compiler, or the build
 fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
 
 The path is the best the CPU running the call supports (chosen by the kernel at run
