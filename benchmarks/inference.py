@@ -387,11 +387,13 @@ def markdown(result: dict) -> str:
             f"{100 * r['fraction_of_limit']:.0f}% | "
             f"{(r['file_bytes'] - r['program_bytes']) / 2**20:.2f} |"
         )
+    ceiling = result["ceiling"]
+    isa = ceiling.get("isa", limit["isa"])  # the instruction set the ceiling is for
     if result["targets"]:
         lines += [
             "",
             "| target (fbin, batch 1) | measured | met? | missed by | slowest layer (share) "
-            "| large layers >= 50% of ceiling | >= 1.4x XLA's popcount |",
+            f"| large layers >= 50% of {isa} ceiling | >= 1.4x XLA's popcount |",
             "|---|---:|---|---:|---|---:|---:|",
         ]
         for t in result["targets"]:
@@ -403,18 +405,17 @@ def markdown(result: dict) -> str:
                 f"{t['large_at_half_ceiling']} of {t['large_layers']} | "
                 f"{t['large_1_4x_xla']} of {t['large_layers']} |"
             )
-    ceiling = result["ceiling"]
     for p in result["profiles"]:
         names = arithmetics() if "auto" not in p["whole_ms"] else ["auto", *arithmetics()]
         lines += [
             "",
             f"{p['model']} fbin, batch {p['batch']}: whole network "
             + ", ".join(f"{a} {p['whole_ms'][a]:.2f} ms" for a in names)
-            + f"; float32 {p['float32_ms']:.2f} ms. Ceiling {ceiling['binary_gmacs']:.0f} G "
+            + f"; float32 {p['float32_ms']:.2f} ms. {isa} ceiling {ceiling['binary_gmacs']:.0f} G "
             f"binary MAC/s, {ceiling['float_gmacs']:.0f} G float32 MAC/s.",
             "",
             "| layer | kind | M MACs | "
-            + " | ".join(f"{a} ms (share) | G MAC/s (of ceiling)" for a in names)
+            + " | ".join(f"{a} ms (share) | G MAC/s (of {isa} ceiling)" for a in names)
             + " |",
             "|---|---|---:|" + "---:|---:|" * len(names),
         ]
@@ -446,6 +447,7 @@ def run(args: argparse.Namespace) -> dict:
     ghz, clock = measure_ghz()
     cores = os.cpu_count()
     ceiling = {
+        "isa": limit.isa,
         "ghz": round(ghz, 3),
         "clock": clock,
         "cores": cores,

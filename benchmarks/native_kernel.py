@@ -8,11 +8,15 @@ and a compute-bound 3x3 conv (28x28x512 -> 512), times in one run on the same +-
 
 - ``xla``: ``binflax.packing.conv_xnor``, the popcount ``arithmetic="auto"`` runs today;
 - ``native``: ``binflax.native.conv_xnor`` on the path ``--isa`` names (default: the best
-  this CPU has).
+  this CPU has), laying the kernel matrix out in every call (as before the layout at load,
+  and as a program forced to another path does);
+- ``native_laid``: the same with the kernel laid out once beforehand
+  (``native.layout_kernel``, what ``prepare`` does when an exported model is loaded), so
+  a call is the patches' layout and the arithmetic.
 
 Both are jit-compiled, checked equal (the accumulators, exactly), warmed up and timed as
 the median of ``--repeats`` interleaved calls. Prints JSON: per layer the milliseconds,
-G binary MAC/s and native/XLA speedup, their geometric mean over the layers, and the
+G binary MAC/s and native/XLA speedups, their geometric means over the layers, and the
 machine (CPU model and flags, the path, the load average before and after, since a shared
 machine's neighbours show in the figures).
 """
@@ -72,13 +76,17 @@ def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
     with jax.enable_x64(True):
         kernel = jnp.asarray(packing.xnor_kernel(bits))
         x_words = packing.pack_bits(jnp.asarray(x < 0), packing.xnor_word_type(kernel, cin))
+        laid = jnp.asarray(native.layout_kernel(np.asarray(kernel), isa=isa))
         functions = {
-            "xla": lambda a, k: packing.conv_xnor(a, k, base, *geometry),
-            "native": lambda a, k: native.conv_xnor(a, k, base, *geometry, isa=isa),
+            "xla": lambda a, k, _: packing.conv_xnor(a, k, base, *geometry),
+            "native": lambda a, k, _: native.conv_xnor(a, k, base, *geometry, isa=isa),
+            "native_laid": lambda a, k, lay: native.conv_xnor(
+                a, k, base, *geometry, isa=isa, laid=lay
+            ),
         }
-        candidates = {key: (jax.jit(fn), (x_words, kernel)) for key, fn in functions.items()}
+        candidates = {key: (jax.jit(fn), (x_words, kernel, laid)) for key, fn in functions.items()}
         outputs = [np.asarray(fn(*args)) for fn, args in candidates.values()]
-        if not np.array_equal(*outputs):
+        if not all(np.array_equal(outputs[0], o) for o in outputs[1:]):
             raise AssertionError(f"{layer['name']}: native differs from conv_xnor")
         ms = time_interleaved(candidates, repeats)
     out_h, out_w = outputs[0].shape[1:3]
@@ -87,19 +95,24 @@ def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
         **layer_row(layer, strides, macs, ms),
         "gmacs": {k: round(macs / v / 1e6, 1) for k, v in ms.items()},
         "native_over_xla": round(ms["xla"] / ms["native"], 3),
+        "native_laid_over_xla": round(ms["xla"] / ms["native_laid"], 3),
     }
 
 
-def layers(models: list[str], everything: bool) -> list[dict]:
-    """The networks' distinct binary-input layers (the large ones unless ``everything``)."""
+def layers(models: list[str], everything: bool, only: list[str] | None = None) -> list[dict]:
+    """The networks' distinct binary-input layers (the large ones unless ``everything``;
+    only those named in ``only``, without the peak layer, where given)."""
     found = []
     for name in models:
         for layer in unique_shapes(binary_input_layers(name)):
             kh, kw, cin, cout = layer["kernel"]
             out_h, out_w = layer["output_shape"][:2]
-            if everything or out_h * out_w * kh * kw * cin * cout >= LARGE_MACS:
+            if only is not None:
+                if layer["name"] in only:
+                    found.append(layer)
+            elif everything or out_h * out_w * kh * kw * cin * cout >= LARGE_MACS:
                 found.append(layer)
-    return [*found, PEAK_LAYER]
+    return found if only is not None else [*found, PEAK_LAYER]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -109,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     rows = [
         time_layer(layer, args.batch, args.repeats, args.isa)
-        for layer in layers(args.models, args.all)
+        for layer in layers(args.models, args.all, args.layers)
     ]
     network_rows = [row for row in rows if row["model"] != "peak"]
     report = {
@@ -122,10 +135,12 @@ def run(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "repeats": args.repeats,
         "layers": rows,
-        "geomean_native_over_xla": round(
-            math.exp(sum(math.log(r["native_over_xla"]) for r in network_rows) / len(network_rows)),
-            3,
-        ),
+        **{
+            f"geomean_{key}": round(
+                math.exp(sum(math.log(r[key]) for r in network_rows) / len(network_rows)), 3
+            )
+            for key in ("native_over_xla", "native_laid_over_xla")
+        },
     }
     return report
 
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--all", action="store_true", help="every binary layer, not only large")
     parser.add_argument("--isa", choices=sorted(native.ISAS), help="force the native path")
+    parser.add_argument("--layers", nargs="+", help="only these layers (e.g. fc6 fc7), by name")
     output.add_out_option(parser)
     args = parser.parse_args(argv)
     report = run(args)

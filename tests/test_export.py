@@ -89,6 +89,55 @@ def test_auto_on_a_cpu_mixes_the_native_kernel_and_xlas_popcount(tmp_path):
     assert exported.header["variants"]["auto_chain"]["native"]
 
 
+@NEEDS_KERNEL
+def test_native_programs_take_the_kernel_laid_out_at_load(tmp_path, monkeypatch):
+    """prepare lays each native layer's kernel out for this CPU's path, so a call does no
+    layout of its own; a file whose programs take no layout (written before) still runs,
+    laying out per call, with the same logits."""
+    model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
+    images = jax.random.normal(jax.random.key(2), (2, 16, 16, 1))
+    layouts = native._library().binflax_call_layouts
+
+    def run(exported, name):
+        chain = name == "native_chain"
+        export.integer_forward(exported, images, arithmetic="native", chain=chain)  # compiles
+        before = layouts()
+        logits = np.asarray(
+            export.integer_forward(exported, images, arithmetic="native", chain=chain)
+        )
+        _, prepared, _ = exported.cache[("call", name)]
+        return prepared, logits, layouts() - before
+
+    exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
+    reference = np.asarray(export.integer_forward(exported, images, arithmetic="popcount"))
+    for name in ("native", "native_chain"):
+        prepared, logits, per_call = run(exported, name)
+        xnor = [n for n, c in exported.variant(name).computations if c == "native"]
+        assert xnor and all("kernel_laid" in prepared[n] for n in xnor)
+        header = np.asarray(prepared[xnor[0]]["kernel_laid"][0]).view(np.uint64)[:5]
+        assert header[2] == native.ISAS[native.isa()]
+        assert per_call == 0, name
+        np.testing.assert_array_equal(logits, reference)
+
+    prepare = inference.prepare
+
+    def without_layouts(*args, **kwargs):  # what the programs took before
+        prepared = prepare(*args, **kwargs)
+        for arrays in prepared.values():
+            arrays.pop("kernel_laid", None)
+        return prepared
+
+    monkeypatch.setattr(inference, "prepare", without_layouts)
+    old = tmp_path / "old"
+    old.mkdir()
+    export.export_model(model, variables, old / "model.npz", input_shape=(16, 16, 1))
+    monkeypatch.setattr(inference, "prepare", prepare)
+    prepared, logits, per_call = run(export.load(old / "model.npz"), "native")
+    assert not any("kernel_laid" in arrays for arrays in prepared.values())
+    assert per_call > 0
+    np.testing.assert_array_equal(logits, reference)
+
+
 @pytest.mark.parametrize(
     "name,input_shape,fields,plan_kind",
     [

@@ -188,3 +188,91 @@ def test_build_failure_warns_once_and_falls_back(no_compiler):
     np.testing.assert_array_equal(np.asarray(out), expected)
     np.testing.assert_array_equal(np.asarray(words), packing.pack_bits(sense * expected < limit))
     np.testing.assert_array_equal(np.asarray(dilated), dilated_expected)
+
+
+# -- the kernel laid out once (native.layout_kernel) -----------------------------------
+
+
+def call_layouts() -> int:
+    """How many calls so far laid out their own kernel (the object's counter)."""
+    return native._library().binflax_call_layouts()
+
+
+@pytest.mark.parametrize("bits", WORD_BITS)
+@pytest.mark.parametrize("name", GEOMETRIES)
+@pytest.mark.parametrize("isa", list(native.ISAS))
+def test_a_kernel_laid_out_for_the_path_gives_the_accumulators_without_a_layout(
+    paths, isa, name, bits
+):
+    if isa not in paths:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args, expected = case(name, bits)
+    with jax.enable_x64(bits == 64):
+        laid = native.layout_kernel(args[1], isa=isa)
+        before = call_layouts()
+        out = native.conv_xnor(*args, isa=isa, laid=laid)
+        np.testing.assert_array_equal(np.asarray(out), expected)
+        assert call_layouts() == before  # the call did no layout of its own
+        plain = call_layouts()
+        native.conv_xnor(*args, isa=isa)
+        assert call_layouts() == plain + 1  # the counter counts
+
+
+@pytest.mark.parametrize("name", ["c31_3x3_s2_b3", "c100_fully_connected_b3", "c64_11x11_s4"])
+@pytest.mark.parametrize("laid_for", list(native.ISAS))
+@pytest.mark.parametrize("isa", list(native.ISAS))
+def test_a_kernel_laid_out_for_another_path_falls_back_exactly(paths, isa, laid_for, name):
+    """A program forced to another path, or a layout from another CPU: the call reads the
+    words back from the layout (any path's, AVX-512's too on a CPU without it) and lays
+    them out for its own path."""
+    if isa not in paths:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    for bits in WORD_BITS:
+        args, expected = case(name, bits)
+        with jax.enable_x64(bits == 64):
+            laid = native.layout_kernel(args[1], isa=laid_for)
+            before = call_layouts()
+            out = native.conv_xnor(*args, isa=isa, laid=laid)
+            np.testing.assert_array_equal(np.asarray(out), expected)
+            assert call_layouts() == before + (laid_for != isa)
+            sense, limit = thresholds(expected.shape[-1], int(np.abs(expected).max()))
+            words = native.conv_xnor_words(*args[:3], sense, limit, *args[3:], isa=isa, laid=laid)
+            reference = packing.pack_bits(jax.numpy.asarray(sense * expected < limit))
+            np.testing.assert_array_equal(np.asarray(words), np.asarray(reference))
+
+
+def test_the_layout_has_one_size_on_every_path_and_cpu(paths):
+    """An exported program fixes its operands' shapes: the buffer must not depend on the
+    path, and the Python size must hold what the kernel writes for each."""
+    library = native._library()
+    for rows, channels, dtype in [(1, 1, np.uint64), (9, 33, np.uint32), (144, 4096, np.uint64),
+                                  (5, 100, np.uint32), (2, 24, np.uint64)]:  # fmt: skip
+        words = rows if dtype == np.uint64 else -(-rows // 2)
+        kernel = np.arange(rows * channels, dtype=dtype).reshape(rows, channels)
+        size = native.laid_size(kernel.shape, dtype)
+        per_path = [
+            library.binflax_laid_words(code, words, channels) for code in native.ISAS.values()
+        ]
+        assert size == 2 * (native.LAID_HEADER + max(per_path))
+        for isa in native.ISAS:
+            laid = native.layout_kernel(kernel, isa=isa)
+            assert laid.dtype == np.uint32 and laid.shape == (size,)
+            header = laid.view(np.uint64)[: native.LAID_HEADER]
+            assert list(header[2:5]) == [native.ISAS[isa], words, channels]
+
+
+def test_a_damaged_or_mismatched_layout_is_refused(paths):
+    (x_words, kernel, base, *geometry), _ = case("c33_asymmetric_b3", 32)
+    laid = native.layout_kernel(kernel)
+    with pytest.raises(ValueError, match="layout_kernel's uint32"):
+        native.conv_xnor(x_words, kernel, base, *geometry, laid=laid[:-2])
+    damaged = laid.copy()
+    damaged[0] ^= 1  # the magic word
+    with pytest.raises(Exception, match="binflax_layout_kernel"):
+        np.asarray(native.conv_xnor(x_words, kernel, base, *geometry, laid=damaged))
+    other = native.layout_kernel(kernel[:-2])  # fewer rows than the input's patches
+    other = np.concatenate([other, np.zeros(laid.size - other.size, np.uint32)])
+    with pytest.raises(Exception, match="kernel rows"):
+        np.asarray(native.conv_xnor(x_words, kernel, base, *geometry, laid=other))
+    with pytest.raises(ValueError, match="unknown ISA"):
+        native.layout_kernel(kernel, isa="sse9")

@@ -14,10 +14,16 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
   CPU rule does not depend on the shape. Where binflax's native kernel
   (:mod:`binflax.native`) is built it replaces that popcount on the CPU's convolutions,
   with the same packed words and accumulators: the whole fbin networks ran as fast or
-  faster with it at batch 1 and faster at batch 8, except on fully-connected layers,
-  where it lays out the whole kernel matrix on every call and ran slower than XLA's at
-  batch 1; those stay on XLA's popcount (docs/benchmarks.md, "With the native kernel":
-  the whole networks and each of their layers, ``benchmarks/inference.py``). On GPUs
+  faster with it at batch 1 and faster at batch 8. Fully-connected layers stay on XLA's
+  popcount. The kernel's weights are now laid out once, at load, so a call no longer
+  re-lays the kernel matrix, yet at batch 1 a fully-connected layer only streams its
+  weights, and the AVX2 path's nibble-split layout holds twice the bytes of XLA's packed
+  words: measured native/XLA with the load-time layout (``benchmarks/native_kernel.py
+  --layers``, 2-core AVX2 Zen 3, shared machine, two runs, docs/benchmarks.md)
+  AlexNet fc6 0.82x / 0.86x and fc7 1.30x / 0.85x at batch 1 (Sketch-A-Net's conv6
+  1.96x / 2.90x, conv7 0.96x / 1.12x), against fc6 1.26x, fc7 2.18x at batch 8. Slower on
+  the largest one at batch 1, so the rule is unchanged (per-call layout: fc6 0.15x).
+  On GPUs
   and TPUs, whose int8 units and MXUs have no popcount counterpart, the rule picks the
   int8 convolution; that is not measured here (no accelerator was available), and any
   arithmetic can be forced with ``integer_forward(..., arithmetic=...)``.

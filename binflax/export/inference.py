@@ -164,7 +164,7 @@ def prepare(
     prepared = {}
     for info in layers:
         computation = plan.computation(info.name)
-        key = (info.name, "popcount" if computation in PACKED else computation)
+        key = (info.name, computation)
         if key not in memo:
             memo[key] = _layer_arrays(info, dict(stored[info.name]), key[1])
         prepared[info.name] = dict(memo[key])
@@ -208,6 +208,8 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
             packing.xnor_base(b, cin, g.spatial_shape, g.strides, g.padding, g.dilation)
             for b in groups
         ]
+        if computation == "native":  # laid out here, once, for this CPU's path
+            arrays["kernel_laid"] = [native.layout_kernel(k) for k in arrays["kernel_words"]]
         return arrays
     if kernel is None and info.precision.xnor:
         kernel = packing.unpack_signs(bits, cin)  # int8 +-1
@@ -436,14 +438,22 @@ def integer_accumulator(
     g = geometry_2d(info)
     cin = info.kernel_shape[-2]
     if arithmetic in PACKED:
-        conv = native.conv_xnor if arithmetic == "native" else packing.conv_xnor
+
+        def conv(*args, laid=None):  # native: the kernel laid out at load (prepare)
+            if arithmetic == "native":
+                return native.conv_xnor(*args, laid=laid)
+            return packing.conv_xnor(*args)
+
+        kernels = arrays["kernel_words"]
+        geometry = (g.kernel_size, g.strides, g.padding, g.dilation)
         return _concat(
             [
-                conv(g.pad(w), kernel, base, g.kernel_size, g.strides, g.padding, g.dilation)
-                for w, kernel, base in zip(
+                conv(g.pad(w), kernel, base, *geometry, laid=laid)
+                for w, kernel, base, laid in zip(
                     _input_words(info, arrays, x, words),
-                    arrays["kernel_words"],
+                    kernels,
                     arrays["base"],
+                    arrays.get("kernel_laid", [None] * len(kernels)),
                     strict=True,
                 )
             ]
@@ -497,9 +507,10 @@ def _native_words(
     g = geometry_2d(info)
     (w,) = _input_words(info, arrays, x, words)
     (kernel,), (base,) = arrays["kernel_words"], arrays["base"]
+    (laid,) = arrays.get("kernel_laid", [None])
     return native.conv_xnor_words(
         w, kernel, base, to["sense"], to["limit"], g.kernel_size, g.strides, g.padding,
-        g.dilation, word_type=word_type,
+        g.dilation, word_type=word_type, laid=laid,
     )  # fmt: skip
 
 

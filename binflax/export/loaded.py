@@ -137,6 +137,7 @@ class ExportedModel:
                 )
             else:
                 prepared = inference.prepare(self.layers, self.layer_arrays(), self.variant(name))
+                _as_recorded(program, prepared)
                 variables = self.network_variables()
             with jax.ensure_compile_time_eval():  # arrays for the cache even under a trace
                 self.cache[key] = (
@@ -145,6 +146,16 @@ class ExportedModel:
                     jax.device_put(variables),
                 )
         return self.cache[key]
+
+
+def _as_recorded(program: jax.export.Exported, prepared: dict) -> None:
+    """Drops the load-time kernel layouts (``kernel_laid``) a program does not take: a file
+    written before binflax laid the native kernel's weights out at load, whose programs
+    lay them out in every call (as exactly)."""
+    (recorded, _, _), _ = jax.tree.unflatten(program.in_tree, [0] * program.in_tree.num_leaves)
+    for name, arrays in prepared.items():
+        if "kernel_laid" in arrays and "kernel_laid" not in recorded.get(name, {}):
+            del arrays["kernel_laid"]
 
 
 def integer_forward(

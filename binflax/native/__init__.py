@@ -10,7 +10,9 @@ and portable code paths in one object chosen at run time (docs/native.md).
     acc = native.conv_xnor(x_words, kernel, base, (3, 3), (1, 1), "SAME")
 
 :func:`conv_xnor` takes the arguments of :func:`binflax.packing.conv_xnor` and returns the
-same ``int32`` accumulator. Where the kernel cannot be built (no compiler, or the build
+same ``int32`` accumulator; given ``laid=layout_kernel(kernel)``, the weights laid out
+once beforehand (as an exported model's are when it is loaded), a call does no layout of
+them. Where the kernel cannot be built (no compiler, or the build
 fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
 
 The path is the best the CPU running the call supports (chosen by the kernel at run
@@ -40,11 +42,17 @@ from binflax.native import build
 TARGETS = {
     "binflax_xnor_conv": "BinflaxXnorConv",
     "binflax_xnor_conv_words": "BinflaxXnorConvWords",
+    "binflax_xnor_conv_laid": "BinflaxXnorConvLaid",
+    "binflax_xnor_conv_words_laid": "BinflaxXnorConvWordsLaid",
 }
 # The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
 AUTO = 0  # kAuto: the best path of the CPU the call runs on
 ISA_ENV = "BINFLAX_NATIVE_ISA"
+# How each path lays out the kernel (Layout in xnor_kernel.cc): channels per group of
+# vectors and uint64 planes per reduction word (2: the AVX2 nibble split).
+LAYOUTS = {"portable": (4, 1), "avx2": (24, 2), "avx512_vpopcntdq": (32, 1)}
+LAID_HEADER = 8  # uint64 words: magic, layout version, path, words, channels, 3 spare
 
 
 @functools.cache
@@ -61,9 +69,25 @@ def _library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
-    for name in ("binflax_best_isa", "binflax_isa_supported"):
+    for name in (
+        "binflax_best_isa",
+        "binflax_isa_supported",
+        "binflax_laid_words",
+        "binflax_layout_kernel",
+        "binflax_call_layouts",
+    ):
         getattr(library, name).restype = ctypes.c_int64
     library.binflax_isa_supported.argtypes = [ctypes.c_int64]
+    library.binflax_laid_words.argtypes = [ctypes.c_int64] * 3
+    library.binflax_layout_kernel.argtypes = [
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+    ]
     _register(str(path))
     return library
 
@@ -113,6 +137,55 @@ def _resolve(requested: str | None) -> str:
     return requested
 
 
+def laid_size(kernel_shape: Sequence[int], kernel_dtype: Any) -> int:
+    """The ``uint32`` length of :func:`layout_kernel`'s buffer for a ``(P, C_out)`` kernel
+    matrix of ``kernel_dtype`` words: the header and the largest of the paths' layouts, so
+    the same on every CPU (an exported program's operand shapes are fixed in the file)."""
+    rows, channels = kernel_shape
+    words = rows if np.dtype(kernel_dtype) == np.uint64 else -(-rows // 2)
+    laid = max(-(-channels // group) * group * words * planes for group, planes in LAYOUTS.values())
+    return 2 * (LAID_HEADER + laid)
+
+
+def layout_kernel(kernel: Any, *, isa: str | None = None) -> np.ndarray:
+    """The ``(P, C_out)`` kernel matrix of :func:`packing.xnor_kernel` (``uint64`` words or
+    ``uint32`` rows) laid out once for the kernel's code path ``isa``, for
+    :func:`conv_xnor`'s ``laid`` argument: what a deployment does when it loads a model,
+    so that a call is only the arithmetic.
+
+    ``isa`` defaults to the path calls run here (:func:`isa`: ``$BINFLAX_NATIVE_ISA``, else
+    the CPU's best); any path can be laid out on any CPU (it is data). A ``uint32`` array
+    of :func:`laid_size` (the same for every path): a header naming the path, then the
+    layout, then zeros. A call that runs another path (a program forced to another ISA,
+    or the buffer moved to another CPU) reads the words back from it and lays them out
+    for its own path, per call: slower, as exact. Needs the kernel (``RuntimeError``
+    where it is unavailable)."""
+    library = _library()
+    if library is None:
+        raise RuntimeError("binflax.native: the kernel is unavailable")
+    name = _resolve(None) if isa is None else isa
+    if name not in ISAS:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {sorted(ISAS)}")
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 2 or kernel.dtype not in (np.uint32, np.uint64):
+        raise ValueError(f"the kernel must be a (P, C_out) uint32 or uint64 matrix, got "
+                         f"{kernel.dtype} {kernel.shape}")  # fmt: skip
+    kernel = np.ascontiguousarray(kernel)
+    out = np.zeros(laid_size(kernel.shape, kernel.dtype) // 2, np.uint64)
+    status = library.binflax_layout_kernel(
+        ISAS[name],
+        kernel.ctypes.data,
+        int(kernel.dtype == np.uint64),
+        kernel.shape[0],
+        kernel.shape[1],
+        out.ctypes.data,
+        out.size,
+    )
+    if status != 0:
+        raise ValueError(f"binflax.native: could not lay out a {kernel.shape} kernel")
+    return out.view(np.uint32)
+
+
 def conv_xnor(
     x_words: jax.Array,
     kernel: jax.Array,
@@ -123,6 +196,7 @@ def conv_xnor(
     dilation: Sequence[int] = (1, 1),
     *,
     isa: str | None = None,
+    laid: Any = None,
 ) -> jax.Array:
     """:func:`binflax.packing.conv_xnor` as one native custom call: the same ``int32``
     (N, H_out, W_out, C_out) accumulator, ``base - 2 * popcount(patch XOR kernel)``.
@@ -130,13 +204,15 @@ def conv_xnor(
     ``x_words`` is NHW(words) in ``uint32`` or ``uint64`` (:func:`packing.xnor_word_type`),
     ``kernel`` the ``(P, C_out)`` matrix of :func:`packing.xnor_kernel` (or its ``uint32``
     rows), ``base`` from :func:`packing.xnor_base`. ``isa`` forces a code path (see
-    :func:`isa`). Falls back to ``packing.conv_xnor`` when the kernel is unavailable.
+    :func:`isa`). ``laid``, ``kernel`` laid out ahead by :func:`layout_kernel`, spares
+    the call the kernel's layout (the kernel then only gives the shapes and the
+    fallback). Falls back to ``packing.conv_xnor`` when the kernel is unavailable.
     Traceable under ``jax.jit``; the geometry arguments are static.
     """
     geometry = (kernel_size, strides, padding, dilation)
     if _library() is None:
         return packing.conv_xnor(x_words, kernel, base, *geometry)
-    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
+    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa, laid)
     (n, out_h, out_w), channels = shape, kernel.shape[1]
     result = jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32)
     return call("binflax_xnor_conv", result, *args)
@@ -155,6 +231,7 @@ def conv_xnor_words(
     *,
     word_type: Any = np.uint32,
     isa: str | None = None,
+    laid: Any = None,
 ) -> jax.Array:
     """:func:`conv_xnor` with the next layer's threshold fused: its packed input words.
 
@@ -162,13 +239,13 @@ def conv_xnor_words(
     and ``limit`` of :func:`binflax.export.chain.sign_limits`, as
     ``chain.threshold_words`` computes it from the accumulator, which here never leaves
     the kernel: a chain of binary layers stays packed. ``word_type`` is ``uint32`` or
-    ``uint64`` (the latter under ``jax.enable_x64``).
+    ``uint64`` (the latter under ``jax.enable_x64``); ``laid`` as for :func:`conv_xnor`.
     """
     geometry = (kernel_size, strides, padding, dilation)
     if _library() is None:
         acc = packing.conv_xnor(x_words, kernel, base, *geometry)
         return packing.pack_bits(sense * acc < limit, word_type)
-    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa)
+    call, args, shape = _prepare(x_words, kernel, base, *geometry, isa, laid)
     channels = kernel.shape[1]
     words = packing.packed_words(channels)
     if np.dtype(word_type) == np.uint64:
@@ -180,9 +257,10 @@ def conv_xnor_words(
     return call("binflax_xnor_conv_words", result, *args, *thresholds)
 
 
-def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa):
-    """The checked operands, a caller of an FFI target with the geometry's attributes, and
-    the output's (N, H_out, W_out)."""
+def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa, laid=None):
+    """The checked operands, a caller of an FFI target (``_laid`` appended to its name where
+    ``laid`` replaces the kernel) with the geometry's attributes, and the output's
+    (N, H_out, W_out)."""
     forced = isa or os.environ.get(ISA_ENV)
     # Unforced calls carry code 0: the kernel picks the CPU's best path when it runs, so
     # a program exported on an AVX-512 machine still runs on an AVX2 one.
@@ -201,9 +279,18 @@ def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa
     base = jnp.broadcast_to(jnp.asarray(base, jnp.int32), (out_h, out_w, kernel.shape[1]))
     attributes = dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left, isa=code)
     attributes = {k: np.int64(v) for k, v in attributes.items()}
+    suffix = ""
+    if laid is not None:
+        size = laid_size(kernel.shape, kernel.dtype)
+        if laid.shape != (size,) or laid.dtype != np.uint32:
+            raise ValueError(
+                f"laid must be layout_kernel's uint32 ({size},) array for a {kernel.dtype} "
+                f"{tuple(kernel.shape)} kernel, got {laid.dtype} {tuple(laid.shape)}"
+            )
+        kernel, suffix = jnp.asarray(laid), "_laid"
 
     def call(target: str, result: jax.ShapeDtypeStruct, *operands: jax.Array) -> jax.Array:
-        ffi = jax.ffi.ffi_call(target, result, vmap_method="sequential")
+        ffi = jax.ffi.ffi_call(target + suffix, result, vmap_method="sequential")
         return ffi(*operands, **attributes)
 
     return call, (x_words, kernel, base), (n, out_h, out_w)

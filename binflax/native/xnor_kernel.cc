@@ -94,15 +94,32 @@ using Micro = void (*)(const uint64_t* patches, const uint64_t* kernel, int64_t 
 
 constexpr int kMaxVectors = 6;
 
-// How a path lays out its operands and which micro-kernels it runs: `lanes` channels per
-// vector, up to `vectors` vectors in a group of channels (a group's kernel stays in L1),
-// `rows` pixels per call, `planes` words per reduction word (2: the nibble split). full[v
-// - 1] takes `rows` pixels and v vectors (the last group may have fewer), single[v - 1] one
-// leftover pixel.
-struct Path {
-  int64_t lanes, vectors, rows, planes;
-  Micro full[kMaxVectors], single[kMaxVectors];
+// How a path lays out its operands: `lanes` channels per vector, up to `vectors` vectors
+// in a group of channels (a group's kernel stays in L1), `planes` words per reduction word
+// (2: the nibble split). Data only, the same on every CPU: a kernel laid out for a path
+// can be read back anywhere (binflax_layout_kernel, the laid handlers' fallback).
+struct Layout {
+  int64_t lanes, vectors, planes;
   int64_t group() const { return lanes * vectors; }
+};
+
+Layout LayoutOf(int64_t isa) {
+  switch (isa) {
+    case kAvx512:
+      return {8, 4, 1};
+    case kAvx2:
+      return {4, 6, 2};
+    default:
+      return {4, 1, 1};
+  }
+}
+
+// Which micro-kernels a path runs on its layout: `rows` pixels per call, full[v - 1] takes
+// `rows` pixels and v vectors (the last group may have fewer), single[v - 1] one leftover
+// pixel.
+struct Path : Layout {
+  int64_t rows;
+  Micro full[kMaxVectors], single[kMaxVectors];
 };
 
 // The accumulators of `lanes` channels from their popcounts, the last vector's lanes past
@@ -246,24 +263,20 @@ Path PathOf(int64_t isa) {
   switch (isa) {
 #ifdef BINFLAX_X86
     case kAvx512:
-      return {8,
+      return {LayoutOf(kAvx512),
               4,
-              4,
-              1,
               {MicroAvx512<4, 1>, MicroAvx512<4, 2>, MicroAvx512<4, 3>, MicroAvx512<4, 4>},
               {MicroAvx512<1, 1>, MicroAvx512<1, 2>, MicroAvx512<1, 3>, MicroAvx512<1, 4>}};
     case kAvx2:
-      return {4,
-              6,
+      return {LayoutOf(kAvx2),
               1,
-              2,
               {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
                MicroAvx2<1, 6>},
               {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
                MicroAvx2<1, 6>}};
 #endif
     default:
-      return {4, 1, 2, 1, {MicroPortable<2>}, {MicroPortable<1>}};
+      return {LayoutOf(kPortable), 2, {MicroPortable<2>}, {MicroPortable<1>}};
   }
 }
 
@@ -426,39 +439,62 @@ void WritePatch(const Geometry& g, const uint32_t* x, int64_t n, int64_t oh, int
 }
 
 // Channels of group `group` (`vectors` vectors), the last group's possibly fewer.
-int64_t VectorsIn(const Geometry& g, const Path& path, int64_t group) {
-  const int64_t left = g.channels - group * path.group();
-  return std::min(path.vectors, (left + path.lanes - 1) / path.lanes);
+int64_t VectorsIn(int64_t channels, const Layout& layout, int64_t group) {
+  const int64_t left = channels - group * layout.group();
+  return std::min(layout.vectors, (left + layout.lanes - 1) / layout.lanes);
 }
 
-int64_t Groups(const Geometry& g, const Path& path) {
-  return (g.channels + path.group() - 1) / path.group();
+int64_t Groups(int64_t channels, const Layout& layout) {
+  return (channels + layout.group() - 1) / layout.group();
 }
+
+// Words of one laid-out kernel group (the last one's stride too, whatever it holds).
+int64_t GroupWords(int64_t words, const Layout& layout) {
+  return layout.group() * words * layout.planes;
+}
+
+// Where the kernel's words come from when a call lays it out: the (P, C_out) matrix of
+// uint64 words or of uint32 rows (`rows32` of them), or a kernel laid out for another
+// path (`laid`, as binflax_layout_kernel writes it, past the header).
+struct KernelSource {
+  enum Kind { kWords64, kWords32, kLaid } kind;
+  const void* data;
+  int64_t rows32, words, channels;
+  Layout laid;
+
+  // Reduction word k of output channel j.
+  uint64_t Word(int64_t k, int64_t j) const {
+    if (kind == kWords64) return static_cast<const uint64_t*>(data)[k * channels + j];
+    if (kind == kWords32) {
+      const uint32_t* k32 = static_cast<const uint32_t*>(data);
+      uint64_t word = k32[2 * k * channels + j];
+      if (2 * k + 1 < rows32) word |= uint64_t{k32[(2 * k + 1) * channels + j]} << 32;
+      return word;
+    }
+    const int64_t group = j / laid.group(), v = j % laid.group() / laid.lanes;
+    const int64_t l = j % laid.lanes;
+    const uint64_t* src = static_cast<const uint64_t*>(data) + group * GroupWords(words, laid) +
+                          (k * VectorsIn(channels, laid, group) + v) * laid.planes * laid.lanes + l;
+    return laid.planes == 2 ? src[0] | (src[laid.lanes] << 4) : src[0];
+  }
+};
 
 // Kernel group `group` as [word][vector][plane][lane]; lanes past C_out are 0 and their
 // counts are never written out.
-void WriteKernelGroup(const Geometry& g, const Path& path, const void* kernel, bool kernel64,
-                      int64_t group, uint64_t* out) {
-  const int64_t c = g.channels, rows32 = g.kh * g.kw * g.words32, first = group * path.group();
-  const int64_t width = std::min(path.group(), c - first), vectors = VectorsIn(g, path, group);
-  const uint64_t* k64 = static_cast<const uint64_t*>(kernel);
-  const uint32_t* k32 = static_cast<const uint32_t*>(kernel);
+void WriteKernelGroup(const KernelSource& kernel, const Layout& layout, int64_t group,
+                      uint64_t* out) {
+  const int64_t c = kernel.channels, first = group * layout.group();
+  const int64_t width = std::min(layout.group(), c - first);
+  const int64_t vectors = VectorsIn(c, layout, group);
   uint64_t* dst = out;
-  for (int64_t k = 0; k < g.words; ++k) {
-    for (int64_t j0 = 0; j0 < vectors * path.lanes;
-         j0 += path.lanes, dst += path.planes * path.lanes) {
-      for (int64_t l = 0; l < path.lanes; ++l) {
-        const int64_t j = first + j0 + l;
-        uint64_t word = 0;
-        if (j0 + l < width && kernel64) {
-          word = k64[k * c + j];
-        } else if (j0 + l < width) {
-          word = k32[2 * k * c + j];
-          if (2 * k + 1 < rows32) word |= uint64_t{k32[(2 * k + 1) * c + j]} << 32;
-        }
-        if (path.planes == 2) {
+  for (int64_t k = 0; k < kernel.words; ++k) {
+    for (int64_t j0 = 0; j0 < vectors * layout.lanes;
+         j0 += layout.lanes, dst += layout.planes * layout.lanes) {
+      for (int64_t l = 0; l < layout.lanes; ++l) {
+        const uint64_t word = j0 + l < width ? kernel.Word(k, first + j0 + l) : 0;
+        if (layout.planes == 2) {
           dst[l] = word & 0x0F0F0F0F0F0F0F0FULL;
-          dst[path.lanes + l] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
+          dst[layout.lanes + l] = (word >> 4) & 0x0F0F0F0F0F0F0F0FULL;
         } else {
           dst[l] = word;
         }
@@ -467,10 +503,23 @@ void WriteKernelGroup(const Geometry& g, const Path& path, const void* kernel, b
   }
 }
 
-// Words of scratch a call needs: the laid-out patches and kernel.
-int64_t ScratchWords(const Geometry& g, const Path& path) {
-  const int64_t patch_words = g.pixels() * g.words * path.planes;
-  return patch_words + Groups(g, path) * path.group() * g.words * path.planes;
+// A kernel laid out once, ahead of the calls (binflax_layout_kernel): a header of
+// kLaidHeader uint64 words - kLaidMagic, kLaidVersion, the path (enum Isa) it was laid
+// out for, the reduction words and the output channels - then the groups as
+// WriteKernelGroup writes them, zeros after.
+constexpr int64_t kLaidHeader = 8;
+constexpr uint64_t kLaidMagic = 0x4c58414c46424e42ULL;  // "BNBFLAXL", little-endian
+constexpr uint64_t kLaidVersion = 1;
+
+// Calls that laid their kernel out themselves (not given it laid out for their path), for
+// the tests (binflax_call_layouts).
+std::atomic<int64_t> call_layouts{0};
+
+// Words past the header a kernel of `words` reduction words and `channels` output
+// channels takes laid out for `isa`.
+int64_t LaidWords(int64_t isa, int64_t words, int64_t channels) {
+  const Layout layout = LayoutOf(isa);
+  return Groups(channels, layout) * GroupWords(words, layout);
 }
 
 // Scratch for the laid-out operands, kept between calls: a fresh buffer of this size
@@ -519,34 +568,86 @@ struct Output {
   int64_t words32 = 0;
 };
 
-ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuffer& kernel,
+// The kernel operand of a call: its source, and, when it was laid out ahead of the call
+// (the laid handlers), that layout and the path it is for.
+struct Kernel {
+  KernelSource source;
+  const uint64_t* laid = nullptr;
+  int64_t laid_isa = kAuto;
+};
+
+// The kernel operand of the plain handlers: the (P, C_out) matrix, uint64 or uint32 rows.
+ffi::Error MatrixKernel(const ffi::AnyBuffer& kernel, Kernel& out) {
+  const auto kd = kernel.dimensions();
+  const bool kernel64 = kernel.element_type() == ffi::U64;
+  if (kd.size() != 2) return ffi::Error::InvalidArgument("the kernel must be (P, C_out)");
+  if (!kernel64 && kernel.element_type() != ffi::U32)
+    return ffi::Error::InvalidArgument("words must be uint32 or uint64");
+  const int64_t rows32 = kernel64 ? 2 * kd[0] : kd[0];
+  out.source = {kernel64 ? KernelSource::kWords64 : KernelSource::kWords32,
+                kernel.untyped_data(),
+                rows32,
+                (rows32 + 1) / 2,
+                kd[1],
+                {}};
+  return ffi::Error::Success();
+}
+
+// The kernel operand of the laid handlers: binflax_layout_kernel's uint64 words as uint32
+// pairs (so that JAX passes it without jax_enable_x64; XLA aligns buffers to 64 bytes).
+ffi::Error LaidKernel(const ffi::Buffer<ffi::U32>& laid, Kernel& out) {
+  const uint64_t* h = reinterpret_cast<const uint64_t*>(laid.typed_data());
+  const int64_t size = static_cast<int64_t>(laid.element_count()) / 2;
+  if (size < kLaidHeader || h[0] != kLaidMagic || h[1] != kLaidVersion)
+    return ffi::Error::InvalidArgument("not a kernel from binflax_layout_kernel (or its version)");
+  const int64_t isa = static_cast<int64_t>(h[2]), words = static_cast<int64_t>(h[3]);
+  const int64_t channels = static_cast<int64_t>(h[4]);
+  if (isa < kPortable || isa > kAvx512 || words < 1 || channels < 1 ||
+      kLaidHeader + LaidWords(isa, words, channels) > size)
+    return ffi::Error::InvalidArgument("the laid-out kernel's header is damaged");
+  out.source = {KernelSource::kLaid, h + kLaidHeader, 2 * words, words, channels, LayoutOf(isa)};
+  out.laid = h + kLaidHeader;
+  out.laid_isa = isa;
+  return ffi::Error::Success();
+}
+
+ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& kernel,
                const ffi::Buffer<ffi::S32>& base, Attributes a, Output output) {
   const int64_t isa = a.isa == kAuto ? Best() : a.isa;
   if (!Supported(isa)) return ffi::Error::InvalidArgument("ISA not supported on this CPU");
-  const auto xd = x.dimensions(), kd = kernel.dimensions(), bd = base.dimensions();
-  if (xd.size() != 4 || kd.size() != 2 || bd.size() != 3)
+  const auto xd = x.dimensions(), bd = base.dimensions();
+  if (xd.size() != 4 || bd.size() != 3)
     return ffi::Error::InvalidArgument("x must be NHWC words, the kernel (P, C_out)");
-  const bool x64 = x.element_type() == ffi::U64, kernel64 = kernel.element_type() == ffi::U64;
-  if ((!x64 && x.element_type() != ffi::U32) || (!kernel64 && kernel.element_type() != ffi::U32))
+  const bool x64 = x.element_type() == ffi::U64;
+  if (!x64 && x.element_type() != ffi::U32)
     return ffi::Error::InvalidArgument("words must be uint32 or uint64");
-  if (x64 && !kernel64)
+  if (x64 && kernel.source.kind == KernelSource::kWords32)
     return ffi::Error::InvalidArgument("uint64 input words need a uint64 kernel");
   Geometry g{xd[0], xd[1], xd[2],  xd[3] * (x64 ? 2 : 1),
-             bd[0], bd[1], kd[1],  a.kh,
+             bd[0], bd[1], kernel.source.channels,  a.kh,
              a.kw,  a.sh,  a.sw,   a.dh,
              a.dw,  a.top, a.left, 0};
   const int64_t rows32 = a.kh * a.kw * g.words32;
   g.words = (rows32 + 1) / 2;
-  if (kd[0] != (kernel64 ? g.words : rows32) || bd[2] != g.channels)
+  const bool rows_match = kernel.source.kind == KernelSource::kWords32
+                              ? kernel.source.rows32 == rows32
+                              : kernel.source.words == g.words;
+  if (!rows_match || bd[2] != g.channels)
     return ffi::Error::InvalidArgument("kernel rows or channels do not match the input");
   const Path path = PathOf(isa);
-  const int64_t pixels = g.pixels(), groups = Groups(g, path);
-  const int64_t patch_size = g.words * path.planes, group_size = path.group() * patch_size;
-  const int64_t layout_words = ScratchWords(g, path);
+  const int64_t pixels = g.pixels(), groups = Groups(g.channels, path);
+  const int64_t patch_size = g.words * path.planes, group_size = GroupWords(g.words, path);
+  // A kernel laid out for this path is read as it is; any other is laid out here, per
+  // call, from its words (or from another path's layout: the same words, read back).
+  const bool prelaid = kernel.laid != nullptr && kernel.laid_isa == isa;
+  const int64_t kernel_items = prelaid ? 0 : groups;
+  if (!prelaid) call_layouts.fetch_add(1, std::memory_order_relaxed);
+  const int64_t patch_words = pixels * patch_size;
+  const int64_t layout_words = patch_words + (prelaid ? 0 : groups * group_size);
   // Fused, the accumulators are scratch too (2 per uint64 word).
   Scratch scratch(layout_words + (output.sense ? (pixels * g.channels + 1) / 2 : 0));
   uint64_t* patches = scratch.data();
-  uint64_t* laid_kernel = patches + pixels * patch_size;
+  const uint64_t* laid_kernel = prelaid ? kernel.laid : patches + patch_words;
   int32_t* acc = output.sense ? reinterpret_cast<int32_t*>(patches + layout_words) : output.acc;
   const uint32_t* x32 = static_cast<const uint32_t*>(x.untyped_data());
 
@@ -565,7 +666,7 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
   const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
   const int64_t run = (groups + runs - 1) / runs;
   const int64_t patch_blocks = runs == 1 ? 0 : (pixels + kPatchBlock - 1) / kPatchBlock;
-  const int64_t layout_items = groups + patch_blocks;
+  const int64_t layout_items = kernel_items + patch_blocks;
   const int64_t compute_end = layout_items + pixel_blocks * runs;
   const int32_t* base_data = base.typed_data();
   const int64_t out_pixels = g.out_height * g.out_width;
@@ -587,7 +688,7 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
     }
   };
   auto compute = [&](int64_t group, int64_t start, int64_t stop) {
-    const int64_t first = group * path.group(), vectors = VectorsIn(g, path, group);
+    const int64_t first = group * path.group(), vectors = VectorsIn(g.channels, path, group);
     Tile tile{{}, nullptr, g.channels, std::min(path.group(), g.channels - first)};
     for (int64_t m = start; m < stop;) {
       const int64_t n_rows = stop - m >= path.rows ? path.rows : 1;
@@ -602,11 +703,10 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::AnyBuf
   std::vector<int64_t> ends = {layout_items, compute_end};
   if (output.sense) ends.push_back(compute_end + pixel_blocks);
   ParallelFor(pool, ends, [&](int64_t item) {
-    if (item < groups) {
-      WriteKernelGroup(g, path, kernel.untyped_data(), kernel64, item,
-                       laid_kernel + item * group_size);
+    if (item < kernel_items) {
+      WriteKernelGroup(kernel.source, path, item, patches + patch_words + item * group_size);
     } else if (item < layout_items) {
-      const int64_t start = (item - groups) * kPatchBlock;
+      const int64_t start = (item - kernel_items) * kPatchBlock;
       write_patches(start, std::min(pixels, start + kPatchBlock));
     } else if (item < compute_end) {
       item -= layout_items;
@@ -640,24 +740,20 @@ ffi::Error Guarded(F&& run) {
   }
 }
 
-ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
-                    ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
-                    int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
-                    int64_t left, int64_t isa) {
+// The accumulator output of the plain-output handlers.
+ffi::Error AccOutput(ffi::ResultBuffer<ffi::S32>& out, const ffi::Buffer<ffi::S32>& base,
+                     Output& output) {
   const auto od = out->dimensions(), bd = base.dimensions();
   if (od.size() != 4 || bd.size() != 3 || od[1] != bd[0] || od[2] != bd[1] || od[3] != bd[2])
     return ffi::Error::InvalidArgument("output and base shapes differ");
-  Output output;
   output.acc = out->typed_data();
-  return Guarded(
-      [&] { return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output); });
+  return ffi::Error::Success();
 }
 
-ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
-                         ffi::Buffer<ffi::S32> base, ffi::Buffer<ffi::S32> sense,
-                         ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out, int64_t kh,
-                         int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
-                         int64_t left, int64_t isa) {
+// The packed-words output of the fused handlers.
+ffi::Error WordsOutput(ffi::Result<ffi::AnyBuffer>& out, const ffi::Buffer<ffi::S32>& base,
+                       const ffi::Buffer<ffi::S32>& sense, const ffi::Buffer<ffi::S32>& limit,
+                       Output& output) {
   const auto od = out->dimensions(), bd = base.dimensions();
   const int64_t per_word = out->element_type() == ffi::U64 ? 2 : 1;
   if (out->element_type() != ffi::U32 && per_word == 1)
@@ -666,13 +762,70 @@ ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer 
       od[3] * per_word * 32 < bd[2] || static_cast<int64_t>(sense.element_count()) != bd[2] ||
       static_cast<int64_t>(limit.element_count()) != bd[2])
     return ffi::Error::InvalidArgument("output, base, sense or limit shapes differ");
-  Output output;
   output.sense = sense.typed_data();
   output.limit = limit.typed_data();
   output.words = static_cast<uint32_t*>(out->untyped_data());
   output.words32 = od[3] * per_word;
-  return Guarded(
-      [&] { return Run(pool, x, kernel, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output); });
+  return ffi::Error::Success();
+}
+
+// Runs once both checks of the operands (output, kernel) passed.
+ffi::Error Checked(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& base,
+                   Attributes a, const Output& output, const Kernel& kernel,
+                   ffi::Error output_check, ffi::Error kernel_check) {
+  if (output_check.failure()) return output_check;
+  if (kernel_check.failure()) return kernel_check;
+  return Guarded([&] { return Run(pool, x, kernel, base, a, output); });
+}
+
+ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                    ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
+                    int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
+                    int64_t left, int64_t isa) {
+  Kernel k;
+  Output output;
+  ffi::Error output_check = AccOutput(out, base, output);
+  ffi::Error kernel_check = MatrixKernel(kernel, k);
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+                 std::move(output_check), std::move(kernel_check));
+}
+
+ffi::Error XnorConvLaid(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::U32> laid,
+                        ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
+                        int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
+                        int64_t left, int64_t isa) {
+  Kernel k;
+  Output output;
+  ffi::Error output_check = AccOutput(out, base, output);
+  ffi::Error kernel_check = LaidKernel(laid, k);
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+                 std::move(output_check), std::move(kernel_check));
+}
+
+ffi::Error XnorConvWords(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
+                         ffi::Buffer<ffi::S32> base, ffi::Buffer<ffi::S32> sense,
+                         ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
+                         int64_t left, int64_t isa) {
+  Kernel k;
+  Output output;
+  ffi::Error output_check = WordsOutput(out, base, sense, limit, output);
+  ffi::Error kernel_check = MatrixKernel(kernel, k);
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+                 std::move(output_check), std::move(kernel_check));
+}
+
+ffi::Error XnorConvWordsLaid(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::U32> laid,
+                             ffi::Buffer<ffi::S32> base, ffi::Buffer<ffi::S32> sense,
+                             ffi::Buffer<ffi::S32> limit, ffi::Result<ffi::AnyBuffer> out,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
+                             int64_t dw, int64_t top, int64_t left, int64_t isa) {
+  Kernel k;
+  Output output;
+  ffi::Error output_check = WordsOutput(out, base, sense, limit, output);
+  ffi::Error kernel_check = LaidKernel(laid, k);
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+                 std::move(output_check), std::move(kernel_check));
 }
 
 }  // namespace
@@ -713,7 +866,84 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWords, XnorConvWords,
                                   .Attr<int64_t>("left")
                                   .Attr<int64_t>("isa"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvLaid, XnorConvLaid,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw")
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("isa"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWordsLaid, XnorConvWordsLaid,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("sh")
+                                  .Attr<int64_t>("sw")
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw")
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("isa"));
+
 // For Python (ctypes): the best path on this CPU and whether a path runs here.
 extern "C" int64_t binflax_best_isa() { return Best(); }
 
 extern "C" int64_t binflax_isa_supported(int64_t isa) { return Supported(isa); }
+
+// How many calls so far laid out their own kernel (every call but a laid handler's whose
+// kernel is laid out for the path it runs).
+extern "C" int64_t binflax_call_layouts() { return call_layouts.load(); }
+
+// Words (uint64) past the header that a kernel of `words` reduction words and `channels`
+// output channels takes laid out for path `isa` (any path, on any CPU); -1 for an
+// unknown path.
+extern "C" int64_t binflax_laid_words(int64_t isa, int64_t words, int64_t channels) {
+  if (isa < kPortable || isa > kAvx512 || words < 1 || channels < 1) return -1;
+  return LaidWords(isa, words, channels);
+}
+
+// Lays out the (rows, channels) kernel matrix of packing.xnor_kernel (`kernel64`: uint64
+// words, else uint32 rows) for path `isa` into `out` (`capacity` uint64 words, at least
+// the header and binflax_laid_words'), the header first and zeros after the groups:
+// what the laid handlers read as they are when they run that path. Any path can be laid
+// out on any CPU (it is data). 0, or -1 for an unknown path or a buffer too small.
+extern "C" int64_t binflax_layout_kernel(int64_t isa, const void* kernel, int64_t kernel64,
+                                         int64_t rows, int64_t channels, uint64_t* out,
+                                         int64_t capacity) {
+  const int64_t rows32 = kernel64 ? 2 * rows : rows, words = (rows32 + 1) / 2;
+  const int64_t needed = binflax_laid_words(isa, words, channels);
+  if (needed < 0 || capacity < kLaidHeader + needed) return -1;
+  const Layout layout = LayoutOf(isa);
+  const KernelSource source{kernel64 ? KernelSource::kWords64 : KernelSource::kWords32,
+                            kernel,
+                            rows32,
+                            words,
+                            channels,
+                            {}};
+  std::fill(out, out + capacity, uint64_t{0});
+  const uint64_t header[kLaidHeader] = {kLaidMagic, kLaidVersion,
+                                         static_cast<uint64_t>(isa), static_cast<uint64_t>(words),
+                                         static_cast<uint64_t>(channels)};
+  std::copy(header, header + kLaidHeader, out);
+  const int64_t group_words = GroupWords(words, layout);
+  for (int64_t group = 0; group < Groups(channels, layout); ++group)
+    WriteKernelGroup(source, layout, group, out + kLaidHeader + group * group_words);
+  return 0;
+}
