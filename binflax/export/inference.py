@@ -383,28 +383,13 @@ def level_accumulator(
         unsigned = levels + 2 ** (bits - 1)
         negative = jnp.concatenate([(unsigned >> j) & 1 == 0 for j in range(bits)])
         cin = info.kernel_shape[-2]
-        conv = native.conv_xnor if arithmetic == "native" else packing.conv_xnor
-        acc = _concat(
-            [
-                conv(
-                    g.pad(
-                        packing.pack_bits(
-                            negative[..., k * cin : (k + 1) * cin],
-                            packing.xnor_word_type(kernel, cin),
-                        )
-                    ),
-                    kernel,
-                    base,
-                    g.kernel_size,
-                    g.strides,
-                    g.padding,
-                    g.dilation,
-                )  # fmt: skip
-                for k, (kernel, base) in enumerate(
-                    zip(arrays["kernel_words"], arrays["base"], strict=True)
-                )
-            ]
-        )
+        words = [
+            packing.pack_bits(
+                negative[..., k * cin : (k + 1) * cin], packing.xnor_word_type(kernel, cin)
+            )
+            for k, kernel in enumerate(arrays["kernel_words"])
+        ]
+        acc = _packed_conv(g, arrays, words, arithmetic)
         acc = acc.reshape(bits, levels.shape[0], *acc.shape[1:])
         weights = jnp.asarray([2**j for j in range(bits)], jnp.int32)
         return jnp.tensordot(weights, acc, axes=1)
@@ -438,26 +423,7 @@ def integer_accumulator(
     g = geometry_2d(info)
     cin = info.kernel_shape[-2]
     if arithmetic in PACKED:
-
-        def conv(*args, laid=None):  # native: the kernel laid out at load (prepare)
-            if arithmetic == "native":
-                return native.conv_xnor(*args, laid=laid)
-            return packing.conv_xnor(*args)
-
-        kernels = arrays["kernel_words"]
-        geometry = (g.kernel_size, g.strides, g.padding, g.dilation)
-        return _concat(
-            [
-                conv(g.pad(w), kernel, base, *geometry, laid=laid)
-                for w, kernel, base, laid in zip(
-                    _input_words(info, arrays, x, words),
-                    kernels,
-                    arrays["base"],
-                    arrays.get("kernel_laid", [None] * len(kernels)),
-                    strict=True,
-                )
-            ]
-        )
+        return _packed_conv(g, arrays, _input_words(info, arrays, x, words), arithmetic)
     signs = g.pad(binarize(_view_2d(info, x), arrays))
     kernel = arrays["kernel"]
     if arithmetic == "int8":
@@ -475,6 +441,24 @@ def integer_accumulator(
             for k in range(g.groups)
         ]
     )
+
+
+def _packed_conv(
+    g: Geometry2D, arrays: Mapping[str, jax.Array], words: Sequence[jax.Array], arithmetic: str
+) -> jax.Array:
+    """The packed arithmetic's ``int32`` accumulator of each group's input ``words``,
+    concatenated: the native kernel with the weights laid out at load (prepare), or XLA's
+    popcount."""
+    kernels = arrays["kernel_words"]
+    laid_out = arrays.get("kernel_laid", [None] * len(kernels))
+    geometry = (g.kernel_size, g.strides, g.padding, g.dilation)
+    parts = []
+    for w, kernel, base, laid in zip(words, kernels, arrays["base"], laid_out, strict=True):
+        if arithmetic == "native":
+            parts.append(native.conv_xnor(g.pad(w), kernel, base, *geometry, laid=laid))
+        else:
+            parts.append(packing.conv_xnor(g.pad(w), kernel, base, *geometry))
+    return _concat(parts)
 
 
 def _input_words(
