@@ -41,7 +41,7 @@ from etils import epath
 from binflax.errors import UserError
 
 Precision = Literal["binary", "int2", "int4", "int8", "float"]
-PRESETS = ("float", "wbin", "fbin")
+PRESETS = ("float", "wbin", "fbin", "fbin8")
 # What a layer's input and its weights may be, by name, and each name's bit-width
 # (float counts 32). The plan stores names; it accepts bit-widths (1, 2, 4, 8, 32) too,
 # so ``("conv3", 4, "binary")`` is a rule and ``(1, 2, 4, 8, 32)`` a search space.
@@ -120,14 +120,21 @@ class Plan:
     def preset(
         cls, preset: str, layer_names: Sequence[str], *, binarize_last_weights: bool = False
     ) -> Plan:
-        """``float``, ``wbin`` or ``fbin`` over the ordered layer names of a network."""
+        """``float``, ``wbin``, ``fbin`` or ``fbin8`` over the ordered layer names of a network.
+
+        ``fbin8`` is fbin with an 8-bit first layer (8-bit input and weights), the
+        deployment convention the export runs as integers (docs/export.md); the paper's
+        networks keep the first layer float (fbin)."""
         if preset not in PRESETS:
             raise PlanError(f"unknown plan preset {preset!r}; presets: {', '.join(PRESETS)}")
         if preset == "float":
             return cls(((n, "float", "float") for n in layer_names), name="float")
         float_inputs = layer_names[1:-1] if preset == "wbin" else ()
         plan = cls.hybrid(layer_names, float_inputs, binarize_last_weights=binarize_last_weights)
-        return cls(plan.layers, name=preset)
+        layers = plan.layers
+        if preset == "fbin8":
+            layers = (LayerPrecision(layer_names[0], "int8", "int8"), *layers[1:])
+        return cls(layers, name=preset)
 
     @classmethod
     def hybrid(

@@ -44,7 +44,7 @@ def test_small_run_measures_every_variant(tmp_path):
     # The default (auto) row of each variant; native and XLA's popcount beside it.
     rows = {row["variant"]: row for row in result["rows"] if row["arithmetic"] in AUTO_ROWS}
     assert list(rows) == [
-        "float (model.apply)", "float (exported)", "wbin", "hybrid1", "hybrid2", "fbin"
+        "float (model.apply)", "float (exported)", "wbin", "hybrid1", "hybrid2", "fbin", "fbin8"
     ]  # fmt: skip
     arithmetics = {(r["variant"], r["arithmetic"]) for r in result["rows"]}
     forced = ("native", "popcount") if native.available() else ("popcount",)
@@ -67,18 +67,21 @@ def test_small_run_measures_every_variant(tmp_path):
     fbin = rows["fbin"]
     assert 1.0 < fbin["limit_speedup"] <= limit["speedup"]
     assert fbin["limit_speedup"] < fbin["predicted_speedup"]  # the CPU's limit, under 58x
-    (profile,) = result["profiles"]  # the fbin network, layer by layer
+    profile, fbin8 = result["profiles"]  # the fbin and fbin8 networks, layer by layer
+    assert (profile["variant"], fbin8["variant"]) == ("fbin", "fbin8")
+    kinds = {r["layer"]: r["kind"] for r in fbin8["layers"]}
+    assert kinds["conv1"] == "integer" and kinds["conv2"] == "xnor"
+    assert fbin8["layers"][0]["auto"]["arithmetic"] in ("exact_float", "native_int8")
     assert [r["layer"] for r in profile["layers"]] == [
         "conv1", "conv2", "conv3", "conv4", "conv5", "fc"
     ]  # fmt: skip
     for r in profile["layers"]:
         assert all(r[a]["ms"] > 0 for a in forced) and r["macs"] == MINI_MACS[r["layer"]]
     # auto: the kernel on the convolutions, XLA's popcount on the dense conv4 and conv5.
-    picks = {r["layer"]: r["auto"]["arithmetic"] for r in profile["layers"]}
+    picks = {r["layer"]: r["auto"]["arithmetic"] for r in profile["layers"] if r["kind"] == "xnor"}
     kernel = "native" if native.available() else "popcount"
     assert picks == {
-        "conv1": "popcount", "conv2": kernel, "conv3": kernel,
-        "conv4": "popcount", "conv5": "popcount", "fc": "popcount",
+        "conv2": kernel, "conv3": kernel, "conv4": "popcount", "conv5": "popcount",
     }  # fmt: skip
     table = inference.markdown(result)
     assert "| mini_sketchanet | fbin | auto | 1 |" in table

@@ -52,8 +52,16 @@ def test_fbin_preset(last):
     assert [layer.xnor for layer in plan] == [False, True, True, True, False]
 
 
+def test_fbin8_preset_is_fbin_with_an_8_bit_first_layer():
+    plan = Plan.preset("fbin8", NAMES)
+    fbin = table(Plan.preset("fbin", NAMES))
+    assert table(plan) == {**fbin, "conv1": ("int8", "int8")}
+    assert plan.name == "fbin8" and plan.mixed
+    assert plan.validate(NAMES) == plan  # the edge rule allows 8 bits
+
+
 def test_unknown_preset_lists_presets():
-    with pytest.raises(PlanError, match="'xnor'.*float, wbin, fbin"):
+    with pytest.raises(PlanError, match="'xnor'.*float, wbin, fbin, fbin8"):
         Plan.preset("xnor", NAMES)
 
 
