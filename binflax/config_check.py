@@ -161,6 +161,19 @@ def _precisions(config) -> None:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"config.hbn.hutchinson_samples={samples!r} must be an integer >= 1")
     _names(config, "hbn.precision_controls", select.MIXED_CONTROLS)
+    table = config.hbn.get("cost_table", "")
+    if not isinstance(table, str):
+        raise ConfigError(f"config.hbn.cost_table={table!r} must be a path or ''")
+    if table and not select.is_mixed(precisions):
+        raise ConfigError(
+            f"config.hbn.cost_table={table!r} prices bit-widths: it applies to the "
+            "mixed-precision study (config.hbn.precisions beyond (1, 32))"
+        )
+    if table and not epath.Path(table).exists():
+        raise ConfigError(
+            f"config.hbn.cost_table={table!r} does not exist; write one with "
+            "binflax.export.latency_table(model).save(path) (docs/export.md)"
+        )
 
 
 def _controls(config):

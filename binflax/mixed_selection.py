@@ -9,7 +9,9 @@ that minimise the summed ``config.hbn.sensitivity`` score (the hybrid,
 (``config.hbn.precision_controls`` among :data:`binflax.select.MIXED_CONTROLS`). It writes what the
 binary/float selection writes - each hybrid's and control's plan under the names the
 rest of the pipeline reads - and a ``select`` JSON per hybrid with the measurement and
-every pick's bit-widths, cost and sensitivity.
+every pick's bit-widths, cost and sensitivity. With ``config.hbn.cost_table`` (a latency
+table measured on the export's kernels, :func:`binflax.export.latency_table`) the budgets
+are multiples of fbin's summed layer times instead of its equivalent FLOPs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import flax.linen as nn
 import ml_collections
 
-from binflax import select, variants
+from binflax import export, select, variants
 from binflax.errors import ConfigError
 from binflax.outputs import log
 from binflax.plan import Plan
@@ -49,10 +51,11 @@ def run(
         f"{', '.join(map(str, measurement.precisions))} bits on {measurement.num_samples} "
         f"images: {', '.join(measurement.scores)}"
     )
+    costs = cost_table(config, model, measurement)
     plans: dict[str, Plan] = {}
     for variant, budget in zip(variants.hybrid_names(hbn.budgets), hbn.budgets, strict=True):
         hybrid = select.select_precisions(
-            measurement, budget, score=hbn.sensitivity, speedup=hbn.speedup
+            measurement, budget, score=hbn.sensitivity, speedup=hbn.speedup, costs=costs
         )
         plans[variant] = select.mixed_plan(model, measurement, hybrid.bits, variant)
         log(f"[select] {variant}: {hybrid}")
@@ -64,6 +67,7 @@ def run(
                 num_random=hbn.num_random,
                 seed=config.seed,
                 speedup=hbn.speedup,
+                costs=costs,
             )
         except select.ControlError as e:
             raise ConfigError(
@@ -75,7 +79,7 @@ def run(
             name = variants.parse(variant).control_of(label).name
             plans[name] = select.mixed_plan(model, measurement, bits, name)
             picks[label] = select.selection_of(
-                measurement, bits, hbn.sensitivity, budget, hbn.speedup
+                measurement, bits, hbn.sensitivity, budget, hbn.speedup, costs
             )
             log(f"[select] {name} (control of {variant}): {picks[label]}")
         report = {
@@ -87,3 +91,32 @@ def run(
         for name in (variant, *(variants.parse(variant).control_of(c).name for c in controls)):
             run_dir.write(run_dir.selection("plan", name), plans[name].save)
     return plans
+
+
+def cost_table(
+    config: ml_collections.ConfigDict, model: nn.Module, measurement: select.PrecisionMeasurement
+) -> select.CostTable | None:
+    """``config.hbn.cost_table``'s measured latencies as the selection's cost (None: the
+    equivalent FLOPs); a table of another network, or one that lacks a layer or a
+    bit-width of the search, is a ConfigError naming it."""
+    path = config.hbn.get("cost_table", "")
+    if not path:
+        return None
+    try:
+        table = export.LatencyTable.load(path)
+    except export.ExportError as e:
+        raise ConfigError(f"config.hbn.cost_table: {e}") from None
+    if table.network != type(model).__name__:
+        raise ConfigError(
+            f"config.hbn.cost_table={path!r} was measured on {table.network}, not on "
+            f"{type(model).__name__}"
+        )
+    try:
+        costs = select.CostTable.from_latency(table.ms, table.plan_bits, measurement)
+    except ValueError as e:
+        raise ConfigError(f"config.hbn.cost_table={path!r}: {e}") from None
+    log(
+        f"[select] costs: latency table {path} (batch {table.batch}, "
+        f"{table.machine.get('cpu')}); fbin {costs.fbin:.3f} ms"
+    )
+    return costs

@@ -130,6 +130,10 @@ def base() -> ml_collections.ConfigDict:
     config.hbn.precision_controls = ("uniform", "binary_float", "random")
     config.hbn.sensitivity = "error"  # error | fisher | hessian (binflax.select.sensitivity)
     config.hbn.hutchinson_samples = 4  # Rademacher vectors per batch of the hessian score
+    # The mixed-precision study's cost: "" for equivalent FLOPs, or the path of a latency
+    # table measured on the export's kernels (binflax.export.latency_table), whose summed
+    # layer times the budgets then multiply (fbin's, as for equivalent FLOPs).
+    config.hbn.cost_table = ""
 
     # Bookkeeping.
     config.num_eval_batches = -1  # > 0 evaluates on that many batches only (smoke runs)

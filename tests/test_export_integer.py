@@ -215,15 +215,19 @@ def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
 
 
 def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact():
-    """The rule, and float32's exact integers at their boundary: 8-bit levels (at most
+    """The rule - bit planes for binary weights up to 4 bits - and float32's exact
+    integers at their boundary: 8-bit levels (at most
     128) on 8-bit weights (127) stay below 2**24 for up to 1032 taps."""
     on_cpu = {"backend": "cpu", "fully_connected": False}
-    assert arithmetic.integer_arithmetic("auto", True, True, **on_cpu) == "native"
-    assert arithmetic.integer_arithmetic("popcount", True, True, **on_cpu) == "popcount"
-    assert arithmetic.integer_arithmetic("auto", False, True, **on_cpu) == "exact_float"
-    assert arithmetic.integer_arithmetic("auto", False, False, **on_cpu) == "int8"
-    assert arithmetic.integer_arithmetic("int8_dot", True, True, **on_cpu) == "int8"
-    assert arithmetic.integer_arithmetic("auto", True, True, "gpu", False) == "int8"
+    assert arithmetic.integer_arithmetic("auto", 4, True, True, **on_cpu) == "native"
+    assert arithmetic.integer_arithmetic("popcount", 4, True, True, **on_cpu) == "popcount"
+    assert arithmetic.integer_arithmetic("auto", 4, False, True, **on_cpu) == "exact_float"
+    assert arithmetic.integer_arithmetic("auto", 4, False, False, **on_cpu) == "int8"
+    assert arithmetic.integer_arithmetic("int8_dot", 4, True, True, **on_cpu) == "int8"
+    assert arithmetic.integer_arithmetic("auto", 4, True, True, "gpu", False) == "int8"
+    # 8 planes cost more than float32's convolution: an 8-bit input on binary weights
+    assert arithmetic.integer_arithmetic("auto", 8, True, True, **on_cpu) == "exact_float"
+    assert arithmetic.integer_arithmetic("popcount", 8, True, True, **on_cpu) == "exact_float"
 
     def info(taps, cin, bits, weight):
         precision = LayerPrecision("x", f"int{bits}", weight)

@@ -156,3 +156,54 @@ def test_a_budget_below_the_cheapest_assignment_says_so_in_multiples_of_fbin():
         mixed.select_precisions(measurement(), 0.9)
     with pytest.raises(select.PrecisionError, match=r"of 2, 32 bits, 1.275 x fbin"):
         mixed.select_precisions(measurement(), 1.2, precisions=(2, 32))
+
+
+def latency(seed=0):
+    """A latency table's rows (ms) that do not follow the equivalent FLOPs: more bits cost
+    more, 8 bits dearer than float on conv3 (as the 8 planes of a binary-weight layer)."""
+    rng = np.random.default_rng(seed)
+    ms = {n: {b: float(v) for b, v in zip(BITS, np.sort(rng.uniform(0.1, 2.0, 5)), strict=True)}
+          for n in MACS}  # fmt: skip
+    ms["conv3"][8] = ms["conv3"][32] + 1.0
+    ms["conv1"], ms["fc"] = {32: 0.7, 8: 0.4}, {32: 0.05}
+    return ms, {"conv1": 32, **dict.fromkeys(MACS, 1), "fc": 32}
+
+
+def test_a_latency_table_prices_the_choices_and_the_budget():
+    """The budget is a multiple of fbin's summed layer times; the pick is the exact optimum
+    under them (brute force), and its controls sit within the same budget."""
+    m = measurement()
+    ms, plan_bits = latency()
+    costs = select.CostTable.from_latency(ms, plan_bits, m)
+    assert costs.unit == "ms" and costs.fixed == pytest.approx(0.7 + 0.05)
+    assert costs.fbin == pytest.approx(0.75 + sum(ms[n][1] for n in MACS))
+    for budget in (1.2, 1.6, 2.5):
+        picked = mixed.select_precisions(m, budget, costs=costs)
+        best = None
+        for combo in itertools.product(BITS, repeat=len(MACS)):
+            bits = dict(zip(MACS, combo, strict=True))
+            if costs.of(bits) > budget * costs.fbin * (1 + 1e-9):
+                continue
+            value = sum(m.scores["error"][n][b] for n, b in bits.items())
+            best = (value, bits) if best is None or value < best[0] - 1e-12 else best
+        assert picked.bits == best[1] and picked.cost_unit == "ms"
+        assert picked.cost == pytest.approx(costs.of(picked.bits))
+        assert picked.eq_flops == pytest.approx(
+            FIXED + sum(eq(MACS[n], b) for n, b in best[1].items())
+        )
+        kwargs = {"controls": ("uniform", "random", "binary_float"), "num_random": 2, "seed": 0}
+        for bits in mixed.mixed_controls(m, picked, costs=costs, **kwargs).values():
+            assert costs.of(bits) <= budget * costs.fbin * (1 + 1e-6)
+    assert "x fbin in ms" in str(picked)
+
+
+def test_a_latency_table_without_a_layer_or_a_bit_width_is_refused():
+    m = measurement()
+    ms, plan_bits = latency()
+    del ms["conv4"][4]
+    with pytest.raises(ValueError, match=r"no \[4\] bits for layer 'conv4'"):
+        select.CostTable.from_latency(ms, plan_bits, m)
+    ms, plan_bits = latency()
+    del ms["fc"]
+    with pytest.raises(ValueError, match="no layer.*fc"):
+        select.CostTable.from_latency(ms, plan_bits, m)

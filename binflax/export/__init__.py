@@ -26,13 +26,16 @@ member names and header entries), :mod:`~binflax.export.fold` (BN folding and pa
 (measured memory), :mod:`~binflax.export.inference` (the integer path),
 :mod:`~binflax.export.arithmetic` (which arithmetic each XNOR unit runs),
 :mod:`~binflax.export.chain` (packed activations between XNOR units),
-:mod:`~binflax.export.latency` (measured speed) and :mod:`~binflax.export.shared` (an
-export into a multi-host run's shared workdir); the packed arithmetic itself is
+:mod:`~binflax.export.latency` (measured speed),
+:mod:`~binflax.export.latency_table` (each layer's measured time at each precision, a
+cost for the selection) and :mod:`~binflax.export.shared` (an export into a multi-host
+run's shared workdir); the packed arithmetic itself is
 :mod:`binflax.packing`. The design and the file format are in docs/export.md.
 """
 
 from binflax.export.format import FORMAT, VERSION, ExportError
 from binflax.export.latency import float_calls, latency, time_calls
+from binflax.export.latency_table import LatencyTable, latency_table
 from binflax.export.loaded import ARITHMETICS, ExportedModel, integer_forward, load
 from binflax.export.memory import memory_report, zero_variables
 from binflax.export.shared import export_and_load
@@ -44,12 +47,14 @@ __all__ = [
     "VERSION",
     "ExportError",
     "ExportedModel",
+    "LatencyTable",
     "export_and_load",
     "export_model",
     "float32_checkpoint_bytes",
     "float_calls",
     "integer_forward",
     "latency",
+    "latency_table",
     "load",
     "memory_report",
     "time_calls",

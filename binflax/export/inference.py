@@ -87,6 +87,7 @@ def variant(
         if layer_kind(info) == "integer":
             computations[info.name] = arithmetic_lib.integer_arithmetic(
                 arithmetic,
+                info.precision.input_bits,
                 info.precision.binary_weight,
                 exact_in_float(info),
                 g.fully_connected,

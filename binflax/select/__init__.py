@@ -46,7 +46,9 @@ from binflax.select.controls import (
 from binflax.select.metrics import METRICS, Measurement, measure
 from binflax.select.mixed import (
     MIXED_CONTROLS,
+    CostTable,
     MixedSelection,
+    eq_flops_costs,
     is_mixed,
     mixed_controls,
     mixed_plan,
@@ -83,6 +85,8 @@ from binflax.select.solvers import (
 __all__ = [
     "MIXED_CONTROLS",
     "MixedSelection",
+    "CostTable",
+    "eq_flops_costs",
     "is_mixed",
     "mixed_controls",
     "mixed_plan",

@@ -57,16 +57,78 @@ class MixedSelection:
     eq_flops: float  # the network's, with this pick
     fbin_eq_flops: float
     sensitivity: float  # the summed sensitivity of the pick, by ``score``
+    # What the budget was held to, in the cost table's unit (eq_flops unless a measured
+    # latency table priced the choices: "ms")
+    cost: float = 0.0
+    fbin_cost: float = 0.0
+    cost_unit: str = "eq_flops"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
         chosen = ", ".join(f"{name} {bits}" for name, bits in self.bits.items())
+        unit = "" if self.cost_unit == "eq_flops" else f" in {self.cost_unit}"
         return (
-            f"bits per layer ({self.score}, budget {self.budget:g} x fbin, "
-            f"{self.eq_flops / self.fbin_eq_flops:.3f} x fbin): {chosen}"
+            f"bits per layer ({self.score}, budget {self.budget:g} x fbin{unit}, "
+            f"{self.cost / self.fbin_cost:.3f} x fbin{unit}): {chosen}"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CostTable:
+    """What every choice costs, in one unit: ``layers[layer][bits]`` for the candidates
+    and ``fixed`` for the rest of the network. The budget is a multiple of the fbin
+    network's cost in the same unit (every candidate at 1 bit).
+
+    The default is the equivalent FLOPs (:func:`eq_flops_costs`); a latency table measured
+    on the export's own kernels (:func:`binflax.export.latency_table`) gives one in
+    milliseconds (:meth:`from_latency`)."""
+
+    unit: str
+    layers: dict[str, dict[int, float]]
+    fixed: float
+
+    @property
+    def fbin(self) -> float:
+        return self.fixed + sum(costs[1] for costs in self.layers.values())
+
+    def of(self, bits: Mapping[str, int]) -> float:
+        """The network's cost with the candidates at ``bits``."""
+        return self.fixed + sum(self.layers[name][b] for name, b in bits.items())
+
+    @classmethod
+    def from_latency(
+        cls,
+        measured: Mapping[str, Mapping[int, float]],
+        plan_bits: Mapping[str, int],
+        measurement: PrecisionMeasurement,
+        unit: str = "ms",
+    ) -> CostTable:
+        """From a latency table's per-layer times (``measured[layer][bits]``) and the bits
+        each layer has in the measured plan (``plan_bits``): the candidates at every
+        measured precision, the other layers fixed at their own. A layer or precision the
+        table lacks is named in a ``ValueError``."""
+        missing = [name for name in measurement.layer_names if name not in measured]
+        if missing:
+            raise ValueError(f"the latency table has no layer(s) {', '.join(missing)}")
+        layers = {}
+        for name in measurement.macs:
+            absent = [b for b in measurement.precisions if b not in measured[name]]
+            if absent:
+                raise ValueError(f"the latency table has no {absent} bits for layer {name!r}")
+            layers[name] = {b: float(measured[name][b]) for b in measurement.precisions}
+        others = [n for n in measurement.layer_names if n not in measurement.macs]
+        for name in others:
+            if plan_bits[name] not in measured[name]:
+                raise ValueError(f"the latency table has no {plan_bits[name]} bits for {name!r}")
+        fixed = sum(float(measured[name][plan_bits[name]]) for name in others)
+        return cls(unit, layers, fixed)
+
+
+def eq_flops_costs(measurement: PrecisionMeasurement, speedup: float = XNOR_SPEEDUP) -> CostTable:
+    """The equivalent-FLOPs cost table: :func:`precision_costs` and the fixed MACs."""
+    return CostTable("eq_flops", precision_costs(measurement, speedup), measurement.fixed_macs)
 
 
 def precision_costs(
@@ -85,7 +147,7 @@ def precision_costs(
 
 def fbin_eq_flops(measurement: PrecisionMeasurement, speedup: float = XNOR_SPEEDUP) -> float:
     """The fbin network's equivalent FLOPs: the candidates binary, the rest in full."""
-    return measurement.fixed_macs + sum(measurement.macs.values()) / speedup
+    return eq_flops_costs(measurement, speedup).fbin
 
 
 def select_precisions(
@@ -96,28 +158,31 @@ def select_precisions(
     speedup: float = XNOR_SPEEDUP,
     precisions: Sequence[int] | None = None,
     ties: Sequence[Sequence[str]] = (),
+    costs: CostTable | None = None,
 ) -> MixedSelection:
-    """The bit-widths that minimise the summed ``score`` within ``budget`` x fbin's
-    equivalent FLOPs; ``precisions`` restricts the choices to a subset of the measured."""
+    """The bit-widths that minimise the summed ``score`` within ``budget`` x fbin's cost:
+    its equivalent FLOPs, or ``costs`` (e.g. a measured latency table,
+    :meth:`CostTable.from_latency`); ``precisions`` restricts the choices to a subset of
+    the measured."""
     choices = tuple(measurement.precisions if precisions is None else precisions)
     missing = [b for b in choices if b not in measurement.precisions]
     if missing:
         raise ValueError(
             f"precisions {missing} were not measured (measured: {measurement.precisions})"
         )
+    priced = costs or eq_flops_costs(measurement, speedup)
     table = measurement.sensitivity(score)
-    costs = precision_costs(measurement, speedup)
     sensitivity = {n: {b: table[n][b] for b in choices} for n in table}
-    costs = {n: {b: costs[n][b] for b in choices} for n in costs}
-    fbin = fbin_eq_flops(measurement, speedup)
-    cheapest = measurement.fixed_macs + sum(min(c.values()) for c in costs.values())
+    layer_costs = {n: {b: priced.layers[n][b] for b in choices} for n in priced.layers}
+    fbin = priced.fbin
+    cheapest = priced.fixed + sum(min(c.values()) for c in layer_costs.values())
     if budget * fbin < cheapest * (1 - 1e-9):
         raise PrecisionError(
             f"budget {budget:g} x fbin is below the cheapest assignment of "
             f"{', '.join(map(str, choices))} bits, {cheapest / fbin:.4g} x fbin"
         )
-    bits = solve_precisions(sensitivity, costs, budget * fbin - measurement.fixed_macs, ties)
-    return _selection(measurement, bits, score, budget, speedup)
+    bits = solve_precisions(sensitivity, layer_costs, budget * fbin - priced.fixed, ties)
+    return _selection(measurement, bits, score, budget, speedup, priced)
 
 
 def mixed_plan(
@@ -142,32 +207,32 @@ def mixed_controls(
     num_random: int,
     seed: int,
     speedup: float = XNOR_SPEEDUP,
+    costs: CostTable | None = None,
 ) -> dict[str, dict[str, int]]:
-    """The bit-widths of each control of ``hybrid``, by label (module docstring)."""
+    """The bit-widths of each control of ``hybrid``, by label (module docstring), at its
+    budget in the same cost table (``costs``, else the equivalent FLOPs)."""
     unknown = [c for c in controls if c not in MIXED_CONTROLS]
     if unknown:
         raise ControlError(
             f"unknown mixed-precision control(s) {unknown}; controls: {', '.join(MIXED_CONTROLS)}"
         )
-    costs = precision_costs(measurement, speedup)
-    capacity = hybrid.budget * hybrid.fbin_eq_flops - measurement.fixed_macs
+    priced = costs or eq_flops_costs(measurement, speedup)
+    capacity = hybrid.budget * priced.fbin - priced.fixed
+    same = {"speedup": speedup, "costs": costs}
     out: dict[str, dict[str, int]] = {}
     for control in controls:
         if control == "uniform":
-            out[control] = _uniform(costs, capacity, measurement.precisions)
+            out[control] = _uniform(priced, capacity, measurement.precisions)
         elif control == "binary_float":
             out[control] = select_precisions(
-                measurement, hybrid.budget, score=hybrid.score, speedup=speedup,
-                precisions=BINARY_FLOAT,
-            ).bits  # fmt: skip
+                measurement, hybrid.budget, score=hybrid.score, precisions=BINARY_FLOAT, **same
+            ).bits
         elif control == "random":
-            floor = RANDOM_FLOOR * (hybrid.eq_flops - measurement.fixed_macs)
-            drawn = _random(costs, capacity, floor, num_random, seed)
+            floor = RANDOM_FLOOR * (priced.of(hybrid.bits) - priced.fixed)
+            drawn = _random(priced.layers, capacity, floor, num_random, seed)
             out |= {f"random{i}": bits for i, bits in enumerate(drawn)}
         elif control != hybrid.score and control in measurement.scores:
-            out[control] = select_precisions(
-                measurement, hybrid.budget, score=control, speedup=speedup
-            ).bits
+            out[control] = select_precisions(measurement, hybrid.budget, score=control, **same).bits
         elif control != hybrid.score:
             raise ControlError(
                 f"control {control!r} needs the {control} score, which was not measured "
@@ -182,30 +247,35 @@ def selection_of(
     score: str,
     budget: float,
     speedup: float = XNOR_SPEEDUP,
+    costs: CostTable | None = None,
 ) -> MixedSelection:
     """What ``bits`` (a control's, say) costs and how sensitive it is by ``score``."""
-    return _selection(measurement, dict(bits), score, budget, speedup)
+    priced = costs or eq_flops_costs(measurement, speedup)
+    return _selection(measurement, dict(bits), score, budget, speedup, priced)
 
 
-def _selection(measurement, bits, score, budget, speedup) -> MixedSelection:
-    costs = precision_costs(measurement, speedup)
+def _selection(measurement, bits, score, budget, speedup, priced: CostTable) -> MixedSelection:
+    eq_flops = eq_flops_costs(measurement, speedup)
     table = measurement.sensitivity(score)
     return MixedSelection(
         score=score,
         budget=budget,
         bits=dict(bits),
-        eq_flops=measurement.fixed_macs + sum(costs[n][b] for n, b in bits.items()),
-        fbin_eq_flops=fbin_eq_flops(measurement, speedup),
+        eq_flops=eq_flops.of(bits),
+        fbin_eq_flops=eq_flops.fbin,
         sensitivity=float(sum(table[n][b] for n, b in bits.items())),
+        cost=priced.of(bits),
+        fbin_cost=priced.fbin,
+        cost_unit=priced.unit,
     )
 
 
-def _uniform(costs, capacity, precisions) -> dict[str, int]:
+def _uniform(priced: CostTable, capacity: float, precisions) -> dict[str, int]:
     """Every layer at the largest bit-width whose summed cost fits."""
     for bits in sorted(precisions, reverse=True):
-        if sum(c[bits] for c in costs.values()) <= capacity * (1 + BUDGET_RTOL):
-            return {name: bits for name in costs}
-    raise ControlError(f"no uniform bit-width fits {capacity:g} eq. FLOPs")
+        if sum(c[bits] for c in priced.layers.values()) <= capacity * (1 + BUDGET_RTOL):
+            return {name: bits for name in priced.layers}
+    raise ControlError(f"no uniform bit-width fits {capacity:g} {priced.unit}")
 
 
 def _random(costs, capacity, floor, num, seed) -> list[dict[str, int]]:
@@ -233,7 +303,7 @@ def _random(costs, capacity, floor, num, seed) -> list[dict[str, int]]:
                 break
         else:
             raise ControlError(
-                f"random draw {draw} found no bit-widths within the budget, of at least "
-                f"{floor / 1e6:.4g} M eq. FLOPs and unlike the earlier draws, in {MAX_TRIES} tries"
+                f"random draw {draw} found no bit-widths within the budget, costing at least "
+                f"{floor:.4g} and unlike the earlier draws, in {MAX_TRIES} tries"
             )
     return draws
