@@ -20,9 +20,13 @@ and counted), times in one run on the same +-1 data:
 - ``popcount_with_packing``: the same, thresholding and packing the float input inside
   the timed call, as a unit without a packed link does;
 - ``native``: ``binflax.native.conv_xnor``, the C++ kernel behind ``jax.ffi`` on the same
-  packed words (docs/native.md), when it builds on this machine.
+  packed words (docs/native.md), when it builds on this machine;
+- ``popcount_2bit`` and ``native_2bit``: a 2-bit input on the same weights as the export
+  runs it, two sign planes in one call (docs/export.md, "Integer units"); each row's
+  ``two_bit_over_one_bit`` is its time over the 1-bit twin's (target: at most 2.2x).
 
-Each function is jit-compiled, checked to give the float32 result exactly, warmed up, and
+Each function is jit-compiled, checked to give the float32 result exactly (the 2-bit
+ones that of the float32 convolution of the levels' odd integers), warmed up, and
 timed as the median of ``--repeats`` interleaved calls. Per layer the JSON gives
 milliseconds, speedups over the float baseline and the throughput of the float baseline
 and the popcount in G MAC/s. ``--peaks`` adds the throughputs on one large, compute-bound
@@ -53,6 +57,7 @@ from binflax.export import inference
 
 LARGE_MACS = 100e6
 FLOAT_BASELINES = ("float32", "float32_matmul")
+TWO_BIT_TARGET = 2.2  # a 2-bit input layer's time over its 1-bit twin's, at most (issue 29)
 
 
 def binary_input_layers(name: str) -> list[dict]:
@@ -126,6 +131,19 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
     def native_kernel(x_words, kernel_words):
         return native.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads)
 
+    def two_bit(conv):
+        """A 2-bit input on the same binary weights, as the export runs it: its two sign
+        planes stacked on the batch axis through ``conv``, combined as ``acc_0 + 2 acc_1``."""
+
+        def planes(words, kernel_words):
+            acc = conv(words, kernel_words)
+            return acc[:batch] + 2 * acc[batch:]
+
+        return planes
+
+    # 2-bit levels i in [-2, 1] (the input 2 i + 1 in half steps), bit j of i + 2 a plane
+    levels = rng.integers(-2, 2, (batch, *layer["input_shape"]))
+    negative = np.concatenate([((levels + 2) >> j) & 1 == 0 for j in range(2)])
     x_float = x.astype(np.float32)
     with jax.enable_x64(True):
         candidates = {
@@ -139,15 +157,22 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
                                     kernel_words)),
             "popcount_with_packing": (popcount_with_packing, (x_float, kernel_words)),
         }  # fmt: skip
+        plane_words = (packing.pack_bits(jnp.asarray(negative), word_type), kernel_words)
+        candidates["popcount_2bit"] = (two_bit(popcount), plane_words)
         if native.available():
             candidates["native"] = (native_kernel, candidates["popcount"][1])
+            candidates["native_2bit"] = (two_bit(native_kernel), plane_words)
         candidates = {
             key: (jax.jit(fn), jax.device_put(args)) for key, (fn, args) in candidates.items()
         }
         reference = np.rint(np.asarray(candidates["float32"][0](*candidates["float32"][1])))
+        two_bit_reference = np.rint(
+            np.asarray(jax.jit(float32)((2 * levels + 1).astype(np.float32), w.astype(np.float32)))
+        )
         for key, (fn, args) in candidates.items():
             out = np.asarray(fn(*args))  # compile and warm up
-            if not np.array_equal(np.rint(out).astype(np.int64), reference.astype(np.int64)):
+            want = two_bit_reference if key.endswith("_2bit") else reference
+            if not np.array_equal(np.rint(out).astype(np.int64), want.astype(np.int64)):
                 raise AssertionError(f"{layer['name']}: {key} differs from float32")
         ms = time_interleaved(candidates, repeats)
     out_h, out_w = layer["output_shape"][:2]
@@ -161,6 +186,10 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
         "float32_gmacs": round(macs / baseline / 1e6, 1),
         "popcount_gmacs": round(macs / ms["popcount"] / 1e6, 1),
         "native_gmacs": round(macs / ms["native"] / 1e6, 1) if "native" in ms else None,
+        # the time of a 2-bit input's planes over its 1-bit twin's, both on packed words
+        "two_bit_over_one_bit": {
+            k: round(ms[f"{k}_2bit"] / ms[k], 3) for k in ("native", "popcount") if k in ms
+        },
     }
 
 
@@ -285,6 +314,11 @@ def markdown(result: dict) -> str:
             + " | ".join(f"{means[k]:.2f}x" for k in keys)
             + " | | |"
         )
+    for k, ratios in result["two_bit_over_one_bit"].items():
+        lines.append(
+            f"\n2-bit input over its 1-bit twin ({k}, target <= {TWO_BIT_TARGET}x): max "
+            f"{ratios['max']:.2f}x ({ratios['slowest']}), geometric mean {ratios['geomean']:.2f}x."
+        )
     if "peaks" in result:
         peaks = result["peaks"]
         lines.append(
@@ -319,9 +353,26 @@ def run(args: argparse.Namespace) -> dict:
             f"all_layers (n={len(rows)})": geometric_means(rows),
         },
     }
+    result["two_bit_over_one_bit"] = two_bit_ratios(rows)
     if args.peaks:
         result["peaks"] = measure_peaks(args.batch, args.repeats)
     return result
+
+
+def two_bit_ratios(rows: list[dict]) -> dict:
+    """Per packed arithmetic, the largest and the geometric mean over the layers of a
+    2-bit input's time over its 1-bit twin's, and the layer of the largest."""
+    out = {}
+    for k in rows[0]["two_bit_over_one_bit"] if rows else ():
+        ratios = {f"{r['model']} {r['name']}": r["two_bit_over_one_bit"][k] for r in rows}
+        slowest = max(ratios, key=ratios.get)
+        out[k] = {
+            "max": ratios[slowest],
+            "slowest": slowest,
+            "geomean": round(math.exp(statistics.fmean(map(math.log, ratios.values()))), 3),
+            "met": ratios[slowest] <= TWO_BIT_TARGET,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
