@@ -51,6 +51,12 @@ def test_hbn_with_precisions_trains_mixed_hybrids_and_their_controls(tmp_path, c
     table = (tmp_path / "results.md").read_text()
     assert "Mixed precision:" in table and "| hybrid.uniform |" in table
     assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0  # reads the plans back
+    # every trained variant, its k-bit and 8-bit layers included, exports and agrees
+    capsys.readouterr()
+    assert cli.run(config, mode="export", workdir=str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert out.count("top-1 agreement 100.0%") == len(run["variants"]), out
+    assert (tmp_path / "hybrid" / "model.npz").exists()
 
     config.hbn.precision_controls = ("cost_only",)
     assert cli.run(config, mode="select", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
