@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -161,21 +162,6 @@ inline void StorePartial(const int32_t* acc, int64_t n, int32_t* out) {
 }
 
 #ifdef BINFLAX_X86
-template <int kVectors>
-__attribute__((target("avx2"), always_inline)) inline void Store8(const __m256i (&acc)[kVectors],
-                                                                  int32_t* out, int64_t width) {
-  for (int v = 0; v < kVectors; ++v) {
-    const int64_t n = std::min<int64_t>(8, width - v * 8);
-    if (n == 8) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + v * 8), acc[v]);
-    } else if (n > 0) {
-      alignas(32) int32_t spill[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(spill), acc[v]);
-      StorePartial(spill, n, out + v * 8);
-    }
-  }
-}
-
 template <int kRows, int kVectors>
 __attribute__((target("avx2"))) void MicroAvx2(const int32_t* patches, const int16_t* kernel,
                                                int64_t pairs, const Tile& tile) {
@@ -183,16 +169,70 @@ __attribute__((target("avx2"))) void MicroAvx2(const int32_t* patches, const int
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
   for (int64_t k = 0; k < pairs; ++k) {
-    __m256i w[kVectors];
-    for (int v = 0; v < kVectors; ++v)
-      w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kernel + (k * kVectors + v) * 16));
+    const __m256i* w = reinterpret_cast<const __m256i*>(kernel + k * kVectors * 16);
     for (int r = 0; r < kRows; ++r) {
       const __m256i x = _mm256_set1_epi32(patches[r * pairs + k]);
-      for (int v = 0; v < kVectors; ++v)
-        acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(x, w[v]));
+      // The weights as memory operands of vpmaddwd: 6 x 2 accumulators, a broadcast and a
+      // product fit the 16 registers without spilling.
+      for (int v = 0; v < kVectors; ++v) {
+        __m256i product;
+        __asm__("vpmaddwd %2, %1, %0" : "=x"(product) : "x"(x), "m"(w[v]));
+        acc[r][v] = _mm256_add_epi32(acc[r][v], product);
+      }
     }
   }
-  for (int r = 0; r < kRows; ++r) Store8(acc[r], tile.out + r * tile.stride, tile.width);
+  // Whole vectors stored directly, a partial one through memory (passing the array to a
+  // helper made GCC keep every accumulator in memory too).
+  for (int r = 0; r < kRows; ++r) {
+    int32_t* out = tile.out + r * tile.stride;
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t n = std::min<int64_t>(8, tile.width - v * 8);
+      if (n == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + v * 8), acc[r][v]);
+      } else if (n > 0) {
+        int32_t spill[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(spill), acc[r][v]);
+        StorePartial(spill, n, out + v * 8);
+      }
+    }
+  }
+}
+
+// MicroAvx2<6, 2> with its 12 accumulators as named variables: as an array GCC keeps
+// them in memory (too large to split into registers) and stores each after its add.
+__attribute__((target("avx2"))) void MicroAvx2Six(const int32_t* patches, const int16_t* kernel,
+                                                  int64_t pairs, const Tile& tile) {
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+  __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  for (int64_t k = 0; k < pairs; ++k) {
+    const __m256i* w = reinterpret_cast<const __m256i*>(kernel + k * 32);
+#define BINFLAX_ROW(r)                                                                  \
+  {                                                                                     \
+    const __m256i x = _mm256_set1_epi32(patches[r * pairs + k]);                        \
+    __m256i p0, p1;                                                                     \
+    __asm__("vpmaddwd %2, %1, %0" : "=x"(p0) : "x"(x), "m"(w[0]));                      \
+    __asm__("vpmaddwd %2, %1, %0" : "=x"(p1) : "x"(x), "m"(w[1]));                      \
+    a##r##0 = _mm256_add_epi32(a##r##0, p0);                                            \
+    a##r##1 = _mm256_add_epi32(a##r##1, p1);                                            \
+  }
+    BINFLAX_ROW(0) BINFLAX_ROW(1) BINFLAX_ROW(2) BINFLAX_ROW(3) BINFLAX_ROW(4) BINFLAX_ROW(5)
+#undef BINFLAX_ROW
+  }
+  const __m256i acc[6][2] = {{a00, a01}, {a10, a11}, {a20, a21},
+                             {a30, a31}, {a40, a41}, {a50, a51}};
+  for (int r = 0; r < 6; ++r) {
+    int32_t* out = tile.out + r * tile.stride;
+    for (int v = 0; v < 2; ++v) {
+      const int64_t n = std::min<int64_t>(8, tile.width - v * 8);
+      if (n == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + v * 8), acc[r][v]);
+      } else if (n > 0) {
+        int32_t spill[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(spill), acc[r][v]);
+        StorePartial(spill, n, out + v * 8);
+      }
+    }
+  }
 }
 
 // UNTESTED (this project's CPU has no AVX-VNNI): MicroAvx2 with vpdpwssd's fused add.
@@ -294,7 +334,7 @@ Path PathOf(int64_t isa) {
               {MicroAvxVnni<6, 1>, MicroAvxVnni<6, 2>},
               {MicroAvxVnni<1, 1>, MicroAvxVnni<1, 2>}};
     case kAvx2:
-      return {LayoutOf(isa), 6, {MicroAvx2<6, 1>, MicroAvx2<6, 2>}, {MicroAvx2<1, 1>, MicroAvx2<1, 2>}};
+      return {LayoutOf(isa), 6, {MicroAvx2<6, 1>, MicroAvx2Six}, {MicroAvx2<1, 1>, MicroAvx2<1, 2>}};
 #endif
     default:
       return {LayoutOf(kPortable), 2, {MicroPortable<2>}, {MicroPortable<1>}};
@@ -308,23 +348,33 @@ struct Geometry {
   int64_t rows, pairs;  // the reduction length K = kh * kw * cin and its pairs
 };
 
-// The patch of output pixel (n, oh, ow) as 2 * pairs int16 values, taps in the padding 0.
-void WritePatch(const Geometry& g, const int8_t* x, int64_t n, int64_t oh, int64_t ow,
+// Values a run's copy may read past its end and write past it (slack after the input and
+// after a tile's patches; what is written past a run is overwritten by what follows it).
+constexpr int64_t kSlack = 16;
+
+// n int16 values, in blocks of 16 (fixed-size copies, inlined as vector moves).
+inline void CopyRun(int16_t* out, const int16_t* src, int64_t n) {
+  for (int64_t c = 0; c < n; c += kSlack) std::memcpy(out + c, src + c, kSlack * sizeof(int16_t));
+}
+
+// The patch of output pixel (n, oh, ow) as 2 * pairs int16 values, taps in the padding 0,
+// from the input as int16 (x16, sign-extended once per call).
+void WritePatch(const Geometry& g, const int16_t* x, int64_t n, int64_t oh, int64_t ow,
                 int16_t* out) {
   int16_t* const start = out;
   const int64_t w0 = ow * g.sw - g.left, w_last = w0 + (g.kw - 1) * g.dw;
+  const int64_t run = g.kw * g.cin;
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t h = oh * g.sh - g.top + i * g.dh;
     if (h < 0 || h >= g.height) {
-      std::fill(out, out + g.kw * g.cin, int16_t{0});
-      out += g.kw * g.cin;
+      std::fill(out, out + run, int16_t{0});
+      out += run;
       continue;
     }
-    const int8_t* row = x + (n * g.height + h) * g.width * g.cin;
+    const int16_t* row = x + (n * g.height + h) * g.width * g.cin;
     if (g.dw == 1 && w0 >= 0 && w_last < g.width) {  // one contiguous run of inputs
-      const int8_t* src = row + w0 * g.cin;
-      for (int64_t c = 0; c < g.kw * g.cin; ++c) out[c] = src[c];
-      out += g.kw * g.cin;
+      CopyRun(out, row + w0 * g.cin, run);
+      out += run;
       continue;
     }
     for (int64_t j = 0; j < g.kw; ++j, out += g.cin) {
@@ -332,13 +382,41 @@ void WritePatch(const Geometry& g, const int8_t* x, int64_t n, int64_t oh, int64
       if (w < 0 || w >= g.width) {
         std::fill(out, out + g.cin, int16_t{0});
       } else {
-        const int8_t* src = row + w * g.cin;
-        for (int64_t c = 0; c < g.cin; ++c) out[c] = src[c];
+        std::copy(row + w * g.cin, row + (w + 1) * g.cin, out);
       }
     }
   }
   if (out - start < 2 * g.pairs) *out = 0;  // the 0 partner of an odd length's last value
 }
+
+// The input as int16, kept between calls: a fresh buffer of this size costs page faults
+// on every call. A call takes the largest free buffer (growing it if needed) and gives
+// it back; concurrent calls get separate ones.
+class Buffer16 {
+ public:
+  explicit Buffer16(size_t values) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        buffer_ = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (buffer_.size() < values) buffer_.resize(values);
+  }
+  ~Buffer16() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(buffer_));
+    std::sort(free_.begin(), free_.end(),
+              [](const auto& a, const auto& b) { return a.size() < b.size(); });
+  }
+  int16_t* data() { return buffer_.data(); }
+
+ private:
+  static inline std::mutex mutex_;
+  static inline std::vector<std::vector<int16_t>> free_;
+  std::vector<int16_t> buffer_;
+};
 
 // A kernel laid out once, ahead of the calls (binflax_layout_int8_kernel): kLaidHeader
 // int64 words - kLaidMagic, kLaidVersion, the path, K, C_out - then the groups.
@@ -382,9 +460,15 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
     own.resize(groups * group_values);
   }
   const int16_t* laid = prelaid ? kernel.laid : own.data();
-  const int64_t kernel_items = prelaid ? 0 : groups;
   int32_t* acc = out->typed_data();
   const int8_t* x8 = x.typed_data();
+  const int64_t values = g.batch * g.height * g.width * g.cin;
+  Buffer16 input(values + kSlack);
+  int16_t* x16 = input.data();
+  std::fill(x16 + values, x16 + values + kSlack, int16_t{0});
+  constexpr int64_t kConvertBlock = 1 << 16;
+  const int64_t kernel_items = prelaid ? 0 : groups;
+  const int64_t layout_items = kernel_items + (values + kConvertBlock - 1) / kConvertBlock;
 
   // Items: per (block of pixels, run of channel groups), at least kItems of them, pixel
   // blocks first. An item writes the patches of a tile of kTile pixels (int16, into a
@@ -392,22 +476,32 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
   // stay in L1/L2 while the groups pass, each group's weights are read once per
   // `path.rows` pixels.
   constexpr int64_t kItems = 8, kTile = 48, kBlock = 192;
-  const int64_t pixel_blocks =
+  int64_t pixel_blocks =
       std::min((pixels + kTile - 1) / kTile, std::max(kItems, (pixels + kBlock - 1) / kBlock));
-  const int64_t block = (pixels + pixel_blocks - 1) / pixel_blocks;
+  // Blocks of whole micro-kernel calls, so that only the last block has a leftover pixel.
+  const int64_t block = ((pixels + pixel_blocks - 1) / pixel_blocks + path.rows - 1) /
+                        path.rows * path.rows;
+  pixel_blocks = (pixels + block - 1) / block;
   const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
   const int64_t run = (groups + runs - 1) / runs;
   const int64_t out_pixels = g.out_height * g.out_width;
   const int64_t compute_items = pixel_blocks * runs;
 
-  ParallelFor(pool, {kernel_items, kernel_items + compute_items}, [&](int64_t item) {
+  ParallelFor(pool, {layout_items, layout_items + compute_items}, [&](int64_t item) {
     if (item < kernel_items) {
       WriteKernelGroup(kernel.source, path, item, own.data() + item * group_values);
       return;
     }
-    item -= kernel_items;
-    thread_local std::vector<int32_t> patches;
-    if (patches.size() < static_cast<size_t>(kTile * g.pairs)) patches.resize(kTile * g.pairs);
+    if (item < layout_items) {
+      const int64_t first = (item - kernel_items) * kConvertBlock;
+      const int64_t last = std::min(values, first + kConvertBlock);
+      for (int64_t i = first; i < last; ++i) x16[i] = x8[i];
+      return;
+    }
+    item -= layout_items;
+    thread_local std::vector<int32_t> patches;  // pairs, and kSlack int16 values
+    const size_t tile_words = kTile * g.pairs + kSlack / 2;
+    if (patches.size() < tile_words) patches.resize(tile_words);
     const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
     const int64_t first_group = item / pixel_blocks * run;
     const int64_t last_group = std::min(groups, first_group + run);
@@ -416,7 +510,7 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
       int64_t n = tile / out_pixels, oh = tile / g.out_width % g.out_height;
       int64_t ow = tile % g.out_width;
       for (int64_t m = 0; m < count; ++m) {
-        WritePatch(g, x8, n, oh, ow, reinterpret_cast<int16_t*>(patches.data() + m * g.pairs));
+        WritePatch(g, x16, n, oh, ow, reinterpret_cast<int16_t*>(patches.data() + m * g.pairs));
         if (++ow == g.out_width) {
           ow = 0;
           if (++oh == g.out_height) oh = 0, ++n;
