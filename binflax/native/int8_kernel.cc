@@ -442,8 +442,10 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
   const int64_t isa = a.isa == kAuto ? Best() : a.isa;
   if (!Supported(isa)) return ffi::Error::InvalidArgument("ISA not supported on this CPU");
   const auto xd = x.dimensions(), od = out->dimensions();
-  if (xd.size() != 4 || od.size() != 4 || od[0] != xd[0] || od[3] != kernel.source.channels)
+  if (xd.size() != 4 || od.size() != 4 || od[0] != xd[0])
     return ffi::Error::InvalidArgument("x must be NHWC, the output (N, H_out, W_out, C_out)");
+  if (od[3] != kernel.source.channels)
+    return ffi::Error::InvalidArgument("the kernel's output channels differ from the output's");
   Geometry g{xd[0], xd[1], xd[2], xd[3], od[1], od[2], od[3], a.kh,
              a.kw,  a.sh,  a.sw,  a.dh,  a.dw,  a.top, a.left, 0, 0};
   g.rows = g.kh * g.kw * g.cin;
