@@ -83,6 +83,11 @@ def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, 
     if name == "mini_sketchanet":
         want = {f"conv{i}": "integer" for i in range(1, 5)}
         assert kinds == {**want, "conv5": "xnor", "fc": "integer"}
+    if native.available():  # the 8-bit layers ran on the native int8 kernel too
+        plan = exported.variant("native")
+        eight_bit = [i.name for i in exported.layers if i.precision.weight == "int8"]
+        assert eight_bit and all(plan.computation(n) == "native_int8" for n in eight_bit)
+        assert exported.header["variants"]["native"]["native"]
 
 
 def test_a_binarized_network_with_groups_and_k_bit_inputs_exports_exactly(tmp_path):
@@ -184,7 +189,8 @@ def test_k_bit_levels_follow_the_quantizer_formula():
 def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
     """Every integer unit's accumulator, from its levels, on every arithmetic that runs it
     (bit planes on the native kernel - each ISA path this CPU has - and on XLA's popcount,
-    XLA's int8 convolution, float32 where exact): NumPy's, equal, not close."""
+    8-bit weights on the native int8 kernel - each path too -, XLA's int8 convolution,
+    float32 where exact): NumPy's, equal, not close."""
     if isa is not None:
         monkeypatch.setenv(native.ISA_ENV, isa)
     model = mixed_model()
@@ -198,8 +204,10 @@ def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
         computations = ["int8", "exact_float"]
         if info.precision.binary_weight:
             computations += ["popcount", *(["native"] if native.available() else [])]
+        elif native.available():
+            computations += ["native_int8"]
         if isa is not None:
-            computations = [c for c in computations if c == "native"]
+            computations = [c for c in computations if c in inference.NATIVE]
         for computation in computations:
             plan = inference.Variant(((info.name, computation),))
             prepared = inference.prepare([info], stored, plan)[info.name]
@@ -224,6 +232,20 @@ def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact()
     assert arithmetic.integer_arithmetic("auto", False, False, **on_cpu) == "int8"
     assert arithmetic.integer_arithmetic("int8_dot", True, True, **on_cpu) == "int8"
     assert arithmetic.integer_arithmetic("auto", True, True, "gpu", False) == "int8"
+    # 8-bit weights where the native int8 kernel runs the layer (one group, built): the
+    # "native" programs always, "auto" by the measured rule; never a portable program.
+    shape = {"pixels": 56 * 56, "reduction": 11 * 11 * 3, "channels": 64}
+    for exact in (True, False):
+        for name in ("auto", "native"):
+            chosen = arithmetic.integer_arithmetic(name, False, exact, **on_cpu, native_int8=shape)
+            assert chosen == "native_int8"
+        for name in ("popcount", "int8", "int8_dot"):
+            chosen = arithmetic.integer_arithmetic(name, False, exact, **on_cpu, native_int8=shape)
+            assert chosen in ("exact_float", "int8")
+    assert (
+        arithmetic.integer_arithmetic("auto", False, True, "gpu", False, native_int8=shape)
+        == "int8"
+    )
 
     def info(taps, cin, bits, weight):
         precision = LayerPrecision("x", f"int{bits}", weight)

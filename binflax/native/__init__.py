@@ -357,7 +357,8 @@ def int8_laid_size(kernel_shape: Sequence[int]) -> int:
     header and the largest of the paths' layouts, so the same on every CPU."""
     *taps, cin, channels = kernel_shape
     pairs = -(-math.prod(taps) * cin // 2)
-    values = max(-(-channels // (l * v)) * l * v * pairs * 2 for l, v in INT8_LAYOUTS.values())
+    groups = [lanes * vectors for lanes, vectors in INT8_LAYOUTS.values()]
+    values = max(-(-channels // group) * group * pairs * 2 for group in groups)
     return 2 * (LAID_HEADER + -(-values // 4))
 
 
