@@ -233,19 +233,20 @@ def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact()
     assert arithmetic.integer_arithmetic("int8_dot", True, True, **on_cpu) == "int8"
     assert arithmetic.integer_arithmetic("auto", True, True, "gpu", False) == "int8"
     # 8-bit weights where the native int8 kernel runs the layer (one group, built): the
-    # "native" programs always, "auto" by the measured rule; never a portable program.
-    shape = {"pixels": 56 * 56, "reduction": 11 * 11 * 3, "channels": 64}
+    # "native" programs always; "auto" except on a fully-connected layer beyond float32's
+    # exact range (XLA's int8 product measured faster there); never a portable program.
     for exact in (True, False):
-        for name in ("auto", "native"):
-            chosen = arithmetic.integer_arithmetic(name, False, exact, **on_cpu, native_int8=shape)
-            assert chosen == "native_int8"
-        for name in ("popcount", "int8", "int8_dot"):
-            chosen = arithmetic.integer_arithmetic(name, False, exact, **on_cpu, native_int8=shape)
-            assert chosen in ("exact_float", "int8")
-    assert (
-        arithmetic.integer_arithmetic("auto", False, True, "gpu", False, native_int8=shape)
-        == "int8"
-    )
+        for fully_connected in (True, False):
+            where = {"backend": "cpu", "fully_connected": fully_connected, "native_int8": True}
+            native_int8 = arithmetic.integer_arithmetic("native", False, exact, **where)
+            auto = arithmetic.integer_arithmetic("auto", False, exact, **where)
+            assert native_int8 == "native_int8"
+            assert auto == ("int8" if fully_connected and not exact else "native_int8")
+            for name in ("popcount", "int8", "int8_dot"):
+                chosen = arithmetic.integer_arithmetic(name, False, exact, **where)
+                assert chosen == ("exact_float" if exact and name == "popcount" else "int8")
+    on_gpu = {"backend": "gpu", "fully_connected": False, "native_int8": True}
+    assert arithmetic.integer_arithmetic("auto", False, True, **on_gpu) == "int8"
 
     def info(taps, cin, bits, weight):
         precision = LayerPrecision("x", f"int{bits}", weight)

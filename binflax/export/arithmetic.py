@@ -64,13 +64,6 @@ def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
     return "matmul" if fully_connected or small else "conv"
 
 
-def native_int8_faster(shape: dict) -> bool:
-    """Whether the native int8 kernel ran a layer of ``shape`` (``pixels`` per image,
-    ``reduction`` taps times input channels, output ``channels``) faster than XLA's
-    float32 convolution here (the rule and its ratios: :func:`integer_arithmetic`)."""
-    return True
-
-
 def integer_arithmetic(
     arithmetic: str,
     binary_weights: bool,
@@ -78,7 +71,7 @@ def integer_arithmetic(
     fully_connected: bool,
     backend: str,
     *,
-    native_int8: dict | None = None,
+    native_int8: bool = False,
 ) -> str:
     """What an integer unit that is not XNOR runs (a k-bit input on binary weights, or any
     quantized input on 8-bit weights) for the XNOR ``arithmetic`` of its program.
@@ -88,12 +81,29 @@ def integer_arithmetic(
       kernel (``"auto"`` takes the native kernel where :func:`xnor_arithmetic` would);
     - ``"int8"``/``"int8_dot"`` or a GPU/TPU: XLA's int8 convolution, ``int32``
       accumulators (``"int8"``);
-    - 8-bit weights on the CPU otherwise: ``"exact_float"``, the same integer levels and
+    - 8-bit weights on the CPU, where binflax's native int8 kernel runs the layer
+      (``native_int8``: one group, the kernel built; :func:`binflax.native.conv_int8`):
+      ``"native_int8"`` in the native programs (``arithmetic="native"``), and under
+      ``"auto"`` wherever it was measured faster than what would run instead, which is
+      every convolution and every fully-connected layer exact in float32, but not a
+      fully-connected layer beyond float32's exact range (over 1032 inputs for 8-bit
+      levels), whose alternative is XLA's int8 product: at batch 1 such a layer streams
+      its weights, and the kernel's int16 layout holds twice the bytes of XLA's int8.
+      Measured (``benchmarks/int8_layers.py``, 2-core AMD EPYC Zen 3, AVX2 only, no
+      VNNI, shared machine with a 1-minute load of 5-6, 2026-12-07; docs/benchmarks.md,
+      "Integer layers"), the kernel over XLA's float32 convolution (what
+      ``"exact_float"`` runs) at batch 1 / 8: AlexNet conv1 1.39x / 1.25x, ResNet-18
+      conv1 1.11x / 1.39x, Sketch-A-Net conv1 1.20x / 1.20x, 3x3 layers of 64-512
+      channels on 56x56 to 7x7 maps 1.84-3.51x / 1.76-2.10x, AlexNet's 5x5 conv2
+      2.15x / 1.59x, fully connected 4096 -> 4096 2.34x / 3.42x and 512 -> 10 1.98x /
+      1.01x; over XLA's int8 convolution 1.3-7.9x on every convolution, but 0.60x /
+      0.67x on the 4096 -> 4096 fully-connected layer (1.32x / 1.06x on 512 -> 10).
+    - 8-bit weights otherwise on the CPU: ``"exact_float"``, the same integer levels and
       codes convolved in float32, exact while every partial sum stays below 2**24
       (``exact_in_float``), else ``"int8"``. Measured on this project's 2-core Zen 3
       (docs/benchmarks.md, "Integer layers"): XLA's CPU int8 convolution ran AlexNet's
-      and ResNet-18's first layers 7x and 6x slower than its float32 one, a
-      64-channel 3x3 layer on a 28x28 map as fast.
+      and ResNet-18's first layers 6-8x slower than its float32 one, a 64-channel 3x3
+      layer on a 28x28 map as fast.
     """
     if arithmetic in ("int8", "int8_dot") or backend != "cpu":
         return "int8"
@@ -101,8 +111,8 @@ def integer_arithmetic(
         if arithmetic == "auto":
             return xnor_arithmetic(fully_connected, backend, native=True)
         return arithmetic
-    if native_int8 is not None and (
-        arithmetic == "native" or (arithmetic == "auto" and native_int8_faster(native_int8))
+    if native_int8 and (
+        arithmetic == "native" or (arithmetic == "auto" and (exact_in_float or not fully_connected))
     ):
         return "native_int8"
     return "exact_float" if exact_in_float else "int8"

@@ -98,7 +98,7 @@ def variant(
                 exact_in_float(info),
                 g.fully_connected,
                 backend,
-                native_int8=native_int8_shape(info, g),
+                native_int8=native_int8_runs(info, g),
             )
         elif info.precision.xnor and arithmetic == "auto":
             computations[info.name] = arithmetic_lib.xnor_arithmetic(
@@ -138,14 +138,10 @@ def exact_in_float(info: LayerInfo) -> bool:
     return math.prod(taps) * cin * level * weight < arithmetic_lib.FLOAT32_EXACT
 
 
-def native_int8_shape(info: LayerInfo, g: Geometry2D) -> dict | None:
-    """An integer unit's shape for :func:`arithmetic.integer_arithmetic`'s rule where the
-    native int8 kernel can run it (8-bit weights, one group, the kernel built), else
-    ``None``."""
-    if info.precision.binary_weight or g.groups != 1 or not native.available():
-        return None
-    *taps, cin, cout = info.kernel_shape
-    return {"pixels": g.output_pixels(), "reduction": math.prod(taps) * cin, "channels": cout}
+def native_int8_runs(info: LayerInfo, g: Geometry2D) -> bool:
+    """Whether the native int8 kernel can run an integer unit: 8-bit weights, one group,
+    the kernel built."""
+    return not info.precision.binary_weight and g.groups == 1 and native.available()
 
 
 def geometry_2d(info: LayerInfo) -> Geometry2D:

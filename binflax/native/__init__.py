@@ -15,6 +15,12 @@ once beforehand (as an exported model's are when it is loaded), a call does no l
 them. Where the kernel cannot be built (no compiler, or the build
 fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
 
+:func:`conv_int8` (``int8_kernel.cc``, the same object) is an int8 x int8 -> int32
+convolution with :func:`binflax.packing.conv_int8`'s result, for the exported 8-bit
+layers; :func:`layout_int8_kernel` lays its weights out once, and its paths
+(:data:`INT8_ISAS`: AVX-512 VNNI and AVX-VNNI, both untested here, AVX2, portable) are
+chosen the same way.
+
 The path is the best the CPU running the call supports (chosen by the kernel at run
 time, so an exported program moves between CPUs), or the one named by the ``isa``
 argument or, when that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``,
