@@ -90,20 +90,22 @@ def integer_arithmetic(
       levels), whose alternative is XLA's int8 product: at batch 1 such a layer streams
       its weights, and the kernel's int16 layout holds twice the bytes of XLA's int8.
       Measured (``benchmarks/int8_layers.py``, 2-core AMD EPYC Zen 3, AVX2 only, no
-      VNNI, shared machine with a 1-minute load of 5-6, 2026-12-07; docs/benchmarks.md,
-      "Integer layers"), the kernel over XLA's float32 convolution (what
-      ``"exact_float"`` runs) at batch 1 / 8: AlexNet conv1 1.39x / 1.25x, ResNet-18
-      conv1 1.11x / 1.39x, Sketch-A-Net conv1 1.20x / 1.20x, 3x3 layers of 64-512
-      channels on 56x56 to 7x7 maps 1.84-3.51x / 1.76-2.10x, AlexNet's 5x5 conv2
-      2.15x / 1.59x, fully connected 4096 -> 4096 2.34x / 3.42x and 512 -> 10 1.98x /
-      1.01x; over XLA's int8 convolution 1.3-7.9x on every convolution, but 0.60x /
-      0.67x on the 4096 -> 4096 fully-connected layer (1.32x / 1.06x on 512 -> 10).
+      VNNI, shared machine at a 1-minute load of 5-7, three interleaved runs,
+      2026-12-07; docs/benchmarks.md, "Integer layers"), the kernel over XLA's float32
+      convolution (what ``"exact_float"`` runs), batch 1 then 8: AlexNet conv1
+      0.94-1.39x / 1.22-1.25x, ResNet-18 conv1 0.95-1.88x / 1.13-1.39x, Sketch-A-Net
+      conv1 1.20-1.71x / 1.20x (about parity: the kernel's per-core ceiling is about
+      float32's), 3x3 layers of 64-512 channels on 56x56 to 7x7 maps 1.42-3.51x /
+      1.48-2.17x, AlexNet's 5x5 conv2 2.11-2.15x / 1.46-1.59x, fully connected 4096 ->
+      4096 2.09-2.34x / 3.10-3.42x and 512 -> 10 1.07-1.98x / 1.01-1.08x; over XLA's
+      int8 convolution 1.2-9.9x on every convolution, but 0.49-0.60x / 0.59-0.67x on the
+      4096 -> 4096 fully-connected layer (1.01-1.32x / 0.89-1.06x on 512 -> 10).
     - 8-bit weights otherwise on the CPU: ``"exact_float"``, the same integer levels and
       codes convolved in float32, exact while every partial sum stays below 2**24
       (``exact_in_float``), else ``"int8"``. Measured on this project's 2-core Zen 3
       (docs/benchmarks.md, "Integer layers"): XLA's CPU int8 convolution ran AlexNet's
-      and ResNet-18's first layers 6-8x slower than its float32 one, a 64-channel 3x3
-      layer on a 28x28 map as fast.
+      and ResNet-18's first layers 5-9x slower than its float32 one, a 64-channel 3x3
+      layer on a 28x28 map as fast or faster.
     """
     if arithmetic in ("int8", "int8_dot") or backend != "cpu":
         return "int8"
