@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -97,7 +96,7 @@ def _library() -> ctypes.CDLL | None:
         getattr(library, name).restype = ctypes.c_int64
     library.binflax_int8_isa_supported.argtypes = [ctypes.c_int64]
     library.binflax_layout_int8_kernel.argtypes = [ctypes.c_int64, ctypes.c_void_p]
-    library.binflax_layout_int8_kernel.argtypes += [ctypes.c_int64] * 2
+    library.binflax_layout_int8_kernel.argtypes += [ctypes.c_int64] * 3
     library.binflax_layout_int8_kernel.argtypes += [ctypes.c_void_p, ctypes.c_int64]
     library.binflax_isa_supported.argtypes = [ctypes.c_int64]
     library.binflax_laid_words.argtypes = [ctypes.c_int64] * 3
@@ -361,8 +360,8 @@ def int8_isa(requested: str | None = None) -> str:
 def int8_laid_size(kernel_shape: Sequence[int]) -> int:
     """The ``uint32`` length of :func:`layout_int8_kernel`'s buffer for an HWIO kernel: the
     header and the largest of the paths' layouts, so the same on every CPU."""
-    *taps, cin, channels = kernel_shape
-    pairs = -(-math.prod(taps) * cin // 2)
+    kh, kw, cin, channels = kernel_shape
+    pairs = kh * -(-kw * cin // 2)  # per kernel row, padded to pairs
     groups = [lanes * vectors for lanes, vectors in INT8_LAYOUTS.values()]
     values = max(-(-channels // group) * group * pairs * 2 for group in groups)
     return 2 * (LAID_HEADER + -(-values // 4))
@@ -385,9 +384,11 @@ def layout_int8_kernel(kernel: Any, *, isa: str | None = None) -> np.ndarray:
         raise ValueError(f"the kernel must be int8 HWIO, got {kernel.dtype} {kernel.shape}")
     matrix = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]))
     out = np.zeros(int8_laid_size(kernel.shape) // 2, np.uint64)
+    run = kernel.shape[1] * kernel.shape[2]  # kw * C_in: one kernel row's weights
     status = library.binflax_layout_int8_kernel(
-        INT8_ISAS[name], matrix.ctypes.data, *matrix.shape, out.ctypes.data, out.size
-    )
+        INT8_ISAS[name], matrix.ctypes.data, matrix.shape[0], run, matrix.shape[1],
+        out.ctypes.data, out.size,
+    )  # fmt: skip
     if status != 0:
         raise ValueError(f"binflax.native: could not lay out a {kernel.shape} int8 kernel")
     return out.view(np.uint32)

@@ -116,19 +116,28 @@ int64_t LaidValues(int64_t isa, int64_t pairs, int64_t channels) {
 }
 
 // Where a call's weights come from: the HWIO kernel as a (K, C_out) int8 matrix, or a
-// kernel laid out for another path (read back from its layout).
+// kernel laid out for another path (read back from its layout). The reduction is laid
+// out per kernel row: a row's `run` = kw * cin inputs, padded with a 0 to an even count,
+// so that a pixel's pairs inside one kernel row are consecutive inputs of the image (the
+// micro-kernels read them in place where the row lies inside it).
 struct KernelSource {
   enum Kind { kHwio, kLaid } kind;
   const void* data;
-  int64_t rows, pairs, channels;  // rows: K, the reduction length
+  int64_t rows, run, channels;  // rows: K = kh * run
   Layout laid;
 
+  int64_t row_pairs() const { return (run + 1) / 2; }
+  int64_t pairs() const { return rows / run * row_pairs(); }
+
+  // Weight k (HWIO order, unpadded) of output channel j.
   int16_t Value(int64_t k, int64_t j) const {
     if (kind == kHwio) return static_cast<const int8_t*>(data)[k * channels + j];
+    const int64_t padded = k / run * 2 * row_pairs() + k % run;
     const int64_t group = j / laid.group(), v = j % laid.group() / laid.lanes;
     const int64_t l = j % laid.lanes;
-    const int16_t* src = static_cast<const int16_t*>(data) + group * GroupValues(pairs, laid);
-    return src[((k / 2 * VectorsIn(channels, laid, group) + v) * laid.lanes + l) * 2 + k % 2];
+    const int16_t* src = static_cast<const int16_t*>(data) + group * GroupValues(pairs(), laid);
+    return src[((padded / 2 * VectorsIn(channels, laid, group) + v) * laid.lanes + l) * 2 +
+               padded % 2];
   }
 };
 
@@ -137,11 +146,14 @@ void WriteKernelGroup(const KernelSource& kernel, const Layout& layout, int64_t 
   const int64_t first = group * layout.group();
   const int64_t width = std::min(layout.group(), kernel.channels - first);
   const int64_t vectors = VectorsIn(kernel.channels, layout, group);
-  for (int64_t p = 0; p < kernel.pairs; ++p)
+  const int64_t row_values = 2 * kernel.row_pairs();
+  for (int64_t p = 0; p < kernel.pairs(); ++p)
     for (int64_t j = 0; j < vectors * layout.lanes; ++j)
       for (int64_t h = 0; h < 2; ++h) {
-        const int64_t k = 2 * p + h;
-        *out++ = j < width && k < kernel.rows ? kernel.Value(k, first + j) : 0;
+        const int64_t padded = 2 * p + h, t = padded % row_values;
+        *out++ = j < width && t < kernel.run
+                     ? kernel.Value(padded / row_values * kernel.run + t, first + j)
+                     : 0;
       }
 }
 
@@ -152,10 +164,24 @@ struct Tile {
   int64_t stride, width;
 };
 
-// Accumulators of pixels [0, kRows) (patches `pairs` int32 apart) against one group of
-// kVectors vectors of channels.
-using Micro = void (*)(const int32_t* patches, const int16_t* kernel, int64_t pairs,
-                       const Tile& tile);
+// Where a micro-kernel's pixels read their inputs: pixel r's kernel row i starts at
+// base[r] + i * stride[r] (int16 values) and holds row_pairs pairs, in the image itself
+// (a row inside it) or in a patch laid out by WritePatch (stride 2 * row_pairs).
+struct Sources {
+  const int16_t* base[6];
+  int64_t stride[6];
+  int64_t kh, row_pairs;
+};
+
+// A pair of int16 inputs as one 32-bit value (any alignment).
+inline int32_t Pair(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Accumulators of pixels [0, kRows) against one group of kVectors vectors of channels.
+using Micro = void (*)(const Sources& s, const int16_t* kernel, const Tile& tile);
 
 inline void StorePartial(const int32_t* acc, int64_t n, int32_t* out) {
   for (int64_t l = 0; l < n; ++l) out[l] = acc[l];
@@ -163,15 +189,18 @@ inline void StorePartial(const int32_t* acc, int64_t n, int32_t* out) {
 
 #ifdef BINFLAX_X86
 template <int kRows, int kVectors>
-__attribute__((target("avx2"))) void MicroAvx2(const int32_t* patches, const int16_t* kernel,
-                                               int64_t pairs, const Tile& tile) {
+__attribute__((target("avx2"))) void MicroAvx2(const Sources& s, const int16_t* kernel,
+                                               const Tile& tile) {
   __m256i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
-  for (int64_t k = 0; k < pairs; ++k) {
-    const __m256i* w = reinterpret_cast<const __m256i*>(kernel + k * kVectors * 16);
+  for (int64_t i = 0; i < s.kh; ++i) {
+   const int16_t* p[kRows];
+   for (int r = 0; r < kRows; ++r) p[r] = s.base[r] + i * s.stride[r];
+   for (int64_t q = 0; q < s.row_pairs; ++q, kernel += kVectors * 16) {
+    const __m256i* w = reinterpret_cast<const __m256i*>(kernel);
     for (int r = 0; r < kRows; ++r) {
-      const __m256i x = _mm256_set1_epi32(patches[r * pairs + k]);
+      const __m256i x = _mm256_set1_epi32(Pair(p[r] + 2 * q));
       // The weights as memory operands of vpmaddwd: 6 x 2 accumulators, a broadcast and a
       // product fit the 16 registers without spilling.
       for (int v = 0; v < kVectors; ++v) {
@@ -180,6 +209,7 @@ __attribute__((target("avx2"))) void MicroAvx2(const int32_t* patches, const int
         acc[r][v] = _mm256_add_epi32(acc[r][v], product);
       }
     }
+   }
   }
   // Whole vectors stored directly, a partial one through memory (passing the array to a
   // helper made GCC keep every accumulator in memory too).
@@ -200,15 +230,19 @@ __attribute__((target("avx2"))) void MicroAvx2(const int32_t* patches, const int
 
 // MicroAvx2<6, 2> with its 12 accumulators as named variables: as an array GCC keeps
 // them in memory (too large to split into registers) and stores each after its add.
-__attribute__((target("avx2"))) void MicroAvx2Six(const int32_t* patches, const int16_t* kernel,
-                                                  int64_t pairs, const Tile& tile) {
+__attribute__((target("avx2"))) void MicroAvx2Six(const Sources& s, const int16_t* kernel,
+                                                  const Tile& tile) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
   __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
-  for (int64_t k = 0; k < pairs; ++k) {
-    const __m256i* w = reinterpret_cast<const __m256i*>(kernel + k * 32);
+  for (int64_t i = 0; i < s.kh; ++i) {
+   const int16_t *p0 = s.base[0] + i * s.stride[0], *p1 = s.base[1] + i * s.stride[1];
+   const int16_t *p2 = s.base[2] + i * s.stride[2], *p3 = s.base[3] + i * s.stride[3];
+   const int16_t *p4 = s.base[4] + i * s.stride[4], *p5 = s.base[5] + i * s.stride[5];
+   for (int64_t q = 0; q < s.row_pairs; ++q, kernel += 32) {
+    const __m256i* w = reinterpret_cast<const __m256i*>(kernel);
 #define BINFLAX_ROW(r)                                                                  \
   {                                                                                     \
-    const __m256i x = _mm256_set1_epi32(patches[r * pairs + k]);                        \
+    const __m256i x = _mm256_set1_epi32(Pair(p##r + 2 * q));                            \
     __m256i p0, p1;                                                                     \
     __asm__("vpmaddwd %2, %1, %0" : "=x"(p0) : "x"(x), "m"(w[0]));                      \
     __asm__("vpmaddwd %2, %1, %0" : "=x"(p1) : "x"(x), "m"(w[1]));                      \
@@ -217,6 +251,7 @@ __attribute__((target("avx2"))) void MicroAvx2Six(const int32_t* patches, const 
   }
     BINFLAX_ROW(0) BINFLAX_ROW(1) BINFLAX_ROW(2) BINFLAX_ROW(3) BINFLAX_ROW(4) BINFLAX_ROW(5)
 #undef BINFLAX_ROW
+   }
   }
   const __m256i acc[6][2] = {{a00, a01}, {a10, a11}, {a20, a21},
                              {a30, a31}, {a40, a41}, {a50, a51}};
@@ -237,19 +272,24 @@ __attribute__((target("avx2"))) void MicroAvx2Six(const int32_t* patches, const 
 
 // UNTESTED (this project's CPU has no AVX-VNNI): MicroAvx2 with vpdpwssd's fused add.
 template <int kRows, int kVectors>
-__attribute__((target("avx2,avxvnni"))) void MicroAvxVnni(const int32_t* patches,
-                                                          const int16_t* kernel, int64_t pairs,
+__attribute__((target("avx2,avxvnni"))) void MicroAvxVnni(const Sources& s,
+                                                          const int16_t* kernel,
                                                           const Tile& tile) {
   __m256i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
-  for (int64_t k = 0; k < pairs; ++k) {
-    __m256i w[kVectors];
-    for (int v = 0; v < kVectors; ++v)
-      w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kernel + (k * kVectors + v) * 16));
-    for (int r = 0; r < kRows; ++r) {
-      const __m256i x = _mm256_set1_epi32(patches[r * pairs + k]);
-      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_dpwssd_avx_epi32(acc[r][v], x, w[v]);
+  for (int64_t i = 0; i < s.kh; ++i) {
+    const int16_t* p[kRows];
+    for (int r = 0; r < kRows; ++r) p[r] = s.base[r] + i * s.stride[r];
+    for (int64_t q = 0; q < s.row_pairs; ++q, kernel += kVectors * 16) {
+      __m256i w[kVectors];
+      for (int v = 0; v < kVectors; ++v)
+        w[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kernel + v * 16));
+      for (int r = 0; r < kRows; ++r) {
+        const __m256i x = _mm256_set1_epi32(Pair(p[r] + 2 * q));
+        for (int v = 0; v < kVectors; ++v)
+          acc[r][v] = _mm256_dpwssd_avx_epi32(acc[r][v], x, w[v]);
+      }
     }
   }
   for (int r = 0; r < kRows; ++r) {
@@ -265,19 +305,22 @@ __attribute__((target("avx2,avxvnni"))) void MicroAvxVnni(const int32_t* patches
 
 // UNTESTED (this project's CPU has no AVX-512): vpdpwssd on zmm, 16 channels per vector.
 template <int kRows, int kVectors>
-__attribute__((target("avx512f,avx512vnni"))) void MicroAvx512Vnni(const int32_t* patches,
+__attribute__((target("avx512f,avx512vnni"))) void MicroAvx512Vnni(const Sources& s,
                                                                    const int16_t* kernel,
-                                                                   int64_t pairs,
                                                                    const Tile& tile) {
   __m512i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < pairs; ++k) {
-    __m512i w[kVectors];
-    for (int v = 0; v < kVectors; ++v) w[v] = _mm512_loadu_si512(kernel + (k * kVectors + v) * 32);
-    for (int r = 0; r < kRows; ++r) {
-      const __m512i x = _mm512_set1_epi32(patches[r * pairs + k]);
-      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_dpwssd_epi32(acc[r][v], x, w[v]);
+  for (int64_t i = 0; i < s.kh; ++i) {
+    const int16_t* p[kRows];
+    for (int r = 0; r < kRows; ++r) p[r] = s.base[r] + i * s.stride[r];
+    for (int64_t q = 0; q < s.row_pairs; ++q, kernel += kVectors * 32) {
+      __m512i w[kVectors];
+      for (int v = 0; v < kVectors; ++v) w[v] = _mm512_loadu_si512(kernel + v * 32);
+      for (int r = 0; r < kRows; ++r) {
+        const __m512i x = _mm512_set1_epi32(Pair(p[r] + 2 * q));
+        for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_dpwssd_epi32(acc[r][v], x, w[v]);
+      }
     }
   }
   for (int r = 0; r < kRows; ++r) {
@@ -293,16 +336,15 @@ __attribute__((target("avx512f,avx512vnni"))) void MicroAvx512Vnni(const int32_t
 #endif  // BINFLAX_X86
 
 template <int kRows>
-void MicroPortable(const int32_t* patches, const int16_t* kernel, int64_t pairs,
-                   const Tile& tile) {
+void MicroPortable(const Sources& s, const int16_t* kernel, const Tile& tile) {
   int32_t acc[kRows][8] = {};
-  for (int64_t k = 0; k < pairs; ++k) {
-    const int16_t* w = kernel + k * 16;
-    for (int r = 0; r < kRows; ++r) {
-      int16_t x[2];
-      std::memcpy(x, patches + r * pairs + k, sizeof(x));
-      for (int l = 0; l < 8; ++l)
-        acc[r][l] += int32_t{x[0]} * w[2 * l] + int32_t{x[1]} * w[2 * l + 1];
+  for (int64_t i = 0; i < s.kh; ++i) {
+    for (int64_t q = 0; q < s.row_pairs; ++q, kernel += 16) {
+      for (int r = 0; r < kRows; ++r) {
+        const int16_t* x = s.base[r] + i * s.stride[r] + 2 * q;
+        for (int l = 0; l < 8; ++l)
+          acc[r][l] += int32_t{x[0]} * kernel[2 * l] + int32_t{x[1]} * kernel[2 * l + 1];
+      }
     }
   }
   for (int r = 0; r < kRows; ++r)
@@ -345,7 +387,7 @@ struct Geometry {
   int64_t batch, height, width, cin;
   int64_t out_height, out_width, channels;
   int64_t kh, kw, sh, sw, dh, dw, top, left;
-  int64_t rows, pairs;  // the reduction length K = kh * kw * cin and its pairs
+  int64_t rows, run, row_pairs, pairs;  // K = kh * run, run = kw * cin, pairs per row, all
 };
 
 // Values a run's copy may read past its end and write past it (slack after the input and
@@ -358,13 +400,14 @@ inline void CopyRun(int16_t* out, const int16_t* src, int64_t n) {
 }
 
 // The patch of output pixel (n, oh, ow) as 2 * pairs int16 values, taps in the padding 0,
-// from the input as int16 (x16, sign-extended once per call).
+// each kernel row's run padded with a 0 to an even count, from the input as int16 (x16,
+// sign-extended once per call).
 void WritePatch(const Geometry& g, const int16_t* x, int64_t n, int64_t oh, int64_t ow,
                 int16_t* out) {
-  int16_t* const start = out;
   const int64_t w0 = ow * g.sw - g.left, w_last = w0 + (g.kw - 1) * g.dw;
-  const int64_t run = g.kw * g.cin;
+  const int64_t run = g.run;
   for (int64_t i = 0; i < g.kh; ++i) {
+    if (i > 0 && run % 2) *out++ = 0;  // the 0 partner of the last row's odd run
     const int64_t h = oh * g.sh - g.top + i * g.dh;
     if (h < 0 || h >= g.height) {
       std::fill(out, out + run, int16_t{0});
@@ -386,7 +429,7 @@ void WritePatch(const Geometry& g, const int16_t* x, int64_t n, int64_t oh, int6
       }
     }
   }
-  if (out - start < 2 * g.pairs) *out = 0;  // the 0 partner of an odd length's last value
+  if (run % 2) *out = 0;
 }
 
 // The input as int16, kept between calls: a fresh buffer of this size costs page faults
@@ -419,10 +462,10 @@ class Buffer16 {
 };
 
 // A kernel laid out once, ahead of the calls (binflax_layout_int8_kernel): kLaidHeader
-// int64 words - kLaidMagic, kLaidVersion, the path, K, C_out - then the groups.
+// int64 words - kLaidMagic, kLaidVersion, the path, K, C_out, kw * C_in - then the groups.
 constexpr int64_t kLaidHeader = 8;
 constexpr uint64_t kLaidMagic = 0x38544e494c46424eULL;  // "NBFLINT8", little-endian
-constexpr uint64_t kLaidVersion = 1;
+constexpr uint64_t kLaidVersion = 2;  // 2: pairs per kernel row, the run in the header
 
 // Calls that laid out their own weights, for the tests (binflax_int8_call_layouts).
 std::atomic<int64_t> call_layouts{0};
@@ -448,9 +491,11 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
     return ffi::Error::InvalidArgument("the kernel's output channels differ from the output's");
   Geometry g{xd[0], xd[1], xd[2], xd[3], od[1], od[2], od[3], a.kh,
              a.kw,  a.sh,  a.sw,  a.dh,  a.dw,  a.top, a.left, 0, 0};
-  g.rows = g.kh * g.kw * g.cin;
-  g.pairs = (g.rows + 1) / 2;
-  if (kernel.source.rows != g.rows)
+  g.run = g.kw * g.cin;
+  g.rows = g.kh * g.run;
+  g.row_pairs = (g.run + 1) / 2;
+  g.pairs = g.kh * g.row_pairs;
+  if (kernel.source.rows != g.rows || kernel.source.run != g.run)
     return ffi::Error::InvalidArgument("the kernel's taps and channels do not match the input");
   const Path path = PathOf(isa);
   const int64_t pixels = g.batch * g.out_height * g.out_width, groups = Groups(g.channels, path);
@@ -501,9 +546,14 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
       return;
     }
     item -= layout_items;
-    thread_local std::vector<int32_t> patches;  // pairs, and kSlack int16 values
-    const size_t tile_words = kTile * g.pairs + kSlack / 2;
-    if (patches.size() < tile_words) patches.resize(tile_words);
+    thread_local std::vector<int16_t> patches;  // 2 * pairs per pixel, and kSlack values
+    const size_t tile_values = kTile * 2 * g.pairs + kSlack;
+    if (patches.size() < tile_values) patches.resize(tile_values);
+    // A pixel whose patch lies inside the image (and dw == 1) is read in place, kernel row
+    // by kernel row; the others from a patch laid out in the tile's buffer.
+    const int16_t* base[kTile + 6];
+    int64_t stride[kTile + 6];
+    const int64_t in_place = g.dh * g.width * g.cin, laid_stride = 2 * g.row_pairs;
     const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
     const int64_t first_group = item / pixel_blocks * run;
     const int64_t last_group = std::min(groups, first_group + run);
@@ -512,7 +562,17 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
       int64_t n = tile / out_pixels, oh = tile / g.out_width % g.out_height;
       int64_t ow = tile % g.out_width;
       for (int64_t m = 0; m < count; ++m) {
-        WritePatch(g, x16, n, oh, ow, reinterpret_cast<int16_t*>(patches.data() + m * g.pairs));
+        const int64_t h0 = oh * g.sh - g.top, w0 = ow * g.sw - g.left;
+        if (g.dw == 1 && h0 >= 0 && h0 + (g.kh - 1) * g.dh < g.height && w0 >= 0 &&
+            w0 + g.kw - 1 < g.width) {
+          base[m] = x16 + ((n * g.height + h0) * g.width + w0) * g.cin;
+          stride[m] = in_place;
+        } else {
+          int16_t* patch = patches.data() + m * 2 * g.pairs;
+          WritePatch(g, x16, n, oh, ow, patch);
+          base[m] = patch;
+          stride[m] = laid_stride;
+        }
         if (++ow == g.out_width) {
           ow = 0;
           if (++oh == g.out_height) oh = 0, ++n;
@@ -526,8 +586,10 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::S8>& x, const Kerne
         for (int64_t m = 0; m < count;) {
           const int64_t rows = count - m >= path.rows ? path.rows : 1;
           t.out = acc + (tile + m) * g.channels + first;
-          (rows == path.rows ? path.full : path.single)[vectors - 1](
-              patches.data() + m * g.pairs, w, g.pairs, t);
+          Sources sources{{}, {}, g.kh, g.row_pairs};
+          for (int64_t r = 0; r < rows; ++r) sources.base[r] = base[m + r];
+          for (int64_t r = 0; r < rows; ++r) sources.stride[r] = stride[m + r];
+          (rows == path.rows ? path.full : path.single)[vectors - 1](sources, w, t);
           m += rows;
         }
       }
@@ -553,8 +615,8 @@ ffi::Error Int8Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::S8> x, ffi::Buffer<ff
   if (kd.size() != 4 || xd.size() != 4 || kd[0] != kh || kd[1] != kw || kd[2] != xd[3])
     return ffi::Error::InvalidArgument("the kernel must be HWIO, I the input's channels");
   Kernel k;
-  k.source = {KernelSource::kHwio, kernel.typed_data(), kd[0] * kd[1] * kd[2],
-              (kd[0] * kd[1] * kd[2] + 1) / 2, kd[3], {}};
+  k.source = {KernelSource::kHwio, kernel.typed_data(), kd[0] * kd[1] * kd[2], kd[1] * kd[2],
+              kd[3], {}};
   return Guarded([&] { return Run(pool, x, k, out, {kh, kw, sh, sw, dh, dw, top, left, isa}); });
 }
 
@@ -569,13 +631,14 @@ ffi::Error Int8ConvLaid(ffi::ThreadPool pool, ffi::Buffer<ffi::S8> x, ffi::Buffe
   if (size < kLaidHeader || h[0] != kLaidMagic || h[1] != kLaidVersion)
     return ffi::Error::InvalidArgument("not a kernel from binflax_layout_int8_kernel (or its version)");
   const int64_t laid_isa = static_cast<int64_t>(h[2]), rows = static_cast<int64_t>(h[3]);
-  const int64_t channels = static_cast<int64_t>(h[4]), pairs = (rows + 1) / 2;
-  if (laid_isa < kPortable || laid_isa > kAvxVnni || rows < 1 || channels < 1 ||
-      kLaidHeader * 4 + LaidValues(laid_isa, pairs, channels) > size * 4)
+  const int64_t channels = static_cast<int64_t>(h[4]), run = static_cast<int64_t>(h[5]);
+  if (laid_isa < kPortable || laid_isa > kAvxVnni || rows < 1 || channels < 1 || run < 1 ||
+      rows % run != 0 ||
+      kLaidHeader * 4 + LaidValues(laid_isa, rows / run * ((run + 1) / 2), channels) > size * 4)
     return ffi::Error::InvalidArgument("the laid-out int8 kernel's header is damaged");
   Kernel k;
   const int16_t* values = reinterpret_cast<const int16_t*>(h + kLaidHeader);
-  k.source = {KernelSource::kLaid, values, rows, pairs, channels, LayoutOf(laid_isa)};
+  k.source = {KernelSource::kLaid, values, rows, run, channels, LayoutOf(laid_isa)};
   k.laid = values;
   k.laid_isa = laid_isa;
   return Guarded([&] { return Run(pool, x, k, out, {kh, kw, sh, sw, dh, dw, top, left, isa}); });
@@ -615,11 +678,14 @@ extern "C" int64_t binflax_int8_isa_supported(int64_t isa) { return Supported(is
 // Calls so far that laid out their own weights (not given them laid out for their path).
 extern "C" int64_t binflax_int8_call_layouts() { return call_layouts.load(); }
 
-// uint64 words past the header that a (K = rows, channels) kernel takes laid out for
-// `isa` (any path, on any CPU); -1 for an unknown path.
-extern "C" int64_t binflax_int8_laid_words(int64_t isa, int64_t rows, int64_t channels) {
-  if (isa < kPortable || isa > kAvxVnni || rows < 1 || channels < 1) return -1;
-  return (LaidValues(isa, (rows + 1) / 2, channels) + 3) / 4;
+// uint64 words past the header that a kernel of K = `rows` weights per channel, `run`
+// (kw * cin) per kernel row, and `channels` takes laid out for `isa` (any path, on any
+// CPU); -1 for an unknown path.
+extern "C" int64_t binflax_int8_laid_words(int64_t isa, int64_t rows, int64_t run,
+                                           int64_t channels) {
+  if (isa < kPortable || isa > kAvxVnni || rows < 1 || run < 1 || rows % run || channels < 1)
+    return -1;
+  return (LaidValues(isa, rows / run * ((run + 1) / 2), channels) + 3) / 4;
 }
 
 // Lays out the (rows, channels) int8 matrix of an HWIO kernel (its reshape to (K, C_out))
@@ -627,17 +693,18 @@ extern "C" int64_t binflax_int8_laid_words(int64_t isa, int64_t rows, int64_t ch
 // the laid handler reads as it is when it runs that path. Any path can be laid out on any
 // CPU (it is data). 0, or -1 for an unknown path or a buffer too small.
 extern "C" int64_t binflax_layout_int8_kernel(int64_t isa, const int8_t* kernel, int64_t rows,
-                                              int64_t channels, uint64_t* out,
+                                              int64_t run, int64_t channels, uint64_t* out,
                                               int64_t capacity) {
-  const int64_t needed = binflax_int8_laid_words(isa, rows, channels);
+  const int64_t needed = binflax_int8_laid_words(isa, rows, run, channels);
   if (needed < 0 || capacity < kLaidHeader + needed) return -1;
   const Layout layout = LayoutOf(isa);
-  const int64_t pairs = (rows + 1) / 2;
-  const KernelSource source{KernelSource::kHwio, kernel, rows, pairs, channels, {}};
+  const KernelSource source{KernelSource::kHwio, kernel, rows, run, channels, {}};
+  const int64_t pairs = source.pairs();
   std::fill(out, out + capacity, uint64_t{0});
   const uint64_t header[kLaidHeader] = {kLaidMagic, kLaidVersion, static_cast<uint64_t>(isa),
                                         static_cast<uint64_t>(rows),
-                                        static_cast<uint64_t>(channels)};
+                                        static_cast<uint64_t>(channels),
+                                        static_cast<uint64_t>(run)};
   std::copy(header, header + kLaidHeader, out);
   int16_t* values = reinterpret_cast<int16_t*>(out + kLaidHeader);
   for (int64_t group = 0; group < Groups(channels, layout); ++group)
