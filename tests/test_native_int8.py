@@ -20,8 +20,10 @@ from binflax import native, packing
 
 # (batch, height, width, C_in, C_out, kernel, stride, padding[, dilation]): the first
 # layers of AlexNet, ResNet-18 and Sketch-A-Net (C_in 3 and 1) on small maps, 3x3 SAME
-# and VALID, dilation, odd channel counts and reduction lengths, batch > 1, 1x1 and
-# fully connected, asymmetric padding, channels past one group of every layout.
+# and VALID, dilation (of rows only too), odd channel counts and kernel-row lengths, batch
+# > 1, 1x1 and fully connected, asymmetric padding, channels past one group of every
+# layout. Pixels whose patch lies inside the image are read in place, the others from
+# laid-out patches: every geometry with padding has both.
 GEOMETRIES = {
     "alexnet_conv1_11x11_s4": (1, 47, 45, 3, 64, 11, 4, "SAME"),
     "resnet_conv1_7x7_s2_b2": (2, 30, 31, 3, 64, 7, 2, "SAME"),
@@ -31,6 +33,9 @@ GEOMETRIES = {
     "c64_3x3_same": (1, 10, 10, 64, 64, 3, 1, "SAME"),
     "c17_3x3_dilated_2": (2, 11, 12, 17, 19, 3, 1, "SAME", (2, 2)),
     "c3_5x3_dilated_asymmetric": (1, 13, 11, 3, 9, (5, 3), (2, 1), ((2, 0), (1, 3)), (1, 2)),
+    # row dilation only: pixels inside the image are read in place, rows dh apart
+    "c4_3x3_row_dilated_2": (2, 12, 11, 4, 11, 3, 1, "SAME", (2, 1)),
+    "c3_3x5_row_dilated_3_valid": (1, 13, 12, 3, 20, (3, 5), 1, "VALID", (3, 1)),
     "c33_1x1": (2, 5, 6, 33, 70, 1, 1, "VALID"),
     "c100_fully_connected_b3": (3, 4, 4, 100, 10, 4, 1, "VALID"),
     "c256_3x3_s2": (1, 7, 7, 256, 129, 3, 2, "SAME"),
