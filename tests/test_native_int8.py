@@ -121,11 +121,12 @@ def call_layouts() -> int:
 
 
 @pytest.mark.parametrize("laid_for", ["portable", "avx2", "avx512_vnni", "avx_vnni"])
-def test_a_kernel_laid_out_for_any_path_gives_the_accumulators(paths, laid_for):
+@pytest.mark.parametrize("name", ["c256_3x3_s2", "c5_3x3_valid_b3"])  # even, odd kernel rows
+def test_a_kernel_laid_out_for_any_path_gives_the_accumulators(paths, laid_for, name):
     """Laid out for the path a call runs, the call does no layout; for another (the
     AVX-512 layout included, which this CPU may not run), it reads the weights back from
     that layout and lays them out again, exactly."""
-    x, w, args, want = case("c256_3x3_s2")
+    x, w, args, want = case(name)
     laid = native.layout_int8_kernel(w, isa=laid_for)
     assert laid.shape == (native.int8_laid_size(w.shape),) and laid.dtype == np.uint32
     for isa in paths:
