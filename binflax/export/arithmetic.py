@@ -90,16 +90,16 @@ def integer_arithmetic(
       levels), whose alternative is XLA's int8 product: at batch 1 such a layer streams
       its weights, and the kernel's int16 layout holds twice the bytes of XLA's int8.
       Measured (``benchmarks/int8_layers.py``, 2-core AMD EPYC Zen 3, AVX2 only, no
-      VNNI, shared machine at a 1-minute load of 5-7, three interleaved runs,
+      VNNI, shared machine at a 1-minute load of 6.4-6.6, two interleaved runs,
       2026-12-07; docs/benchmarks.md, "Integer layers"), the kernel over XLA's float32
       convolution (what ``"exact_float"`` runs), batch 1 then 8: AlexNet conv1
-      0.94-1.39x / 1.22-1.25x, ResNet-18 conv1 0.95-1.88x / 1.13-1.39x, Sketch-A-Net
-      conv1 1.20-1.71x / 1.20x (about parity: the kernel's per-core ceiling is about
-      float32's), 3x3 layers of 64-512 channels on 56x56 to 7x7 maps 1.42-3.51x /
-      1.48-2.17x, AlexNet's 5x5 conv2 2.11-2.15x / 1.46-1.59x, fully connected 4096 ->
-      4096 2.09-2.34x / 3.10-3.42x and 512 -> 10 1.07-1.98x / 1.01-1.08x; over XLA's
-      int8 convolution 1.2-9.9x on every convolution, but 0.49-0.60x / 0.59-0.67x on the
-      4096 -> 4096 fully-connected layer (1.01-1.32x / 0.89-1.06x on 512 -> 10).
+      1.70-1.79x / 1.21-1.35x, ResNet-18 conv1 1.19-2.01x / 1.21-1.22x, Sketch-A-Net
+      conv1 1.03-1.43x / 1.19-1.80x, 3x3 layers of 64-512 channels on 56x56 to 7x7 maps
+      1.48-2.88x / 1.51-2.35x, AlexNet's 5x5 conv2 1.41-1.63x / 1.58-1.70x, fully
+      connected 4096 -> 4096 1.99-2.38x / 2.96-3.10x and 512 -> 10 (under 0.1 ms)
+      0.93-2.35x / 1.03-1.07x; over XLA's int8 convolution 1.2-10x on every
+      convolution, but 0.43-0.45x / 0.54-0.62x on the 4096 -> 4096 fully-connected
+      layer (0.88-2.34x / 0.97-1.06x on 512 -> 10).
     - 8-bit weights otherwise on the CPU: ``"exact_float"``, the same integer levels and
       codes convolved in float32, exact while every partial sum stays below 2**24
       (``exact_in_float``), else ``"int8"``. Measured on this project's 2-core Zen 3
