@@ -83,6 +83,11 @@ def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, 
     if name == "mini_sketchanet":
         want = {f"conv{i}": "integer" for i in range(1, 5)}
         assert kinds == {**want, "conv5": "xnor", "fc": "integer"}
+    if native.available():  # the 8-bit layers ran on the native int8 kernel too
+        plan = exported.variant("native")
+        eight_bit = [i.name for i in exported.layers if i.precision.weight == "int8"]
+        assert eight_bit and all(plan.computation(n) == "native_int8" for n in eight_bit)
+        assert exported.header["variants"]["native"]["native"]
 
 
 def test_a_binarized_network_with_groups_and_k_bit_inputs_exports_exactly(tmp_path):
@@ -184,7 +189,8 @@ def test_k_bit_levels_follow_the_quantizer_formula():
 def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
     """Every integer unit's accumulator, from its levels, on every arithmetic that runs it
     (bit planes on the native kernel - each ISA path this CPU has - and on XLA's popcount,
-    XLA's int8 convolution, float32 where exact): NumPy's, equal, not close."""
+    8-bit weights on the native int8 kernel - each path too -, XLA's int8 convolution,
+    float32 where exact): NumPy's, equal, not close."""
     if isa is not None:
         monkeypatch.setenv(native.ISA_ENV, isa)
     model = mixed_model()
@@ -198,8 +204,10 @@ def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
         computations = ["int8", "exact_float"]
         if info.precision.binary_weight:
             computations += ["popcount", *(["native"] if native.available() else [])]
+        elif native.available():
+            computations += ["native_int8"]
         if isa is not None:
-            computations = [c for c in computations if c == "native"]
+            computations = [c for c in computations if c in inference.NATIVE]
         for computation in computations:
             plan = inference.Variant(((info.name, computation),))
             prepared = inference.prepare([info], stored, plan)[info.name]
@@ -228,6 +236,24 @@ def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact()
     # 8 planes cost more than float32's convolution: an 8-bit input on binary weights
     assert arithmetic.integer_arithmetic("auto", 8, True, True, **on_cpu) == "exact_float"
     assert arithmetic.integer_arithmetic("popcount", 8, True, True, **on_cpu) == "exact_float"
+    # 8-bit weights where the native int8 kernel runs the layer (one group, built): the
+    # "native" programs always; "auto" except on a fully-connected layer beyond float32's
+    # exact range (XLA's int8 product measured faster there); never a portable program.
+    for exact in (True, False):
+        for fully_connected in (True, False):
+            where = {"backend": "cpu", "fully_connected": fully_connected, "native_int8": True}
+            native_int8 = arithmetic.integer_arithmetic("native", 8, False, exact, **where)
+            auto = arithmetic.integer_arithmetic("auto", 8, False, exact, **where)
+            assert native_int8 == "native_int8"
+            assert auto == ("int8" if fully_connected and not exact else "native_int8")
+            for name in ("popcount", "int8", "int8_dot"):
+                chosen = arithmetic.integer_arithmetic(name, 8, False, exact, **where)
+                assert chosen == ("exact_float" if exact and name == "popcount" else "int8")
+    on_gpu = {"backend": "gpu", "fully_connected": False, "native_int8": True}
+    assert arithmetic.integer_arithmetic("auto", 8, False, True, **on_gpu) == "int8"
+    # an 8-bit input on binary weights takes the int8 kernel where it runs, as 8-bit weights
+    where = {"backend": "cpu", "fully_connected": False, "native_int8": True}
+    assert arithmetic.integer_arithmetic("auto", 8, True, True, **where) == "native_int8"
 
     def info(taps, cin, bits, weight):
         precision = LayerPrecision("x", f"int{bits}", weight)

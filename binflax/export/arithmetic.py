@@ -73,6 +73,8 @@ def integer_arithmetic(
     exact_in_float: bool,
     fully_connected: bool,
     backend: str,
+    *,
+    native_int8: bool = False,
 ) -> str:
     """What an integer unit that is not XNOR runs (a k-bit input on binary weights, or any
     quantized input on 8-bit weights) for the XNOR ``arithmetic`` of its program.
@@ -84,15 +86,35 @@ def integer_arithmetic(
       ran VGG-Small's conv4 (3x3, 256 -> 256 channels on a 14x14 map) in 6.0 ms against
       2.8 ms for a float input's float32 convolution, its 2-bit input's planes in 0.82 ms
       and its 1-bit one in 0.54 ms (batch 1, this project's 2-core Zen 3 shared with a
-      training run, ``binflax.export.latency_table``), so 8 bits take the float32 route;
+      training run, ``binflax.export.latency_table``), so 8 bits take the routes below;
     - ``"int8"``/``"int8_dot"`` or a GPU/TPU: XLA's int8 convolution, ``int32``
       accumulators (``"int8"``);
+    - on the CPU where binflax's native int8 kernel runs the layer (8-bit weights, or an
+      8-bit input on binary weights as +-1 codes;
+      one group, the kernel built; :func:`binflax.native.conv_int8`):
+      ``"native_int8"`` in the native programs (``arithmetic="native"``), and under
+      ``"auto"`` wherever it was measured faster than what would run instead, which is
+      every convolution and every fully-connected layer exact in float32, but not a
+      fully-connected layer beyond float32's exact range (over 1032 inputs for 8-bit
+      levels), whose alternative is XLA's int8 product: at batch 1 such a layer streams
+      its weights, and the kernel's int16 layout holds twice the bytes of XLA's int8.
+      Measured (``benchmarks/int8_layers.py``, 2-core AMD EPYC Zen 3, AVX2 only, no
+      VNNI, shared machine at a 1-minute load of 6.4-6.6, two interleaved runs,
+      2026-12-07; docs/benchmarks.md, "Integer layers"), the kernel over XLA's float32
+      convolution (what ``"exact_float"`` runs), batch 1 then 8: AlexNet conv1
+      1.70-1.79x / 1.21-1.35x, ResNet-18 conv1 1.19-2.01x / 1.21-1.22x, Sketch-A-Net
+      conv1 1.03-1.43x / 1.19-1.80x, 3x3 layers of 64-512 channels on 56x56 to 7x7 maps
+      1.48-2.88x / 1.51-2.35x, AlexNet's 5x5 conv2 1.41-1.63x / 1.58-1.70x, fully
+      connected 4096 -> 4096 1.99-2.38x / 2.96-3.10x and 512 -> 10 (under 0.1 ms)
+      0.93-2.35x / 1.03-1.07x; over XLA's int8 convolution 1.2-10x on every
+      convolution, but 0.43-0.45x / 0.54-0.62x on the 4096 -> 4096 fully-connected
+      layer (0.88-2.34x / 0.97-1.06x on 512 -> 10).
     - otherwise on the CPU: ``"exact_float"``, the same integer levels and
       codes convolved in float32, exact while every partial sum stays below 2**24
       (``exact_in_float``), else ``"int8"``. Measured on this project's 2-core Zen 3
       (docs/benchmarks.md, "Integer layers"): XLA's CPU int8 convolution ran AlexNet's
-      and ResNet-18's first layers 7x and 6x slower than its float32 one, a
-      64-channel 3x3 layer on a 28x28 map as fast.
+      and ResNet-18's first layers 5-9x slower than its float32 one, a 64-channel 3x3
+      layer on a 28x28 map as fast or faster.
     """
     if arithmetic in ("int8", "int8_dot") or backend != "cpu":
         return "int8"
@@ -100,4 +122,8 @@ def integer_arithmetic(
         if arithmetic == "auto":
             return xnor_arithmetic(fully_connected, backend, native=True)
         return arithmetic
+    if native_int8 and (
+        arithmetic == "native" or (arithmetic == "auto" and (exact_in_float or not fully_connected))
+    ):
+        return "native_int8"
     return "exact_float" if exact_in_float else "int8"

@@ -57,6 +57,8 @@ from binflax.tracing import LayerInfo
 
 # The XNOR arithmetics on packed words: they share their arrays and can chain.
 PACKED = ("popcount", "native")
+# The computations that call binflax's native kernels: a program with one is CPU-only.
+NATIVE = ("native", "native_int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,11 @@ class Variant:
 
     def computation(self, name: str) -> str:
         return dict(self.computations)[name]
+
+    @property
+    def uses_native(self) -> bool:
+        """Whether a layer calls a native kernel (the program then runs on the CPU only)."""
+        return any(c in NATIVE for _, c in self.computations)
 
 
 def variant(
@@ -92,6 +99,7 @@ def variant(
                 exact_in_float(info),
                 g.fully_connected,
                 backend,
+                native_int8=native_int8_runs(info, g),
             )
         elif info.precision.xnor and arithmetic == "auto":
             computations[info.name] = arithmetic_lib.xnor_arithmetic(
@@ -129,6 +137,14 @@ def exact_in_float(info: LayerInfo) -> bool:
     level = 2 ** (info.precision.input_bits - 1)
     weight = 1 if info.precision.binary_weight else 127
     return math.prod(taps) * cin * level * weight < arithmetic_lib.FLOAT32_EXACT
+
+
+def native_int8_runs(info: LayerInfo, g: Geometry2D) -> bool:
+    """Whether the native int8 kernel can run an integer unit: 8-bit weights, or an input
+    of more bits than run as planes on binary weights (their +-1 as int8 codes); one group;
+    the kernel built."""
+    codes = not info.precision.binary_weight or info.precision.input_bits > arithmetic_lib.MAX_PLANES
+    return codes and g.groups == 1 and native.available()
 
 
 def geometry_2d(info: LayerInfo) -> Geometry2D:
@@ -198,6 +214,8 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
         kernel = packing.unpack_signs(bits, cin) if codes is None else codes  # int8 OHWI
         hwio = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0))
         arrays["kernel"] = hwio.astype(np.float32) if computation == "exact_float" else hwio
+        if computation == "native_int8":  # laid out here, once, for this CPU's path
+            arrays["kernel_laid"] = native.layout_int8_kernel(hwio)
         arrays["correction"] = _valid_tap_sums(g, hwio)
         return arrays
     if codes is not None:  # 8-bit weights on a float input: the scale stays per channel
@@ -376,8 +394,9 @@ def level_accumulator(
     + 1 = sum_j 2**j b_j`` with ``b_j = +1`` where bit ``j`` of ``i + 2**(k-1)`` is set, so
     the accumulator is ``sum_j 2**j`` of each plane's XNOR popcount (the planes run as one
     call, stacked on the batch axis). Otherwise ``2 conv(i, w)`` plus the kernel summed
-    over the taps inside the map (``correction``), as XLA's int8 convolution or, exact
-    below 2**24, a float32 one."""
+    over the taps inside the map (``correction``), as XLA's int8 convolution, binflax's
+    native int8 kernel (``"native_int8"``, :func:`binflax.native.conv_int8`, its weights
+    laid out at load) or, exact below 2**24, a float32 convolution."""
     g = geometry_2d(info)
     if arithmetic in PACKED:
         bits = info.precision.input_bits
@@ -399,6 +418,9 @@ def level_accumulator(
     if arithmetic == "exact_float":
         acc = _float_conv(g, {"kernel": kernel}, x.astype(jnp.float32), "conv")
         acc = jnp.round(acc).astype(jnp.int32)
+    elif arithmetic == "native_int8":
+        acc = native.conv_int8(x.astype(jnp.int8), kernel, g.strides, g.padding, g.dilation,
+                               laid=arrays.get("kernel_laid"))  # fmt: skip
     else:
         acc = packing.conv_int8(x, kernel, g.strides, g.padding, g.dilation, g.groups)
     return 2 * acc + arrays["correction"]

@@ -109,7 +109,7 @@ def export_model(
     for name, (arithmetic, chain) in recorded.items():
         plan = inference.variant(layers, links, arithmetic, chain)
         member = next((m for m, p in programs.items() if p[0] == plan), None)
-        uses_native = "native" in dict(plan.computations).values()
+        uses_native = plan.uses_native
         if member is None:
             member = f"{PROGRAM_PREFIX}{name}"
             prepared = inference.prepare(layers, grouped(arrays), plan, memo)

@@ -15,6 +15,12 @@ once beforehand (as an exported model's are when it is loaded), a call does no l
 them. Where the kernel cannot be built (no compiler, or the build
 fails) binflax warns once and :func:`conv_xnor` runs ``packing.conv_xnor`` instead.
 
+:func:`conv_int8` (``int8_kernel.cc``, the same object) is an int8 x int8 -> int32
+convolution with :func:`binflax.packing.conv_int8`'s result, for the exported 8-bit
+layers; :func:`layout_int8_kernel` lays its weights out once, and its paths
+(:data:`INT8_ISAS`: AVX-512 VNNI and AVX-VNNI, both untested here, AVX2, portable) are
+chosen the same way.
+
 The path is the best the CPU running the call supports (chosen by the kernel at run
 time, so an exported program moves between CPUs), or the one named by the ``isa``
 argument or, when that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``,
@@ -44,6 +50,8 @@ TARGETS = {
     "binflax_xnor_conv_words": "BinflaxXnorConvWords",
     "binflax_xnor_conv_laid": "BinflaxXnorConvLaid",
     "binflax_xnor_conv_words_laid": "BinflaxXnorConvWordsLaid",
+    "binflax_int8_conv": "BinflaxInt8Conv",  # int8_kernel.cc
+    "binflax_int8_conv_laid": "BinflaxInt8ConvLaid",
 }
 # The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
@@ -53,6 +61,11 @@ ISA_ENV = "BINFLAX_NATIVE_ISA"
 # vectors and uint64 planes per reduction word (2: the AVX2 nibble split).
 LAYOUTS = {"portable": (4, 1), "avx2": (24, 2), "avx512_vpopcntdq": (32, 1)}
 LAID_HEADER = 8  # uint64 words: magic, layout version, path, words, channels, 3 spare
+# The int8 kernel's paths (enum Isa in int8_kernel.cc) and their layouts: channels per
+# vector and vectors per group (int16 pairs of reduction steps per channel). The VNNI
+# paths are compiled in and chosen where the CPU has them, but were never run here.
+INT8_ISAS = {"portable": 1, "avx2": 2, "avx512_vnni": 3, "avx_vnni": 4}
+INT8_LAYOUTS = {"portable": (8, 1), "avx2": (8, 2), "avx512_vnni": (16, 4), "avx_vnni": (8, 2)}
 
 
 @functools.cache
@@ -75,8 +88,16 @@ def _library() -> ctypes.CDLL | None:
         "binflax_laid_words",
         "binflax_layout_kernel",
         "binflax_call_layouts",
+        "binflax_int8_best_isa",
+        "binflax_int8_isa_supported",
+        "binflax_int8_call_layouts",
+        "binflax_layout_int8_kernel",
     ):
         getattr(library, name).restype = ctypes.c_int64
+    library.binflax_int8_isa_supported.argtypes = [ctypes.c_int64]
+    library.binflax_layout_int8_kernel.argtypes = [ctypes.c_int64, ctypes.c_void_p]
+    library.binflax_layout_int8_kernel.argtypes += [ctypes.c_int64] * 3
+    library.binflax_layout_int8_kernel.argtypes += [ctypes.c_void_p, ctypes.c_int64]
     library.binflax_isa_supported.argtypes = [ctypes.c_int64]
     library.binflax_laid_words.argtypes = [ctypes.c_int64] * 3
     library.binflax_layout_kernel.argtypes = [
@@ -122,11 +143,22 @@ def isa(requested: str | None = None) -> str:
     return _resolve(requested)
 
 
+def _environment(paths: dict[str, int]) -> str | None:
+    """``$BINFLAX_NATIVE_ISA`` where it names one of ``paths``; a path of the other kernel
+    only (``avx512_vpopcntdq`` for the int8 kernel, ``avx512_vnni`` for the XNOR one)
+    leaves this kernel on its best path, so one variable forces both kernels' shared
+    paths (``avx2``, ``portable``) and either's own."""
+    name = os.environ.get(ISA_ENV) or None
+    if name is not None and name not in paths and name in {*ISAS, *INT8_ISAS}:
+        return None
+    return name
+
+
 def _resolve(requested: str | None) -> str:
     library = _library()
     if library is None:
         raise RuntimeError("binflax.native: the kernel is unavailable")
-    requested = requested or os.environ.get(ISA_ENV) or None
+    requested = requested or _environment(ISAS)
     if requested is None:
         code = library.binflax_best_isa()
         return next(name for name, c in ISAS.items() if c == code)
@@ -261,7 +293,7 @@ def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa
     """The checked operands, a caller of an FFI target (``_laid`` appended to its name where
     ``laid`` replaces the kernel) with the geometry's attributes, and the output's
     (N, H_out, W_out)."""
-    forced = isa or os.environ.get(ISA_ENV)
+    forced = isa or _environment(ISAS)
     # Unforced calls carry code 0: the kernel picks the CPU's best path when it runs, so
     # a program exported on an AVX-512 machine still runs on an AVX2 one.
     code = ISAS[_resolve(forced)] if forced else AUTO
@@ -294,3 +326,120 @@ def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa
         return ffi(*operands, **attributes)
 
     return call, (x_words, kernel, base), (n, out_h, out_w)
+
+
+# -- the int8 convolution (int8_kernel.cc) ----------------------------------------------
+
+
+def int8_supported_isas() -> list[str]:
+    """The int8 kernel's paths this CPU can run, best last; empty when unavailable."""
+    library = _library()
+    if library is None:
+        return []
+    order = ("portable", "avx2", "avx_vnni", "avx512_vnni")
+    return [name for name in order if library.binflax_int8_isa_supported(INT8_ISAS[name])]
+
+
+def int8_isa(requested: str | None = None) -> str:
+    """The int8 kernel's path for a call: ``requested``, else ``$BINFLAX_NATIVE_ISA`` where
+    it names an int8 path, else the best this CPU supports (as :func:`isa`)."""
+    library = _library()
+    if library is None:
+        raise RuntimeError("binflax.native: the kernel is unavailable")
+    requested = requested or _environment(INT8_ISAS)
+    if requested is None:
+        code = library.binflax_int8_best_isa()
+        return next(name for name, c in INT8_ISAS.items() if c == code)
+    if requested not in INT8_ISAS:
+        raise ValueError(f"unknown int8 ISA {requested!r}; expected one of {sorted(INT8_ISAS)}")
+    if not library.binflax_int8_isa_supported(INT8_ISAS[requested]):
+        raise ValueError(f"this CPU cannot run the int8 kernel's {requested} path")
+    return requested
+
+
+def int8_laid_size(kernel_shape: Sequence[int]) -> int:
+    """The ``uint32`` length of :func:`layout_int8_kernel`'s buffer for an HWIO kernel: the
+    header and the largest of the paths' layouts, so the same on every CPU."""
+    kh, kw, cin, channels = kernel_shape
+    pairs = kh * -(-kw * cin // 2)  # per kernel row, padded to pairs
+    groups = [lanes * vectors for lanes, vectors in INT8_LAYOUTS.values()]
+    values = max(-(-channels // group) * group * pairs * 2 for group in groups)
+    return 2 * (LAID_HEADER + -(-values // 4))
+
+
+def layout_int8_kernel(kernel: Any, *, isa: str | None = None) -> np.ndarray:
+    """An ``int8`` HWIO kernel laid out once for the int8 kernel's path ``isa`` (default
+    :func:`int8_isa`), for :func:`conv_int8`'s ``laid``: what an exported model does when
+    it is loaded. A ``uint32`` array of :func:`int8_laid_size`: a header naming the path,
+    the weights as int16 pairs of reduction steps per group of channels, zeros. A call on
+    another path lays the weights out again from it, per call: slower, as exact."""
+    library = _library()
+    if library is None:
+        raise RuntimeError("binflax.native: the kernel is unavailable")
+    name = int8_isa() if isa is None else isa
+    if name not in INT8_ISAS:
+        raise ValueError(f"unknown int8 ISA {name!r}; expected one of {sorted(INT8_ISAS)}")
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.dtype != np.int8:
+        raise ValueError(f"the kernel must be int8 HWIO, got {kernel.dtype} {kernel.shape}")
+    matrix = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]))
+    out = np.zeros(int8_laid_size(kernel.shape) // 2, np.uint64)
+    run = kernel.shape[1] * kernel.shape[2]  # kw * C_in: one kernel row's weights
+    status = library.binflax_layout_int8_kernel(
+        INT8_ISAS[name], matrix.ctypes.data, matrix.shape[0], run, matrix.shape[1],
+        out.ctypes.data, out.size,
+    )  # fmt: skip
+    if status != 0:
+        raise ValueError(f"binflax.native: could not lay out a {kernel.shape} int8 kernel")
+    return out.view(np.uint32)
+
+
+def conv_int8(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int],
+    padding: Any,
+    dilation: Sequence[int] = (1, 1),
+    *,
+    laid: Any = None,
+    isa: str | None = None,
+) -> jax.Array:
+    """:func:`binflax.packing.conv_int8` (one group) as one native custom call: the same
+    ``int32`` (N, H_out, W_out, C_out) ``sum(x * w)`` over each zero-padded patch, exactly.
+
+    ``x`` is ``int8`` NHWC, ``kernel`` ``int8`` HWIO; padding ``"SAME"``, ``"VALID"`` or
+    explicit pairs. ``laid``, the kernel laid out ahead by :func:`layout_int8_kernel`,
+    spares the call the weights' layout (the kernel then gives the shapes and the
+    fallback). ``isa`` forces a path (:func:`int8_isa`). Falls back to
+    ``packing.conv_int8`` when the kernel is unavailable. Traceable under ``jax.jit``.
+    """
+    if _library() is None:
+        return packing.conv_int8(x, kernel, strides, padding, dilation)
+    forced = isa or _environment(INT8_ISAS)
+    code = INT8_ISAS[int8_isa(forced)] if forced else AUTO
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    if x.dtype != jnp.int8 or kernel.dtype != jnp.int8:
+        raise ValueError(f"x and the kernel must be int8, got {x.dtype} and {kernel.dtype}")
+    kh, kw, cin, channels = kernel.shape
+    n, h, w, c = x.shape
+    if c != cin:
+        raise ValueError(f"the input has {c} channels, the kernel {cin} (one group only)")
+    (sh, sw), (dh, dw) = strides, dilation
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    (top, bottom), (left, right) = packing.explicit_padding((h, w), span, strides, padding)
+    out_h = (h + top + bottom - span[0]) // sh + 1
+    out_w = (w + left + right - span[1]) // sw + 1
+    attributes = dict(kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, top=top, left=left, isa=code)
+    attributes = {k: np.int64(v) for k, v in attributes.items()}
+    target, operand = "binflax_int8_conv", kernel
+    if laid is not None:
+        size = int8_laid_size(kernel.shape)
+        if laid.shape != (size,) or laid.dtype != np.uint32:
+            raise ValueError(
+                f"laid must be layout_int8_kernel's uint32 ({size},) array for a "
+                f"{tuple(kernel.shape)} kernel, got {laid.dtype} {tuple(laid.shape)}"
+            )
+        target, operand = "binflax_int8_conv_laid", jnp.asarray(laid)
+    result = jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32)
+    call = jax.ffi.ffi_call(target, result, vmap_method="sequential")
+    return call(x, operand, **attributes)

@@ -3,7 +3,7 @@
 Why on first use and not at ``pip install``: the README's ``pip install -e .`` then stays
 a pure-Python install with no build backend to add, and a machine without a compiler
 still installs and runs (on XLA's popcount). The object is named by a hash of what it is
-built from - the source, the compiler and its version, the flags and the jaxlib whose FFI
+built from - the sources, the compiler and its version, the flags and the jaxlib whose FFI
 headers it includes - so an upgrade of any of them builds a new one beside the old, and
 two processes building at once each write a private file and rename it into place.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 import jax
 import jaxlib
 
-SOURCE = Path(__file__).with_name("xnor_kernel.cc")
+# Compiled together into one object; HEADERS are hashed with them.
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("xnor_kernel.cc", "int8_kernel.cc"))
+HEADERS = (Path(__file__).with_name("parallel.h"),)
 LIBRARY = "libbinflax_xnor.so"
 # No -march: each code path carries its own target attribute and is picked at run time,
 # so one object runs on any x86-64 CPU and a cache folder shared between machines is safe.
@@ -59,7 +61,14 @@ def library_path() -> Path:
     key = hashlib.sha256(
         b"\0".join(
             s.encode() if isinstance(s, str) else s
-            for s in (SOURCE.read_bytes(), cxx, version, jaxlib.__version__, include, *FLAGS)
+            for s in (
+                *(f.read_bytes() for f in (*SOURCES, *HEADERS)),
+                cxx,
+                version,
+                jaxlib.__version__,
+                include,
+                *FLAGS,
+            )
         )
     ).hexdigest()[:16]
     target = cache_dir() / key / LIBRARY
@@ -67,7 +76,7 @@ def library_path() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{LIBRARY}.{os.getpid()}.partial")
-    command = [cxx, *FLAGS, "-isystem", include, "-o", str(partial), str(SOURCE)]
+    command = [cxx, *FLAGS, "-isystem", include, "-o", str(partial), *map(str, SOURCES)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as error:
