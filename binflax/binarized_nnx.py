@@ -422,6 +422,184 @@ def _reseed(module: nnx.Module, key: jax.Array) -> None:
         nnx.reseed(module, **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(tags)})
 
 
+# -- the NNX module ----------------------------------------------------------------------
+
+
+class BinarizedModule(nnx.Module):
+    """A ``flax.nnx`` network of your own with its ``nnx.Conv`` and ``nnx.Linear`` layers
+    planned, as an ``nnx.Module``: build it with ``binflax.binarize``.
+
+    Called as ``model(x)``; ``model.train()`` / ``model.eval()`` set its mode as NNX's own
+    modules take it (``use_running_average``): in training mode your batch norms and the
+    planned layers' input batch norms normalise with batch statistics and update their
+    running averages, and dropout draws from the module's own ``rngs`` stream; in
+    evaluation mode nothing changes. ``nnx.Optimizer(model, tx, wrt=nnx.Param)``,
+    ``nnx.value_and_grad`` and ``nnx.jit`` take it as any NNX module.
+
+    It runs its linen face (:class:`BinarizedNNX`, ``model.linen``) on its own state, one
+    NNX variable per linen leaf: ``model.params`` (``nnx.Param``) and
+    ``model.batch_stats`` (``nnx.BatchStat``), nested by attribute path
+    (``model.params["blocks"]["0"]["conv1"]["kernel"]``). binflax's cost model,
+    selection, export and training loop take the face and those values
+    (:func:`linen_view`), so the numbers are the face's.
+
+    Attributes:
+      linen: the linen face (a static field).
+      plan, unplanned, default_input_shape, options: the face's.
+      use_running_average: ``False`` in training mode (``model.train()``).
+      rngs: the dropout stream, one key per training-mode call.
+    """
+
+    def __init__(
+        self,
+        linen: BinarizedNNX,
+        variables: Mapping[str, Any],
+        *,
+        rngs: nnx.Rngs,
+        use_running_average: bool = False,
+    ):
+        self.linen = linen
+        for collection, variable_type in _COLLECTION_TYPES.items():
+            tree = jax.tree.map(variable_type, dict(variables.get(collection, {})))
+            setattr(self, collection, nnx.data(_plain(tree)))
+        self.rngs = rngs
+        self.use_running_average = use_running_average
+
+    @property
+    def plan(self) -> Plan | None:
+        return self.linen.plan
+
+    @property
+    def unplanned(self) -> tuple[str, ...]:
+        return self.linen.unplanned
+
+    @property
+    def default_input_shape(self) -> tuple[int, ...]:
+        return self.linen.default_input_shape
+
+    @property
+    def options(self) -> planned.BinaryOptions:
+        return self.linen.options
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        train = not self.use_running_average
+        variables = self.linen_variables()
+        if not train:
+            return self.linen.apply(variables, x, train=False)
+        y, updates = self.linen.apply(
+            variables,
+            x,
+            train=True,
+            rngs={"dropout": self.rngs.dropout()},
+            mutable=["batch_stats"],
+        )
+        stored = traverse_util.flatten_dict(self.batch_stats, sep="/")
+        for key, value in traverse_util.flatten_dict(
+            dict(updates.get("batch_stats", {})), sep="/"
+        ).items():
+            stored[key].set_value(value)  # in place: nnx.jit and nnx.grad see the update
+        return y
+
+    def linen_variables(self) -> dict[str, dict]:
+        """The face's variables: ``{"params": ..., "batch_stats": ...}``, this module's
+        current values (arrays, nested by attribute path)."""
+        return {
+            collection: jax.tree.map(
+                lambda v: v.get_value(),
+                getattr(self, collection),
+                is_leaf=lambda v: isinstance(v, nnx.Variable),
+            )
+            for collection in _COLLECTION_TYPES
+        }
+
+    def with_plan(
+        self, plan: str | Plan | plan_lib.Rules, *, binarize_last_weights: bool = False
+    ) -> BinarizedModule:
+        """The same network under another plan (a preset, a ``Plan`` such as
+        ``select.select`` returns, or rules), as a new module that starts from this one's
+        current values - what the new plan adds (a newly binary-input layer's batch norm)
+        at its initial values - in this one's mode. This module is untouched."""
+        names = tracing.layer_names(self.linen)
+        resolved = plan_lib.resolve(plan, names, binarize_last_weights=binarize_last_weights)
+        face = self.linen.clone(plan=resolved)
+        tracing.trace_layers(face)
+        current = self.linen_variables()
+        variables = {}
+        for collection, tree in _initial_variables(face).items():
+            now = traverse_util.flatten_dict(current[collection])
+            fresh = traverse_util.flatten_dict(tree)
+            variables[collection] = traverse_util.unflatten_dict(
+                {k: now.get(k, v) for k, v in fresh.items()}
+            )
+        return type(self)(
+            face,
+            variables,
+            rngs=nnx.clone(self.rngs),
+            use_running_average=self.use_running_average,
+        )
+
+
+_COLLECTION_TYPES = {c: t for t, c in COLLECTIONS.items()}
+
+
+def _plain(tree: Any) -> Any:
+    """``tree`` with every mapping a plain ``dict`` (NNX nests plain dicts)."""
+    if isinstance(tree, Mapping):
+        return {k: _plain(v) for k, v in tree.items()}
+    return tree
+
+
+def linen_view(model: Any, variables: Mapping | None = None) -> tuple[Any, Any]:
+    """``(linen module, variables)`` for binflax's own code: a :class:`BinarizedModule`
+    becomes its linen face and, where ``variables`` is ``None``, its current values;
+    any other model and its ``variables`` come back as they are.
+
+    The one place where the public entry points (``cost.summary``, ``select.select``,
+    ``export.export_model``, ...) unwrap a binarized NNX module."""
+    if isinstance(model, BinarizedModule):
+        return model.linen, model.linen_variables() if variables is None else variables
+    return model, variables
+
+
+def _initial_variables(face: BinarizedNNX) -> dict[str, dict]:
+    """The face's ``params`` and ``batch_stats`` as ``init`` draws them (the network's own
+    values; every initializer of what binarization adds is a constant)."""
+    x = jax.numpy.zeros((1, *face.default_input_shape), jax.numpy.float32)
+    variables = face.init(jax.random.key(0), x)
+    return {c: dict(variables.get(c, {})) for c in _COLLECTION_TYPES}
+
+
+def _dropout_key(network: nnx.Module) -> jax.Array:
+    """The network's first RNG stream's key (its dropout's, as built), else key 0."""
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.RngStream):
+            return jax.random.fold_in(node.key.get_value(), node.count.get_value())
+    return jax.random.key(0)
+
+
+def _use_running_average(network: nnx.Module) -> bool:
+    """The network's mode as built: its first batch norm's (or dropout's), else NNX's
+    default, training."""
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.Module) and isinstance(
+            getattr(node, "use_running_average", None), bool
+        ):
+            return node.use_running_average
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.Module) and isinstance(getattr(node, "deterministic", None), bool):
+            return node.deterministic
+    return False
+
+
+@functools.cache
+def _module_class(cls: type) -> type[BinarizedModule]:
+    """``BinarizedModule`` named after the network (``BinarizedResNet``)."""
+    if issubclass(cls, BinarizedModule):
+        return cls
+    name = f"Binarized{cls.__name__}"
+    return type(name, (BinarizedModule,), {"__module__": __name__, "__qualname__": name})
+
+
 # -- binarize ---------------------------------------------------------------------------
 
 
@@ -432,8 +610,35 @@ def binarize_nnx(
     input_shape: Sequence[int],
     binarize_last_weights: bool,
     options: planned.BinaryOptions,
+) -> BinarizedModule:
+    """``binflax.binarize`` for an ``nnx.Module`` instance (see its docstring): the
+    :class:`BinarizedModule` over :func:`linen_face`, at the network's values and mode."""
+    face = linen_face(
+        module,
+        plan,
+        input_shape=input_shape,
+        binarize_last_weights=binarize_last_weights,
+        options=options,
+    )
+    return _module_class(type(module))(
+        face,
+        _initial_variables(face),
+        rngs=nnx.Rngs(dropout=_dropout_key(module)),
+        use_running_average=_use_running_average(module),
+    )
+
+
+def linen_face(
+    module: nnx.Module,
+    plan: str | Plan | plan_lib.Rules,
+    *,
+    input_shape: Sequence[int],
+    binarize_last_weights: bool,
+    options: planned.BinaryOptions,
 ) -> BinarizedNNX:
-    """``binflax.binarize`` for an ``nnx.Module`` instance (see its docstring)."""
+    """The linen face of ``module`` binarized by ``plan``, uninitialised: what
+    :func:`binarize_nnx` wraps, and what the command line's ``config.model`` builds (the
+    training loop takes linen modules)."""
     network = nnx.clone(module)
     found, unplanned = _layers(network)
     for path, layer in found:
@@ -459,7 +664,7 @@ def binarize_nnx(
         warnings.warn(
             f"binarize leaves {len(unplanned)} layer(s) of {type(module).__name__} float, "
             f"which binflax cannot plan: {', '.join(model.unplanned)}",
-            stacklevel=3,
+            stacklevel=4,
         )
     return model
 
