@@ -330,7 +330,8 @@ class BinarizedNNX(nn.Module):
             value = variable.get_value()
             if collection is not None and not initializing:
                 if key in stored[collection]:
-                    value = stored[collection][key]
+                    # an array of JAX's: NumPy's would be read-only to a batch norm's update
+                    value = jax.numpy.asarray(stored[collection][key])
                 elif key.rpartition("/")[0] not in network.layers:
                     raise BinarizeError(f"the variables have no {collection}/{key}")
                 # (a planned layer's own kernel may be absent where a tracing handler
