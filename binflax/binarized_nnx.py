@@ -1,13 +1,32 @@
-"""``binflax.binarize`` for a ``flax.nnx`` network: planned layers in place of its
-``nnx.Conv`` and ``nnx.Linear`` layers, behind a ``flax.linen`` face.
+"""``binflax.binarize`` for a ``flax.nnx`` network: an ``nnx.Module`` whose ``nnx.Conv``
+and ``nnx.Linear`` layers are planned, over a ``flax.linen`` face that binflax's own code
+runs.
 
-Why a linen face: everything downstream of ``binarize`` - the cost model, ``binflax.select``,
-the training loop, checkpoints, the export - takes a model with ``init``/``apply`` and a
-``.plan``, the plan being a field that a clone replaces (``model.clone(plan=...)``). So
-:func:`binarize_nnx` returns a linen module, ``Binarized<YourClass>``, that holds the NNX
-network as its graph definition and its initial state, in the spirit of Flax's own
-``nnx.bridge.ToLinen`` (which builds the module from its class on every call, where
-binarize has an instance):
+What the user gets, :class:`BinarizedModule` (``Binarized<YourClass>``), is an NNX module:
+called as ``model(x)``, switched with ``model.train()`` / ``model.eval()``, trained with
+``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.value_and_grad``. Its state is one
+NNX variable per value of its linen face: ``model.params`` (``nnx.Param``) and
+``model.batch_stats`` (``nnx.BatchStat``), nested by attribute path. A call runs the face
+on those values (``apply(..., train=not model.use_running_average)``) and, in training
+mode, writes the updated statistics back in place and draws dropout's key from the
+module's own stream (``model.rngs``).
+
+Why a linen face underneath: everything downstream of ``binarize`` - the cost model,
+``binflax.select``, the training loop, checkpoints, the export - takes a model with
+``init``/``apply`` and a ``.plan``. Those public entry points unwrap a binarized module
+with :func:`linen_view` (``(model.linen, its current variables)``), the one place that
+does; the command line's ``config.model`` builds the face itself (:func:`linen_face`),
+which the training loop trains. :meth:`BinarizedModule.with_plan` is the module's
+``clone(plan=...)``, from its current values. Why not ``nnx.bridge.ToNNX`` around the
+face: it does not follow ``train()``/``eval()``, passes no ``mutable`` or dropout rng
+unless told on every call, sets the linen variables' top-level names as attributes of
+the wrapper (where ``plan`` or ``train`` could collide), replaces its dicts on update
+rather than updating variables in place, and ``binarize`` treats a ``ToNNX`` as a linen
+module (refused, or left float inside a network).
+
+The face, :class:`BinarizedNNX`, holds the NNX network as its graph definition and its
+initial state, in the spirit of Flax's own ``nnx.bridge.ToLinen`` (which builds the
+module from its class on every call, where binarize has an instance):
 
 1. the network is cloned (``nnx.clone``: yours stays untouched), and every ``nnx.Conv``
    and ``nnx.Linear`` in its graph - exactly these types - is replaced by a
@@ -16,7 +35,7 @@ binarize has an instance):
 2. a layer's name is its attribute path (``blocks/0/conv1``, ``head``), and its variables
    keep it: ``params/blocks/0/conv1/kernel``; what binarization adds (the input batch
    norm, threshold, k-bit step, RPReLU) lives under the same path, as for linen networks;
-3. on every call the wrapper merges the network from its variables, sets NNX's own mode
+3. on every call the face merges the network from its variables, sets NNX's own mode
    (``model.train()`` for ``train=True``, ``model.eval()`` otherwise: ``nnx.BatchNorm``'s
    ``use_running_average`` and ``nnx.Dropout``'s ``deterministic``, and the planned
    layers' input batch norms alike), reseeds its dropout streams from the ``"dropout"``
@@ -25,16 +44,17 @@ binarize has an instance):
 4. each planned layer computes through :func:`binflax.planned.forward` (applied in a
    one-layer linen module, :class:`_Core`, on the layer's variables) and hands the call to
    :func:`binflax.tracing.run`, so that the cost model, selection and export see it; the
-   tensor ``sign`` receives is sown into the wrapper's ``"binarized_inputs"`` under the
+   tensor ``sign`` receives is sown into the face's ``"binarized_inputs"`` under the
    layer's path, and ``"input_probes"`` reach the layer as on the linen path.
 
 ``params`` and ``batch_stats`` (``nnx.Param``, ``nnx.BatchStat``) are the linen
 collections; every other state (the dropout streams' keys and counts) stays as the network
-was built. ``init`` returns the network's own values: an NNX network is initialised when
-it is built, so ``init``'s key only draws what binarization adds.
+was built. The face's ``init`` returns the network's own values: an NNX network is
+initialised when it is built, so ``init``'s key only draws what binarization adds.
 
-One module past ~450 lines on purpose: the planned layer, the wrapper and the graph
-surgery share one private call context (:class:`_Call`), which a split would make public.
+One module past ~450 lines on purpose: the planned layer, the face, the NNX module and
+the graph surgery share one private call context (:class:`_Call`), which a split would
+make public.
 """
 
 from __future__ import annotations
@@ -294,8 +314,9 @@ def _key(path: Sequence[Any]) -> str:
 
 class BinarizedNNX(nn.Module):
     """A ``flax.nnx`` network of your own with its ``nnx.Conv`` and ``nnx.Linear`` layers
-    planned, as a ``flax.linen`` module (``init``/``apply``): build it with
-    ``binflax.binarize``. Called as ``model.apply(variables, x, train=...)``.
+    planned, as a ``flax.linen`` module (``init``/``apply``): the linen face of a
+    :class:`BinarizedModule` (``model.linen``), or :func:`linen_face`'s. Called as
+    ``model.apply(variables, x, train=...)``.
 
     Attributes:
       network: the NNX network with planned layers, its graph and initial state.

@@ -161,6 +161,7 @@ def test_cost_and_select_take_the_module_as_its_linen_face_with_its_values():
     model = binarize(nnx_nets.ResNet(10, rngs=nnx.Rngs(0)), "fbin", input_shape=SHAPE)
     face, variables = linen_view(model)
     assert cost.summary(model) == cost.summary(face)
+    assert cost.layer_costs(model) == cost.layer_costs(face)
     batches = [images(8, seed=s) for s in (1, 2)]
     mine = select.measure(model, None, batches)
     assert mine.errors == select.measure(face, variables, batches).errors
