@@ -117,7 +117,7 @@ def binarize(
     input_shape: Sequence[int],
     binarize_last_weights: bool = False,
     **options: Any,
-) -> Binarized:
+) -> nn.Module | nnx.Module:
     """``model`` with ``plan`` applied to every ``nn.Conv`` and ``nn.Dense`` it calls.
 
     ``plan`` is a preset (``"float"``, ``"wbin"``, ``"fbin"``; first and last layer in call
@@ -133,7 +133,9 @@ def binarize(
 
     ``model`` may also be a ``flax.nnx`` Module instance: its ``nnx.Conv`` and
     ``nnx.Linear`` layers are planned, named by attribute path (``blocks/0/conv1``), and
-    the result is a linen module all the same (:mod:`binflax.binarized_nnx`).
+    the result is an ``nnx.Module`` (:class:`binflax.binarized_nnx.BinarizedModule`),
+    called as ``model(x)``, trained with ``nnx.Optimizer``, and taken as it is by the
+    cost model, ``binflax.select`` and the export (:mod:`binflax.binarized_nnx`).
 
     ``options`` are how the planned layers binarize, as ``options=``
     :class:`~binflax.planned.BinaryOptions` or field by field (``input_norm="shift"``,
@@ -146,6 +148,11 @@ def binarize(
         raise BinarizeError(
             "binarize takes the linen module that nnx.bridge.ToNNX wraps, not the wrapper: "
             f"binflax.binarize({type(model.to_nnx__module).__name__}(...), ...)"
+        )
+    if isinstance(model, binarized_nnx.BinarizedModule):
+        raise BinarizeError(
+            f"binarize takes a network that is not binarized yet, got {type(model).__name__}: "
+            "model.with_plan(plan) gives it another plan (from its current values)"
         )
     if isinstance(model, nnx.Module):
         return binarized_nnx.binarize_nnx(

@@ -1,13 +1,32 @@
-"""``binflax.binarize`` for a ``flax.nnx`` network: planned layers in place of its
-``nnx.Conv`` and ``nnx.Linear`` layers, behind a ``flax.linen`` face.
+"""``binflax.binarize`` for a ``flax.nnx`` network: an ``nnx.Module`` whose ``nnx.Conv``
+and ``nnx.Linear`` layers are planned, over a ``flax.linen`` face that binflax's own code
+runs.
 
-Why a linen face: everything downstream of ``binarize`` - the cost model, ``binflax.select``,
-the training loop, checkpoints, the export - takes a model with ``init``/``apply`` and a
-``.plan``, the plan being a field that a clone replaces (``model.clone(plan=...)``). So
-:func:`binarize_nnx` returns a linen module, ``Binarized<YourClass>``, that holds the NNX
-network as its graph definition and its initial state, in the spirit of Flax's own
-``nnx.bridge.ToLinen`` (which builds the module from its class on every call, where
-binarize has an instance):
+What the user gets, :class:`BinarizedModule` (``Binarized<YourClass>``), is an NNX module:
+called as ``model(x)``, switched with ``model.train()`` / ``model.eval()``, trained with
+``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.value_and_grad``. Its state is one
+NNX variable per value of its linen face: ``model.params`` (``nnx.Param``) and
+``model.batch_stats`` (``nnx.BatchStat``), nested by attribute path. A call runs the face
+on those values (``apply(..., train=not model.use_running_average)``) and, in training
+mode, writes the updated statistics back in place and draws dropout's key from the
+module's own stream (``model.rngs``).
+
+Why a linen face underneath: everything downstream of ``binarize`` - the cost model,
+``binflax.select``, the training loop, checkpoints, the export - takes a model with
+``init``/``apply`` and a ``.plan``. Those public entry points unwrap a binarized module
+with :func:`linen_view` (``(model.linen, its current variables)``), the one place that
+does; the command line's ``config.model`` builds the face itself (:func:`linen_face`),
+which the training loop trains. :meth:`BinarizedModule.with_plan` is the module's
+``clone(plan=...)``, from its current values. Why not ``nnx.bridge.ToNNX`` around the
+face: it does not follow ``train()``/``eval()``, passes no ``mutable`` or dropout rng
+unless told on every call, sets the linen variables' top-level names as attributes of
+the wrapper (where ``plan`` or ``train`` could collide), replaces its dicts on update
+rather than updating variables in place, and ``binarize`` treats a ``ToNNX`` as a linen
+module (refused, or left float inside a network).
+
+The face, :class:`BinarizedNNX`, holds the NNX network as its graph definition and its
+initial state, in the spirit of Flax's own ``nnx.bridge.ToLinen`` (which builds the
+module from its class on every call, where binarize has an instance):
 
 1. the network is cloned (``nnx.clone``: yours stays untouched), and every ``nnx.Conv``
    and ``nnx.Linear`` in its graph - exactly these types - is replaced by a
@@ -16,7 +35,7 @@ binarize has an instance):
 2. a layer's name is its attribute path (``blocks/0/conv1``, ``head``), and its variables
    keep it: ``params/blocks/0/conv1/kernel``; what binarization adds (the input batch
    norm, threshold, k-bit step, RPReLU) lives under the same path, as for linen networks;
-3. on every call the wrapper merges the network from its variables, sets NNX's own mode
+3. on every call the face merges the network from its variables, sets NNX's own mode
    (``model.train()`` for ``train=True``, ``model.eval()`` otherwise: ``nnx.BatchNorm``'s
    ``use_running_average`` and ``nnx.Dropout``'s ``deterministic``, and the planned
    layers' input batch norms alike), reseeds its dropout streams from the ``"dropout"``
@@ -25,16 +44,17 @@ binarize has an instance):
 4. each planned layer computes through :func:`binflax.planned.forward` (applied in a
    one-layer linen module, :class:`_Core`, on the layer's variables) and hands the call to
    :func:`binflax.tracing.run`, so that the cost model, selection and export see it; the
-   tensor ``sign`` receives is sown into the wrapper's ``"binarized_inputs"`` under the
+   tensor ``sign`` receives is sown into the face's ``"binarized_inputs"`` under the
    layer's path, and ``"input_probes"`` reach the layer as on the linen path.
 
 ``params`` and ``batch_stats`` (``nnx.Param``, ``nnx.BatchStat``) are the linen
 collections; every other state (the dropout streams' keys and counts) stays as the network
-was built. ``init`` returns the network's own values: an NNX network is initialised when
-it is built, so ``init``'s key only draws what binarization adds.
+was built. The face's ``init`` returns the network's own values: an NNX network is
+initialised when it is built, so ``init``'s key only draws what binarization adds.
 
-One module past ~450 lines on purpose: the planned layer, the wrapper and the graph
-surgery share one private call context (:class:`_Call`), which a split would make public.
+One module past ~450 lines on purpose: the planned layer, the face, the NNX module and
+the graph surgery share one private call context (:class:`_Call`), which a split would
+make public.
 """
 
 from __future__ import annotations
@@ -294,8 +314,9 @@ def _key(path: Sequence[Any]) -> str:
 
 class BinarizedNNX(nn.Module):
     """A ``flax.nnx`` network of your own with its ``nnx.Conv`` and ``nnx.Linear`` layers
-    planned, as a ``flax.linen`` module (``init``/``apply``): build it with
-    ``binflax.binarize``. Called as ``model.apply(variables, x, train=...)``.
+    planned, as a ``flax.linen`` module (``init``/``apply``): the linen face of a
+    :class:`BinarizedModule` (``model.linen``), or :func:`linen_face`'s. Called as
+    ``model.apply(variables, x, train=...)``.
 
     Attributes:
       network: the NNX network with planned layers, its graph and initial state.
@@ -330,7 +351,8 @@ class BinarizedNNX(nn.Module):
             value = variable.get_value()
             if collection is not None and not initializing:
                 if key in stored[collection]:
-                    value = stored[collection][key]
+                    # an array of JAX's: NumPy's would be read-only to a batch norm's update
+                    value = jax.numpy.asarray(stored[collection][key])
                 elif key.rpartition("/")[0] not in network.layers:
                     raise BinarizeError(f"the variables have no {collection}/{key}")
                 # (a planned layer's own kernel may be absent where a tracing handler
@@ -422,6 +444,184 @@ def _reseed(module: nnx.Module, key: jax.Array) -> None:
         nnx.reseed(module, **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(tags)})
 
 
+# -- the NNX module ----------------------------------------------------------------------
+
+
+class BinarizedModule(nnx.Module):
+    """A ``flax.nnx`` network of your own with its ``nnx.Conv`` and ``nnx.Linear`` layers
+    planned, as an ``nnx.Module``: build it with ``binflax.binarize``.
+
+    Called as ``model(x)``; ``model.train()`` / ``model.eval()`` set its mode as NNX's own
+    modules take it (``use_running_average``): in training mode your batch norms and the
+    planned layers' input batch norms normalise with batch statistics and update their
+    running averages, and dropout draws from the module's own ``rngs`` stream; in
+    evaluation mode nothing changes. ``nnx.Optimizer(model, tx, wrt=nnx.Param)``,
+    ``nnx.value_and_grad`` and ``nnx.jit`` take it as any NNX module.
+
+    It runs its linen face (:class:`BinarizedNNX`, ``model.linen``) on its own state, one
+    NNX variable per linen leaf: ``model.params`` (``nnx.Param``) and
+    ``model.batch_stats`` (``nnx.BatchStat``), nested by attribute path
+    (``model.params["blocks"]["0"]["conv1"]["kernel"]``). binflax's cost model,
+    selection, export and training loop take the face and those values
+    (:func:`linen_view`), so the numbers are the face's.
+
+    Attributes:
+      linen: the linen face (a static field).
+      plan, unplanned, default_input_shape, options: the face's.
+      use_running_average: ``False`` in training mode (``model.train()``).
+      rngs: the dropout stream, one key per training-mode call.
+    """
+
+    def __init__(
+        self,
+        linen: BinarizedNNX,
+        variables: Mapping[str, Any],
+        *,
+        rngs: nnx.Rngs,
+        use_running_average: bool = False,
+    ):
+        self.linen = linen
+        for collection, variable_type in _COLLECTION_TYPES.items():
+            tree = jax.tree.map(variable_type, dict(variables.get(collection, {})))
+            setattr(self, collection, nnx.data(_plain(tree)))
+        self.rngs = rngs
+        self.use_running_average = use_running_average
+
+    @property
+    def plan(self) -> Plan | None:
+        return self.linen.plan
+
+    @property
+    def unplanned(self) -> tuple[str, ...]:
+        return self.linen.unplanned
+
+    @property
+    def default_input_shape(self) -> tuple[int, ...]:
+        return self.linen.default_input_shape
+
+    @property
+    def options(self) -> planned.BinaryOptions:
+        return self.linen.options
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        train = not self.use_running_average
+        variables = self.linen_variables()
+        if not train:
+            return self.linen.apply(variables, x, train=False)
+        y, updates = self.linen.apply(
+            variables,
+            x,
+            train=True,
+            rngs={"dropout": self.rngs.dropout()},
+            mutable=["batch_stats"],
+        )
+        stored = traverse_util.flatten_dict(self.batch_stats, sep="/")
+        for key, value in traverse_util.flatten_dict(
+            dict(updates.get("batch_stats", {})), sep="/"
+        ).items():
+            stored[key].set_value(value)  # in place: nnx.jit and nnx.grad see the update
+        return y
+
+    def linen_variables(self) -> dict[str, dict]:
+        """The face's variables: ``{"params": ..., "batch_stats": ...}``, this module's
+        current values (arrays, nested by attribute path)."""
+        return {
+            collection: jax.tree.map(
+                lambda v: v.get_value(),
+                getattr(self, collection),
+                is_leaf=lambda v: isinstance(v, nnx.Variable),
+            )
+            for collection in _COLLECTION_TYPES
+        }
+
+    def with_plan(
+        self, plan: str | Plan | plan_lib.Rules, *, binarize_last_weights: bool = False
+    ) -> BinarizedModule:
+        """The same network under another plan (a preset, a ``Plan`` such as
+        ``select.select`` returns, or rules), as a new module that starts from this one's
+        current values - what the new plan adds (a newly binary-input layer's batch norm)
+        at its initial values - in this one's mode. This module is untouched."""
+        names = tracing.layer_names(self.linen)
+        resolved = plan_lib.resolve(plan, names, binarize_last_weights=binarize_last_weights)
+        face = self.linen.clone(plan=resolved)
+        tracing.trace_layers(face)
+        current = self.linen_variables()
+        variables = {}
+        for collection, tree in _initial_variables(face).items():
+            now = traverse_util.flatten_dict(current[collection])
+            fresh = traverse_util.flatten_dict(tree)
+            variables[collection] = traverse_util.unflatten_dict(
+                {k: now.get(k, v) for k, v in fresh.items()}
+            )
+        return type(self)(
+            face,
+            variables,
+            rngs=nnx.clone(self.rngs),
+            use_running_average=self.use_running_average,
+        )
+
+
+_COLLECTION_TYPES = {c: t for t, c in COLLECTIONS.items()}
+
+
+def _plain(tree: Any) -> Any:
+    """``tree`` with every mapping a plain ``dict`` (NNX nests plain dicts)."""
+    if isinstance(tree, Mapping):
+        return {k: _plain(v) for k, v in tree.items()}
+    return tree
+
+
+def linen_view(model: Any, variables: Mapping | None = None) -> tuple[Any, Any]:
+    """``(linen module, variables)`` for binflax's own code: a :class:`BinarizedModule`
+    becomes its linen face and, where ``variables`` is ``None``, its current values;
+    any other model and its ``variables`` come back as they are.
+
+    The one place where the public entry points (``cost.summary``, ``select.select``,
+    ``export.export_model``, ...) unwrap a binarized NNX module."""
+    if isinstance(model, BinarizedModule):
+        return model.linen, model.linen_variables() if variables is None else variables
+    return model, variables
+
+
+def _initial_variables(face: BinarizedNNX) -> dict[str, dict]:
+    """The face's ``params`` and ``batch_stats`` as ``init`` draws them (the network's own
+    values; every initializer of what binarization adds is a constant)."""
+    x = jax.numpy.zeros((1, *face.default_input_shape), jax.numpy.float32)
+    variables = face.init(jax.random.key(0), x)
+    return {c: dict(variables.get(c, {})) for c in _COLLECTION_TYPES}
+
+
+def _dropout_key(network: nnx.Module) -> jax.Array:
+    """The network's first RNG stream's key (its dropout's, as built), else key 0."""
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.RngStream):
+            return jax.random.fold_in(node.key.get_value(), node.count.get_value())
+    return jax.random.key(0)
+
+
+def _use_running_average(network: nnx.Module) -> bool:
+    """The network's mode as built: its first batch norm's (or dropout's), else NNX's
+    default, training."""
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.Module) and isinstance(
+            getattr(node, "use_running_average", None), bool
+        ):
+            return node.use_running_average
+    for _, node in nnx.iter_graph(network):
+        if isinstance(node, nnx.Module) and isinstance(getattr(node, "deterministic", None), bool):
+            return node.deterministic
+    return False
+
+
+@functools.cache
+def _module_class(cls: type) -> type[BinarizedModule]:
+    """``BinarizedModule`` named after the network (``BinarizedResNet``)."""
+    if issubclass(cls, BinarizedModule):
+        return cls
+    name = f"Binarized{cls.__name__}"
+    return type(name, (BinarizedModule,), {"__module__": __name__, "__qualname__": name})
+
+
 # -- binarize ---------------------------------------------------------------------------
 
 
@@ -432,8 +632,35 @@ def binarize_nnx(
     input_shape: Sequence[int],
     binarize_last_weights: bool,
     options: planned.BinaryOptions,
+) -> BinarizedModule:
+    """``binflax.binarize`` for an ``nnx.Module`` instance (see its docstring): the
+    :class:`BinarizedModule` over :func:`linen_face`, at the network's values and mode."""
+    face = linen_face(
+        module,
+        plan,
+        input_shape=input_shape,
+        binarize_last_weights=binarize_last_weights,
+        options=options,
+    )
+    return _module_class(type(module))(
+        face,
+        _initial_variables(face),
+        rngs=nnx.Rngs(dropout=_dropout_key(module)),
+        use_running_average=_use_running_average(module),
+    )
+
+
+def linen_face(
+    module: nnx.Module,
+    plan: str | Plan | plan_lib.Rules,
+    *,
+    input_shape: Sequence[int],
+    binarize_last_weights: bool,
+    options: planned.BinaryOptions,
 ) -> BinarizedNNX:
-    """``binflax.binarize`` for an ``nnx.Module`` instance (see its docstring)."""
+    """The linen face of ``module`` binarized by ``plan``, uninitialised: what
+    :func:`binarize_nnx` wraps, and what the command line's ``config.model`` builds (the
+    training loop takes linen modules)."""
     network = nnx.clone(module)
     found, unplanned = _layers(network)
     for path, layer in found:
@@ -459,7 +686,7 @@ def binarize_nnx(
         warnings.warn(
             f"binarize leaves {len(unplanned)} layer(s) of {type(module).__name__} float, "
             f"which binflax cannot plan: {', '.join(model.unplanned)}",
-            stacklevel=3,
+            stacklevel=4,
         )
     return model
 

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 
 from binflax.activations import RPRELU_OPS
+from binflax.binarized_nnx import linen_view
 from binflax.models import LayerInfo, trace_layers
 from binflax.plan import BITS
 
@@ -139,7 +140,9 @@ def layer_costs(
     *,
     speedup: float = XNOR_SPEEDUP,
 ) -> tuple[LayerCost, ...]:
-    """Per-layer costs of ``model`` under its plan, from shapes alone."""
+    """Per-layer costs of ``model`` (a binarized NNX module too) under its plan, from
+    shapes alone."""
+    model, _ = linen_view(model)
     return tuple(layer_cost(info, speedup) for info in trace_layers(model, input_shape))
 
 
@@ -165,6 +168,7 @@ def summary(
     speedup: float = XNOR_SPEEDUP,
 ) -> dict:
     """``summary.json``'s content: ``{"layers": [...], "total": {...}}`` (docs/cli.md)."""
+    model, _ = linen_view(model)
     costs = layer_costs(model, input_shape, speedup=speedup)
     return {
         "model": type(model).__name__,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from binflax import models, planned, recipe_presets
+from binflax import binarized_nnx, models, planned, recipe_presets
 from binflax.binarized import binarize
 from binflax.errors import UserError
 from binflax.plan import Plan
@@ -129,12 +129,21 @@ def build_model(
     fields = {"num_classes": num_classes, **model_kwargs(config)}
     if "dropout_rate" in models.model_fields(cls):
         fields.setdefault("dropout_rate", config.dropout_rate)
+    input_shape = (config.image_size, config.image_size, config.channels)
     if issubclass(cls, nnx.Module):  # built (initialised) from the config's seed
         fields["rngs"] = nnx.Rngs(config.seed)
+        # The training loop takes linen modules: the NNX network's linen face.
+        return binarized_nnx.linen_face(
+            cls(**fields),
+            plan,
+            input_shape=input_shape,
+            binarize_last_weights=config.binarize_last_weights,
+            options=options,
+        )
     return binarize(
         cls(**fields),
         plan,
-        input_shape=(config.image_size, config.image_size, config.channels),
+        input_shape=input_shape,
         binarize_last_weights=config.binarize_last_weights,
         options=options,
     )

@@ -2,6 +2,9 @@
 paths, plans, the user's module untouched, layers binflax cannot plan; the numbers against
 the same network written in ``flax.linen`` (tests/nnx_nets.LinenResNet) with equal
 weights; costs against hand formulas; selection; training through binflax's own step.
+
+``binarize`` returns an ``nnx.Module`` (tests/test_nnx_module.py tests it as one); the
+numbers here are its linen face's (``model.linen``), which binflax's own code runs.
 """
 
 import json
@@ -97,8 +100,13 @@ def test_names_are_attribute_paths_and_the_users_module_stays_untouched(preset):
     assert set(before) == set(after)
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value)
-    # the variables: the network's own values at its own paths
-    variables = model.init(jax.random.key(0), images(1))
+    # the variables: the network's own values at its own paths, the module's own alike
+    variables = model.linen.init(jax.random.key(0), images(1))
+    for collection, tree in model.linen_variables().items():
+        want = flat(variables[collection])
+        assert set(flat(tree)) == set(want), collection
+        for key, value in flat(tree).items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(want[key]), err_msg=key)
     params = own(net, nnx.Param)
     ours = flat(variables["params"])
     added = {f"{n}/bn/{leaf}" for n in model.plan.binary_inputs for leaf in ("scale", "bias")}
@@ -147,8 +155,8 @@ def test_layers_binflax_cannot_plan_stay_float_listed_in_one_line_or_refused_by_
         "general (LinearGeneral), mix (Einsum)"
     )
     assert "\n" not in line
-    logits = model.apply(model.init(jax.random.key(0), images(1)), images())
-    assert logits.shape == (2, 10)
+    model.eval()
+    assert model(images()).shape == (2, 10)
     rules = [("conv|head", "float", "binary"), ("mix", "binary", "binary")]
     with pytest.raises(BinarizeError, match=r"rule 1 'mix' names mix \(Einsum\), which binflax"):
         binarize(net, rules, input_shape=SHAPE)
@@ -179,18 +187,20 @@ def test_what_binarize_refuses_for_nnx():
     with pytest.raises(BinarizeError, match="holds no flax.nnx Conv or Linear"):
         binarize(NoLayers(rngs=nnx.Rngs(0)), input_shape=SHAPE)
     model = binarize(resnet(), "fbin", input_shape=SHAPE)
-    with pytest.raises(BinarizeError, match="not binarized yet"):
+    with pytest.raises(BinarizeError, match="not binarized yet.*model.with_plan"):
         binarize(model, input_shape=SHAPE)
+    with pytest.raises(BinarizeError, match="not binarized yet"):
+        binarize(model.linen, input_shape=SHAPE)
     with pytest.raises(BinarizeError, match="input_norm='layernorm'"):
         binarize(resnet(), input_shape=SHAPE, input_norm="layernorm")
 
 
 def test_equal_builds_are_one_jit_static_argument():
-    a = binarize(resnet(), "fbin", input_shape=SHAPE)
-    b = binarize(resnet(), "fbin", input_shape=SHAPE)
+    a = binarize(resnet(), "fbin", input_shape=SHAPE).linen
+    b = binarize(resnet(), "fbin", input_shape=SHAPE).linen
     assert a == b and hash(a) == hash(b) and type(a) is type(b)
-    assert a != binarize(resnet(), "wbin", input_shape=SHAPE)
-    assert a != binarize(resnet(seed=1), "fbin", input_shape=SHAPE)  # other initial values
+    assert a != binarize(resnet(), "wbin", input_shape=SHAPE).linen
+    assert a != binarize(resnet(seed=1), "fbin", input_shape=SHAPE).linen  # other values
 
 
 def test_the_config_builds_an_nnx_class_by_its_import_path():
@@ -207,7 +217,7 @@ def test_the_config_builds_an_nnx_class_by_its_import_path():
     variables = model.init(jax.random.key(0), images(1))
     assert variables["params"]["head"]["kernel"].shape == (16, 7)
     same = nnx_nets.ResNet(7, rngs=nnx.Rngs(config.seed), dropout_rate=0.25)
-    assert model == binarize(same, "fbin", input_shape=(16, 16, 1))
+    assert model == binarize(same, "fbin", input_shape=(16, 16, 1)).linen  # the linen face
     assert models.model_fields(nnx_nets.ResNet) == ("num_classes", "dropout_rate")
     config.model_kwargs = {"width": 3}
     with pytest.raises(ConfigError, match="config.model_kwargs.width is not a field of ResNet"):
@@ -222,7 +232,7 @@ def test_the_config_builds_an_nnx_class_by_its_import_path():
 
 def twins(plan="fbin", **options):
     """The NNX network and its linen twin, binarized alike, and equal variables."""
-    ours = binarize(resnet(), plan, input_shape=SHAPE, **options)
+    ours = binarize(resnet(), plan, input_shape=SHAPE, **options).linen
     theirs = binarize(nnx_nets.LinenResNet(), plan, input_shape=SHAPE, **options)
     assert tuple(map(nnx_nets.linen_name, ours.plan.names)) == theirs.plan.names
     assert [(p.input, p.weight) for p in ours.plan] == [(p.input, p.weight) for p in theirs.plan]
@@ -297,9 +307,8 @@ def test_a_float_layer_runs_the_networks_own_code():
     """The float plan: logits equal the user's own NNX network in eval mode, exactly."""
     net = resnet()
     model = binarize(net, "float", input_shape=SHAPE)
-    variables = model.init(jax.random.key(0), images(1))
-    net.eval()
-    np.testing.assert_array_equal(np.asarray(model.apply(variables, images())), net(images()))
+    model.eval(), net.eval()
+    np.testing.assert_array_equal(np.asarray(model(images())), net(images()))
 
 
 # -- cost and selection ---------------------------------------------------------------
@@ -337,10 +346,10 @@ def test_cost_summary_macs_equal_hand_formulas():
 def test_select_measures_the_sown_inputs_and_returns_a_plan_for_the_same_network():
     model = binarize(resnet(), "fbin", input_shape=SHAPE)
     batches = [images(8, seed=s) for s in (1, 2)]
-    variables = random_variables(model, SHAPE)
-    measurement = select.measure(model, variables, batches)
+    variables = random_variables(model.linen, SHAPE)
+    measurement = select.measure(model, variables, batches)  # the module, other values
     assert set(measurement.errors) == set(model.plan.binary_inputs)
-    sow = jax.jit(lambda b: model.apply(variables, b, mutable=[BINARIZED_INPUTS])[1])
+    sow = jax.jit(lambda b: model.linen.apply(variables, b, mutable=[BINARIZED_INPUTS])[1])
     sown = [flat(sow(b)[BINARIZED_INPUTS]) for b in batches]
     for name in model.plan.binary_inputs:
         xs = np.concatenate([np.asarray(s[f"{name}/sign_input"][0]).ravel() for s in sown])
@@ -377,7 +386,7 @@ def test_an_nnx_network_exports_and_its_integer_logits_match(tmp_path):
     the attribute paths, and its integer logits (every arithmetic, with and without the
     packed chain) are within relative 1e-5 of ``model.apply``'s, in this process and in
     a fresh one that imports neither the network's module nor ``tests``."""
-    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    model = binarize(resnet(), "fbin", input_shape=SHAPE).linen
     variables = random_variables(model, SHAPE, seed=2)
     x = images(3)
     want = np.asarray(model.apply(variables, x))
@@ -412,7 +421,7 @@ def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss_and_resume(tmp_p
     a fixed batch and its batch statistics (its own and the added norms') move; killed
     after 15 steps (an Orbax checkpoint) and resumed into a fresh state, it ends where
     the uninterrupted run ends."""
-    model = binarize(resnet(), "fbin", input_shape=SHAPE)
+    model = binarize(resnet(), "fbin", input_shape=SHAPE).linen  # the loop takes the face
     config = ml_collections.ConfigDict(
         dict(seed=0, learning_rate=1e-2, lr_schedule="decay", lr_decay_epochs=100,
              lr_decay_factor=0.5, lr_floor=0.0, weight_decay=0.0,
@@ -442,7 +451,7 @@ def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss_and_resume(tmp_p
     checkpoints.close()
     del first  # killed
     checkpoints = Checkpoints(str(tmp_path))
-    fresh = binarize(resnet(seed=7), "fbin", input_shape=SHAPE)  # other initial values
+    fresh = binarize(resnet(seed=7), "fbin", input_shape=SHAPE).linen  # other initial values
     step, resumed = checkpoints.restore_latest(train.init_state(config, fresh, SHAPE, 30))
     checkpoints.close()
     assert step == 15 and int(resumed.step) == 15

@@ -34,6 +34,7 @@ import numpy as np
 from etils import epath
 
 from binflax import native, provenance, tracing
+from binflax.binarized_nnx import linen_view
 from binflax.export import inference
 from binflax.export.fold import fold_variables
 from binflax.export.format import ExportError
@@ -125,7 +126,9 @@ def latency_table(
     at 8 bits where ``precisions`` has it. Weights stay as the plan has them, except that
     an edge layer at 8 bits takes 8-bit weights. The times do not depend on the weights'
     values, so each precision's network runs on random ones (its variables differ from
-    the plan's anyway: a k-bit input has a learned step)."""
+    the plan's anyway: a k-bit input has a learned step). A binarized NNX module is
+    timed as its linen face."""
+    model, _ = linen_view(model)
     plan = getattr(model, "plan", None)
     if plan is None:
         raise ExportError("the model has no plan; build it with a plan (e.g. 'fbin')")

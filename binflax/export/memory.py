@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from binflax.binarized_nnx import linen_view
 from binflax.export.writer import export_model
 
 
@@ -24,8 +25,9 @@ def zero_variables(model: nn.Module, input_shape: Sequence[int] | None = None) -
     """Zero ``params`` and ``batch_stats`` of the right shapes, from ``jax.eval_shape`` only.
 
     Sizes do not depend on values, so this measures an export without initialising
-    (AlexNet's 62 M parameters are never drawn).
+    (AlexNet's 62 M parameters are never drawn). A binarized NNX module: its linen face's.
     """
+    model, _ = linen_view(model)
     shape = tuple(input_shape or model.default_input_shape)
     abstract = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32))
@@ -45,8 +47,10 @@ def memory_report(
     None) and returns :func:`export_model`'s report without ``path``, plus
     ``weights_bytes`` (the file without its programs, which are code and do not grow
     with the weights), ``compression`` (float32 bytes / weights bytes) and
-    ``prediction_error`` (weights bytes / predicted bytes - 1).
+    ``prediction_error`` (weights bytes / predicted bytes - 1). A binarized NNX module
+    with ``variables`` ``None`` exports its own values.
     """
+    model, variables = linen_view(model, variables)
     if variables is None:
         variables = zero_variables(model, input_shape)
     with tempfile.TemporaryDirectory() as tmp:

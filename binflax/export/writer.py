@@ -31,6 +31,7 @@ import numpy as np
 from etils import epath
 
 from binflax import cost, models, native, packing, planned, tracing
+from binflax.binarized_nnx import linen_view
 from binflax.export import chain as chain_lib
 from binflax.export import inference
 from binflax.export.fold import fold_variables, subtree
@@ -92,7 +93,11 @@ def export_model(
     bytes of zip and npy headers per array. ``channel_padding_bytes`` is the part of the
     packed kernels that pads input channels to a multiple of 32, and ``layers`` has
     per-layer exported and predicted bytes.
+
+    ``model`` may be a binarized NNX module (``binflax.binarize(nnx_module, ...)``), with
+    ``variables`` ``None``: its own current values.
     """
+    model, variables = linen_view(model, variables)
     if getattr(model, "plan", None) is None:
         raise ExportError(
             "the model has no plan; build it with models.create(name, plan=...) or "

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from binflax import models
+from binflax.binarized_nnx import linen_view
 from binflax.planned import BINARIZED_INPUTS, SIGN_INPUT
 from binflax.quantizers import binary_sign
 
@@ -81,7 +82,10 @@ def measure(
     some inputs (an fbin network, as the paper measures); ``variables`` its ``params``
     and ``batch_stats`` (a sown
     ``binarized_inputs`` collection in them is ignored). ``max_batches`` stops early.
+    A binarized NNX module (``binflax.binarize(nnx_module, ...)``) is measured at its
+    own values when ``variables`` is ``None``.
     """
+    model, variables = linen_view(model, variables)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
     if not isinstance(variables, Mapping) or "params" not in variables:

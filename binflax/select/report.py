@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import flax.linen as nn
 from etils import epath
 
+from binflax.binarized_nnx import linen_view
 from binflax.cost import XNOR_SPEEDUP
 from binflax.plan import Plan
 from binflax.select.metrics import Measurement, measure
@@ -230,7 +231,10 @@ def select(
     bit-width minimising the summed ``sensitivity`` score (``error``, ``fisher`` or
     ``hessian``; the last two need batches with labels) within ``budget`` x fbin's
     equivalent FLOPs, solved exactly; the report is then a :class:`MixedSelection`.
+
+    ``model`` may be a binarized NNX module, with ``variables`` ``None`` (its own values).
     """
+    model, variables = linen_view(model, variables)
     if precisions is not None:
         if budget is None or num_float is not None:
             raise ValueError("a mixed-precision selection takes a budget (and no num_float)")

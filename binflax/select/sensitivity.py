@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from binflax import quantizers
+from binflax.binarized_nnx import linen_view
 from binflax.errors import UserError
 from binflax.planned import BINARIZED_INPUTS, INPUT_PROBES, SIGN_INPUT
 from binflax.select.metrics import (
@@ -178,8 +179,10 @@ def measure_precisions(
     bit-widths; 32 is float) over ``batches``; see the module docstring.
 
     ``model`` is an fbin network (a binflax model or a ``binflax.binarize``-d one) and
-    ``variables`` its ``params`` and ``batch_stats``.
+    ``variables`` its ``params`` and ``batch_stats`` (``None`` for a binarized NNX
+    module: its own values).
     """
+    model, variables = linen_view(model, variables)
     bits = _check_bits(precisions)
     if not isinstance(hutchinson_samples, int) or hutchinson_samples < 1:
         raise SensitivityError(
