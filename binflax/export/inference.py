@@ -143,7 +143,8 @@ def native_int8_runs(info: LayerInfo, g: Geometry2D) -> bool:
     """Whether the native int8 kernel can run an integer unit: 8-bit weights, or an input
     of more bits than run as planes on binary weights (their +-1 as int8 codes); one group;
     the kernel built."""
-    codes = not info.precision.binary_weight or info.precision.input_bits > arithmetic_lib.MAX_PLANES
+    precision = info.precision
+    codes = not precision.binary_weight or precision.input_bits > arithmetic_lib.MAX_PLANES
     return codes and g.groups == 1 and native.available()
 
 
