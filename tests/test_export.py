@@ -185,8 +185,15 @@ def numpy_accumulator(info: LayerInfo, arrays: dict, x: np.ndarray) -> np.ndarra
     direction = arrays.get("direction", np.ones(x.shape[-1])).astype(np.float32)
     threshold = arrays.get("threshold", np.zeros(x.shape[-1])).astype(np.float32)
     signs = np.where(direction * x2d >= direction * threshold, 1, -1).astype(np.int32)
-    padded = np.pad(signs, ((0, 0), *g.padding, (0, 0)))
     weights = packing.unpack_signs(arrays["kernel_bits"], cin).astype(np.int32)  # OHWI
+    return numpy_conv(g, signs, weights)
+
+
+def numpy_conv(g, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``x`` (NHWC) zero-padded and convolved with the OHWI ``weights`` in ``g``'s 2-D
+    geometry (strides, dilation, groups), in NumPy's integers: the independent check."""
+    cin = weights.shape[-1]
+    padded = np.pad(x, ((0, 0), *g.padding, (0, 0)))
     (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.strides, g.dilation
     span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
     windows = sliding_window_view(padded, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]

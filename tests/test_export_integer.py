@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import sliding_window_view
 
 from binflax import binarize, export, models, native, packing, quantizers
 from binflax.export import arithmetic, fold, inference
@@ -14,7 +13,7 @@ from binflax.planned import BN_EPSILON
 from binflax.testing import random_variables
 from binflax.tracing import LayerInfo, trace_layers
 from tests import user_nets
-from tests.test_export import PATHS, exported_copy
+from tests.test_export import PATHS, exported_copy, numpy_conv
 
 # Every kind of layer a mixed plan gives, on MiniSketchANet: an 8-bit first layer, 4- and
 # 2-bit inputs on binary weights, a binary input on 8-bit weights, an XNOR conv5 and an
@@ -123,27 +122,12 @@ def numpy_accumulator(info: LayerInfo, arrays: dict, levels: np.ndarray) -> np.n
     """``sum((2 i + 1) w)`` over each patch, zero padding contributing nothing, with the
     file's weights: the +-1 signs of ``kernel_bits`` or the ``kernel_int8`` codes."""
     g = inference.geometry_2d(info)
-    cin = info.kernel_shape[-2]
-    codes = np.pad(2 * levels.astype(np.int64) + 1, ((0, 0), *g.padding, (0, 0)))
     if "kernel_int8" in arrays:
         weights = arrays["kernel_int8"].astype(np.int64)
     else:
+        cin = info.kernel_shape[-2]
         weights = packing.unpack_signs(arrays["kernel_bits"], cin).astype(np.int64)
-    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.strides, g.dilation
-    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-    windows = sliding_window_view(codes, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
-    group_out = weights.shape[0] // g.groups
-    return np.concatenate(
-        [
-            np.einsum(
-                "nhwcij,oijc->nhwo",
-                windows[:, :, :, k * cin : (k + 1) * cin],
-                weights[k * group_out : (k + 1) * group_out],
-            )
-            for k in range(g.groups)
-        ],
-        axis=-1,
-    )
+    return numpy_conv(g, 2 * levels.astype(np.int64) + 1, weights)
 
 
 def integer_layers(model, shape):
