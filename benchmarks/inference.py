@@ -328,10 +328,13 @@ def profile(
         has_auto = "auto_chain" in exported.header["variants"]  # not without the kernel
         auto = exported.variant("auto_chain" if has_auto else "popcount_chain")
         for row in layers:
-            # auto's own computation where it is a measured arithmetic; a float or 8-bit
-            # layer runs alike in every program (measured under "popcount")
+            # the time measured under the program that runs the layer as auto does
             computation = auto.computation(row["layer"])
-            pick = computation if computation in arithmetics() else "popcount"
+            pick = next(
+                a
+                for a in arithmetics()
+                if exported.variant(f"{a}_chain").computation(row["layer"]) == computation
+            )
             row["auto"] = row[pick] | {"arithmetic": computation}
         total = sum(row["auto"]["ms"] for row in layers)
         for row in layers:
