@@ -13,7 +13,7 @@ from binflax.planned import BN_EPSILON
 from binflax.testing import random_variables
 from binflax.tracing import LayerInfo, trace_layers
 from tests import user_nets
-from tests.test_export import PATHS, exported_copy, numpy_conv
+from tests.test_export import CASES, PATHS, exported_copy, numpy_conv
 
 # Every kind of layer a mixed plan gives, on MiniSketchANet: an 8-bit first layer, 4- and
 # 2-bit inputs on binary weights, a binary input on 8-bit weights, an XNOR conv5 and an
@@ -278,3 +278,50 @@ def test_an_all_8_bit_plan_has_a_float_baseline_of_its_own(tmp_path):
     assert exported.header["float_baseline"] != exported.header["variants"]["int8"]["program"]
     measured = export.latency(exported, jnp.zeros((1, 16, 16, 1)), repeats=1)
     assert measured["float_ms"] > 0 and measured["ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "name,input_shape,fields",
+    [
+        pytest.param(n, s, f, marks=pytest.mark.slow if n != "mini_sketchanet" else (), id=n)
+        for n, s, f in CASES
+    ],
+)
+def test_every_model_under_fbin8_gives_the_fake_quantized_logits(
+    tmp_path, name, input_shape, fields
+):
+    """The 8-bit first-layer preset on every registered model: its first layer an integer
+    unit, the logits ``model.apply``'s within relative 1e-5 on the default path and on the
+    int8 convolution."""
+    names = models.layer_names(models.create(name, **fields))
+    model = models.create(name, plan=Plan.preset("fbin8", names), **fields)
+    variables = random_variables(model, input_shape)
+    images = jax.random.normal(jax.random.key(1), (2, *input_shape))
+    expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    exported = exported_copy(tmp_path, model, variables, input_shape)
+    assert inference.layer_kind(exported.layers[0]) == "integer"
+    for arithmetic_name in ("auto", "int8"):
+        logits = np.asarray(export.integer_forward(exported, images, arithmetic=arithmetic_name))
+        error = float(np.max(np.abs(logits - expected))) / float(np.max(np.abs(expected)))
+        assert error <= 1e-5, (arithmetic_name, error)
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one native code path on this CPU")
+def test_a_file_runs_on_every_code_path_this_cpu_has(tmp_path, monkeypatch):
+    """A mixed plan's file, written where the best path runs, loaded and run with each
+    other path forced (a layout for that path at load, the programs' own choice at run
+    time): the same logits, bit for bit."""
+    model = mixed_model()
+    variables = random_variables(model, (16, 16, 1))
+    export.export_model(model, variables, tmp_path / "m.npz")
+    images = jax.random.normal(jax.random.key(2), (2, 16, 16, 1))
+    logits = {}
+    for isa in [None, *ISAS]:
+        if isa is None:
+            monkeypatch.delenv(native.ISA_ENV, raising=False)
+        else:
+            monkeypatch.setenv(native.ISA_ENV, isa)
+        loaded = export.load(tmp_path / "m.npz")  # laid out at load for the forced path
+        logits[isa] = np.asarray(export.integer_forward(loaded, images, arithmetic="native"))
+    for isa in ISAS:
+        np.testing.assert_array_equal(logits[isa], logits[None], err_msg=isa)
