@@ -1,6 +1,6 @@
-"""binflax.binarize on ``flax.nnx`` networks (tests/nnx_nets.py): names are attribute
+"""binflax.binarize on ``flax.nnx`` networks (tests/user_nets_nnx.py): names are attribute
 paths, plans, the user's module untouched, layers binflax cannot plan; the numbers against
-the same network written in ``flax.linen`` (tests/nnx_nets.LinenResNet) with equal
+the same network written in ``flax.linen`` (tests/user_nets_nnx.LinenResNet) with equal
 weights; costs against hand formulas; selection; training through binflax's own step.
 
 ``binarize`` returns an ``nnx.Module`` (tests/test_nnx_module.py tests it as one); the
@@ -29,7 +29,7 @@ from binflax.planned import BINARIZED_INPUTS
 from binflax.select import sensitivity
 from binflax.testing import random_variables
 from configs import quickstart
-from tests import nnx_nets
+from tests import user_nets_nnx
 from tests.test_export import PATHS as EXPORT_PATHS
 from tests.test_export_binarized import FRESH_PROCESS
 
@@ -60,7 +60,7 @@ def compiled(fn, *args):
 
 
 def resnet(seed=0):
-    return nnx_nets.ResNet(10, rngs=nnx.Rngs(seed))
+    return user_nets_nnx.ResNet(10, rngs=nnx.Rngs(seed))
 
 
 def own(net, kind=(nnx.Param, nnx.BatchStat)):
@@ -143,7 +143,7 @@ def test_rules_name_attribute_paths_first_match_wins():
 
 
 def test_layers_binflax_cannot_plan_stay_float_listed_in_one_line_or_refused_by_a_rule():
-    net = nnx_nets.WithGeneral(10, rngs=nnx.Rngs(0))
+    net = user_nets_nnx.WithGeneral(10, rngs=nnx.Rngs(0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = binarize(net, "wbin", input_shape=SHAPE)
@@ -209,20 +209,20 @@ def test_the_config_builds_an_nnx_class_by_its_import_path():
     variant's dropout_rate, binarized at the config's input shape; a bad kwarg is the
     config's one line."""
     config = quickstart.get_config()
-    config.model = "tests.nnx_nets:ResNet"
+    config.model = "tests.user_nets_nnx:ResNet"
     config.dropout_rate = 0.25
     model = networks.build_model(config, num_classes=7, plan="fbin")
     assert model.plan.names == NAMES and type(model).__name__ == "BinarizedResNet"
     assert model.default_input_shape == (16, 16, 1)
     variables = model.init(jax.random.key(0), images(1))
     assert variables["params"]["head"]["kernel"].shape == (16, 7)
-    same = nnx_nets.ResNet(7, rngs=nnx.Rngs(config.seed), dropout_rate=0.25)
+    same = user_nets_nnx.ResNet(7, rngs=nnx.Rngs(config.seed), dropout_rate=0.25)
     assert model == binarize(same, "fbin", input_shape=(16, 16, 1)).linen  # the linen face
-    assert models.model_fields(nnx_nets.ResNet) == ("num_classes", "dropout_rate")
+    assert models.model_fields(user_nets_nnx.ResNet) == ("num_classes", "dropout_rate")
     config.model_kwargs = {"width": 3}
     with pytest.raises(ConfigError, match="config.model_kwargs.width is not a field of ResNet"):
         config_check.checked(config)
-    config.model = "tests.nnx_nets:Block"
+    config.model = "tests.user_nets_nnx:Block"
     with pytest.raises(models.ModelError, match="Block has no num_classes field"):
         models.import_model(config.model)
 
@@ -233,13 +233,13 @@ def test_the_config_builds_an_nnx_class_by_its_import_path():
 def twins(plan="fbin", **options):
     """The NNX network and its linen twin, binarized alike, and equal variables."""
     ours = binarize(resnet(), plan, input_shape=SHAPE, **options).linen
-    theirs = binarize(nnx_nets.LinenResNet(), plan, input_shape=SHAPE, **options)
-    assert tuple(map(nnx_nets.linen_name, ours.plan.names)) == theirs.plan.names
+    theirs = binarize(user_nets_nnx.LinenResNet(), plan, input_shape=SHAPE, **options)
+    assert tuple(map(user_nets_nnx.linen_name, ours.plan.names)) == theirs.plan.names
     assert [(p.input, p.weight) for p in ours.plan] == [(p.input, p.weight) for p in theirs.plan]
     variables = random_variables(ours, SHAPE, seed=3)
     linen_variables = {
         collection: traverse_util.unflatten_dict(
-            {tuple(nnx_nets.linen_name(k).split("/")): v for k, v in flat(tree).items()}
+            {tuple(user_nets_nnx.linen_name(k).split("/")): v for k, v in flat(tree).items()}
         )
         for collection, tree in variables.items()
         if collection in ("params", "batch_stats")
@@ -294,7 +294,7 @@ def test_planned_nnx_layers_compute_what_the_linen_path_computes(plan, options):
         if not training:  # dropout masks differ between the two APIs' streams
             np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-6, atol=1e-6)
         for collection in s1:
-            got = {nnx_nets.linen_name(k): v for k, v in flat(s1[collection]).items()}
+            got = {user_nets_nnx.linen_name(k): v for k, v in flat(s1[collection]).items()}
             want = flat(s2[collection])
             assert set(got) == set(want), collection
             for key, value in want.items():
@@ -370,9 +370,9 @@ def test_sensitivity_probes_reach_the_nnx_layers_as_the_linen_ones():
     kwargs = dict(precisions=(1, 2), hutchinson_samples=1)
     got = sensitivity.measure_precisions(ours, variables, batches, **kwargs).statistics
     want = sensitivity.measure_precisions(theirs, linen_variables, batches, **kwargs).statistics
-    assert {nnx_nets.linen_name(k) for k in got} == set(want)
+    assert {user_nets_nnx.linen_name(k) for k in got} == set(want)
     for name, stats in got.items():
-        other = want[nnx_nets.linen_name(name)]
+        other = want[user_nets_nnx.linen_name(name)]
         assert stats.fisher[1] > 0, name
         for bits in (1, 2):
             assert stats.fisher[bits] == pytest.approx(other.fisher[bits], rel=1e-4), name
@@ -466,9 +466,9 @@ def test_thirty_steps_of_binflaxs_own_train_step_lower_the_loss_and_resume(tmp_p
 
 @pytest.mark.slow
 def test_the_hbn_pipeline_summary_eval_and_export_run_on_an_nnx_network(tmp_path, capsys):
-    """``--config.model=tests.nnx_nets:ResNet`` through the command line's modes."""
+    """``--config.model=tests.user_nets_nnx:ResNet`` through the command line's modes."""
     config = quickstart.get_config()
-    config.model = "tests.nnx_nets:ResNet"
+    config.model = "tests.user_nets_nnx:ResNet"
     config.num_train_steps = 6
     config.batch_size = 32
     config.eval_batch_size = 40
@@ -490,6 +490,22 @@ def test_the_hbn_pipeline_summary_eval_and_export_run_on_an_nnx_network(tmp_path
     for variant in ("hybrid", "fbin"):
         exported = export.load(tmp_path / variant / "model.npz")
         assert [info.name for info in exported.layers] == list(NAMES)
+
+
+@pytest.mark.slow
+def test_the_hbn_pipeline_runs_on_the_issue_s_nnx_vgg(tmp_path):
+    """``python main.py --config=configs/quickstart.py --config.model=tests.user_nets_nnx:VGG``
+    as issue 28 wrote it: the hbn pipeline, then the export of what it trained."""
+    config = quickstart.get_config()
+    config.model = "tests.user_nets_nnx:VGG"
+    config.update(num_train_steps=4, batch_size=32, eval_batch_size=40, log_every_steps=2)
+    config.update(checkpoint_every_steps=4, num_eval_batches=1)
+    config.hbn.update(baselines=(), measure_batches=1)
+    assert cli.run(config, mode="hbn", workdir=str(tmp_path)) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["variants"]["fbin"]["float_inputs"] == ["convs/0", "head"]
+    assert cli.run(config, mode="export", workdir=str(tmp_path)) == 0
+    assert (tmp_path / "hybrid" / "model.npz").exists()
 
 
 # -- the two APIs mixed ----------------------------------------------------------------
@@ -539,13 +555,13 @@ def test_the_linen_twin_gives_the_same_cost_table_and_the_same_selection():
     mine, twin = cost.summary(ours, SHAPE), cost.summary(theirs, SHAPE)
     assert mine["total"] == twin["total"]
     for a, b in zip(mine["layers"], twin["layers"], strict=True):
-        assert nnx_nets.linen_name(a["name"]) == b["name"]
+        assert user_nets_nnx.linen_name(a["name"]) == b["name"]
         assert {k: v for k, v in a.items() if k != "name"} == {
             k: v for k, v in b.items() if k != "name"
         }
     batches = [images(8, seed=s) for s in (1, 2)]
     _, report = select.select(ours, variables, batches, budget=1.5, method="exact")
     _, twin_report = select.select(theirs, linen_variables, batches, budget=1.5, method="exact")
-    assert tuple(map(nnx_nets.linen_name, report.float_layers)) == twin_report.float_layers
+    assert tuple(map(user_nets_nnx.linen_name, report.float_layers)) == twin_report.float_layers
     for row, twin_row in zip(report.layers, twin_report.layers, strict=True):
         assert row.error == pytest.approx(twin_row.error, rel=1e-5)

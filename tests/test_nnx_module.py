@@ -13,7 +13,7 @@ from flax import nnx, traverse_util
 from binflax import binarize, cost, export, select
 from binflax.binarized_nnx import BinarizedModule, linen_view
 from binflax.plan import PlanError
-from tests import nnx_nets
+from tests import user_nets_nnx
 
 SHAPE = (16, 16, 1)
 
@@ -33,7 +33,7 @@ def own(net):
 
 
 def test_binarize_returns_an_nnx_module_whose_call_is_the_linen_faces_apply():
-    net = nnx_nets.ResNet(10, rngs=nnx.Rngs(0))
+    net = user_nets_nnx.ResNet(10, rngs=nnx.Rngs(0))
     before = own(net)
     model = binarize(net, "fbin", input_shape=SHAPE)
     assert isinstance(model, nnx.Module) and isinstance(model, BinarizedModule)
@@ -73,7 +73,7 @@ def test_train_and_eval_switch_every_batch_norm_as_the_nnx_original_does():
     normalise with batch statistics and update their running averages - for the float
     plan exactly as the NNX network itself does in training mode; ``model.eval()``:
     running averages, nothing updated."""
-    net = nnx_nets.ResNet(10, rngs=nnx.Rngs(0), dropout_rate=0.0)
+    net = user_nets_nnx.ResNet(10, rngs=nnx.Rngs(0), dropout_rate=0.0)
     x = images()
     model = binarize(net, "fbin", input_shape=SHAPE)
     model.eval()
@@ -133,7 +133,7 @@ def test_nnx_optimizer_trains_it_and_the_export_gives_its_eval_logits(tmp_path):
     the loss and move the parameters and statistics; the export of the trained module
     (``export.export_model(model, None, path)``: its own values) gives its eval-mode
     logits within relative 1e-5; the network passed to binarize is untouched."""
-    net = nnx_nets.ResNet(10, rngs=nnx.Rngs(0), dropout_rate=0.0)
+    net = user_nets_nnx.ResNet(10, rngs=nnx.Rngs(0), dropout_rate=0.0)
     before = own(net)
     model = binarize(net, "fbin", input_shape=SHAPE)
     start = model.linen_variables()
@@ -158,7 +158,7 @@ def test_nnx_optimizer_trains_it_and_the_export_gives_its_eval_logits(tmp_path):
 
 
 def test_cost_and_select_take_the_module_as_its_linen_face_with_its_values():
-    model = binarize(nnx_nets.ResNet(10, rngs=nnx.Rngs(0)), "fbin", input_shape=SHAPE)
+    model = binarize(user_nets_nnx.ResNet(10, rngs=nnx.Rngs(0)), "fbin", input_shape=SHAPE)
     face, variables = linen_view(model)
     assert cost.summary(model) == cost.summary(face)
     assert cost.layer_costs(model) == cost.layer_costs(face)
@@ -173,7 +173,7 @@ def test_with_plan_keeps_the_current_values_and_adds_what_the_plan_needs():
     """``model.with_plan(plan)`` (e.g. the selection's hybrid): a new module from this
     one's current values, its new binary-input layers' norms at their initial values;
     this one is untouched."""
-    net = nnx_nets.ResNet(10, rngs=nnx.Rngs(0))
+    net = user_nets_nnx.ResNet(10, rngs=nnx.Rngs(0))
     model = binarize(net, "wbin", input_shape=SHAPE)
     assert not model.plan.binary_inputs
     train_steps(model, images(16, seed=4), jnp.arange(16) % 10, 2)

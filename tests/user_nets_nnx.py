@@ -61,6 +61,29 @@ class ResNet(nnx.Module):
         return self.head(self.dropout(x))
 
 
+class VGG(nnx.Module):
+    """Two stages of (conv -> BN -> ReLU) x 2 -> max pool, then a Linear head: the NNX
+    counterpart of tests/user_nets.py's VGG, sized for 16x16 single-channel images.
+
+    Layers, in call order: ``convs/0`` .. ``convs/3``, ``hidden``, ``head``.
+    """
+
+    def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs, width: int = 8):
+        chans = [(1, width), (width, width), (width, 2 * width), (2 * width, 2 * width)]
+        self.convs = nnx.List([nnx.Conv(a, b, (3, 3), use_bias=False, rngs=rngs) for a, b in chans])
+        self.norms = nnx.List([nnx.BatchNorm(b, rngs=rngs) for _, b in chans])
+        self.hidden = nnx.Linear(2 * width * 4 * 4, 32, rngs=rngs)
+        self.head = nnx.Linear(32, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = nnx.relu(norm(conv(x)))
+            if i % 2 == 1:
+                x = nnx.max_pool(x, (2, 2), (2, 2))
+        x = nnx.relu(self.hidden(x.reshape(x.shape[0], -1)))
+        return self.head(x)
+
+
 class WithGeneral(nnx.Module):
     """A conv, an ``nnx.LinearGeneral`` and an ``nnx.Einsum`` (which binflax cannot plan)
     and a Linear head. Planned layers: ``conv``, ``head``."""
