@@ -158,15 +158,7 @@ def _resolve(requested: str | None) -> str:
     library = _library()
     if library is None:
         raise RuntimeError("binflax.native: the kernel is unavailable")
-    requested = requested or _environment(ISAS)
-    if requested is None:
-        code = library.binflax_best_isa()
-        return next(name for name, c in ISAS.items() if c == code)
-    if requested not in ISAS:
-        raise ValueError(f"unknown ISA {requested!r}; expected one of {sorted(ISAS)}")
-    if not library.binflax_isa_supported(ISAS[requested]):
-        raise ValueError(f"this CPU cannot run the {requested} path")
-    return requested
+    return _pick(requested, ISAS, library.binflax_best_isa, library.binflax_isa_supported, "")
 
 
 def laid_size(kernel_shape: Sequence[int], kernel_dtype: Any) -> int:
@@ -346,14 +338,27 @@ def int8_isa(requested: str | None = None) -> str:
     library = _library()
     if library is None:
         raise RuntimeError("binflax.native: the kernel is unavailable")
-    requested = requested or _environment(INT8_ISAS)
+    return _pick(
+        requested,
+        INT8_ISAS,
+        library.binflax_int8_best_isa,
+        library.binflax_int8_isa_supported,
+        "int8 kernel's ",
+    )
+
+
+def _pick(requested, paths: dict[str, int], best, supported, what: str) -> str:
+    """``requested``, else ``$BINFLAX_NATIVE_ISA`` where it names one of ``paths``, else
+    the CPU's ``best()``; an unknown or unsupported path is a ``ValueError``."""
+    requested = requested or _environment(paths)
     if requested is None:
-        code = library.binflax_int8_best_isa()
-        return next(name for name, c in INT8_ISAS.items() if c == code)
-    if requested not in INT8_ISAS:
-        raise ValueError(f"unknown int8 ISA {requested!r}; expected one of {sorted(INT8_ISAS)}")
-    if not library.binflax_int8_isa_supported(INT8_ISAS[requested]):
-        raise ValueError(f"this CPU cannot run the int8 kernel's {requested} path")
+        code = best()
+        return next(name for name, c in paths.items() if c == code)
+    if requested not in paths:
+        kind = "int8 " if paths is INT8_ISAS else ""
+        raise ValueError(f"unknown {kind}ISA {requested!r}; expected one of {sorted(paths)}")
+    if not supported(paths[requested]):
+        raise ValueError(f"this CPU cannot run the {what}{requested} path")
     return requested
 
 
