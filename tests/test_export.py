@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binflax import cost, export, models, native, packing
+from binflax import cost, export, models, native, packing, tracing
+from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export import fold, format, inference, loaded
 from binflax.models import LayerInfo
@@ -111,6 +112,29 @@ def test_auto_on_a_cpu_runs_every_xnor_layer_on_the_native_kernel(tmp_path, monk
     }
     reference = export.integer_forward(exported, images, arithmetic="popcount")
     np.testing.assert_array_equal(logits, np.asarray(reference))
+
+
+@NEEDS_KERNEL
+def test_the_environment_forces_every_layers_layout(monkeypatch):
+    """$BINFLAX_NATIVE_ISA, where it names an XNOR path, lays every native layer out for
+    that path, dense ones too (how the tests run a file on each path); unset, or naming
+    a path of the int8 kernel only, the dense layers take arithmetic.xnor_layout's."""
+    model, _ = build("mini_sketchanet", "fbin", (16, 16, 1))
+    found = {i.name: inference.geometry_2d(i) for i in tracing.trace_layers(model, (16, 16, 1))}
+    conv, dense = found["conv2"], found["conv4"]
+    assert dense.fully_connected and not conv.fully_connected
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
+    own = arithmetic_lib.xnor_layout(True, native.isa())
+    for unforced in (None, "avx512_vnni"):
+        if unforced is None:
+            monkeypatch.delenv(native.ISA_ENV, raising=False)
+        else:
+            monkeypatch.setenv(native.ISA_ENV, unforced)
+        assert inference.native_layout(conv) == native.isa()
+        assert inference.native_layout(dense) == own
+    for isa in native.supported_isas():
+        monkeypatch.setenv(native.ISA_ENV, isa)
+        assert inference.native_layout(dense) == inference.native_layout(conv) == isa
 
 
 @NEEDS_KERNEL
