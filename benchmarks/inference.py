@@ -8,8 +8,9 @@ For each network, in one process: the float32 model and its wbin, hybrid (the pa
 layer sets, docs/method.md section 10) and fbin variants with random weights and batch
 norms, each exported to an ``.npz`` file, loaded back and run whole by
 ``binflax.export.integer_forward`` with packed activations between binary layers, three
-ways: ``arithmetic="auto"`` (the default: binflax's native kernel on the XNOR
-convolutions and XLA's popcount on the fully-connected ones), ``"native"`` and
+ways: ``arithmetic="auto"`` (the default: binflax's native kernel on every XNOR layer,
+the fully-connected ones on its packed AVX2 layout where the CPU's path is AVX2; before
+that layout, XLA's popcount on them), ``"native"`` and
 ``"popcount"`` (XLA's) on every XNOR layer; without the native kernel, ``auto`` and
 ``popcount`` only. The float32 baseline is the faster of ``jax.jit(model.apply)`` with the
 variables on the device and the float model's own export (batch norm folded,
@@ -129,8 +130,9 @@ def arithmetics() -> list[str]:
 
 
 def network_arithmetics() -> list[str]:
-    """What whole networks run with: the default ``auto`` (each XNOR layer on the faster
-    of the two where the kernel builds, else XLA's popcount) and each of
+    """What whole networks run with: the default ``auto`` (each XNOR layer by
+    ``binflax.export.arithmetic``'s rule: the kernel where it builds, else XLA's
+    popcount) and each of
     :func:`arithmetics` forced."""
     return ["auto", *arithmetics()]
 

@@ -1,6 +1,8 @@
 """How fast is the native XNOR kernel against XLA's popcount, on the networks' binary layers?
 
     python -m benchmarks.native_kernel [--batch 1 --repeats 31 --all --isa avx2]
+    python -m benchmarks.native_kernel --layers fc6 fc7 fc8 conv6 conv7 fc \
+        --laid-isas avx2_packed --no-per-call
 
 For the binary-input layers of AlexNet, ResNet-18 and Sketch-A-Net under the fbin plan
 (the large ones, >= 100 M MACs per image, unless ``--all``; layers of equal shape once)
@@ -12,7 +14,13 @@ and a compute-bound 3x3 conv (28x28x512 -> 512), times in one run on the same +-
   and as a program forced to another path does);
 - ``native_laid``: the same with the kernel laid out once beforehand
   (``native.layout_kernel``, what ``prepare`` does when an exported model is loaded), so
-  a call is the patches' layout and the arithmetic.
+  a call is the patches' layout and the arithmetic;
+- ``native_laid_<path>`` for each path of ``--laid-isas`` (e.g. ``avx2_packed``): the
+  kernel laid out for that path and the call forced to it, in the same interleaved run.
+
+``--no-per-call`` leaves ``native`` out. ``--layers`` may also name the fully-connected
+last layers the plans keep on float inputs (AlexNet's ``fc8``, ResNet-18's ``fc``, the
+edge rule), timed as if they were XNOR layers (``"edge": true`` in their rows).
 
 Both are jit-compiled, checked equal (the accumulators, exactly), warmed up and timed as
 the median of ``--repeats`` interleaved calls. Prints JSON: per layer the milliseconds,
@@ -42,7 +50,8 @@ from benchmarks.binary_layers import (
     time_interleaved,
     unique_shapes,
 )
-from binflax import native, packing
+from binflax import models, native, packing, tracing
+from binflax.export import inference
 
 MODELS = ("alexnet", "resnet18", "sketchanet")
 FLAGS = ("avx2", "avx512f", "avx512_vpopcntdq")
@@ -64,7 +73,14 @@ def cpu() -> dict:
     return {"model": model, "flags": [f for f in FLAGS if f in flags], "cores": os.cpu_count()}
 
 
-def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
+def time_layer(
+    layer: dict,
+    batch: int,
+    repeats: int,
+    isa: str | None,
+    laid_isas: tuple[str, ...] = (),
+    per_call: bool = True,
+) -> dict:
     kh, kw, cin, cout = layer["kernel"]
     strides, pads = layer["strides"], layer["padding"]
     rng = np.random.default_rng(0)
@@ -77,14 +93,24 @@ def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
         kernel = jnp.asarray(packing.xnor_kernel(bits))
         x_words = packing.pack_bits(jnp.asarray(x < 0), packing.xnor_word_type(kernel, cin))
         laid = jnp.asarray(native.layout_kernel(np.asarray(kernel), isa=isa))
+
+        def laid_call(path):
+            return lambda a, k, lay: native.conv_xnor(a, k, base, *geometry, isa=path, laid=lay)
+
         functions = {
             "xla": lambda a, k, _: packing.conv_xnor(a, k, base, *geometry),
             "native": lambda a, k, _: native.conv_xnor(a, k, base, *geometry, isa=isa),
-            "native_laid": lambda a, k, lay: native.conv_xnor(
-                a, k, base, *geometry, isa=isa, laid=lay
-            ),
+            "native_laid": laid_call(isa),
         }
+        if not per_call:
+            del functions["native"]
         candidates = {key: (jax.jit(fn), (x_words, kernel, laid)) for key, fn in functions.items()}
+        for path in laid_isas:
+            path_laid = jnp.asarray(native.layout_kernel(np.asarray(kernel), isa=path))
+            candidates[f"native_laid_{path}"] = (
+                jax.jit(laid_call(path)),
+                (x_words, kernel, path_laid),
+            )
         outputs = [np.asarray(fn(*args)) for fn, args in candidates.values()]
         if not all(np.array_equal(outputs[0], o) for o in outputs[1:]):
             raise AssertionError(f"{layer['name']}: native differs from conv_xnor")
@@ -93,10 +119,34 @@ def time_layer(layer: dict, batch: int, repeats: int, isa: str | None) -> dict:
     macs = batch * out_h * out_w * kh * kw * cin * cout
     return {
         **layer_row(layer, strides, macs, ms),
+        **({"edge": True} if layer.get("edge") else {}),
         "gmacs": {k: round(macs / v / 1e6, 1) for k, v in ms.items()},
-        "native_over_xla": round(ms["xla"] / ms["native"], 3),
-        "native_laid_over_xla": round(ms["xla"] / ms["native_laid"], 3),
+        **{f"{k}_over_xla": round(ms["xla"] / v, 3) for k, v in ms.items() if k != "xla"},
     }
+
+
+def edge_dense_layers(name: str) -> list[dict]:
+    """The fully-connected layers of ``name`` under fbin whose input is not binary (the
+    last layer, by the edge rule), in :func:`binary_input_layers`' form, marked ``edge``."""
+    model = models.create(name, plan="fbin")
+    found = []
+    for info in tracing.trace_layers(model):
+        g = inference.geometry_2d(info)
+        if not info.precision.binary_input and g.fully_connected:
+            found.append(
+                {
+                    "model": name,
+                    "name": info.name,
+                    "input_shape": tuple(info.input_shape[1:]),
+                    "kernel": tuple(info.kernel_shape),
+                    "strides": g.strides,
+                    "padding": g.padding,
+                    "output_shape": tuple(info.output_shape[1:]),
+                    "same_shape": [info.name],
+                    "edge": True,
+                }
+            )
+    return found
 
 
 def layers(models: list[str], everything: bool, only: list[str] | None = None) -> list[dict]:
@@ -104,6 +154,8 @@ def layers(models: list[str], everything: bool, only: list[str] | None = None) -
     only those named in ``only``, without the peak layer, where given)."""
     found = []
     for name in models:
+        if only is not None:
+            found += [layer for layer in edge_dense_layers(name) if layer["name"] in only]
         for layer in unique_shapes(binary_input_layers(name)):
             kh, kw, cin, cout = layer["kernel"]
             out_h, out_w = layer["output_shape"][:2]
@@ -120,8 +172,9 @@ def run(args: argparse.Namespace) -> dict:
     if not native.available():
         raise SystemExit("the native kernel is unavailable (see the warning above)")
     load_before = os.getloadavg()
+    laid_isas = tuple(args.laid_isas or ())
     rows = [
-        time_layer(layer, args.batch, args.repeats, args.isa)
+        time_layer(layer, args.batch, args.repeats, args.isa, laid_isas, not args.no_per_call)
         for layer in layers(args.models, args.all, args.layers)
     ]
     network_rows = [row for row in rows if row["model"] != "peak"]
@@ -139,7 +192,8 @@ def run(args: argparse.Namespace) -> dict:
             f"geomean_{key}": round(
                 math.exp(sum(math.log(r[key]) for r in network_rows) / len(network_rows)), 3
             )
-            for key in ("native_over_xla", "native_laid_over_xla")
+            for key in network_rows[0]
+            if key.endswith("_over_xla")
         },
     }
     return report
@@ -153,6 +207,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every binary layer, not only large")
     parser.add_argument("--isa", choices=sorted(native.ISAS), help="force the native path")
     parser.add_argument("--layers", nargs="+", help="only these layers (e.g. fc6 fc7), by name")
+    parser.add_argument(
+        "--laid-isas",
+        nargs="+",
+        choices=sorted(native.ISAS),
+        help="also time the kernel laid out for (and forced to) each of these paths",
+    )
+    parser.add_argument("--no-per-call", action="store_true", help="leave the per-call layout out")
     output.add_out_option(parser)
     args = parser.parse_args(argv)
     report = run(args)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binflax import cost, export, models, native, packing
+from binflax import cost, export, models, native, packing, tracing
+from binflax.export import arithmetic as arithmetic_lib
 from binflax.export import chain as chain_lib
 from binflax.export import fold, format, inference, loaded
 from binflax.models import LayerInfo
@@ -39,7 +40,7 @@ def exported_copy(tmp_path, model, variables, input_shape):
 
 
 # Every way the integer path can run: the default (on a CPU with the native kernel, the
-# kernel on convolutions and XLA's popcount on dense layers, with packed activations
+# kernel on every XNOR unit, dense ones on their own layout, with packed activations
 # between them: binflax.export.arithmetic.xnor_arithmetic, pinned below), the kernel and
 # XLA's popcount on every unit with the links (XLA's is the default where the kernel does
 # not build), and each arithmetic forced without them.
@@ -75,18 +76,65 @@ CASES = [
 
 @NEEDS_KERNEL
 @ON_THE_CPU_BACKEND
-def test_auto_on_a_cpu_mixes_the_native_kernel_and_xlas_popcount(tmp_path):
-    """What makes PATHS' "auto" cover the mixed variant on this machine: the kernel on the
-    convolutions, XLA's popcount on the fully-connected layers, linked across."""
+def test_auto_on_a_cpu_runs_every_xnor_layer_on_the_native_kernel(tmp_path, monkeypatch):
+    """The rule on this machine: the kernel on the convolutions and on the fully-connected
+    layers, linked across; at load a dense layer's weights are laid out for the packed
+    AVX2 path where the CPU's path is the split one, and its calls run that path (no
+    layout per call), with XLA's popcount's logits."""
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
     model, variables = build("mini_sketchanet", "fbin", (16, 16, 1))
     exported = exported_copy(tmp_path, model, variables, (16, 16, 1))
     auto = exported.variant("auto_chain")
     # conv4's 4x4 kernel spans its unpadded 4x4 input and conv5 is 1x1 on 1x1: dense.
-    want = {"conv2": "native", "conv3": "native", "conv4": "popcount", "conv5": "popcount"}
+    want = {"conv2": "native", "conv3": "native", "conv4": "native", "conv5": "native"}
     assert {name: auto.computation(name) for name in want} == want
     kinds = [(auto.computation(k.producer), auto.computation(k.consumer)) for k in auto.links]
-    assert kinds == [("native", "native"), ("native", "popcount"), ("popcount", "popcount")]
-    assert exported.header["variants"]["auto_chain"]["native"]
+    assert kinds == [("native", "native")] * 3
+    variants = exported.header["variants"]
+    assert variants["auto_chain"]["native"]
+    assert variants["auto_chain"]["program"] == variants["native_chain"]["program"]
+
+    images = jax.random.normal(jax.random.key(2), (1, 16, 16, 1))
+    export.integer_forward(exported, images)  # compiles
+    before = native._library().binflax_call_layouts()
+    logits = np.asarray(export.integer_forward(exported, images))
+    assert native._library().binflax_call_layouts() == before
+    _, prepared, _ = exported.cache[("call", "auto_chain")]
+    path = {
+        name: int(np.asarray(prepared[name]["kernel_laid"][0]).view(np.uint64)[2]) for name in want
+    }
+    dense = "avx2_packed" if native.isa() == "avx2" else native.isa()
+    assert path == {
+        "conv2": native.ISAS[native.isa()],
+        "conv3": native.ISAS[native.isa()],
+        "conv4": native.ISAS[dense],
+        "conv5": native.ISAS[dense],
+    }
+    reference = export.integer_forward(exported, images, arithmetic="popcount")
+    np.testing.assert_array_equal(logits, np.asarray(reference))
+
+
+@NEEDS_KERNEL
+def test_the_environment_forces_every_layers_layout(monkeypatch):
+    """$BINFLAX_NATIVE_ISA, where it names an XNOR path, lays every native layer out for
+    that path, dense ones too (how the tests run a file on each path); unset, or naming
+    a path of the int8 kernel only, the dense layers take arithmetic.xnor_layout's."""
+    model, _ = build("mini_sketchanet", "fbin", (16, 16, 1))
+    found = {i.name: inference.geometry_2d(i) for i in tracing.trace_layers(model, (16, 16, 1))}
+    conv, dense = found["conv2"], found["conv4"]
+    assert dense.fully_connected and not conv.fully_connected
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
+    own = arithmetic_lib.xnor_layout(True, native.isa())
+    for unforced in (None, "avx512_vnni"):
+        if unforced is None:
+            monkeypatch.delenv(native.ISA_ENV, raising=False)
+        else:
+            monkeypatch.setenv(native.ISA_ENV, unforced)
+        assert inference.native_layout(conv) == native.isa()
+        assert inference.native_layout(dense) == own
+    for isa in native.supported_isas():
+        monkeypatch.setenv(native.ISA_ENV, isa)
+        assert inference.native_layout(dense) == inference.native_layout(conv) == isa
 
 
 @NEEDS_KERNEL

@@ -77,12 +77,10 @@ def test_small_run_measures_every_variant(tmp_path):
     ]  # fmt: skip
     for r in profile["layers"]:
         assert all(r[a]["ms"] > 0 for a in forced) and r["macs"] == MINI_MACS[r["layer"]]
-    # auto: the kernel on the convolutions, XLA's popcount on the dense conv4 and conv5.
+    # auto: the kernel on every XNOR layer, the dense conv4 and conv5 included.
     picks = {r["layer"]: r["auto"]["arithmetic"] for r in profile["layers"] if r["kind"] == "xnor"}
     kernel = "native" if native.available() else "popcount"
-    assert picks == {
-        "conv2": kernel, "conv3": kernel, "conv4": "popcount", "conv5": "popcount",
-    }  # fmt: skip
+    assert picks == {"conv2": kernel, "conv3": kernel, "conv4": kernel, "conv5": kernel}
     table = inference.markdown(result)
     assert "| mini_sketchanet | fbin | auto | 1 |" in table
     assert f"| conv3 | xnor | 2 | {kernel} " in table

@@ -118,10 +118,14 @@ def test_threshold_words_pack_the_consumer_signs():
 def test_auto_rule_and_float_lowering():
     assert arithmetic.choose("cpu") == "popcount"
     rule = arithmetic.xnor_arithmetic
-    assert rule(False, "cpu", native=True) == "native"  # a convolution
-    assert rule(True, "cpu", native=True) == "popcount"  # fully connected
-    assert rule(False, "cpu", native=False) == "popcount"  # no kernel built
-    assert rule(False, "gpu", native=True) == "int8"
+    assert rule("cpu", native=True) == "native"  # convolutions and fully connected
+    assert rule("cpu", native=False) == "popcount"  # no kernel built
+    assert rule("gpu", native=True) == "int8"
+    # A fully-connected unit's weights go on the unsplit AVX2 layout, a convolution's not.
+    assert arithmetic.xnor_layout(True, "avx2") == "avx2_packed"
+    assert arithmetic.xnor_layout(False, "avx2") == "avx2"
+    assert arithmetic.xnor_layout(True, "avx512_vpopcntdq") == "avx512_vpopcntdq"
+    assert arithmetic.xnor_layout(True, "portable") == "portable"
     assert arithmetic.choose("gpu") == arithmetic.choose("tpu") == "int8"
     model = models.create("alexnet", plan="float")
     found = {

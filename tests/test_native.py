@@ -32,6 +32,9 @@ GEOMETRIES = {
     "c100_3x3_s2_valid": (1, 6, 6, 100, 100, 3, 2, "VALID"),
     "c512_3x3": (1, 5, 5, 512, 40, 3, 1, "SAME"),
     "c64_3x3_dilated_2": (1, 8, 9, 64, 16, 3, 1, "SAME", (2, 2)),
+    # batch 1, an odd uint32 count per pixel (19) paired across taps, 86-90 reduction
+    # words (the byte counts widened three times), 2 full groups of 24 channels and 2 more
+    "c600_fully_connected_b1": (1, 3, 3, 600, 50, 3, 1, "VALID"),
 }
 WORD_BITS = (32, 64)
 
@@ -239,6 +242,39 @@ def test_a_kernel_laid_out_for_another_path_falls_back_exactly(paths, isa, laid_
             words = native.conv_xnor_words(*args[:3], sense, limit, *args[3:], isa=isa, laid=laid)
             reference = packing.pack_bits(jax.numpy.asarray(sense * expected < limit))
             np.testing.assert_array_equal(np.asarray(words), np.asarray(reference))
+
+
+@pytest.mark.parametrize("name", ["c600_fully_connected_b1", "c31_3x3_s2_b3", "c64_11x11_s4"])
+@pytest.mark.parametrize("laid_for", list(native.ISAS))
+def test_an_unforced_call_runs_the_path_its_kernel_was_laid_out_for(
+    paths, laid_for, name, monkeypatch
+):
+    """How the export picks a path per layer (avx2_packed for a fully-connected one): a
+    call that forces no path runs the layout's where this CPU has it, laying nothing out
+    per call; a layout for a path the CPU lacks is read back for the CPU's best path."""
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
+    for bits in WORD_BITS:
+        args, expected = case(name, bits)
+        with jax.enable_x64(bits == 64):
+            laid = native.layout_kernel(args[1], isa=laid_for)
+            before = call_layouts()
+            out = native.conv_xnor(*args, laid=laid)
+            np.testing.assert_array_equal(np.asarray(out), expected)
+            assert call_layouts() == before + (laid_for not in paths), laid_for
+            sense, limit = thresholds(expected.shape[-1], int(np.abs(expected).max()))
+            words = native.conv_xnor_words(*args[:3], sense, limit, *args[3:], laid=laid)
+            reference = packing.pack_bits(jax.numpy.asarray(sense * expected < limit))
+            np.testing.assert_array_equal(np.asarray(words), np.asarray(reference))
+
+
+def test_the_packed_avx2_path_is_never_the_best_one(paths, monkeypatch):
+    """Convolutions keep the nibble-split AVX2 path: the packed one runs only where a
+    kernel is laid out for it (or it is forced)."""
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
+    assert native.isa() == paths[-1] != "avx2_packed"
+    if "avx2" in paths:
+        assert "avx2_packed" in paths
+    assert native.LAYOUTS["avx2_packed"] == (24, 1)
 
 
 def test_the_layout_has_one_size_on_every_path_and_cpu(paths):

@@ -12,17 +12,24 @@ noisy sample. The rules below were measured on this project's 2-core AVX2 CPU
   AlexNet, ResNet-18 and Sketch-A-Net at batch 1 and 8, faster than the int8
   convolution and the int8 im2col product on every one (several times on most), so the
   CPU rule does not depend on the shape. Where binflax's native kernel
-  (:mod:`binflax.native`) is built it replaces that popcount on the CPU's convolutions,
-  with the same packed words and accumulators: the whole fbin networks ran as fast or
-  faster with it at batch 1 and faster at batch 8. Fully-connected layers stay on XLA's
-  popcount. The kernel's weights are now laid out once, at load, so a call no longer
-  re-lays the kernel matrix, yet at batch 1 a fully-connected layer only streams its
-  weights, and the AVX2 path's nibble-split layout holds twice the bytes of XLA's packed
-  words: measured native/XLA with the load-time layout (``benchmarks/native_kernel.py
-  --layers``, 2-core AVX2 Zen 3, shared machine, two runs, docs/benchmarks.md)
-  AlexNet fc6 0.82x / 0.86x and fc7 1.30x / 0.85x at batch 1 (Sketch-A-Net's conv6
-  1.96x / 2.90x, conv7 0.96x / 1.12x), against fc6 1.26x, fc7 2.18x at batch 8. Slower on
-  the largest one at batch 1, so the rule is unchanged (per-call layout: fc6 0.15x).
+  (:mod:`binflax.native`) is built it replaces that popcount on every XNOR unit, with
+  the same packed words and accumulators: the whole fbin networks ran as fast or faster
+  with it on their convolutions at batch 1 and faster at batch 8. A fully-connected
+  unit differs in its layout (:func:`xnor_layout`): at batch 1 it streams its weights
+  once, and the AVX2 path's nibble-split layout holds twice the bytes of XLA's packed
+  words (AlexNet fc6 at 0.82x-0.92x XLA's popcount), so where the CPU's path is
+  ``avx2`` such a unit's weights are laid out at load for ``avx2_packed`` (the same
+  words unsplit, the nibbles split in registers) and its calls run that path. Measured
+  native/XLA with the load-time layout (``benchmarks/native_kernel.py --layers
+  --laid-isas avx2_packed``, 2-core AMD EPYC Zen 3, AVX2 only, shared machine at a
+  1-minute load of 5.2-5.5, two interleaved runs, docs/benchmarks.md, "Fully-connected
+  layers on the packed AVX2 layout"), packed then split, batch 1: AlexNet fc6 1.60x /
+  1.41x against 0.92x / 0.82x, fc7 1.87x / 1.46x against 1.51x / 1.38x, Sketch-A-Net
+  conv6 2.47x / 2.37x against 2.30x / 1.96x, conv7 (0.07 ms) 1.03x / 1.00x against
+  1.00x / 0.98x; batch 8: fc6 1.75x / 1.61x, fc7 3.02x / 2.16x, conv6 2.02x / 2.77x,
+  conv7 1.58x / 1.70x (split 1.38x / 1.35x, 2.84x / 2.27x, 1.94x / 2.46x, 1.57x /
+  1.56x). The AVX-512 layout is unsplit already; the portable path and AVX-512 are not
+  measured here.
   On GPUs
   and TPUs, whose int8 units and MXUs have no popcount counterpart, the rule picks the
   int8 convolution; that is not measured here (no accelerator was available), and any
@@ -51,12 +58,29 @@ def choose(backend: str) -> str:
     return "popcount" if backend == "cpu" else "int8"
 
 
-def xnor_arithmetic(fully_connected: bool, backend: str, native: bool) -> str:
-    """What ``"auto"`` runs one XNOR unit with: on a CPU with the native kernel (``native``)
-    the kernel for every convolution that is not fully connected, else :func:`choose`'s."""
-    if backend == "cpu" and native and not fully_connected:
+def xnor_arithmetic(backend: str, native: bool) -> str:
+    """What ``"auto"`` runs an XNOR unit with: on a CPU with the native kernel (``native``)
+    the kernel, convolutions and fully-connected units alike (the latter on their own
+    layout, :func:`xnor_layout`), else :func:`choose`'s."""
+    if backend == "cpu" and native:
         return "native"
     return choose(backend)
+
+
+# The native path a fully-connected unit's weights are laid out for, by the CPU's path
+# for convolutions: the same words unsplit, half the bytes of the nibble planes.
+DENSE_PATHS = {"avx2": "avx2_packed"}
+
+
+def xnor_layout(fully_connected: bool, path: str) -> str:
+    """The native kernel's path a unit's weights are laid out for at load, where calls run
+    ``path`` (the CPU's best, :func:`binflax.native.isa`): ``avx2_packed`` for a
+    fully-connected unit where that is ``avx2``, else ``path``. Measured (above): faster
+    than XLA's popcount at batch 1 and 8 on every fully-connected XNOR layer, and than the
+    split layout at batch 1 on each (1.01x-1.74x); at batch 8, where the 8 pixels reuse
+    each weight, 0.95x-1.27x the split layout. A call that forces no path runs the one
+    its layout names (xnor_kernel.cc)."""
+    return DENSE_PATHS.get(path, path) if fully_connected else path
 
 
 def float_lowering(fully_connected: bool, pixels: int, backend: str) -> str:
@@ -120,7 +144,7 @@ def integer_arithmetic(
         return "int8"
     if binary_weights and bits <= MAX_PLANES:
         if arithmetic == "auto":
-            return xnor_arithmetic(fully_connected, backend, native=True)
+            return xnor_arithmetic(backend, native=True)
         return arithmetic
     if native_int8 and (
         arithmetic == "native" or (arithmetic == "auto" and (exact_in_float or not fully_connected))

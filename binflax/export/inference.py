@@ -102,9 +102,7 @@ def variant(
                 native_int8=native_int8_runs(info, g),
             )
         elif info.precision.xnor and arithmetic == "auto":
-            computations[info.name] = arithmetic_lib.xnor_arithmetic(
-                g.fully_connected, backend, native=True
-            )
+            computations[info.name] = arithmetic_lib.xnor_arithmetic(backend, native=True)
         elif info.precision.xnor:
             computations[info.name] = arithmetic
         else:
@@ -229,7 +227,9 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
             for b in groups
         ]
         if computation == "native":  # laid out here, once, for this CPU's path
-            arrays["kernel_laid"] = [native.layout_kernel(k) for k in arrays["kernel_words"]]
+            arrays["kernel_laid"] = [
+                native.layout_kernel(k, isa=native_layout(g)) for k in arrays["kernel_words"]
+            ]
         return arrays
     if kernel is None and info.precision.xnor:
         kernel = packing.unpack_signs(bits, cin)  # int8 +-1
@@ -242,6 +242,18 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
     else:
         arrays["kernel"] = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0))  # HWIO
     return arrays
+
+
+def native_layout(g: Geometry2D) -> str:
+    """The path a native XNOR unit's weights are laid out for at load (its calls run it):
+    the one ``$BINFLAX_NATIVE_ISA`` forces, else :func:`arithmetic.xnor_layout`'s for this
+    CPU's best path (``avx2_packed`` for a fully-connected unit on an AVX2 CPU)."""
+    forced = native.forced_isa()
+    return (
+        forced
+        if forced is not None
+        else arithmetic_lib.xnor_layout(g.fully_connected, native.isa())
+    )
 
 
 def _valid_tap_sums(g: Geometry2D, hwio: np.ndarray) -> np.ndarray:

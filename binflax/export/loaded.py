@@ -168,8 +168,8 @@ def integer_forward(
     """Logits of the exported network for ``images``, XNOR layers in integer arithmetic.
 
     ``arithmetic`` is ``"auto"`` (on a CPU where the native kernel is built and the file
-    has its programs, with ``chain``: each XNOR layer on the faster of the kernel and
-    XLA's popcount, :func:`binflax.export.arithmetic.xnor_arithmetic`; otherwise
+    has its programs, with ``chain``: every XNOR layer on the kernel, a fully-connected
+    one on its own layout, :func:`binflax.export.arithmetic.xnor_arithmetic`; otherwise
     :func:`binflax.export.arithmetic.choose` for the default backend) or one of
     ``"int8"``, ``"int8_dot"``, ``"popcount"``, ``"native"`` for every XNOR layer;
     ``chain`` passes packed words between XNOR layers where that is exact (popcount and

@@ -57,8 +57,9 @@ VARIANTS = {
     "popcount_chain": ("popcount", True),
 }
 # Recorded where binflax.native's kernel is built, for the CPU only (its custom calls have
-# no GPU or TPU implementation). "auto_chain": each XNOR layer on the faster of the kernel
-# and XLA's popcount (binflax.export.arithmetic.xnor_arithmetic), with packed links.
+# no GPU or TPU implementation). "auto_chain": each layer by binflax.export.arithmetic's
+# rules (every XNOR layer on the kernel; where no integer unit differs from "native", the
+# program is native_chain's, stored once), with packed links.
 NATIVE_VARIANTS = {
     "native": ("native", False),
     "native_chain": ("native", True),

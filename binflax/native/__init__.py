@@ -2,7 +2,8 @@
 
 Why: XLA lowers the popcount convolution to byte lookups it can neither block for
 registers nor widen lazily; ``xnor_kernel.cc`` does both, with AVX-512 (VPOPCNTDQ), AVX2
-and portable code paths in one object chosen at run time (docs/native.md).
+(two layouts: nibble-split for convolutions, packed for weights streamed once) and
+portable code paths in one object chosen at run time (docs/native.md).
 
     from binflax import native
 
@@ -22,10 +23,13 @@ layers; :func:`layout_int8_kernel` lays its weights out once, and its paths
 chosen the same way.
 
 The path is the best the CPU running the call supports (chosen by the kernel at run
-time, so an exported program moves between CPUs), or the one named by the ``isa``
-argument or, when that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``,
-``avx2``, ``portable``), read when a function is traced: the tests force each path this
-way.
+time, so an exported program moves between CPUs; a call given ``laid=`` runs the path
+its layout names where the CPU has it), or the one named by the ``isa`` argument or,
+when that is ``None``, by ``$BINFLAX_NATIVE_ISA`` (``avx512_vpopcntdq``, ``avx2``,
+``avx2_packed``, ``portable``), read when a function is traced: the tests force each
+path this way. ``avx2_packed`` is never the best path: it is the AVX2 path on a layout
+of half the bytes, faster only where the weights are streamed once (a fully-connected
+layer at batch 1), and runs where a kernel is laid out for it (:func:`layout_kernel`).
 """
 
 from __future__ import annotations
@@ -54,12 +58,14 @@ TARGETS = {
     "binflax_int8_conv_laid": "BinflaxInt8ConvLaid",
 }
 # The C++ side's codes for its paths (enum Isa in xnor_kernel.cc).
-ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3}
+ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3, "avx2_packed": 4}
+# Best last (supported_isas): avx2_packed is never the best path for a convolution.
+_ISA_ORDER = ("portable", "avx2_packed", "avx2", "avx512_vpopcntdq")
 AUTO = 0  # kAuto: the best path of the CPU the call runs on
 ISA_ENV = "BINFLAX_NATIVE_ISA"
 # How each path lays out the kernel (Layout in xnor_kernel.cc): channels per group of
 # vectors and uint64 planes per reduction word (2: the AVX2 nibble split).
-LAYOUTS = {"portable": (4, 1), "avx2": (24, 2), "avx512_vpopcntdq": (32, 1)}
+LAYOUTS = {"portable": (4, 1), "avx2": (24, 2), "avx512_vpopcntdq": (32, 1), "avx2_packed": (24, 1)}
 LAID_HEADER = 8  # uint64 words: magic, layout version, path, words, channels, 3 spare
 # The int8 kernel's paths (enum Isa in int8_kernel.cc) and their layouts: channels per
 # vector and vectors per group (int16 pairs of reduction steps per channel). The VNNI
@@ -133,7 +139,7 @@ def supported_isas() -> list[str]:
     library = _library()
     if library is None:
         return []
-    return [name for name, code in ISAS.items() if library.binflax_isa_supported(code)]
+    return [name for name in _ISA_ORDER if library.binflax_isa_supported(ISAS[name])]
 
 
 def isa(requested: str | None = None) -> str:
@@ -141,6 +147,13 @@ def isa(requested: str | None = None) -> str:
     this CPU supports. Raises ``ValueError`` for an unknown or unsupported path and
     ``RuntimeError`` when the kernel is unavailable."""
     return _resolve(requested)
+
+
+def forced_isa() -> str | None:
+    """The XNOR kernel's path ``$BINFLAX_NATIVE_ISA`` forces, or ``None`` (unset, or a
+    path of the int8 kernel only): where it is set, a layout at load follows it rather
+    than a per-layer rule."""
+    return _environment(ISAS)
 
 
 def _environment(paths: dict[str, int]) -> str | None:
@@ -180,10 +193,12 @@ def layout_kernel(kernel: Any, *, isa: str | None = None) -> np.ndarray:
     ``isa`` defaults to the path calls run here (:func:`isa`: ``$BINFLAX_NATIVE_ISA``, else
     the CPU's best); any path can be laid out on any CPU (it is data). A ``uint32`` array
     of :func:`laid_size` (the same for every path): a header naming the path, then the
-    layout, then zeros. A call that runs another path (a program forced to another ISA,
-    or the buffer moved to another CPU) reads the words back from it and lays them out
-    for its own path, per call: slower, as exact. Needs the kernel (``RuntimeError``
-    where it is unavailable)."""
+    layout, then zeros. A call that is not forced to a path runs the one the header names
+    where this CPU has it (so a layout for ``avx2_packed`` selects that path). A call
+    that runs another path (a program forced to another ISA, or the buffer moved to a CPU
+    without the path) reads the words back from it and lays them out for its own path,
+    per call: slower, as exact. Needs the kernel (``RuntimeError`` where it is
+    unavailable)."""
     library = _library()
     if library is None:
         raise RuntimeError("binflax.native: the kernel is unavailable")

@@ -12,7 +12,7 @@
 // padded taps back. The kernel is the (P, C_out) matrix of binflax.packing.xnor_kernel
 // (uint64 pairs) or its uint32 rows.
 //
-// Three code paths in one object, chosen at run time from the CPU's flags (each compiled
+// Four code paths in one object, chosen at run time from the CPU's flags (each compiled
 // with its own target attribute, so the object itself needs no -march):
 // - avx512: 8 output channels per zmm, vpxorq + vpopcntq + vpaddq, 4 pixels x 32 channels
 //   of accumulators in registers.
@@ -22,6 +22,12 @@
 //   reduction words and are widened by one vpsadbw. 1 pixel x 24 channels of
 //   accumulators in registers. Measured faster than a Harley-Seal carry-save tree here
 //   (docs/native.md), which needs 4 registers of carries per accumulator.
+// - avx2_packed: the avx2 path on the unsplit layout (each reduction word once, half the
+//   bytes), the nibbles split in registers after the vpxor (vpand, vpsrlw + vpand, then
+//   the same 2 vpshufb + 2 vpaddb): 8 uops per 256 bits instead of 6, for a kernel that
+//   is streamed from memory once (a fully-connected layer at batch 1) rather than reused
+//   from L1. Never Best(): chosen by laying a kernel out for it (a call of isa auto runs
+//   the path its laid-out kernel names, where the CPU has it).
 // - portable: __builtin_popcountll on 2 pixels x 4 channels.
 //
 // Threads: XLA's intra-op thread pool (ffi::ThreadPool); the calling thread works too,
@@ -54,7 +60,8 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum Isa : int64_t { kAuto = 0, kPortable = 1, kAvx2 = 2, kAvx512 = 3 };
+enum Isa : int64_t { kAuto = 0, kPortable = 1, kAvx2 = 2, kAvx512 = 3, kAvx2Packed = 4 };
+constexpr int64_t kLastIsa = kAvx2Packed;
 
 bool Supported(int64_t isa) {
   switch (isa) {
@@ -62,6 +69,7 @@ bool Supported(int64_t isa) {
       return true;
 #ifdef BINFLAX_X86
     case kAvx2:
+    case kAvx2Packed:
       return __builtin_cpu_supports("avx2");
     case kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
@@ -71,6 +79,8 @@ bool Supported(int64_t isa) {
   }
 }
 
+// The best path for a convolution, which reuses its kernel from L1 (avx2_packed is for
+// kernels streamed once, and chosen by the layout, never here).
 int64_t Best() {
   for (int64_t isa : {kAvx512, kAvx2}) {
     if (Supported(isa)) return isa;
@@ -110,6 +120,8 @@ Layout LayoutOf(int64_t isa) {
       return {8, 4, 1};
     case kAvx2:
       return {4, 6, 2};
+    case kAvx2Packed:
+      return {4, 6, 1};
     default:
       return {4, 1, 1};
   }
@@ -167,8 +179,10 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void MicroAvx512(const uint64
 }
 
 // The byte counts of reduction words [start, stop) (at most 31: 8 set bits per byte and
-// word keep a count under 256) into acc, for kRows pixels and kVectors vectors.
-template <int kRows, int kVectors>
+// word keep a count under 256) into acc, for kRows pixels and kVectors vectors, on the
+// split layout (kPlanes 2: operands already split into nibbles) or the packed one
+// (kPlanes 1: the XOR split in registers).
+template <int kPlanes, int kRows, int kVectors>
 __attribute__((target("avx2"), always_inline)) inline void ByteCountsAvx2(
     const uint64_t* patches, const uint64_t* kernel, int64_t words, int64_t start, int64_t stop,
     __m256i (&acc)[kRows][kVectors]) {
@@ -176,21 +190,41 @@ __attribute__((target("avx2"), always_inline)) inline void ByteCountsAvx2(
                                        1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_si256();
-  for (int64_t k = start; k < stop; ++k) {
-    __m256i low[kRows], high[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      low[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2]);
-      high[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2 + 1]);
-    }
-    const uint64_t* w = kernel + k * kVectors * 8;
-    for (int v = 0; v < kVectors; ++v) {
-      const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
-      const __m256i w_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
+  if constexpr (kPlanes == 2) {
+    for (int64_t k = start; k < stop; ++k) {
+      __m256i low[kRows], high[kRows];
       for (int r = 0; r < kRows; ++r) {
-        acc[r][v] =
-            _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
-        acc[r][v] =
-            _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
+        low[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2]);
+        high[r] = _mm256_set1_epi64x(patches[(r * words + k) * 2 + 1]);
+      }
+      const uint64_t* w = kernel + k * kVectors * 8;
+      for (int v = 0; v < kVectors; ++v) {
+        const __m256i w_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8));
+        const __m256i w_high =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 8 + 4));
+        for (int r = 0; r < kRows; ++r) {
+          acc[r][v] = _mm256_add_epi8(acc[r][v],
+                                      _mm256_shuffle_epi8(lut, _mm256_xor_si256(low[r], w_low)));
+          acc[r][v] = _mm256_add_epi8(
+              acc[r][v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(high[r], w_high)));
+        }
+      }
+    }
+  } else {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    for (int64_t k = start; k < stop; ++k) {
+      __m256i x[kRows];
+      for (int r = 0; r < kRows; ++r) x[r] = _mm256_set1_epi64x(patches[r * words + k]);
+      const uint64_t* w = kernel + k * kVectors * 4;
+      for (int v = 0; v < kVectors; ++v) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + v * 4));
+        for (int r = 0; r < kRows; ++r) {
+          const __m256i t = _mm256_xor_si256(x[r], wv);
+          const __m256i low = _mm256_and_si256(t, nibble);
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(t, 4), nibble);
+          acc[r][v] = _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, low));
+          acc[r][v] = _mm256_add_epi8(acc[r][v], _mm256_shuffle_epi8(lut, high));
+        }
       }
     }
   }
@@ -219,18 +253,19 @@ __attribute__((target("avx2"), always_inline)) inline void StoreAvx2(
   }
 }
 
-template <int kRows, int kVectors>
+template <int kPlanes, int kRows, int kVectors>
 __attribute__((target("avx2"))) void MicroAvx2(const uint64_t* patches, const uint64_t* kernel,
                                                int64_t words, const Tile& tile) {
   constexpr int64_t kByteRun = 31;
   const __m256i zero = _mm256_setzero_si256();
   __m256i acc[kRows][kVectors], total[kRows][kVectors];
-  ByteCountsAvx2(patches, kernel, words, 0, std::min(words, kByteRun), acc);
+  ByteCountsAvx2<kPlanes>(patches, kernel, words, 0, std::min(words, kByteRun), acc);
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVectors; ++v) total[r][v] = _mm256_sad_epu8(acc[r][v], zero);
   // Longer reductions widen every 31 words (a short one keeps no totals live in the loop).
   for (int64_t start = kByteRun; start < words; start += kByteRun) {
-    ByteCountsAvx2(patches, kernel, words, start, std::min(words, start + kByteRun), acc);
+    ByteCountsAvx2<kPlanes>(patches, kernel, words, start, std::min(words, start + kByteRun),
+                            acc);
     for (int r = 0; r < kRows; ++r)
       for (int v = 0; v < kVectors; ++v)
         total[r][v] = _mm256_add_epi64(total[r][v], _mm256_sad_epu8(acc[r][v], zero));
@@ -271,10 +306,17 @@ Path PathOf(int64_t isa) {
     case kAvx2:
       return {LayoutOf(kAvx2),
               1,
-              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
-               MicroAvx2<1, 6>},
-              {MicroAvx2<1, 1>, MicroAvx2<1, 2>, MicroAvx2<1, 3>, MicroAvx2<1, 4>, MicroAvx2<1, 5>,
-               MicroAvx2<1, 6>}};
+              {MicroAvx2<2, 1, 1>, MicroAvx2<2, 1, 2>, MicroAvx2<2, 1, 3>, MicroAvx2<2, 1, 4>,
+               MicroAvx2<2, 1, 5>, MicroAvx2<2, 1, 6>},
+              {MicroAvx2<2, 1, 1>, MicroAvx2<2, 1, 2>, MicroAvx2<2, 1, 3>, MicroAvx2<2, 1, 4>,
+               MicroAvx2<2, 1, 5>, MicroAvx2<2, 1, 6>}};
+    case kAvx2Packed:
+      return {LayoutOf(kAvx2Packed),
+              1,
+              {MicroAvx2<1, 1, 1>, MicroAvx2<1, 1, 2>, MicroAvx2<1, 1, 3>, MicroAvx2<1, 1, 4>,
+               MicroAvx2<1, 1, 5>, MicroAvx2<1, 1, 6>},
+              {MicroAvx2<1, 1, 1>, MicroAvx2<1, 1, 2>, MicroAvx2<1, 1, 3>, MicroAvx2<1, 1, 4>,
+               MicroAvx2<1, 1, 5>, MicroAvx2<1, 1, 6>}};
 #endif
     default:
       return {LayoutOf(kPortable), 2, {MicroPortable<2>}, {MicroPortable<1>}};
@@ -557,7 +599,7 @@ ffi::Error LaidKernel(const ffi::Buffer<ffi::U32>& laid, Kernel& out) {
     return ffi::Error::InvalidArgument("not a kernel from binflax_layout_kernel (or its version)");
   const int64_t isa = static_cast<int64_t>(h[2]), words = static_cast<int64_t>(h[3]);
   const int64_t channels = static_cast<int64_t>(h[4]);
-  if (isa < kPortable || isa > kAvx512 || words < 1 || channels < 1 ||
+  if (isa < kPortable || isa > kLastIsa || words < 1 || channels < 1 ||
       kLaidHeader + LaidWords(isa, words, channels) > size)
     return ffi::Error::InvalidArgument("the laid-out kernel's header is damaged");
   out.source = {KernelSource::kLaid, h + kLaidHeader, 2 * words, words, channels, LayoutOf(isa)};
@@ -568,7 +610,11 @@ ffi::Error LaidKernel(const ffi::Buffer<ffi::U32>& laid, Kernel& out) {
 
 ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& kernel,
                const ffi::Buffer<ffi::S32>& base, Attributes a, Output output) {
-  const int64_t isa = a.isa == kAuto ? Best() : a.isa;
+  // Auto: the path the kernel was laid out for, where this CPU has it (so the caller picks
+  // a path per layer by its layout: avx2_packed for a streamed kernel), else the best.
+  int64_t isa = a.isa;
+  if (isa == kAuto)
+    isa = kernel.laid != nullptr && Supported(kernel.laid_isa) ? kernel.laid_isa : Best();
   if (!Supported(isa)) return ffi::Error::InvalidArgument("ISA not supported on this CPU");
   const auto xd = x.dimensions(), bd = base.dimensions();
   if (xd.size() != 4 || bd.size() != 3)
@@ -870,7 +916,7 @@ extern "C" int64_t binflax_call_layouts() { return call_layouts.load(); }
 // output channels takes laid out for path `isa` (any path, on any CPU); -1 for an
 // unknown path.
 extern "C" int64_t binflax_laid_words(int64_t isa, int64_t words, int64_t channels) {
-  if (isa < kPortable || isa > kAvx512 || words < 1 || channels < 1) return -1;
+  if (isa < kPortable || isa > kLastIsa || words < 1 || channels < 1) return -1;
   return LaidWords(isa, words, channels);
 }
 
