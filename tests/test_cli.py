@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from binflax import cli
+from binflax import cli, config_check
 from configs import quickstart
 from tests import remote_fs
 
@@ -33,7 +33,25 @@ def test_the_paper_configs_are_all_there():
         assert name in EXPERIMENTS
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# The paper's TU-Berlin and Sketchy configs are the ImageNet configs' networks on other
+# data: every config passes the command line's checks below (its dataset's name and
+# image shape against the builder's metadata included), so the twins' summaries (a
+# full-size export each) are `exhaustive`.
+DATASET_TWINS = (
+    "resnet18_tuberlin",
+    "squeezenet_tuberlin",
+    "resnet18_sketchy",
+    "sketchanet_sketchy",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.exhaustive if n in DATASET_TWINS else ())
+        for n in EXPERIMENTS
+    ],
+)
 def test_every_config_runs_summary_without_data(name, tmp_path, capsys):
     config = importlib.import_module(f"configs.{name}").get_config()
     config.data_dir = str(tmp_path / "no_data")
@@ -52,6 +70,12 @@ def test_every_config_runs_summary_without_data(name, tmp_path, capsys):
     }
     assert summary["total"]["macs"] == sum(layer["macs"] for layer in summary["layers"])
     assert summary["layers"][-1]["name"] in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_config_passes_the_command_lines_checks(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config_check.checked(config).model == config.model
 
 
 def test_runlocal_shrinks_any_config():
