@@ -21,7 +21,7 @@ import jaxlib
 
 # Compiled together into one object; HEADERS are hashed with them.
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("xnor_kernel.cc", "int8_kernel.cc"))
-HEADERS = (Path(__file__).with_name("parallel.h"),)
+HEADERS = tuple(Path(__file__).with_name(n) for n in ("parallel.h", "ffi_attributes.h"))
 LIBRARY = "libbinflax_xnor.so"
 # No -march: each code path carries its own target attribute and is picked at run time,
 # so one object runs on any x86-64 CPU and a cache folder shared between machines is safe.

@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "ffi_attributes.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -646,29 +647,19 @@ ffi::Error Int8ConvLaid(ffi::ThreadPool pool, ffi::Buffer<ffi::S8> x, ffi::Buffe
 
 }  // namespace
 
-#define BINFLAX_INT8_ATTRIBUTES            \
-  .Ret<ffi::Buffer<ffi::S32>>()            \
-      .Attr<int64_t>("kh")                 \
-      .Attr<int64_t>("kw")                 \
-      .Attr<int64_t>("sh")                 \
-      .Attr<int64_t>("sw")                 \
-      .Attr<int64_t>("dh")                 \
-      .Attr<int64_t>("dw")                 \
-      .Attr<int64_t>("top")                \
-      .Attr<int64_t>("left")               \
-      .Attr<int64_t>("isa")
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxInt8Conv, Int8Conv,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>() BINFLAX_INT8_ATTRIBUTES);
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxInt8ConvLaid, Int8ConvLaid,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::U32>>() BINFLAX_INT8_ATTRIBUTES);
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
 
 // For Python (ctypes): the int8 kernel's best path here and whether a path runs here.
 extern "C" int64_t binflax_int8_best_isa() { return Best(); }

@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "ffi_attributes.h"
 #include "parallel.h"
 
 namespace ffi = xla::ffi;
@@ -837,16 +838,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConv, XnorConv,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<int64_t>("top")
-                                  .Attr<int64_t>("left")
-                                  .Attr<int64_t>("isa"));
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWords, XnorConvWords,
                               ffi::Ffi::Bind()
@@ -856,16 +848,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWords, XnorConvWords,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<int64_t>("top")
-                                  .Attr<int64_t>("left")
-                                  .Attr<int64_t>("isa"));
+                                  .Ret<ffi::AnyBuffer>() BINFLAX_CONV_ATTRIBUTES);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvLaid, XnorConvLaid,
                               ffi::Ffi::Bind()
@@ -873,16 +856,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvLaid, XnorConvLaid,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<int64_t>("top")
-                                  .Attr<int64_t>("left")
-                                  .Attr<int64_t>("isa"));
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWordsLaid, XnorConvWordsLaid,
                               ffi::Ffi::Bind()
@@ -892,16 +866,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWordsLaid, XnorConvWordsLaid,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<int64_t>("top")
-                                  .Attr<int64_t>("left")
-                                  .Attr<int64_t>("isa"));
+                                  .Ret<ffi::AnyBuffer>() BINFLAX_CONV_ATTRIBUTES);
 
 // For Python (ctypes): the best path on this CPU and whether a path runs here.
 extern "C" int64_t binflax_best_isa() { return Best(); }
