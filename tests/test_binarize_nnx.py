@@ -401,7 +401,7 @@ def test_an_nnx_network_exports_and_its_integer_logits_match(tmp_path):
     np.save(tmp_path / "images.npy", np.asarray(x))
     subprocess.run(
         [
-            sys.executable, "-c", FRESH_PROCESS, json.dumps(["resnet"]), json.dumps(EXPORT_PATHS),
+            sys.executable, "-c", FRESH_PROCESS, json.dumps({"resnet": EXPORT_PATHS}),
             str(tmp_path / "images.npy"), str(tmp_path), str(tmp_path / "logits.npz"),
         ],
         check=True,

@@ -29,6 +29,9 @@ CASES = {
     "fbin_shift_kmap": ("fbin", {"input_norm": "shift", "scale_inputs": True}),
 }
 
+# A process that loads exported files and runs them, never importing the network's module.
+# argv: {case: [[arithmetic, chain], ...]} as JSON, the images' .npy, the folder of the
+# <case>.npz files, the .npz of logits it writes (keys "case/arithmetic/chain").
 FRESH_PROCESS = textwrap.dedent(
     """
     import json, sys
