@@ -60,25 +60,28 @@ FLOAT_BASELINES = ("float32", "float32_matmul")
 TWO_BIT_TARGET = 2.2  # a 2-bit input layer's time over its 1-bit twin's, at most (issue 29)
 
 
+def layer_entry(model_name: str, info: tracing.LayerInfo) -> dict:
+    """One traced layer of ``model_name`` as the benchmarks time it: its conv geometry."""
+    g = inference.geometry_2d(info)
+    return {
+        "model": model_name,
+        "name": info.name,
+        "input_shape": tuple(info.input_shape[1:]),
+        "kernel": tuple(info.kernel_shape),
+        "strides": g.strides,
+        "padding": g.padding,
+        "output_shape": tuple(info.output_shape[1:]),
+    }
+
+
 def binary_input_layers(name: str) -> list[dict]:
     """The binary-input layers of ``name`` under fbin, with their conv geometry."""
     model = models.create(name, plan="fbin")
-    found = []
-    for info in tracing.trace_layers(model):
-        if info.precision.binary_input:
-            g = inference.geometry_2d(info)
-            found.append(
-                {
-                    "model": name,
-                    "name": info.name,
-                    "input_shape": tuple(info.input_shape[1:]),
-                    "kernel": tuple(info.kernel_shape),
-                    "strides": g.strides,
-                    "padding": g.padding,
-                    "output_shape": tuple(info.output_shape[1:]),
-                }
-            )
-    return found
+    return [
+        layer_entry(name, info)
+        for info in tracing.trace_layers(model)
+        if info.precision.binary_input
+    ]
 
 
 def unique_shapes(layers: list[dict]) -> list[dict]:

@@ -46,6 +46,7 @@ from benchmarks.binary_layers import (
     LARGE_MACS,
     PEAK_LAYER,
     binary_input_layers,
+    layer_entry,
     layer_row,
     time_interleaved,
     unique_shapes,
@@ -129,24 +130,11 @@ def edge_dense_layers(name: str) -> list[dict]:
     """The fully-connected layers of ``name`` under fbin whose input is not binary (the
     last layer, by the edge rule), in :func:`binary_input_layers`' form, marked ``edge``."""
     model = models.create(name, plan="fbin")
-    found = []
-    for info in tracing.trace_layers(model):
-        g = inference.geometry_2d(info)
-        if not info.precision.binary_input and g.fully_connected:
-            found.append(
-                {
-                    "model": name,
-                    "name": info.name,
-                    "input_shape": tuple(info.input_shape[1:]),
-                    "kernel": tuple(info.kernel_shape),
-                    "strides": g.strides,
-                    "padding": g.padding,
-                    "output_shape": tuple(info.output_shape[1:]),
-                    "same_shape": [info.name],
-                    "edge": True,
-                }
-            )
-    return found
+    return [
+        {**layer_entry(name, info), "same_shape": [info.name], "edge": True}
+        for info in tracing.trace_layers(model)
+        if not info.precision.binary_input and inference.geometry_2d(info).fully_connected
+    ]
 
 
 def layers(models: list[str], everything: bool, only: list[str] | None = None) -> list[dict]:
