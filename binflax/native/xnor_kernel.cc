@@ -292,6 +292,20 @@ void MicroPortable(const uint64_t* patches, const uint64_t* kernel, int64_t word
                  tile.out + r * tile.stride);
 }
 
+#ifdef BINFLAX_X86
+// Both AVX2 layouts (kPlanes 2: the nibble split; 1: packed) run 1 pixel per call, so the
+// leftover-pixel kernels are the full ones.
+template <int kPlanes>
+Path Avx2Path(int64_t isa) {
+  return {LayoutOf(isa),
+          1,
+          {MicroAvx2<kPlanes, 1, 1>, MicroAvx2<kPlanes, 1, 2>, MicroAvx2<kPlanes, 1, 3>,
+           MicroAvx2<kPlanes, 1, 4>, MicroAvx2<kPlanes, 1, 5>, MicroAvx2<kPlanes, 1, 6>},
+          {MicroAvx2<kPlanes, 1, 1>, MicroAvx2<kPlanes, 1, 2>, MicroAvx2<kPlanes, 1, 3>,
+           MicroAvx2<kPlanes, 1, 4>, MicroAvx2<kPlanes, 1, 5>, MicroAvx2<kPlanes, 1, 6>}};
+}
+#endif
+
 // Register blocks, measured on a Zen 3 (docs/native.md): AVX2 1 pixel x 6 vectors (6 byte
 // accumulators, 2 broadcasts and 2 kernel vectors live; 2 pixels x 3 and 2 x 4 spill or
 // load more); AVX-512 4 pixels x 4 vectors (16 of 32 registers, each kernel vector loaded
@@ -305,19 +319,9 @@ Path PathOf(int64_t isa) {
               {MicroAvx512<4, 1>, MicroAvx512<4, 2>, MicroAvx512<4, 3>, MicroAvx512<4, 4>},
               {MicroAvx512<1, 1>, MicroAvx512<1, 2>, MicroAvx512<1, 3>, MicroAvx512<1, 4>}};
     case kAvx2:
-      return {LayoutOf(kAvx2),
-              1,
-              {MicroAvx2<2, 1, 1>, MicroAvx2<2, 1, 2>, MicroAvx2<2, 1, 3>, MicroAvx2<2, 1, 4>,
-               MicroAvx2<2, 1, 5>, MicroAvx2<2, 1, 6>},
-              {MicroAvx2<2, 1, 1>, MicroAvx2<2, 1, 2>, MicroAvx2<2, 1, 3>, MicroAvx2<2, 1, 4>,
-               MicroAvx2<2, 1, 5>, MicroAvx2<2, 1, 6>}};
+      return Avx2Path<2>(kAvx2);
     case kAvx2Packed:
-      return {LayoutOf(kAvx2Packed),
-              1,
-              {MicroAvx2<1, 1, 1>, MicroAvx2<1, 1, 2>, MicroAvx2<1, 1, 3>, MicroAvx2<1, 1, 4>,
-               MicroAvx2<1, 1, 5>, MicroAvx2<1, 1, 6>},
-              {MicroAvx2<1, 1, 1>, MicroAvx2<1, 1, 2>, MicroAvx2<1, 1, 3>, MicroAvx2<1, 1, 4>,
-               MicroAvx2<1, 1, 5>, MicroAvx2<1, 1, 6>}};
+      return Avx2Path<1>(kAvx2Packed);
 #endif
     default:
       return {LayoutOf(kPortable), 2, {MicroPortable<2>}, {MicroPortable<1>}};
