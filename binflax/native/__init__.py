@@ -61,7 +61,7 @@ TARGETS = {
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3, "avx2_packed": 4}
 # Best last (supported_isas): avx2_packed is never the best path for a convolution.
 _ISA_ORDER = ("portable", "avx2_packed", "avx2", "avx512_vpopcntdq")
-AUTO = 0  # kAuto: the best path of the CPU the call runs on
+AUTO = 0  # kAuto: the path a laid-out kernel names where the CPU has it, else its best
 ISA_ENV = "BINFLAX_NATIVE_ISA"
 # How each path lays out the kernel (Layout in xnor_kernel.cc): channels per group of
 # vectors and uint64 planes per reduction word (2: the AVX2 nibble split).
