@@ -41,10 +41,13 @@ def test_the_measured_clock_is_plausible_here():
         build.compiler()
     except build.BuildError as error:
         pytest.skip(f"no compiler here: {error}")
-    found = clock.measure(runs=1)
+    found = clock.measure()  # the fastest of 3 runs of each chain: load only slows one
     assert found["how"] == "measured (dependent register adds)", found
     assert 0.5 < found["ghz"] < 7 and clock.plausible(
         found["ghz"], found["tsc_ghz"], found["nominal_ghz"]
     )
-    # the two chains agree within the noise of a shared machine
-    assert 0.7 < found["imul_chain_ghz"] / found["add_chain_ghz"] < 1.4, found
+    # The bug this guards: an add chain the renamer folds reads far above the multiply
+    # chain (18.4 GHz on a Xeon). Load can only lower a reading (a CI run on shared cores
+    # measured the add chain at 1.25 GHz, the multiply chain at 2.05, in one run each),
+    # so only that direction is asserted.
+    assert found["add_chain_ghz"] / found["imul_chain_ghz"] < 1.4, found
