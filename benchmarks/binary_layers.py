@@ -71,6 +71,7 @@ def layer_entry(model_name: str, info: tracing.LayerInfo) -> dict:
         "strides": g.strides,
         "padding": g.padding,
         "output_shape": tuple(info.output_shape[1:]),
+        "fully_connected": g.fully_connected,
     }
 
 
@@ -131,15 +132,15 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
     def popcount_reference(x_words, w_words):
         return packing.conv_popcount(x_words, w_words, cin, strides, pads)
 
-    def native_kernel(x_words, kernel_words):
-        return native.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads)
+    def native_kernel(x_words, kernel_words, laid):
+        return native.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads, laid=laid)
 
     def two_bit(conv):
         """A 2-bit input on the same binary weights, as the export runs it: its two sign
         planes stacked on the batch axis through ``conv``, combined as ``acc_0 + 2 acc_1``."""
 
-        def planes(words, kernel_words):
-            acc = conv(words, kernel_words)
+        def planes(words, *weights):
+            acc = conv(words, *weights)
             return acc[:batch] + 2 * acc[batch:]
 
         return planes
@@ -163,8 +164,11 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
         plane_words = (packing.pack_bits(jnp.asarray(negative), word_type), kernel_words)
         candidates["popcount_2bit"] = (two_bit(popcount), plane_words)
         if native.available():
-            candidates["native"] = (native_kernel, candidates["popcount"][1])
-            candidates["native_2bit"] = (two_bit(native_kernel), plane_words)
+            # laid out once for the path a loaded export's unit runs (inference.prepare)
+            isa = inference.native_layout(layer["fully_connected"])
+            laid = native.layout_kernel(kernel_words, isa=isa)
+            candidates["native"] = (native_kernel, (*candidates["popcount"][1], laid))
+            candidates["native_2bit"] = (two_bit(native_kernel), (*plane_words, laid))
         candidates = {
             key: (jax.jit(fn), jax.device_put(args)) for key, (fn, args) in candidates.items()
         }
@@ -204,6 +208,7 @@ PEAK_LAYER = {
     "strides": (1, 1),
     "padding": ((1, 1), (1, 1)),
     "output_shape": (28, 28, 512),
+    "fully_connected": False,
     "same_shape": [],
 }
 

@@ -16,16 +16,30 @@ LAYER = {
     "strides": (1, 1),
     "padding": ((1, 1), (1, 1)),
     "output_shape": (6, 6, 24),
+    "fully_connected": False,
     "same_shape": ["conv"],
+}
+# A fully-connected layer as a conv over its whole input: the native kernel's weights are
+# laid out for the dense path (avx2_packed on an AVX2 CPU), as a loaded export's are.
+DENSE = {
+    **LAYER,
+    "name": "dense",
+    "input_shape": (3, 3, 40),
+    "padding": ((0, 0), (0, 0)),
+    "output_shape": (1, 1, 24),
+    "fully_connected": True,
+    "same_shape": ["dense"],
 }
 
 
-def test_a_layer_runs_every_candidate_exactly_with_its_2_bit_twin():
-    row = binary_layers.time_layer(LAYER, 2, 1, np.random.default_rng(0))
+@pytest.mark.parametrize("layer", [LAYER, DENSE], ids=lambda layer: layer["name"])
+def test_a_layer_runs_every_candidate_exactly_with_its_2_bit_twin(layer):
+    row = binary_layers.time_layer(layer, 2, 1, np.random.default_rng(0))
     packed = ("native", "popcount") if native.available() else ("popcount",)
     assert set(row["two_bit_over_one_bit"]) == set(packed)
     assert all(row["ms"][f"{k}_2bit"] > 0 for k in packed)
-    assert row["macs"] == 2 * 6 * 6 * 3 * 3 * 40 * 24
+    (out_h, out_w), (kh, kw, cin, cout) = layer["output_shape"][:2], layer["kernel"]
+    assert row["macs"] == 2 * out_h * out_w * kh * kw * cin * cout
 
 
 def test_the_2_bit_summary_names_the_slowest_layer_against_the_target():

@@ -130,11 +130,15 @@ def test_the_environment_forces_every_layers_layout(monkeypatch):
             monkeypatch.delenv(native.ISA_ENV, raising=False)
         else:
             monkeypatch.setenv(native.ISA_ENV, unforced)
-        assert inference.native_layout(conv) == native.isa()
-        assert inference.native_layout(dense) == own
+        assert inference.native_layout(conv.fully_connected) == native.isa()
+        assert inference.native_layout(dense.fully_connected) == own
     for isa in native.supported_isas():
         monkeypatch.setenv(native.ISA_ENV, isa)
-        assert inference.native_layout(dense) == inference.native_layout(conv) == isa
+        assert (
+            inference.native_layout(dense.fully_connected)
+            == inference.native_layout(conv.fully_connected)
+            == isa
+        )
 
 
 @NEEDS_KERNEL

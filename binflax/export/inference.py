@@ -228,7 +228,8 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
         ]
         if computation == "native":  # laid out here, once, for this CPU's path
             arrays["kernel_laid"] = [
-                native.layout_kernel(k, isa=native_layout(g)) for k in arrays["kernel_words"]
+                native.layout_kernel(k, isa=native_layout(g.fully_connected))
+                for k in arrays["kernel_words"]
             ]
         return arrays
     if kernel is None and info.precision.xnor:
@@ -244,15 +245,13 @@ def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: s
     return arrays
 
 
-def native_layout(g: Geometry2D) -> str:
+def native_layout(fully_connected: bool) -> str:
     """The path a native XNOR unit's weights are laid out for at load (its calls run it):
     the one ``$BINFLAX_NATIVE_ISA`` forces, else :func:`arithmetic.xnor_layout`'s for this
     CPU's best path (``avx2_packed`` for a fully-connected unit on an AVX2 CPU)."""
     forced = native.forced_isa()
     return (
-        forced
-        if forced is not None
-        else arithmetic_lib.xnor_layout(g.fully_connected, native.isa())
+        forced if forced is not None else arithmetic_lib.xnor_layout(fully_connected, native.isa())
     )
 
 
