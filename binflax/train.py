@@ -91,7 +91,34 @@ def init_state(
         .lower(key, dummy, train=False)
         .compile(compiler_options={"xla_backend_optimization_level": 0})
     )
-    variables = init(key, dummy)
+    return _new_state(config, model, init(key, dummy), steps_per_epoch)
+
+
+def abstract_state(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    steps_per_epoch: int,
+) -> TrainState:
+    """:func:`init_state`'s state as shapes and dtypes on the default device, traced and
+    never computed: what a checkpoint restores into. Restoring needs no random
+    initialisation, so eval and export compile no ``init`` and draw no weights."""
+
+    def new_state() -> TrainState:
+        key, dummy = jax.random.key(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
+        return _new_state(config, model, model.init(key, dummy, train=False), steps_per_epoch)
+
+    shapes = jax.eval_shape(new_state)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes
+    )
+    return abstract.replace(step=0)  # a Python int, as TrainState.create leaves it
+
+
+def _new_state(
+    config: ml_collections.ConfigDict, model: nn.Module, variables: Any, steps_per_epoch: int
+) -> TrainState:
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -432,7 +459,7 @@ def restore_state(
     """The best checkpointed state of a finished or running ``train`` in ``workdir``."""
     info = dataset_info(config)
     model = networks.build_model(config, info.num_classes, plan)
-    state = init_state(config, model, info.image_shape, steps_per_epoch=1)
+    state = abstract_state(config, model, info.image_shape, steps_per_epoch=1)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     try:
         restored = checkpoints.restore_best(state)

@@ -110,6 +110,37 @@ def test_hybrid_from_fbin_keeps_the_batch_norms_that_moved():
     assert moved["conv2"]["bn"]["scale"].shape == (64,)
 
 
+def test_the_abstract_state_is_init_states_shapes_without_compiling_anything():
+    """What eval and export restore into: init_state's tree, leaf for leaf the same shapes
+    and dtypes on the default device, traced only (no XLA compilation, no weights drawn)."""
+    config = small_config(plan="fbin")
+    model = networks.build_model(config, 10, "fbin")
+    compiled = []
+
+    def on_event(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        abstract = train.abstract_state(config, model, (16, 16, 1), steps_per_epoch=3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_event)
+    assert compiled == []
+    state = train.init_state(config, model, (16, 16, 1), steps_per_epoch=3)
+    # the same leaves at the same paths (the optimizer, a static field, is a new object)
+    paths, leaves = zip(*jax.tree_util.tree_leaves_with_path(state), strict=True)
+    abstract_paths, abstract_leaves = zip(
+        *jax.tree_util.tree_leaves_with_path(abstract), strict=True
+    )
+    assert abstract_paths == paths
+    assert abstract.step == state.step == 0
+    for want, got in zip(leaves[1:], abstract_leaves[1:], strict=True):  # after the step
+        assert isinstance(got, jax.ShapeDtypeStruct)
+        assert (got.shape, got.dtype) == (want.shape, want.dtype)
+        assert got.sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
 def test_training_learns_the_digits(tmp_path):
     """The float net, 100 steps: the test loss falls to a fraction of the untrained net's,
     and the accuracy is far above chance (10%)."""
