@@ -13,11 +13,18 @@ import sys
 from binflax.data.common import QUIET_TENSORFLOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA's flags for every test process (tests/conftest.py says why)
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(devices: int) -> str:
+    """``XLA_FLAGS`` for a test subprocess that simulates ``devices`` CPU devices."""
+    return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"
 
 
 def env(devices: int = 1) -> dict:
     environment = dict(os.environ)
-    environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    environment["XLA_FLAGS"] = xla_flags(devices)
     environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
     # TensorFlow's own variables are left as a user has them: binflax quiets it itself
     for name in QUIET_TENSORFLOW:

@@ -18,6 +18,7 @@ from binflax.plan import Plan
 from binflax.planned import BINARIZED_INPUTS
 from binflax.select import solvers
 from binflax.testing import random_variables
+from tests import runner
 from tests.selection_instances import SPEEDUP, costs_of, fbin_of, random_instance
 
 # -- the spec's sanity check --------------------------------------------------------------
@@ -379,9 +380,7 @@ MULTI_DEVICE = textwrap.dedent(
 
 
 def test_measure_on_eight_devices_equals_one_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    env = dict(os.environ, XLA_FLAGS=runner.xla_flags(8), JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     out = subprocess.run(
