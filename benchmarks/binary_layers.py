@@ -20,7 +20,9 @@ and counted), times in one run on the same +-1 data:
 - ``popcount_with_packing``: the same, thresholding and packing the float input inside
   the timed call, as a unit without a packed link does;
 - ``native``: ``binflax.native.conv_xnor``, the C++ kernel behind ``jax.ffi`` on the same
-  packed words (docs/native.md), when it builds on this machine;
+  packed words (docs/native.md), when it builds on this machine, its weights laid out
+  once beforehand for the path a loaded export's unit runs (``avx2_packed`` for a
+  fully-connected layer on an AVX2 CPU), as ``binflax.export`` lays them out at load;
 - ``popcount_2bit`` and ``native_2bit``: a 2-bit input on the same weights as the export
   runs it, two sign planes in one call (docs/export.md, "Integer units"); each row's
   ``two_bit_over_one_bit`` is its time over the 1-bit twin's (target: at most 2.2x).
