@@ -52,7 +52,6 @@ from benchmarks.binary_layers import (
     unique_shapes,
 )
 from binflax import models, native, packing, tracing
-from binflax.export import inference
 
 MODELS = ("alexnet", "resnet18", "sketchanet")
 FLAGS = ("avx2", "avx512f", "avx512_vpopcntdq")
@@ -130,10 +129,15 @@ def edge_dense_layers(name: str) -> list[dict]:
     """The fully-connected layers of ``name`` under fbin whose input is not binary (the
     last layer, by the edge rule), in :func:`binary_input_layers`' form, marked ``edge``."""
     model = models.create(name, plan="fbin")
-    return [
-        {**layer_entry(name, info), "same_shape": [info.name], "edge": True}
+    entries = [
+        layer_entry(name, info)
         for info in tracing.trace_layers(model)
-        if not info.precision.binary_input and inference.geometry_2d(info).fully_connected
+        if not info.precision.binary_input
+    ]
+    return [
+        {**entry, "same_shape": [entry["name"]], "edge": True}
+        for entry in entries
+        if entry["fully_connected"]
     ]
 
 
