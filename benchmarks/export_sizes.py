@@ -5,10 +5,11 @@
 For each config in configs/ (its model, classes, input size and options, as
 ``binflax.networks.build_model`` builds them) and each of the wbin, fbin and hybrid plans,
 with the config's own ``binarize_last_weights`` and with binary last-layer weights, this
-exports the model to a temporary file (``binflax.export.memory_report``; zero weights of
-the right shapes, since sizes do not depend on values) and prints JSON: the file's
-measured bytes, the float32 Flax checkpoint's measured bytes, the cost model's
-prediction, and their ratios. ``--markdown`` prints the table docs/export.md shows.
+exports the model's weights to a temporary file (``binflax.export.memory_report``; zero
+weights of the right shapes, since sizes do not depend on values; the programs, code that
+does not grow with the weights, left out) and prints JSON: the file's measured bytes,
+the float32 Flax checkpoint's measured bytes, the cost model's prediction, and their
+ratios. ``--markdown`` prints the table docs/export.md shows.
 
 The hybrid is illustrative - a trained hybrid's plan comes from ``select`` - and keeps
 the inputs of the last two binary-input layers float, which is the authors' choice on
@@ -66,7 +67,7 @@ def measure(config_name: str) -> list[dict]:
                     "num_classes": num_classes,
                     "plan": plan_name,
                     "binarize_last_weights": last,
-                    "file_bytes": report["file_bytes"],
+                    "weights_bytes": report["weights_bytes"],
                     "float32_bytes": report["float32_bytes"],
                     "predicted_bytes": report["predicted_bytes"],
                     "payload_bytes": report["payload_bytes"],
@@ -87,10 +88,10 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['plan']} | {'binary' if r['binarize_last_weights'] else 'float'}"
-            f" | {r['file_bytes'] / 2**20:.2f} | {r['float32_bytes'] / 2**20:.1f} | "
+            f" | {r['weights_bytes'] / 2**20:.2f} | {r['float32_bytes'] / 2**20:.1f} | "
             f"{r['compression']:.1f}x | {100 * r['prediction_error']:+.2f}% | "
             f"{100 * r['channel_padding_bytes'] / r['predicted_bytes']:.2f}% | "
-            f"{100 * (r['file_bytes'] - r['payload_bytes']) / r['predicted_bytes']:.2f}% |"
+            f"{100 * (r['weights_bytes'] - r['payload_bytes']) / r['predicted_bytes']:.2f}% |"
         )
     return "\n".join(lines)
 

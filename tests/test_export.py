@@ -515,14 +515,28 @@ def test_alexnet_exports_to_7_6_mib_against_238_mib(tmp_path):
     assert abs(weights_file / predicted - 1) < 0.02
 
 
-def test_memory_report(tmp_path):
+def test_memory_report_measures_the_export_without_its_programs(tmp_path):
     model = models.create("mini_sketchanet", plan="fbin")
     report = export.memory_report(model)
-    assert "path" not in report
-    assert report["weights_bytes"] == report["file_bytes"] - report["program_bytes"]
+    assert {"path", "file_bytes", "program_bytes"}.isdisjoint(report)
     assert report["compression"] == report["float32_bytes"] / report["weights_bytes"]
     assert report["float32_bytes"] > report["weights_bytes"] > report["payload_bytes"]
     assert [layer["name"] for layer in report["layers"]] == list(models.layer_names(model))
+    # the same bytes as a full export's file less its programs, but for the programs'
+    # own zip and npy headers and the header's list of them (~630 bytes a program)
+    full = export.export_model(model, export.zero_variables(model), tmp_path / "full.npz")
+    programs = sum(1 for name in np.load(tmp_path / "full.npz") if name.startswith("__program__/"))
+    overhead = full["file_bytes"] - full["program_bytes"] - report["weights_bytes"]
+    assert 0 < overhead < 1024 * programs
+
+
+def test_a_weights_only_file_is_refused_by_load(tmp_path):
+    model = models.create("mini_sketchanet", plan="fbin")
+    path = tmp_path / "weights.npz"
+    report = export.export_model(model, export.zero_variables(model), path, programs=False)
+    assert report["program_bytes"] == 0 and report["file_bytes"] == os.path.getsize(path)
+    with pytest.raises(export.ExportError, match="weights-only file .* no program to run"):
+        export.load(path)
 
 
 def test_every_process_loads_its_export_and_only_the_main_one_writes(tmp_path, monkeypatch):

@@ -201,6 +201,11 @@ def load(path: epath.PathLike) -> ExportedModel:
     """Reads and validates an export (a local or ``gs://`` path); any defect is an
     :class:`ExportError`. Needs neither the network's class nor binflax's registry."""
     header, arrays = read_archive(path)
+    if header.get("float_baseline", "") is None:
+        raise ExportError(
+            f"{path}: a weights-only file (export_model(..., programs=False)) has no program "
+            "to run; export the network with its programs"
+        )
     try:
         plan = Plan.from_dict(header["plan"])
         layers = tuple(layer_from_dict(entry) for entry in header["layers"])

@@ -78,6 +78,7 @@ def export_model(
     path: epath.PathLike,
     *,
     input_shape: Sequence[int] | None = None,
+    programs: bool = True,
 ) -> dict:
     """Writes ``model`` (a registered model with a plan, or a ``binflax.binarize`` network)
     with ``variables`` (``params`` and ``batch_stats``) to ``path``.
@@ -97,6 +98,12 @@ def export_model(
 
     ``model`` may be a binarized NNX module (``binflax.binarize(nnx_module, ...)``), with
     ``variables`` ``None``: its own current values.
+
+    ``programs=False`` writes the weights and the header without a single program: a file
+    that only measures the network's memory (``memory_report``, ``--mode=summary``),
+    because tracing and serializing the programs is most of an export's time (about 6
+    of 8 s for VGG-Small) and the programs are code that does not grow with the weights.
+    :func:`~binflax.export.load` refuses such a file.
     """
     model, variables = linen_view(model, variables)
     if getattr(model, "plan", None) is None:
@@ -110,17 +117,17 @@ def export_model(
     arrays = fold_variables(layers, variables)
     network = _network_variables(variables, layers)
     links = chain_lib.find_links(model, input_shape, network)
-    variants, programs, memo = {}, {}, {}
+    variants, recorded_programs, memo = {}, {}, {}
     recorded = {**VARIANTS, **(NATIVE_VARIANTS if native.available() else {})}
-    for name, (arithmetic, chain) in recorded.items():
+    for name, (arithmetic, chain) in (recorded if programs else {}).items():
         plan = inference.variant(layers, links, arithmetic, chain)
-        member = next((m for m, p in programs.items() if p[0] == plan), None)
+        member = next((m for m, p in recorded_programs.items() if p[0] == plan), None)
         uses_native = plan.uses_native
         if member is None:
             member = f"{PROGRAM_PREFIX}{name}"
             prepared = inference.prepare(layers, grouped(arrays), plan, memo)
             fn = inference.program(model, layers, plan)
-            programs[member] = (
+            recorded_programs[member] = (
                 plan,
                 _serialize(fn, prepared, network, input_shape, native_calls=uses_native),
             )
@@ -130,8 +137,12 @@ def export_model(
             "links": [link_to_dict(link) for link in plan.links],
             "native": uses_native,
         }
-    baseline = _float_baseline(
-        model, layers, input_shape, network, programs, variants["int8"]["program"]
+    baseline = (
+        _float_baseline(
+            model, layers, input_shape, network, recorded_programs, variants["int8"]["program"]
+        )
+        if programs
+        else None
     )
     costs = {info.name: cost.layer_cost(info) for info in layers}
     header = {
@@ -144,7 +155,7 @@ def export_model(
         "float_baseline": baseline,
         "platforms": list(PLATFORMS),
     }
-    program_arrays = {m: np.frombuffer(bytes(p[1]), np.uint8) for m, p in programs.items()}
+    program_arrays = {m: np.frombuffer(bytes(p[1]), np.uint8) for m, p in recorded_programs.items()}
     network_arrays = {
         f"{NETWORK_PREFIX}{key}": np.asarray(value)
         for key, value in flax.traverse_util.flatten_dict(network, sep="/").items()
