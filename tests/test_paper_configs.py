@@ -321,7 +321,14 @@ def tiny_tu_berlin(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_runlocal_hbn_of_a_paper_config_trains_every_hybrid(tiny_tu_berlin, capsys):
+    """The paper's TU-Berlin config end to end at full size (Sketch-A-Net at 225 px, its
+    10-crop evaluation): `exhaustive`, since CI checks each piece on its own (the hbn
+    pipeline on the quickstart in test_cli and test_controls, the TU-Berlin pipeline in
+    tests/data, 10-crop evaluation in test_augment and test_select, the full-size
+    Sketch-A-Net's training step in tests/models) and this run costs ~2.5 min of CI's 2
+    cores."""
     config = load("sketchanet_tuberlin", "runlocal")
     config.update(
         data_dir=str(tiny_tu_berlin / "data"),

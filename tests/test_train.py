@@ -156,6 +156,28 @@ def test_training_learns_the_digits(tmp_path):
     assert result.metrics["top1"] > 85
 
 
+def test_eval_step_scores_crops_by_their_mean_log_softmax():
+    """The sketch configs' 10-crop evaluation, against NumPy: each example's crops are
+    scored by the mean of their log-softmax; masked examples count nothing."""
+    config = small_config(plan="float")  # an untrained fbin net gives every input one answer
+    model = networks.build_model(config, 10, "float")
+    state = train.init_state(config, model, (16, 16, 1), steps_per_epoch=1)
+    images = jax.random.normal(jax.random.key(2), (4, 3, 16, 16, 1))
+    labels = np.array([0, 3, 7, 9])
+    mask = np.array([True, True, True, False])
+    batch = {"image": images, "label": jnp.asarray(labels), "mask": jnp.asarray(mask)}
+    sums = jax.device_get(train.eval_step(state, batch))
+    logits = np.asarray(state.apply_fn(state.variables, images.reshape(12, 16, 16, 1)))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = (shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))).reshape(4, 3, 10)
+    scores = log_probs.mean(axis=1)
+    top5 = np.argsort(-scores, axis=-1)[:, :5]
+    assert sums["count"] == 3
+    np.testing.assert_allclose(sums["loss"], -scores[np.arange(3), labels[:3]].sum(), rtol=1e-5)
+    assert sums["top1"] == np.sum(scores.argmax(-1)[:3] == labels[:3])
+    assert sums["top5"] == np.sum((top5 == labels[:, None]).any(-1)[:3])
+
+
 class ClosingSpy:
     """Wraps an object and records whether its ``close`` was called."""
 
