@@ -302,42 +302,23 @@ def test_hbn_trains_every_control_beside_its_hybrid(tmp_path, capsys):
     for name, entry in run["variants"].items():
         assert again[name]["top1"] == entry["top1"] and again[name]["plan"] == entry["plan"]
         assert again[name]["provenance"] == entry["provenance"]  # no sitting trained it
-    assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0  # controls included
-    out = capsys.readouterr().out
-    for name, entry in run["variants"].items():
-        if "same_as" not in entry:  # a twin has no run of its own
-            assert f"plan={entry['plan']}: top1 {entry['top1']:.4g}" in out, name
-
-    config.hbn.num_random = 3  # the budget admits two random sets only
-    assert cli.run(config, mode="select", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
-    err = capsys.readouterr().err
-    assert "config.hbn.controls: the random control of hybrid (budget 1.34 x fbin" in err
-    assert "config.hbn.num_random" in err and "Traceback" not in err
-    assert pathlib.Path(tmp_path / "plan_hybrid.random1.json").exists()
-
-
-@pytest.mark.slow
-def test_eval_finds_every_trained_control_after_the_config_drops_the_controls(tmp_path, capsys):
-    """The run, not today's config, says what was trained: with ``config.hbn.controls``
-    emptied after an hbn run, eval still evaluates its controls. At budget 1.34 the two
-    random draws are {conv4} and {conv5} (as above): one is the hybrid's, the other is
-    trained."""
-    config = quickstart.get_config()
-    config.update(num_train_steps=6, batch_size=32, eval_batch_size=40)
-    config.update(log_every_steps=3, checkpoint_every_steps=3, num_eval_batches=1)
-    config.hbn.update(budgets=(1.34,), baselines=(), measure_batches=1)
-    config.hbn.update(controls=("random",), num_random=2)
-    assert cli.run(config, mode="hbn", workdir=str(tmp_path)) == 0, capsys.readouterr().err
-    rows = json.loads((tmp_path / "results.json").read_text())["variants"]
-    trained = {name: row for name, row in rows.items() if "same_as" not in row}
-    assert [name for name in trained if name.startswith("hybrid.random")], rows  # covered
-    capsys.readouterr()
+    # the run, not today's config, says what was trained: with config.hbn.controls
+    # emptied after the run, eval still evaluates every trained control
     config.hbn.controls = ()
     assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0, capsys.readouterr().err
     evaluated = [line for line in capsys.readouterr().out.splitlines() if "[eval]" in line]
-    assert len(evaluated) == len(trained) == 3
+    trained = {name: row for name, row in run["variants"].items() if "same_as" not in row}
+    assert len(evaluated) == len(trained) == 2 + len(retrained)  # a twin has no run of its own
     for name, row in trained.items():
         assert any(
             f"{tmp_path / name}: " in line and f"plan={name}: top1 {row['top1']:.4g}" in line
             for line in evaluated
         ), name
+
+    # the budget admits two random sets only
+    config.hbn.update(controls=("random", "cost_only", "error_only"), num_random=3)
+    assert cli.run(config, mode="select", workdir=str(tmp_path)) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "config.hbn.controls: the random control of hybrid (budget 1.34 x fbin" in err
+    assert "config.hbn.num_random" in err and "Traceback" not in err
+    assert pathlib.Path(tmp_path / "plan_hybrid.random1.json").exists()
