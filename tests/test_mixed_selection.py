@@ -13,17 +13,20 @@ BITS = {"binary": 1, "int2": 2, "int4": 4, "int8": 8, "float": 32}
 
 @pytest.mark.slow
 def test_hbn_with_precisions_trains_mixed_hybrids_and_their_controls(tmp_path, capsys):
-    """fbin, the sensitivity pass, a bit-width per layer at the budget, its uniform,
-    binary/float and random controls at the same budget, trained and tabled."""
+    """fbin, the sensitivity pass, a bit-width per layer at the budget, its uniform
+    control and the error score's pick at the same budget, trained, tabled, evaluated
+    and exported."""
     config = quickstart.get_config()
     config.update(num_train_steps=6, batch_size=32, eval_batch_size=40)
     config.update(log_every_steps=3, checkpoint_every_steps=3, num_eval_batches=1)
-    config.hbn.update(budgets=(3.0,), baselines=(), measure_batches=1, num_random=1)
+    config.hbn.update(budgets=(3.0,), baselines=(), measure_batches=1)
     config.hbn.update(precisions=(1, 2, 4, 8, 32), sensitivity="fisher", hutchinson_samples=1)
-    config.hbn.precision_controls = ("uniform", "binary_float", "random", "error")
+    # two controls train here (the binary/float and random ones are built and checked in
+    # test_mixed; each trained control costs the pipeline ~15 s of CI's cores)
+    config.hbn.precision_controls = ("uniform", "error")
     assert cli.run(config, mode="hbn", workdir=str(tmp_path)) == 0, capsys.readouterr().err
     run = json.loads((tmp_path / "results.json").read_text())
-    controls = ["hybrid.uniform", "hybrid.binary_float", "hybrid.random0", "hybrid.error"]
+    controls = ["hybrid.uniform", "hybrid.error"]
     assert list(run["variants"]) == ["hybrid", *controls, "fbin"]
     assert run["version"] == results.VERSION == 4
     assert run["selection"]["precisions"] == [1, 2, 4, 8, 32]
@@ -45,9 +48,7 @@ def test_hbn_with_precisions_trains_mixed_hybrids_and_their_controls(tmp_path, c
         if plan.mixed:
             assert entry["input_bits"] == {layer.name: layer.input_bits for layer in plan}
         assert entry["bops"] > run["variants"]["fbin"]["bops"] or entry["eq_flops"] == fbin
-    uniform = set(report["controls"]["uniform"]["bits"].values())
-    binary_float = set(report["controls"]["binary_float"]["bits"].values())
-    assert len(uniform) == 1 and binary_float <= {1, 32}
+    assert len(set(report["controls"]["uniform"]["bits"].values())) == 1
     table = (tmp_path / "results.md").read_text()
     assert "Mixed precision:" in table and "| hybrid.uniform |" in table
     assert cli.run(config, mode="eval", workdir=str(tmp_path)) == 0  # reads the plans back
@@ -56,7 +57,7 @@ def test_hbn_with_precisions_trains_mixed_hybrids_and_their_controls(tmp_path, c
     assert cli.run(config, mode="export", workdir=str(tmp_path)) == 0
     exported = [line for line in capsys.readouterr().out.splitlines() if "[export]" in line]
     trained = [n for n in run["variants"] if (tmp_path / n / "evaluations.json").exists()]
-    assert len(exported) == len(trained) >= 4  # a control equal to the hybrid: not retrained
+    assert len(exported) == len(trained) >= 3  # a control equal to the hybrid: not retrained
     assert all("top-1 agreement 100.0%" in line for line in exported), exported
     for name in trained:
         assert (tmp_path / name / "model.npz").exists(), name
