@@ -101,8 +101,9 @@ def export_model(
 
     ``programs=False`` writes the weights and the header without a single program: a file
     that only measures the network's memory (``memory_report``, ``--mode=summary``),
-    because tracing and serializing the programs is most of an export's time (about 6
-    of 8 s for VGG-Small) and the programs are code that does not grow with the weights.
+    because tracing and serializing the programs is most of an export's time (the
+    quickstart's VGG-Small: 2.0 s with them, 0.3 s without, on a 2-core Zen 3) and the
+    programs are code that does not grow with the weights.
     :func:`~binflax.export.load` refuses such a file.
     """
     model, variables = linen_view(model, variables)
