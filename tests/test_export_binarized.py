@@ -79,9 +79,11 @@ def exported_cases(tmp_path_factory):
 
 # Every linked path on the cases with packed links (fbin's chain, the hybrid's float-input
 # binary layers); wbin and the shift/K-map case have their own units but no link, and run
-# the default path. Each path's accumulators are pinned layer by layer in test_export, so,
-# as there for the full-size models, the packed arithmetics without links are left out,
-# and on a CPU with the kernel so is the native linked program, which is auto's.
+# the default path. Unlinked, the packed arithmetics pack the same words in the consumer
+# rather than the producer; test_export pins their accumulators layer by layer and
+# test_export_integer runs every path on a grouped user network, so here, as in
+# test_export for the full-size models, they are left out, and on a CPU with the kernel so
+# is the native linked program, which is auto's.
 LINKED = [
     p
     for p in PATHS
