@@ -1,9 +1,10 @@
 """Measured memory of an export, without a trained model: :func:`memory_report`.
 
 Why measured and not predicted: ``binflax.cost`` predicts a binary network's memory, and
-``--mode=summary`` checks that prediction against the size of a real export file, written
-to a temporary directory from :func:`zero_variables` (sizes do not depend on values), so
-no network needs training or even initialising to be measured.
+``--mode=summary`` checks that prediction against the size of a real export file's
+weights, written without its programs to a temporary directory from
+:func:`zero_variables` (sizes do not depend on values), so no network needs training or
+even initialising to be measured.
 """
 
 from __future__ import annotations
