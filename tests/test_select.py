@@ -4,7 +4,6 @@ force and plain-Python references, and the measurement against NumPy formulas.""
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -380,12 +379,9 @@ MULTI_DEVICE = textwrap.dedent(
 
 
 def test_measure_on_eight_devices_equals_one_device():
-    env = dict(os.environ, XLA_FLAGS=runner.xla_flags(8), JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-c", MULTI_DEVICE],
-        env=env,
+        env={**runner.env(devices=8), "JAX_PLATFORMS": "cpu"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -117,10 +117,10 @@ def export_model(
         inference.geometry_2d(info)  # an ExportError names a layer the path cannot run
     arrays = fold_variables(layers, variables)
     network = _network_variables(variables, layers)
-    links = chain_lib.find_links(model, input_shape, network)
     variants, recorded_programs, memo = {}, {}, {}
-    recorded = {**VARIANTS, **(NATIVE_VARIANTS if native.available() else {})}
-    for name, (arithmetic, chain) in (recorded if programs else {}).items():
+    recorded = {**VARIANTS, **(NATIVE_VARIANTS if native.available() else {})} if programs else {}
+    links = chain_lib.find_links(model, input_shape, network) if recorded else ()
+    for name, (arithmetic, chain) in recorded.items():
         plan = inference.variant(layers, links, arithmetic, chain)
         member = next((m for m, p in recorded_programs.items() if p[0] == plan), None)
         uses_native = plan.uses_native
