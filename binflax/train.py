@@ -100,16 +100,17 @@ def abstract_state(
     image_shape: tuple[int, int, int],
     steps_per_epoch: int,
 ) -> TrainState:
-    """:func:`init_state`'s state as shapes and dtypes on the default device, traced and
-    never computed: what a checkpoint restores into. Restoring needs no random
-    initialisation, so eval and export compile no ``init`` and draw no weights."""
+    """:func:`init_state`'s state as shapes and dtypes on this process's default device,
+    traced and never computed: what a checkpoint restores into. Restoring needs no random
+    initialisation, so a resumed run, eval and export compile no ``init`` and draw no
+    weights."""
 
     def new_state() -> TrainState:
         key, dummy = jax.random.key(config.seed), jnp.zeros((1, *image_shape), jnp.float32)
         return _new_state(config, model, model.init(key, dummy, train=False), steps_per_epoch)
 
     shapes = jax.eval_shape(new_state)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes
     )
@@ -283,21 +284,27 @@ def train_and_evaluate(
         else total_steps
     )
 
-    state = init_state(config, model, info.image_shape, steps_per_epoch)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     run = RunDir.of(workdir)
     writer = ScalarWriter(run.tensorboard, enabled=outputs.main_process())
     try:
         history = EvalHistory(run.evaluations_json)
-        restored = checkpoints.restore_latest(state)
+        # A resumed run restores into the state's shapes: its random initialisation would
+        # be overwritten, and compiling it costs about as much as compiling a train step.
+        restored = None
+        if checkpoints.latest_step is not None:
+            abstract = abstract_state(config, model, info.image_shape, steps_per_epoch)
+            restored = checkpoints.restore_latest(abstract)
         if restored is not None:
             _, state = restored
             log(f"[{name}] resuming from step {int(state.step)} in {workdir}")
-        elif init_from is not None:
-            state = state.replace(
-                params=transfer_matching(state.params, init_from.params),
-                batch_stats=transfer_matching(state.batch_stats, init_from.batch_stats),
-            )
+        else:
+            state = init_state(config, model, info.image_shape, steps_per_epoch)
+            if init_from is not None:
+                state = state.replace(
+                    params=transfer_matching(state.params, init_from.params),
+                    batch_stats=transfer_matching(state.batch_stats, init_from.batch_stats),
+                )
         state = parallel.replicate(state, mesh)
         start_step = int(state.step)
         sittings = provenance.Sittings(run.provenance_json, start_step)
