@@ -14,7 +14,35 @@ from binflax.data.common import QUIET_TENSORFLOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA's flags for every test process (tests/conftest.py says why)
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+OPTIMIZATION_LEVEL = "--xla_backend_optimization_level=0"
+LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_knows(flag: str) -> bool:
+    """Whether this jaxlib's XLA takes ``flag``: XLA aborts a process whose ``XLA_FLAGS``
+    names a flag it does not know, as a later jaxlib may do with the legacy emitters."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        env={**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        timeout=300,
+    )
+    return probe.returncode == 0
+
+
+def _test_xla_flags() -> str:
+    """Decided once a session and handed to pytest-xdist's workers (and to every test
+    subprocess) in the environment, so that only the first process probes."""
+    flags = os.environ.get("BINFLAX_TEST_XLA_FLAGS")
+    if flags is None:
+        flags = OPTIMIZATION_LEVEL
+        if _xla_knows(LEGACY_EMITTERS):
+            flags = f"{flags} {LEGACY_EMITTERS}"
+        os.environ["BINFLAX_TEST_XLA_FLAGS"] = flags
+    return flags
+
+
+TEST_XLA_FLAGS = _test_xla_flags()
 
 
 def xla_flags(devices: int) -> str:
