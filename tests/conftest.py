@@ -14,12 +14,14 @@ README's quickstart and the benchmarks run XLA's default level.
 
 They also compile with XLA's legacy CPU emitters (``--xla_cpu_use_fusion_emitters=false``)
 where this jaxlib still has them (tests/runner.py probes once a session: XLA aborts on a
-flag it does not know). The whole suite took 20 % less CPU time (1,620 s against 1,291 s,
-2-core Zen 3, 2026-12-07; a compile-bound export and benchmark subset 37 % less). Two
-programs that fuse the same float arithmetic differently may then round it differently
-in the last bit, so the export tests compare different paths' logits within 1e-6 of the
-largest (tests/test_export.py, ``assert_paths_agree``); their int32 accumulators are
-compared exactly.
+flag it does not know). Measured on a 2-core Zen 3 shared with a training run,
+2026-12-07: the suite's CPU time 1,620 s against 1,291 s with the flag in the pytest
+processes (not yet their subprocesses), a compile-bound export and benchmark subset 151
+against 95 s, and a fresh clone's `.ci/run` 21 min 30 s of tests against 18 min 48 s
+(with resumed runs no longer compiling an init). Two programs that fuse the same float
+arithmetic differently may then round it differently in the last bit, so the export
+tests compare different paths' logits within 1e-6 of the largest (tests/test_export.py,
+``assert_paths_agree``); their int32 accumulators are compared exactly.
 
 Tests marked ``slow`` (end-to-end runs of tens of seconds) are collected first, so that
 README's test command, which runs one pytest-xdist worker per core, starts them while
