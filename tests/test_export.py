@@ -59,11 +59,11 @@ UNLINKED = (("popcount", False), ("native", False))
 
 
 def assert_paths_agree(logits: np.ndarray, first: np.ndarray, scale: float, message: str):
-    """Every path computes the same int32 accumulators (pinned layer by layer below); the
-    float epilogue after them is each path's own XLA program, which the tests' compiler
-    (XLA's legacy CPU emitters, tests/conftest.py) may round differently in the last bit.
-    Under XLA's default compiler the logits are identical bit for bit (measured
-    2026-12-07); here they agree within 1e-6 of the largest logit."""
+    """Every path computes the same int32 accumulators (pinned layer by layer below and in
+    tests/test_packing.py); the float epilogue after them is each path's own XLA program,
+    which the tests' compiler (XLA's legacy CPU emitters, tests/conftest.py) may round
+    differently in the last bit. Under XLA's default compiler the logits are identical
+    bit for bit (measured 2026-12-07); here they agree within 1e-6 of the largest logit."""
     np.testing.assert_allclose(logits, first, rtol=0, atol=1e-6 * scale, err_msg=message)
 
 
@@ -226,7 +226,8 @@ def _every_path_marks(name: str, plan_kind: str) -> tuple:
 )  # fmt: skip
 def test_every_path_gives_the_fake_quantized_logits(tmp_path, name, input_shape, fields, plan_kind):
     """The independent check: ``model.apply`` of the fake-quantized float model, relative
-    1e-5; and every path gives the same logits (the same int32 accumulators)."""
+    1e-5; and every path gives the same logits (the same int32 accumulators) up to the
+    last bit of its float epilogue (``assert_paths_agree``)."""
     model, variables = build(name, plan_kind, input_shape, plan_kind == "hybrid", **fields)
     # Batch 3: small float maps run as matrix products, and at 3 images the 16x16 maps of
     # MiniSketchANet's and ResNet's first layers (768 pixels) fall back to the convolution.
