@@ -4,15 +4,30 @@
 # reactnet runs the larger budget only, with one random control (its float
 # teacher is trained first, as the recipe distills from it).
 #
-#   scripts/fashion_mnist_study.sh [RUNS_DIR] >> study.log 2>&1    # RUNS_DIR: runs/study
+#   scripts/fashion_mnist_study.sh [RUNS_DIR [JOB ...]] >> study.log 2>&1
+#
+# RUNS_DIR defaults to runs/study; a JOB is RECIPE:SEED (e.g. xnor:2), all eight in the
+# order below by default (name the ones left when a new machine continues a study).
 #
 # Run it again after an interruption: each variant resumes from its own checkpoint and a
 # finished variant is not trained again, so the study continues where it stopped. Start
 # it from a clone of its own, so that edits to the working tree never reach a run midway.
+# A new machine holds none of the last one's checkpoints: commit the records as variants
+# finish (python scripts/study_records.py RUNS_DIR docs/study).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs/study}
-for job in xnor:0 xnor:1 xnor:2 reactnet:0 reactnet:1 reactnet:2 xnor:3 xnor:4; do
+jobs=("${@:2}")
+if [ ${#jobs[@]} -eq 0 ]; then
+  jobs=(xnor:0 xnor:1 xnor:2 reactnet:0 reactnet:1 reactnet:2 xnor:3 xnor:4)
+fi
+for job in "${jobs[@]}"; do  # all checked before the first one trains for hours
+  if ! [[ "$job" =~ ^(xnor|reactnet):[0-9]+$ ]]; then
+    echo "error: a job is RECIPE:SEED with RECIPE xnor or reactnet, not '$job'" >&2
+    exit 2
+  fi
+done
+for job in "${jobs[@]}"; do
   recipe=${job%:*}
   seed=${job#*:}
   extra=()
