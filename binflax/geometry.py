@@ -20,6 +20,7 @@ dense layer as a 1x1 conv on a 1x1 map and a 1-D conv as a conv on a 1-row map.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -160,10 +161,9 @@ class Geometry:
         return None, ((0, 0),) * self.spatial, self.padding
 
     def output_shape(self, input_shape: Sequence[int], features: int) -> tuple[int, ...]:
-        """The layer's output shape for an input of ``input_shape``, from shapes alone."""
-        x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-        kernel = jax.ShapeDtypeStruct(self.kernel_shape(input_shape[-1], features), jnp.float32)
-        return tuple(jax.eval_shape(self.apply, x, kernel).shape)
+        """The layer's output shape for an input of ``input_shape``, from shapes alone.
+        Remembered: every trace of a network asks it of every layer again."""
+        return _output_shape(self, tuple(input_shape), features)
 
     # -- the 2-D view the integer path computes in -------------------------------------
 
@@ -234,6 +234,15 @@ class Geometry:
             kernel_dilation=tuple(data["kernel_dilation"]),
             groups=int(data["groups"]),
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _output_shape(
+    geometry: Geometry, input_shape: tuple[int, ...], features: int
+) -> tuple[int, ...]:
+    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    kernel = jax.ShapeDtypeStruct(geometry.kernel_shape(input_shape[-1], features), jnp.float32)
+    return tuple(jax.eval_shape(geometry.apply, x, kernel).shape)
 
 
 @dataclasses.dataclass(frozen=True)

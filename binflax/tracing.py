@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
@@ -128,6 +129,14 @@ def trace_layers(
     once per forward pass is refused: a plan, a measurement and a cost are per layer.
     """
     input_shape = tuple(input_shape or model.default_input_shape)
+    try:
+        hash(model)
+    except TypeError:  # a field of the network holds a list or a dict: trace it each time
+        return _trace_layers(model, input_shape)
+    return _trace_layers_remembered(model, input_shape)
+
+
+def _trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[LayerInfo, ...]:
     found: list[LayerInfo] = []
     adds: dict[str, int] = {}
 
@@ -154,6 +163,11 @@ def trace_layers(
     if unknown:
         raise PlanError(f"shortcut adds recorded for {', '.join(unknown)}, not a planned layer")
     return tuple(info._replace(shortcut_adds=adds.get(info.name, 0)) for info in found)
+
+
+# A linen module is a frozen dataclass: equal fields, equal network, so the same layers.
+# The pipeline, the cost model, the selection and the export trace one network many times.
+_trace_layers_remembered = functools.lru_cache(maxsize=256)(_trace_layers)
 
 
 def layer_names(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[str, ...]:

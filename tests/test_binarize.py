@@ -6,6 +6,8 @@ References are independent of binflax: NumPy convolutions and batch norms, Flax'
 run with NumPy-binarized kernels. Variables are drawn in NumPy (no initializer compiles).
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -671,3 +673,37 @@ def test_equal_builds_are_one_jit_static_argument():
     b = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
     assert a == b and hash(a) == hash(b) and type(a) is type(b)
     assert a != binarize(user_nets.VGG(), "wbin", input_shape=SHAPE)
+
+
+class Widths(nn.Module):
+    """A network with a list field: unhashable, so its trace cannot be remembered."""
+
+    widths: list = dataclasses.field(default_factory=lambda: [4, 6])
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = x.reshape(x.shape[0], -1)
+        for width in self.widths:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+def test_a_networks_trace_is_remembered_and_an_unhashable_one_still_traces():
+    remembered = tracing._trace_layers_remembered
+    remembered.cache_clear()
+    net = binarize(user_nets.VGG(), "fbin", input_shape=SHAPE)
+    first = tracing.trace_layers(net, SHAPE)
+    again = tracing.trace_layers(binarize(user_nets.VGG(), "fbin", input_shape=SHAPE), SHAPE)
+    assert again == first and remembered.cache_info().hits >= 1  # an equal network
+    other = tracing.trace_layers(binarize(user_nets.VGG(), "wbin", input_shape=SHAPE), SHAPE)
+    assert [i.precision for i in other] != [i.precision for i in first]
+    wide = binarize(Widths(widths=[4, 6]), "fbin", input_shape=SHAPE)
+    with pytest.raises(TypeError):
+        hash(wide)
+    infos = tracing.trace_layers(wide, SHAPE)
+    assert [(i.name, i.kernel_shape[-1]) for i in infos] == [
+        ("Dense_0", 4), ("Dense_1", 6), ("Dense_2", 10)
+    ]  # fmt: skip
+    narrow = binarize(Widths(widths=[5]), "fbin", input_shape=SHAPE)
+    assert len(tracing.trace_layers(narrow, SHAPE)) == 2
