@@ -5,11 +5,14 @@ repository, so that what finished outlives the machine that trained it.
 
 A study runs for days across sittings, and a sitting may land on a new machine that
 holds none of the last one's runs: the checkpoints (megabytes a variant) stay behind,
-the records are committed. Per run directory it keeps ``results.json``/``.md`` (written
-when a seed finishes), the selection's ``select*.json`` and ``plan*.json``, and per
-variant ``evaluations.json`` (every holdout and test evaluation, so the chosen
-checkpoint's figures) and ``provenance.json`` (commit, CPU and seconds of each sitting).
-A variant still training is copied as far as it got; copying again brings it up to date.
+the records are committed. It keeps the study's own logs (``*.log`` beside the run
+directories: each variant's "done" line gives the test top-1 of the checkpoint the
+holdout chose, which ``evaluations.json`` holds only when that step was a periodic test
+evaluation), and per run directory ``results.json``/``.md`` (written when a seed
+finishes), the selection's ``select*.json`` and ``plan*.json``, and per variant
+``evaluations.json`` (every holdout and periodic test evaluation) and
+``provenance.json`` (commit, CPU and seconds of each sitting). A variant still training
+is copied as far as it got; copying again brings it up to date.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ VARIANT_FILES = ("evaluations.json", "provenance.json")
 
 def records(runs: epath.Path) -> list[epath.Path]:
     """The record files under ``runs`` (``runs/<recipe>_s<seed>/...``), relative to it."""
-    found = []
+    found = sorted(runs.glob("*.log"))
     for run in sorted(p for p in runs.iterdir() if p.is_dir()):
         for pattern in RUN_FILES:
             found += sorted(run.glob(pattern))

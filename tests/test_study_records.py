@@ -21,6 +21,7 @@ def _touch(path: pathlib.Path, text: str = "{}") -> None:
 def test_records_are_copied_and_checkpoints_left_behind(tmp_path):
     runs, dest = tmp_path / "runs", tmp_path / "docs" / "study"
     kept = [
+        "study.log",
         "xnor_s2/results.json",
         "xnor_s2/results.md",
         "xnor_s2/select.json",
