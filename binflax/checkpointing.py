@@ -134,33 +134,44 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         damaged = []
         for step in sorted(manager.all_steps(), reverse=True):
+            self._check_fits(manager, step, abstract)
             try:
                 with _quiet():
                     state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            except Exception as err:  # noqa: BLE001 - classified: a mismatch re-raises
-                self._check_fits(manager, step, abstract, err)
+            except Exception as err:  # noqa: BLE001 - it fits the model: damage
                 damaged.append((step, err))
                 continue
             return (step, state), damaged
         return None, damaged
 
-    def _check_fits(
-        self, manager: ocp.CheckpointManager, step: int, abstract: Any, err: Exception
-    ) -> None:
-        """Raises :class:`CheckpointError` when checkpoint ``step`` is readable but its arrays
-        are not the model's (not damage: the run's config changed); returns when it is
-        damaged (its metadata cannot be read, or it matches and its data did not restore)."""
+    def _check_fits(self, manager: ocp.CheckpointManager, step: int, abstract: Any) -> None:
+        """Raises :class:`CheckpointError` when checkpoint ``step``'s metadata is readable but
+        its arrays are not the model's (not damage: the run's config changed); returns when
+        they are, or when the metadata cannot be read (damage, which the restore finds).
+
+        Checked before restoring, from the metadata alone: a restore into other shapes
+        fails inside Orbax's asynchronous reads, whose threads then print hundreds of
+        lines of tracebacks ("Event loop is closed") around binflax's one line."""
         try:
             with _quiet():
                 stored = manager.item_metadata(step)
         except Exception:  # noqa: BLE001 - unreadable metadata is damage
             return
-        if stored is not None and _shapes(stored) != _shapes(abstract):
-            raise CheckpointError(
-                f"the checkpoint at step {step} in {manager.directory} does not fit this "
-                f"config's model (its arrays have other shapes: {_first_line(err)}); was the "
-                "workdir trained with another config? Use a fresh --workdir or that config."
-            ) from err
+        if stored is None:
+            return
+        have, want = _shapes(stored), _shapes(abstract)
+        if have == want:
+            return
+        if len(have) != len(want):
+            differ = f"{len(have)} arrays where this model has {len(want)}"
+        else:
+            a, b = next((a, b) for a, b in zip(have, want, strict=True) if a != b)
+            differ = f"one is {a} where this model's is {b}"
+        raise CheckpointError(
+            f"the checkpoint at step {step} in {manager.directory} does not fit this "
+            f"config's model (its arrays have other shapes: {differ}); was the workdir "
+            "trained with another config? Use a fresh --workdir or that config."
+        )
 
     def _none_restores(
         self, manager: ocp.CheckpointManager, damaged: list[tuple[int, Exception]]
