@@ -24,7 +24,8 @@ and counted), times in one run on the same +-1 data:
   once beforehand for the path a loaded export's unit runs (``avx2_packed`` for a
   fully-connected layer on an AVX2 CPU), as ``binflax.export`` lays them out at load;
 - ``popcount_2bit`` and ``native_2bit``: a 2-bit input on the same weights as the export
-  runs it, two sign planes in one call (docs/export.md, "Integer units"); each row's
+  runs it, two sign planes stacked in one call (docs/export.md, "Integer units"), summed
+  by XLA after the popcount and inside the native call; each row's
   ``two_bit_over_one_bit`` is its time over the 1-bit twin's (target: at most 2.2x).
 
 Each function is jit-compiled, checked to give the float32 result exactly (the 2-bit
@@ -137,15 +138,16 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
     def native_kernel(x_words, kernel_words, laid):
         return native.conv_xnor(x_words, kernel_words, base, (kh, kw), strides, pads, laid=laid)
 
-    def two_bit(conv):
-        """A 2-bit input on the same binary weights, as the export runs it: its two sign
-        planes stacked on the batch axis through ``conv``, combined as ``acc_0 + 2 acc_1``."""
+    def popcount_2bit(x_words, kernel_words):
+        """A 2-bit input on the same binary weights, as the export runs it on XLA: its two
+        sign planes stacked on the batch axis, their accumulators summed ``acc_0 + 2 acc_1``."""
+        return packing.sum_bit_planes(popcount(x_words, kernel_words), 2)
 
-        def planes(words, *weights):
-            acc = conv(words, *weights)
-            return acc[:batch] + 2 * acc[batch:]
-
-        return planes
+    def native_2bit(x_words, kernel_words, laid):
+        """The same on the native kernel, which sums the planes in the call."""
+        return native.conv_xnor(
+            x_words, kernel_words, base, (kh, kw), strides, pads, laid=laid, bits=2
+        )
 
     # 2-bit levels i in [-2, 1] (the input 2 i + 1 in half steps), bit j of i + 2 a plane
     levels = rng.integers(-2, 2, (batch, *layer["input_shape"]))
@@ -164,13 +166,13 @@ def time_layer(layer: dict, batch: int, repeats: int, rng: np.random.Generator) 
             "popcount_with_packing": (popcount_with_packing, (x_float, kernel_words)),
         }  # fmt: skip
         plane_words = (packing.pack_bits(jnp.asarray(negative), word_type), kernel_words)
-        candidates["popcount_2bit"] = (two_bit(popcount), plane_words)
+        candidates["popcount_2bit"] = (popcount_2bit, plane_words)
         if native.available():
             # laid out once for the path a loaded export's unit runs (inference.prepare)
             isa = inference.native_layout(layer["fully_connected"])
             laid = native.layout_kernel(kernel_words, isa=isa)
             candidates["native"] = (native_kernel, (*candidates["popcount"][1], laid))
-            candidates["native_2bit"] = (two_bit(native_kernel), (*plane_words, laid))
+            candidates["native_2bit"] = (native_2bit, (*plane_words, laid))
         candidates = {
             key: (jax.jit(fn), jax.device_put(args)) for key, (fn, args) in candidates.items()
         }
@@ -353,6 +355,8 @@ def run(args: argparse.Namespace) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
+        # the path native.conv_xnor runs (BINFLAX_NATIVE_ISA forces one), None without it
+        "native_isa": native.isa() if native.available() else None,
         "batch": args.batch,
         "repeats": args.repeats,
         "layers": rows,

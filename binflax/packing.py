@@ -284,6 +284,19 @@ def conv_xnor(
     return base - 2 * popcount
 
 
+def sum_bit_planes(acc: jax.Array, bits: int) -> jax.Array:
+    """A ``bits``-bit input's accumulator from its sign planes' accumulators, stacked on
+    the batch axis (plane ``j``, the signs of the level's bit ``j``, ``j``-th):
+    ``sum_j 2**j acc_j``, since the input ``2 i + 1 = sum_j 2**j b_j`` for the planes'
+    signs ``b_j`` (:func:`binflax.export.inference.level_accumulator`)."""
+    if acc.shape[0] % bits:
+        raise ValueError(f"a batch of {acc.shape[0]} does not stack {bits} equal planes")
+    planes = acc.reshape(bits, acc.shape[0] // bits, *acc.shape[1:])
+    # Shifts and adds, which XLA fuses into one loop: as a tensordot with (1, 2, ...) it
+    # ran as an integer dot, 9x the popcount's own time on AlexNet's conv2.
+    return sum(planes[j] << j for j in range(bits))
+
+
 def xnor_word_type(kernel: jax.Array, channels: int) -> Any:
     """The word type :func:`conv_xnor` takes its input packed in, for ``channels``.
 

@@ -312,3 +312,75 @@ def test_a_damaged_or_mismatched_layout_is_refused(paths):
         np.asarray(native.conv_xnor(x_words, kernel, base, *geometry, laid=other))
     with pytest.raises(ValueError, match="unknown ISA"):
         native.layout_kernel(kernel, isa="sse9")
+
+
+# -- a k-bit input's sign planes in one call (conv_xnor's bits) ---------------------------
+
+
+@functools.cache
+def planes_case(name: str, bits: int):
+    """A ``bits``-bit input on a geometry's binary kernel: its sign planes stacked on the
+    batch axis (plane ``j`` negative where bit ``j`` of ``i + 2**(bits-1)`` is clear), the
+    call's operands, and the NumPy accumulator of the input ``2 i + 1``."""
+    n, h, w, cin, cout, k, s, padding, *dilated = GEOMETRIES[name]
+    dilation = tuple(dilated[0]) if dilated else (1, 1)
+    rng = np.random.default_rng(len(name) * bits)
+    levels = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), (n, h, w, cin))
+    weights = np.where(rng.random((k, k, cin, cout)) < 0.5, -1, 1).astype(np.int8)
+    span = tuple((k - 1) * d + 1 for d in dilation)
+    pads = packing.explicit_padding((h, w), span, (s, s), padding)
+    kernel_bits = packing.pack_signs(weights.transpose(3, 0, 1, 2))
+    base = packing.xnor_base(kernel_bits, cin, (h, w), (s, s), padding, *dilated)
+    unsigned = levels + 2 ** (bits - 1)
+    negative = np.concatenate([(unsigned >> j) & 1 == 0 for j in range(bits)])
+    with jax.enable_x64(True):
+        kernel = packing.xnor_kernel(kernel_bits)
+        word_type = packing.xnor_word_type(jax.numpy.asarray(kernel), cin)
+        x_words = np.asarray(packing.pack_bits(negative, word_type))
+    args = (x_words, kernel, base, (k, k), (s, s), padding, *dilated)
+    return args, numpy_conv(2 * levels + 1, weights, (s, s), pads, dilation)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("name", GEOMETRIES)
+@pytest.mark.parametrize("isa", list(native.ISAS))
+def test_a_k_bit_inputs_planes_sum_to_its_accumulator(paths, isa, name, bits):
+    if isa not in paths:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args, expected = planes_case(name, bits)
+    with jax.enable_x64(True):
+        laid = native.layout_kernel(args[1], isa=isa)
+        for kwargs in ({}, {"laid": laid}):
+            out = native.conv_xnor(*args, isa=isa, bits=bits, **kwargs)
+            assert out.dtype == np.int32
+            np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_eight_planes_and_the_xla_sum_agree(paths):
+    """The most planes a call sums, against :func:`packing.sum_bit_planes` of XLA's
+    popcount, which the fallback and the popcount arithmetic run."""
+    args, expected = planes_case("c31_3x3_s2_b3", 8)
+    with jax.enable_x64(True):
+        out = native.conv_xnor(*args, bits=8)
+        xla = packing.sum_bit_planes(packing.conv_xnor(*args), 8)
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_array_equal(np.asarray(xla), expected)
+
+
+def test_planes_that_do_not_stack_are_refused(paths):
+    args, _ = planes_case("c31_3x3_s2_b3", 2)
+    with pytest.raises(ValueError, match="bits must be 1 to 8 planes stacked on a batch of 6"):
+        native.conv_xnor(*args, bits=4)
+    with pytest.raises(ValueError, match="got 9"):
+        native.conv_xnor(*args, bits=9)
+    with pytest.raises(ValueError, match="does not stack 4 equal planes"):
+        packing.sum_bit_planes(jax.numpy.zeros((6, 2)), 4)
+
+
+def test_the_fallback_sums_the_planes(no_compiler):
+    args, expected = planes_case("c33_asymmetric_b3", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with jax.enable_x64(True):
+            out = native.conv_xnor(*args, bits=2)
+    np.testing.assert_array_equal(np.asarray(out), expected)

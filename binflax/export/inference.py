@@ -404,11 +404,13 @@ def level_accumulator(
 
     On packed words (binary weights): the level's ``k`` bits are ``k`` sign planes, ``2 i
     + 1 = sum_j 2**j b_j`` with ``b_j = +1`` where bit ``j`` of ``i + 2**(k-1)`` is set, so
-    the accumulator is ``sum_j 2**j`` of each plane's XNOR popcount (the planes run as one
-    call, stacked on the batch axis). Otherwise ``2 conv(i, w)`` plus the kernel summed
-    over the taps inside the map (``correction``), as XLA's int8 convolution, binflax's
-    native int8 kernel (``"native_int8"``, :func:`binflax.native.conv_int8`, its weights
-    laid out at load) or, exact below 2**24, a float32 convolution."""
+    the accumulator is ``sum_j 2**j`` of each plane's XNOR popcount (the planes stacked on
+    the batch axis: one native call sums them, :func:`binflax.native.conv_xnor`'s
+    ``bits``; XLA's popcount sums its accumulators after). Otherwise ``2 conv(i, w)``
+    plus the kernel summed over the taps inside the map (``correction``), as XLA's int8
+    convolution, binflax's native int8 kernel (``"native_int8"``,
+    :func:`binflax.native.conv_int8`, its weights laid out at load) or, exact below 2**24,
+    a float32 convolution."""
     g = geometry_2d(info)
     if arithmetic in PACKED:
         bits = info.precision.input_bits
@@ -421,10 +423,7 @@ def level_accumulator(
             )
             for k, kernel in enumerate(arrays["kernel_words"])
         ]
-        acc = _packed_conv(g, arrays, words, arithmetic)
-        acc = acc.reshape(bits, levels.shape[0], *acc.shape[1:])
-        weights = jnp.asarray([2**j for j in range(bits)], jnp.int32)
-        return jnp.tensordot(weights, acc, axes=1)
+        return _packed_conv(g, arrays, words, arithmetic, bits)
     x = g.pad(levels)
     kernel = arrays["kernel"]
     if arithmetic == "exact_float":
@@ -479,20 +478,25 @@ def integer_accumulator(
 
 
 def _packed_conv(
-    g: Geometry2D, arrays: Mapping[str, jax.Array], words: Sequence[jax.Array], arithmetic: str
+    g: Geometry2D,
+    arrays: Mapping[str, jax.Array],
+    words: Sequence[jax.Array],
+    arithmetic: str,
+    bits: int = 1,
 ) -> jax.Array:
-    """The packed arithmetic's ``int32`` accumulator of each group's input ``words``,
-    concatenated: the native kernel with the weights laid out at load (prepare), or XLA's
-    popcount."""
+    """The packed arithmetic's ``int32`` accumulator of each group's input ``words``
+    (``bits`` sign planes stacked on the batch axis, summed), concatenated: the native
+    kernel with the weights laid out at load (prepare), or XLA's popcount."""
     kernels = arrays["kernel_words"]
     laid_out = arrays.get("kernel_laid", [None] * len(kernels))
     geometry = (g.kernel_size, g.strides, g.padding, g.dilation)
     parts = []
     for w, kernel, base, laid in zip(words, kernels, arrays["base"], laid_out, strict=True):
         if arithmetic == "native":
-            parts.append(native.conv_xnor(g.pad(w), kernel, base, *geometry, laid=laid))
+            parts.append(native.conv_xnor(g.pad(w), kernel, base, *geometry, laid=laid, bits=bits))
         else:
-            parts.append(packing.conv_xnor(g.pad(w), kernel, base, *geometry))
+            acc = packing.conv_xnor(g.pad(w), kernel, base, *geometry)
+            parts.append(packing.sum_bit_planes(acc, bits))
     return _concat(parts)
 
 

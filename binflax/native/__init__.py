@@ -61,6 +61,7 @@ TARGETS = {
 ISAS = {"portable": 1, "avx2": 2, "avx512_vpopcntdq": 3, "avx2_packed": 4}
 # Best last (supported_isas): avx2_packed is never the best path for a convolution.
 _ISA_ORDER = ("portable", "avx2_packed", "avx2", "avx512_vpopcntdq")
+MAX_BITS = 8  # kMaxBits: the most sign planes one conv_xnor call sums
 AUTO = 0  # kAuto: the path a laid-out kernel names where the CPU has it, else its best
 ISA_ENV = "BINFLAX_NATIVE_ISA"
 # How each path lays out the kernel (Layout in xnor_kernel.cc): channels per group of
@@ -236,6 +237,7 @@ def conv_xnor(
     *,
     isa: str | None = None,
     laid: Any = None,
+    bits: int = 1,
 ) -> jax.Array:
     """:func:`binflax.packing.conv_xnor` as one native custom call: the same ``int32``
     (N, H_out, W_out, C_out) accumulator, ``base - 2 * popcount(patch XOR kernel)``.
@@ -247,14 +249,25 @@ def conv_xnor(
     the call the kernel's layout (the kernel then only gives the shapes and the
     fallback). Falls back to ``packing.conv_xnor`` when the kernel is unavailable.
     Traceable under ``jax.jit``; the geometry arguments are static.
+
+    ``bits`` > 1: ``x_words`` stacks a ``bits``-bit input's sign planes on the batch axis
+    (``bits * N`` images), and the call returns their accumulators summed as
+    :func:`binflax.packing.sum_bit_planes` sums them (N images), each pixel's planes
+    computed together while its kernel group is in L1: the XLA sum after a call of all
+    planes cost as much again as the call itself (docs/native.md, "Bit planes").
     """
     geometry = (kernel_size, strides, padding, dilation)
+    if not 1 <= bits <= MAX_BITS or x_words.shape[0] % bits:
+        raise ValueError(
+            f"bits must be 1 to {MAX_BITS} planes stacked on a batch of {x_words.shape[0]}, "
+            f"got {bits}"
+        )
     if _library() is None:
-        return packing.conv_xnor(x_words, kernel, base, *geometry)
+        return packing.sum_bit_planes(packing.conv_xnor(x_words, kernel, base, *geometry), bits)
     call, args, shape = _prepare(x_words, kernel, base, *geometry, isa, laid)
     (n, out_h, out_w), channels = shape, kernel.shape[1]
-    result = jax.ShapeDtypeStruct((n, out_h, out_w, channels), jnp.int32)
-    return call("binflax_xnor_conv", result, *args)
+    result = jax.ShapeDtypeStruct((n // bits, out_h, out_w, channels), jnp.int32)
+    return call("binflax_xnor_conv", result, *args, bits=np.int64(bits))
 
 
 def conv_xnor_words(
@@ -328,9 +341,11 @@ def _prepare(x_words, kernel, base, kernel_size, strides, padding, dilation, isa
             )
         kernel, suffix = jnp.asarray(laid), "_laid"
 
-    def call(target: str, result: jax.ShapeDtypeStruct, *operands: jax.Array) -> jax.Array:
+    def call(
+        target: str, result: jax.ShapeDtypeStruct, *operands: jax.Array, **extra: np.int64
+    ) -> jax.Array:
         ffi = jax.ffi.ffi_call(target + suffix, result, vmap_method="sequential")
-        return ffi(*operands, **attributes)
+        return ffi(*operands, **attributes, **extra)
 
     return call, (x_words, kernel, base), (n, out_h, out_w)
 

@@ -30,6 +30,11 @@
 //   the path its laid-out kernel names, where the CPU has it).
 // - portable: __builtin_popcountll on 2 pixels x 4 channels.
 //
+// A k-bit input (levels 2 i + 1, i of k bits) on the same kernel runs as k sign planes
+// stacked on the batch axis, plane j the signs of bit j; the call sums them, weighted 2**j,
+// into one accumulator (attribute `bits`; a 1-bit input is one plane), each pixel's planes
+// computed together while the kernel group is in L1.
+//
 // Threads: XLA's intra-op thread pool (ffi::ThreadPool); the calling thread works too,
 // and work items are taken from an atomic counter, so the call is correct however many
 // pool threads are free.
@@ -112,10 +117,10 @@ constexpr int kMaxVectors = 6;
 // can be read back anywhere (binflax_layout_kernel, the laid handlers' fallback).
 struct Layout {
   int64_t lanes, vectors, planes;
-  int64_t group() const { return lanes * vectors; }
+  constexpr int64_t group() const { return lanes * vectors; }
 };
 
-Layout LayoutOf(int64_t isa) {
+constexpr Layout LayoutOf(int64_t isa) {
   switch (isa) {
     case kAvx512:
       return {8, 4, 1};
@@ -127,6 +132,12 @@ Layout LayoutOf(int64_t isa) {
       return {4, 1, 1};
   }
 }
+
+// The most channels in a group and pixels in a micro-kernel call, on any path (a call's
+// accumulators of one bit plane fit kMaxRows x kMaxGroup).
+constexpr int64_t kMaxGroup = 32, kMaxRows = 4;
+static_assert(LayoutOf(kAvx512).group() <= kMaxGroup && LayoutOf(kAvx2).group() <= kMaxGroup &&
+              LayoutOf(kAvx2Packed).group() <= kMaxGroup && LayoutOf(kPortable).group() <= kMaxGroup);
 
 // Which micro-kernels a path runs on its layout: `rows` pixels per call, full[v - 1] takes
 // `rows` pixels and v vectors (the last group may have fewer), single[v - 1] one leftover
@@ -306,10 +317,10 @@ Path Avx2Path(int64_t isa) {
 }
 #endif
 
-// Register blocks, measured on a Zen 3 (docs/native.md): AVX2 1 pixel x 6 vectors (6 byte
-// accumulators, 2 broadcasts and 2 kernel vectors live; 2 pixels x 3 and 2 x 4 spill or
-// load more); AVX-512 4 pixels x 4 vectors (16 of 32 registers, each kernel vector loaded
-// once per 4 pixels).
+// Register blocks (at most kMaxRows pixels), measured on a Zen 3 (docs/native.md): AVX2 1
+// pixel x 6 vectors (6 byte accumulators, 2 broadcasts and 2 kernel vectors live; 2 pixels
+// x 3 and 2 x 4 spill or load more); AVX-512 4 pixels x 4 vectors (16 of 32 registers,
+// each kernel vector loaded once per 4 pixels).
 Path PathOf(int64_t isa) {
   switch (isa) {
 #ifdef BINFLAX_X86
@@ -555,10 +566,15 @@ class Scratch {
   std::vector<uint64_t> buffer_;
 };
 
-// The attributes both handlers take: the geometry and the path.
+// The attributes the handlers take: the geometry, the path and the input's bit planes
+// (the fused handlers take 1-bit inputs only).
 struct Attributes {
-  int64_t kh, kw, sh, sw, dh, dw, top, left, isa;
+  int64_t kh, kw, sh, sw, dh, dw, top, left, isa, bits = 1;
 };
+
+// The most bit planes one call sums: 8-bit levels, whose weighted accumulators stay far
+// inside int32 (255 x taps).
+constexpr int64_t kMaxBits = 8;
 
 // Where the accumulators go: `acc` (N, H_out, W_out, C_out), or, when `sense` is set,
 // packed by the per-channel thresholds into `words`, `words32` uint32 words per pixel.
@@ -624,6 +640,9 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
   const auto xd = x.dimensions(), bd = base.dimensions();
   if (xd.size() != 4 || bd.size() != 3)
     return ffi::Error::InvalidArgument("x must be NHWC words, the kernel (P, C_out)");
+  const int64_t bits = a.bits;
+  if (bits < 1 || bits > kMaxBits || xd[0] % bits != 0)
+    return ffi::Error::InvalidArgument("x's batch must stack `bits` (1 to 8) equal planes");
   const bool x64 = x.element_type() == ffi::U64;
   if (!x64 && x.element_type() != ffi::U32)
     return ffi::Error::InvalidArgument("words must be uint32 or uint64");
@@ -641,14 +660,16 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
   if (!rows_match || bd[2] != g.channels)
     return ffi::Error::InvalidArgument("kernel rows or channels do not match the input");
   const Path path = PathOf(isa);
-  const int64_t pixels = g.pixels(), groups = Groups(g.channels, path);
+  // Patches are laid out for every plane's pixels; the output has one plane's.
+  const int64_t patch_pixels = g.pixels(), pixels = patch_pixels / bits;
+  const int64_t groups = Groups(g.channels, path);
   const int64_t patch_size = g.words * path.planes, group_size = GroupWords(g.words, path);
   // A kernel laid out for this path is read as it is; any other is laid out here, per
   // call, from its words (or from another path's layout: the same words, read back).
   const bool prelaid = kernel.laid != nullptr && kernel.laid_isa == isa;
   const int64_t kernel_items = prelaid ? 0 : groups;
   if (!prelaid) call_layouts.fetch_add(1, std::memory_order_relaxed);
-  const int64_t patch_words = pixels * patch_size;
+  const int64_t patch_words = patch_pixels * patch_size;
   const int64_t layout_words = patch_words + (prelaid ? 0 : groups * group_size);
   // Fused, the accumulators are scratch too (2 per uint64 word).
   Scratch scratch(layout_words + (output.sense ? (pixels * g.channels + 1) / 2 : 0));
@@ -671,7 +692,7 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
   const int64_t block = (pixels + pixel_blocks - 1) / pixel_blocks;
   const int64_t runs = std::min(groups, (kItems + pixel_blocks - 1) / pixel_blocks);
   const int64_t run = (groups + runs - 1) / runs;
-  const int64_t patch_blocks = runs == 1 ? 0 : (pixels + kPatchBlock - 1) / kPatchBlock;
+  const int64_t patch_blocks = runs == 1 ? 0 : (patch_pixels + kPatchBlock - 1) / kPatchBlock;
   const int64_t layout_items = kernel_items + patch_blocks;
   const int64_t compute_end = layout_items + pixel_blocks * runs;
   const int32_t* base_data = base.typed_data();
@@ -693,16 +714,30 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
       }
     }
   };
+  // Plane j > 0's accumulators of a micro-kernel call, added 2**j times to plane 0's.
   auto compute = [&](int64_t group, int64_t start, int64_t stop) {
     const int64_t first = group * path.group(), vectors = VectorsIn(g.channels, path, group);
-    Tile tile{{}, nullptr, g.channels, std::min(path.group(), g.channels - first)};
+    const int64_t width = std::min(path.group(), g.channels - first);
+    const uint64_t* group_kernel = laid_kernel + group * group_size;
+    Tile tile{{}, nullptr, g.channels, width};
+    int32_t plane_acc[kMaxRows * kMaxGroup];
     for (int64_t m = start; m < stop;) {
       const int64_t n_rows = stop - m >= path.rows ? path.rows : 1;
+      const Micro micro = (n_rows == path.rows ? path.full : path.single)[vectors - 1];
       for (int64_t r = 0; r < n_rows; ++r)
         tile.base[r] = base_data + ((m + r) % out_pixels) * g.channels + first;
-      tile.out = acc + m * g.channels + first;
-      (n_rows == path.rows ? path.full : path.single)[vectors - 1](
-          patches + m * patch_size, laid_kernel + group * group_size, g.words, tile);
+      int32_t* out = acc + m * g.channels + first;
+      tile.out = out;
+      tile.stride = g.channels;
+      micro(patches + m * patch_size, group_kernel, g.words, tile);
+      tile.out = plane_acc;
+      tile.stride = kMaxGroup;
+      for (int64_t j = 1; j < bits; ++j) {
+        micro(patches + (j * pixels + m) * patch_size, group_kernel, g.words, tile);
+        for (int64_t r = 0; r < n_rows; ++r)
+          for (int64_t c = 0; c < width; ++c)
+            out[r * g.channels + c] += plane_acc[r * kMaxGroup + c] * (int32_t{1} << j);
+      }
       m += n_rows;
     }
   };
@@ -713,7 +748,7 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
       WriteKernelGroup(kernel.source, path, item, patches + patch_words + item * group_size);
     } else if (item < layout_items) {
       const int64_t start = (item - kernel_items) * kPatchBlock;
-      write_patches(start, std::min(pixels, start + kPatchBlock));
+      write_patches(start, std::min(patch_pixels, start + kPatchBlock));
     } else if (item < compute_end) {
       item -= layout_items;
       const int64_t start = item % pixel_blocks * block, stop = std::min(pixels, start + block);
@@ -721,7 +756,8 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const Kernel& ker
       const int64_t last_group = std::min(groups, first_group + run);
       for (int64_t tile = start; tile < stop; tile += kTile) {
         const int64_t tile_stop = std::min(stop, tile + kTile);
-        if (runs == 1) write_patches(tile, tile_stop);
+        if (runs == 1)
+          for (int64_t j = 0; j < bits; ++j) write_patches(j * pixels + tile, j * pixels + tile_stop);
         for (int64_t group = first_group; group < last_group; ++group)
           compute(group, tile, tile_stop);
       }
@@ -787,24 +823,24 @@ ffi::Error Checked(ffi::ThreadPool& pool, const ffi::AnyBuffer& x, const ffi::Bu
 ffi::Error XnorConv(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                     ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
                     int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
-                    int64_t left, int64_t isa) {
+                    int64_t left, int64_t isa, int64_t bits) {
   Kernel k;
   Output output;
   ffi::Error output_check = AccOutput(out, base, output);
   ffi::Error kernel_check = MatrixKernel(kernel, k);
-  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa, bits}, output, k,
                  std::move(output_check), std::move(kernel_check));
 }
 
 ffi::Error XnorConvLaid(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::U32> laid,
                         ffi::Buffer<ffi::S32> base, ffi::ResultBuffer<ffi::S32> out, int64_t kh,
                         int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t top,
-                        int64_t left, int64_t isa) {
+                        int64_t left, int64_t isa, int64_t bits) {
   Kernel k;
   Output output;
   ffi::Error output_check = AccOutput(out, base, output);
   ffi::Error kernel_check = LaidKernel(laid, k);
-  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa}, output, k,
+  return Checked(pool, x, base, {kh, kw, sh, sw, dh, dw, top, left, isa, bits}, output, k,
                  std::move(output_check), std::move(kernel_check));
 }
 
@@ -842,7 +878,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConv, XnorConv,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES
+                                  .Attr<int64_t>("bits"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWords, XnorConvWords,
                               ffi::Ffi::Bind()
@@ -860,7 +897,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvLaid, XnorConvLaid,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES);
+                                  .Ret<ffi::Buffer<ffi::S32>>() BINFLAX_CONV_ATTRIBUTES
+                                  .Attr<int64_t>("bits"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BinflaxXnorConvWordsLaid, XnorConvWordsLaid,
                               ffi::Ffi::Bind()
