@@ -10,9 +10,13 @@ section 9):
 
 The last two need the test evaluations of the whole run, including those made before an
 interruption, so each evaluation is appended to ``WORKDIR/evaluations.json``
-(``{"holdout": {step: metrics}, "test": {step: metrics}}``). Every process keeps the same
-history in memory (evaluations are collective, so every process makes the same ones);
-only process 0 writes the file.
+(``{"holdout": {step: metrics}, "test": {step: metrics}}``). The headline's test
+evaluation is kept there too, under ``"chosen"`` (``{"step": step, "test": metrics}``):
+the holdout often picks a step whose test set was never evaluated periodically, and
+without it the headline lived only in the log and in ``results.json``, which a study
+writes once per seed. It is kept apart from the periodic ones so that it cannot move the
+optimistic best. Every process keeps the same history in memory (evaluations are
+collective, so every process makes the same ones); only process 0 writes the file.
 """
 
 from __future__ import annotations
@@ -35,17 +39,34 @@ class EvalHistory:
     def __init__(self, path: str | epath.PathLike):
         self.path = epath.Path(path)
         self._runs: dict[str, dict[int, dict]] = {split: {} for split in SPLITS}
+        self._chosen: dict | None = None
         if self.path.exists():
             saved = json.loads(self.path.read_text())
             for split in SPLITS:
                 self._runs[split] = {int(step): m for step, m in saved.get(split, {}).items()}
+            self._chosen = saved.get("chosen")
 
     def record(self, split: str, step: int, metrics: dict) -> None:
         """Adds (or replaces, after a resume) the evaluation of ``split`` at ``step``."""
         self._runs[split][int(step)] = dict(metrics)
-        outputs.write_json(
-            self.path, {s: {str(k): v for k, v in sorted(r.items())} for s, r in self._runs.items()}
-        )
+        self._write()
+
+    def record_chosen(self, step: int, test_metrics: dict) -> None:
+        """Keeps the test evaluation of the checkpoint chosen at ``step`` (the headline)."""
+        self._chosen = {"step": int(step), "test": dict(test_metrics)}
+        self._write()
+
+    def chosen_test(self, step: int) -> dict | None:
+        """The recorded test evaluation of the checkpoint chosen at ``step``, if any."""
+        if self._chosen is None or self._chosen["step"] != int(step):
+            return None
+        return self._chosen["test"]
+
+    def _write(self) -> None:
+        saved = {s: {str(k): v for k, v in sorted(r.items())} for s, r in self._runs.items()}
+        if self._chosen is not None:
+            saved["chosen"] = self._chosen
+        outputs.write_json(self.path, saved)
 
     def get(self, split: str, step: int) -> dict | None:
         return self._runs[split].get(int(step))

@@ -401,9 +401,13 @@ def train_and_evaluate(
             chosen_step, chosen = total_steps, state
         else:
             chosen_step, chosen = best[0], parallel.replicate(best[1], mesh)
-        metrics = history.get("test", chosen_step) or evaluate(
-            chosen, eval_batches(config, "test"), mesh
+        metrics = (
+            history.get("test", chosen_step)
+            or history.chosen_test(chosen_step)
+            or evaluate(chosen, eval_batches(config, "test"), mesh)
         )
+        if history.chosen_test(chosen_step) != metrics:
+            history.record_chosen(chosen_step, metrics)
         seconds = time.time() - t_start
         if start_step < total_steps:  # this sitting trained: it finished the run
             sittings.progress(total_steps, seconds)

@@ -7,8 +7,9 @@ A study runs for days across sittings, and a sitting may land on a new machine t
 holds none of the last one's runs: the checkpoints (megabytes a variant) stay behind,
 the records are committed. It keeps the study's own logs (``*.log`` beside the run
 directories: each variant's "done" line gives the test top-1 of the checkpoint the
-holdout chose, which ``evaluations.json`` holds only when that step was a periodic test
-evaluation), and per run directory ``results.json``/``.md`` (written when a seed
+holdout chose, which ``evaluations.json`` also keeps, under ``"chosen"``, only for
+variants trained on a commit that has binflax.eval_history's ``record_chosen``), and per
+run directory ``results.json``/``.md`` (written when a seed
 finishes), the selection's ``select*.json`` and ``plan*.json``, and per variant
 ``evaluations.json`` (every holdout and periodic test evaluation) and
 ``provenance.json`` (commit, CPU and seconds of each sitting). A variant still training

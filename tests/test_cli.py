@@ -147,11 +147,15 @@ def test_hbn_pipeline_in_a_bucket_writes_results_and_resumes(bucket, capsys):
     files = remote_fs.files(bucket, "run")
     results = json.loads(files["results.json"].read_text())
     assert list(results["variants"]) == ["float", "hybrid", "fbin"]  # the paper's order
-    for entry in results["variants"].values():
+    for name, entry in results["variants"].items():
         assert set(entry) >= {"top1", "top5", "eq_flops", "macs", "memory_bytes", "plan"}
         assert {"final_top1", "best_test_top1_optimistic", "checkpoint_step"} <= set(entry)
         assert 0.0 <= entry["top1"] <= 100.0
         assert isinstance(entry["memory_bytes"], int)
+        # the headline's test figure is kept with the run's evaluations, not only here
+        chosen = json.loads(files[f"{name}/evaluations.json"].read_text())["chosen"]
+        assert chosen["step"] == entry["checkpoint_step"]
+        assert chosen["test"]["top1"] == entry["top1"]
     variants = results["variants"]
     assert variants["fbin"]["eq_flops"] <= variants["hybrid"]["eq_flops"]
     assert variants["hybrid"]["eq_flops"] <= 1.5 * variants["fbin"]["eq_flops"]

@@ -43,3 +43,19 @@ def test_main_prints_the_curve_and_its_plateau(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == ["step 445: holdout top-1 89.90", "step 890: holdout top-1 91.60"]
     assert out[-1] == "plateau from step 1335 to step 2225: 3 evaluations within 0.3 points"
+
+
+def test_the_chosen_checkpoints_test_figure_is_kept_apart_and_reloaded(tmp_path):
+    path = tmp_path / "evaluations.json"
+    history = eval_history.EvalHistory(path)
+    history.record("test", 890, {"top1": 90.0})
+    history.record("test", 1335, {"top1": 91.0})
+    history.record_chosen(445, {"top1": 93.0})  # the holdout chose a step never tested
+    reloaded = eval_history.EvalHistory(path)
+    assert reloaded.chosen_test(445) == {"top1": 93.0}
+    assert reloaded.chosen_test(890) is None  # another step's figure is not this one's
+    assert reloaded.best("test") == (1335, {"top1": 91.0})  # the optimistic best unmoved
+    reloaded.record("holdout", 445, {"top1": 92.0})  # later writes keep it
+    saved = json.loads(path.read_text())
+    assert saved["chosen"] == {"step": 445, "test": {"top1": 93.0}}
+    assert set(saved["test"]) == {"890", "1335"}

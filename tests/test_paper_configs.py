@@ -366,3 +366,6 @@ def test_runlocal_hbn_of_a_paper_config_trains_every_hybrid(tiny_tu_berlin, caps
         assert entry["final_top1"] == history["test"][str(entry["steps"])]["top1"]
         best_test = max(m["top1"] for m in history["test"].values())
         assert math.isclose(entry["best_test_top1_optimistic"], best_test)
+        # the headline is kept beside the periodic evaluations, whichever step it is
+        assert history["chosen"]["step"] == entry["checkpoint_step"]
+        assert history["chosen"]["test"]["top1"] == entry["top1"]
