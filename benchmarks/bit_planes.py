@@ -6,9 +6,10 @@ A k-bit input on binary (XNOR) weights runs in the export either as ``k`` sign p
 the native XNOR kernel, summed inside the call (``binflax.native.conv_xnor(...,
 bits=k)``), or, for an 8-bit input, as the native int8 kernel on the levels and the
 weights' +-1 codes (``2 conv(i, w) + correction``, ``binflax.native.conv_int8``);
-``binflax.export.arithmetic.MAX_PLANES`` is where the export switches from the first to
-the second. For every binary-input layer of AlexNet, ResNet-18 and Sketch-A-Net at its
-real shape, batch 1, on random levels, timed in one run, interleaved:
+``binflax.export.arithmetic.max_planes`` is where the export switches from the first to
+the second (4 bits for a convolution, 8 for a fully-connected layer). For every
+binary-input layer of AlexNet, ResNet-18 and Sketch-A-Net at its real shape, batch 1,
+on random levels, timed in one run, interleaved:
 
 - ``planes_1``, ``planes_2``, ``planes_4``, ``planes_8``: the native XNOR kernel on 1, 2,
   4 and 8 planes, the weights laid out once beforehand (as an exported model's are);
@@ -106,6 +107,7 @@ def time_layer(layer: dict, repeats: int, rng: np.random.Generator) -> dict:
         "input_shape": list(layer["input_shape"]),
         "kernel": list(layer["kernel"]),
         "strides": list(strides),
+        "fully_connected": layer["fully_connected"],
         "ms": {k: round(v, 4) for k, v in ms.items()},
         "over_one_plane": {k: round(ms[f"planes_{k}"] / ms["planes_1"], 3) for k in PLANES},
         "planes_8_over_int8": round(ms["planes_8"] / ms["int8_8bit"], 3),
@@ -141,6 +143,18 @@ def run(args: argparse.Namespace) -> dict:
         "geomean_planes_8_over_int8": geometric_mean([r["planes_8_over_int8"] for r in rows]),
         "geomean_planes_4_over_int8": geometric_mean([r["planes_4_over_int8"] for r in rows]),
         "layers_where_8_planes_beat_int8": sum(r["planes_8_over_int8"] < 1 for r in rows),
+        # arithmetic.max_planes' two cases: convolutions and fully-connected layers
+        "planes_8_over_int8_by_kind": {
+            kind: {
+                "layers": len(ratios),
+                "min": min(ratios),
+                "max": max(ratios),
+                "geomean": geometric_mean(ratios),
+                "under_1x": sum(r < 1 for r in ratios),
+            }
+            for kind, dense in (("convolutions", False), ("fully_connected", True))
+            if (ratios := [r["planes_8_over_int8"] for r in rows if r["fully_connected"] == dense])
+        },
     }
 
 
@@ -162,6 +176,11 @@ def markdown(result: dict) -> str:
         f"(faster on {result['layers_where_8_planes_beat_int8']} of {len(result['layers'])} "
         f"layers); 4 planes over it: {result['geomean_planes_4_over_int8']:.2f}x.",
     ]
+    for kind, s in result["planes_8_over_int8_by_kind"].items():
+        lines.append(
+            f"8 planes over the int8 route, {kind} (n={s['layers']}): {s['min']:.2f}-"
+            f"{s['max']:.2f}x, geometric mean {s['geomean']:.2f}x, {s['under_1x']} under 1x."
+        )
     return "\n".join(lines)
 
 

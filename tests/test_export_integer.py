@@ -70,6 +70,11 @@ def assert_every_path_exact(tmp_path, model, variables, input_shape, identical=T
             {"num_classes": 10, "stem": "cifar", "widths": (8, 16, 16, 32), "block": "reactnet"},
             marks=pytest.mark.slow,
         ),
+        # 8-bit inputs on binary weights: a convolution (the int8 route) and a
+        # fully-connected layer (8 bit planes, arithmetic.max_planes)
+        ("mini_sketchanet", (16, 16, 1),
+         [("conv1", 8, 8), ("conv2", 8, "binary"), ("conv4", 8, "binary"), ("fc", 8, 8),
+          (".*", 1, 1)], {}),
     ],
 )  # fmt: skip
 def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, fields):
@@ -79,7 +84,7 @@ def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, 
     exported = assert_every_path_exact(tmp_path, model, variables, shape)
     kinds = {info.name: inference.layer_kind(info) for info in exported.layers}
     assert "integer" in kinds.values() and "xnor" in kinds.values()
-    if name == "mini_sketchanet":
+    if rules is MIXED_RULES:
         want = {f"conv{i}": "integer" for i in range(1, 5)}
         assert kinds == {**want, "conv5": "xnor", "fc": "integer"}
     if native.available():  # the 8-bit layers ran on the native int8 kernel too
@@ -87,6 +92,9 @@ def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, 
         eight_bit = [i.name for i in exported.layers if i.precision.weight == "int8"]
         assert eight_bit and all(plan.computation(n) == "native_int8" for n in eight_bit)
         assert exported.header["variants"]["native"]["native"]
+        if ("conv4", 8, "binary") in rules:  # fully connected: 8 planes, not the codes
+            assert plan.computation("conv2") == "native_int8"
+            assert plan.computation("conv4") == "native"
 
 
 def test_a_binarized_network_with_groups_and_k_bit_inputs_exports_exactly(tmp_path):
@@ -207,9 +215,9 @@ def test_integer_accumulators_equal_the_numpy_formula(isa, monkeypatch):
 
 
 def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact():
-    """The rule - bit planes for binary weights up to 4 bits - and float32's exact
-    integers at their boundary: 8-bit levels (at most
-    128) on 8-bit weights (127) stay below 2**24 for up to 1032 taps."""
+    """The rule - bit planes for binary weights up to 4 bits on a convolution, 8 on a
+    fully-connected layer - and float32's exact integers at their boundary: 8-bit levels
+    (at most 128) on 8-bit weights (127) stay below 2**24 for up to 1032 taps."""
     on_cpu = {"backend": "cpu", "fully_connected": False}
     assert arithmetic.integer_arithmetic("auto", 4, True, True, **on_cpu) == "native"
     assert arithmetic.integer_arithmetic("popcount", 4, True, True, **on_cpu) == "popcount"
@@ -217,9 +225,14 @@ def test_auto_picks_bit_planes_for_binary_weights_and_float32_only_where_exact()
     assert arithmetic.integer_arithmetic("auto", 4, False, False, **on_cpu) == "int8"
     assert arithmetic.integer_arithmetic("int8_dot", 4, True, True, **on_cpu) == "int8"
     assert arithmetic.integer_arithmetic("auto", 4, True, True, "gpu", False) == "int8"
-    # 8 planes cost more than float32's convolution: an 8-bit input on binary weights
+    # an 8-bit input on binary weights: a convolution's 8 planes measured no faster than
+    # the integer routes, a fully-connected layer's (which streams its weights) faster
     assert arithmetic.integer_arithmetic("auto", 8, True, True, **on_cpu) == "exact_float"
     assert arithmetic.integer_arithmetic("popcount", 8, True, True, **on_cpu) == "exact_float"
+    dense = {"backend": "cpu", "fully_connected": True, "native_int8": False}
+    assert arithmetic.integer_arithmetic("auto", 8, True, True, **dense) == "native"
+    assert arithmetic.integer_arithmetic("popcount", 8, True, True, **dense) == "popcount"
+    assert arithmetic.integer_arithmetic("auto", 16, True, True, **dense) == "exact_float"
     # 8-bit weights where the native int8 kernel runs the layer (one group, built): the
     # "native" programs always; "auto" except on a fully-connected layer beyond float32's
     # exact range (XLA's int8 product measured faster there); never a portable program.

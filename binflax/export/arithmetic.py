@@ -48,8 +48,15 @@ ARITHMETICS = ("auto", "int8", "int8_dot", "popcount", "native")
 MATMUL_MAX_PIXELS = 512
 # Integers below this sum exactly in float32 (its 24-bit significand).
 FLOAT32_EXACT = 2**24
-# The most input bits a binary-weight integer unit runs as bit planes (integer_arithmetic).
+# The most input bits a binary-weight integer unit runs as bit planes (integer_arithmetic):
+# a convolution's, and a fully-connected unit's, which streams its weights at batch 1.
 MAX_PLANES = 4
+MAX_DENSE_PLANES = 8
+
+
+def max_planes(fully_connected: bool) -> int:
+    """The most input bits a binary-weight unit runs as bit planes (:func:`integer_arithmetic`)."""
+    return MAX_DENSE_PLANES if fully_connected else MAX_PLANES
 
 
 def choose(backend: str) -> str:
@@ -103,14 +110,21 @@ def integer_arithmetic(
     """What an integer unit that is not XNOR runs (a k-bit input on binary weights, or any
     quantized input on 8-bit weights) for the XNOR ``arithmetic`` of its program.
 
-    - binary weights and a ``bits``-bit input of at most :data:`MAX_PLANES` bits under a
-      packed arithmetic (``"popcount"``/``"native"``, or ``"auto"`` on the CPU): one XNOR
-      popcount per bit plane of the input, on the same packed kernel (``"auto"`` takes
-      the native kernel where :func:`xnor_arithmetic` would). An 8-bit input's 8 planes
-      ran VGG-Small's conv4 (3x3, 256 -> 256 channels on a 14x14 map) in 6.0 ms against
-      2.8 ms for a float input's float32 convolution, its 2-bit input's planes in 0.82 ms
-      and its 1-bit one in 0.54 ms (batch 1, this project's 2-core Zen 3 shared with a
-      training run, ``binflax.export.latency_table``), so 8 bits take the routes below;
+    - binary weights and a ``bits``-bit input of at most :func:`max_planes` bits (4 for
+      a convolution, 8 for a fully-connected unit) under a packed arithmetic
+      (``"popcount"``/``"native"``, or ``"auto"`` on the CPU): one XNOR popcount per bit
+      plane of the input, on the same packed kernel, the native call summing them
+      (``"auto"`` takes the native kernel where :func:`xnor_arithmetic` would). Measured
+      (``benchmarks/bit_planes.py``, batch 1, 2-core AMD EPYC Zen 4, quiet, 2026-12-07;
+      docs/benchmarks.md, "Bit planes against the int8 kernel"), 8 planes over the
+      native int8 kernel's route below, on every binary-input layer of AlexNet,
+      ResNet-18 and Sketch-A-Net: the fully-connected ones 0.11-0.30x on the AVX-512
+      path and 0.22-0.52x on the AVX2 one (forced, same CPU), so they take 8 planes;
+      the 17 convolutions 0.51-2.13x (geometric mean 0.93x, 10 under 1x) on AVX-512 but
+      0.67-2.04x (1.09x, 7 under 1x) on AVX2, so they keep 4 (a rule per CPU path
+      would bake the exporting machine's path into a portable file); 4 planes over the
+      int8 route: 0.44x and 0.52x (geometric means, all 21 layers). An 8-bit
+      convolution takes the routes below;
     - ``"int8"``/``"int8_dot"`` or a GPU/TPU: XLA's int8 convolution, ``int32``
       accumulators (``"int8"``);
     - on the CPU where binflax's native int8 kernel runs the layer (8-bit weights, or an
@@ -142,7 +156,7 @@ def integer_arithmetic(
     """
     if arithmetic in ("int8", "int8_dot") or backend != "cpu":
         return "int8"
-    if binary_weights and bits <= MAX_PLANES:
+    if binary_weights and bits <= max_planes(fully_connected):
         if arithmetic == "auto":
             return xnor_arithmetic(backend, native=True)
         return arithmetic

@@ -142,7 +142,8 @@ def native_int8_runs(info: LayerInfo, g: Geometry2D) -> bool:
     of more bits than run as planes on binary weights (their +-1 as int8 codes); one group;
     the kernel built."""
     precision = info.precision
-    codes = not precision.binary_weight or precision.input_bits > arithmetic_lib.MAX_PLANES
+    planes = arithmetic_lib.max_planes(g.fully_connected)
+    codes = not precision.binary_weight or precision.input_bits > planes
     return codes and g.groups == 1 and native.available()
 
 
