@@ -118,17 +118,17 @@ def integer_arithmetic(
       (``benchmarks/bit_planes.py``, batch 1, 2-core AMD EPYC Zen 4, quiet, 2026-12-07;
       docs/benchmarks.md, "Bit planes against the int8 kernel"), 8 planes over the
       native int8 kernel's route below, on every binary-input layer of AlexNet,
-      ResNet-18 and Sketch-A-Net: the fully-connected ones 0.11-0.30x on the AVX-512
-      path and 0.22-0.52x on the AVX2 one (forced, same CPU), so they take 8 planes;
-      the 17 convolutions 0.51-2.13x (geometric mean 0.93x, 10 under 1x) on AVX-512 but
-      0.67-2.04x (1.09x, 7 under 1x) on AVX2, so they keep 4 (a rule per CPU path
-      would bake the exporting machine's path into a portable file); 4 planes over the
-      int8 route: 0.44x and 0.52x (geometric means, all 21 layers). An 8-bit
-      convolution takes the routes below;
+      ResNet-18 and Sketch-A-Net: the 4 fully-connected ones 0.17-0.24x on the AVX-512
+      path and 0.26-0.39x on the AVX2 one (forced, same CPU), so they take 8 planes;
+      the 17 convolutions 0.44-2.06x (geometric mean 0.80x) on AVX-512 but 0.53-1.74x
+      (1.10x) on AVX2, so they keep 4 (a rule per CPU path would bake the exporting
+      machine's path into a portable file); 4 planes over the int8 route: 0.39x and
+      0.52x (geometric means, all 21 layers). A convolution of 5-8 bits takes the
+      routes below;
     - ``"int8"``/``"int8_dot"`` or a GPU/TPU: XLA's int8 convolution, ``int32``
       accumulators (``"int8"``);
-    - on the CPU where binflax's native int8 kernel runs the layer (8-bit weights, or an
-      8-bit input on binary weights as +-1 codes;
+    - on the CPU where binflax's native int8 kernel runs the layer (8-bit weights, or a
+      convolution's 8-bit input on binary weights as +-1 codes;
       one group, the kernel built; :func:`binflax.native.conv_int8`):
       ``"native_int8"`` in the native programs (``arithmetic="native"``), and under
       ``"auto"`` wherever it was measured faster than what would run instead, which is
