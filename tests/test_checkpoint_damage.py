@@ -10,10 +10,12 @@ import pytest
 
 from binflax import cli, train
 from binflax.checkpointing import BEST, DAMAGED, LATEST
+from tests import runner
 from tests.test_train import small_config
 
-# A failed restore leaves TensorStore read coroutines that Python reports when it collects
-# them ("exception never retrieved"); binflax reports the damage itself, in one line.
+# binflax drops the reports a failed restore's reads leave behind
+# (checkpointing._RestoreLeftovers); in one run of this module in about ten, one more
+# (not identified) still reached pytest's own hook, so pytest ignores them here.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
@@ -137,3 +139,30 @@ def test_a_checkpoint_of_another_model_is_refused_and_left_in_place(
     assert "where this model's is" in line  # the first shape that differs
     assert sorted(p.name for p in (workdir / LATEST).iterdir()) == ["10", "5"]
     assert not (workdir / DAMAGED).exists()
+
+
+def test_a_resume_past_garbled_data_prints_one_line_and_no_leftovers(trained, tmp_path):
+    """As a user runs it, in a process of its own: a failed restore's TensorStore reads
+    finish on their own threads after Orbax closed their event loop and report it (6 to
+    390 lines of "Event loop is closed" tracebacks here, before binflax dropped them), on
+    stderr, where no capture in this process would see them."""
+    workdir = copy_of(trained, tmp_path)
+    rng = np.random.default_rng(0)
+    data = [p for p in (workdir / LATEST / "10").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data  # the arrays' OCDBT data files; the metadata stays readable
+    for path in data:
+        path.write_bytes(rng.integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+    flags = {"mode": "train", "plan": "fbin", "batch_size": 32, "eval_batch_size": 40,
+             "num_train_steps": 15, "log_every_steps": 5, "checkpoint_every_steps": 5,
+             "eval_every_epochs": 1000}  # config(num_train_steps=15)  # fmt: skip
+    done = runner.run_main(
+        "--config=configs/quickstart.py",
+        *(f"--config.{key}={value}" for key, value in flags.items()),
+        f"--workdir={workdir}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resuming from step 5 " in done.stdout
+    [line] = damage_lines(done.stdout)
+    assert "step 10" in line and "DATA_LOSS" in line
+    for leftover in ("Event loop is closed", "exception was never retrieved"):
+        assert leftover not in done.stderr
