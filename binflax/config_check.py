@@ -208,17 +208,26 @@ def _get(config, field):
 
 
 def _dataset(config: ml_collections.ConfigDict) -> None:
-    """digits, folder:PATH, or a TFDS dataset that TFDS knows, whose channels and classes
-    (where TFDS knows them without the data) are the config's."""
+    """digits, folder:PATH, idx:DIR, or a TFDS dataset that TFDS knows, whose channels and
+    classes (where TFDS knows them without the data) are the config's."""
     dataset = config.dataset
     if not isinstance(dataset, str) or not dataset.strip():
         raise ConfigError(
             f"config.dataset={dataset!r} must be digits, a TFDS dataset name "
-            f"({', '.join(data.DATASETS[1:])}, mnist, cifar10, ...) or folder:PATH"
+            f"({', '.join(data.DATASETS[1:])}, mnist, cifar10, ...), folder:PATH or idx:DIR"
         )
     if dataset == data.FOLDER_PREFIX:
         raise ConfigError("config.dataset='folder:' needs a path: folder:PATH")
-    data.recipes.augment_of(config)  # names config.augment when it is not a transform
+    if dataset == data.idx_files.PREFIX:
+        raise ConfigError("config.dataset='idx:' needs a directory: idx:DIR")
+    augment = data.recipes.augment_of(config)  # names config.augment if not a transform
+    if data.idx_files.directory(dataset) is not None:
+        if augment != "none":
+            raise ConfigError(
+                f"config.augment={augment!r}: an idx:DIR dataset is read without "
+                "augmentation (binflax.data.idx_files); set config.augment='none'"
+            )
+        return  # its files say their shape and classes
     if dataset in data.EMBEDDED or data.recipes.folder_path(dataset) is not None:
         return
     known = data.tfds_metadata.metadata(dataset, config.data_dir)

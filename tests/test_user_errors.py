@@ -134,8 +134,8 @@ def test_mistakes_found_after_parsing_are_one_line(name, tmp_path, capsys, monke
     [
         (
             {"dataset": "fashion_mnsit"},
-            "config.dataset='fashion_mnsit' is neither digits, folder:PATH nor a TFDS "
-            "dataset; did you mean fashion_mnist?",
+            "config.dataset='fashion_mnsit' is neither digits, folder:PATH, idx:DIR nor a "
+            "TFDS dataset; did you mean fashion_mnist?",
         ),
         ({"dataset": "cifar10"}, "config.channels=1 but cifar10's images have 3 channels"),
         ({"num_classes": 7}, "config.num_classes=7 but fashion_mnist has 10 classes"),

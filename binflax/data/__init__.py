@@ -15,11 +15,12 @@ for multi-crop evaluation), ``label`` int32, and ``mask`` bool for eval.
 
 ``config.dataset`` is ``digits`` (embedded), any TFDS image-classification dataset by
 name (binflax's own ``tu_berlin`` and ``sketchy``, which importing this package
-registers, or TFDS's ``mnist``, ``fashion_mnist``, ``cifar10``, ...), or
-``folder:PATH`` (``PATH/<split>/<class>/<image>``). ``python -m binflax.data.prepare
+registers, or TFDS's ``mnist``, ``fashion_mnist``, ``cifar10``, ...),
+``folder:PATH`` (``PATH/<split>/<class>/<image>``) or ``idx:DIR`` (MNIST-format files,
+read with NumPy: :mod:`binflax.data.idx_files`). ``python -m binflax.data.prepare
 NAME --manual_dir DIR`` prepares a TFDS dataset from files you have (docs/data.md).
 TensorFlow itself is imported only when such a pipeline runs, quiet and with every
-accelerator hidden from it: a digits run never loads it.
+accelerator hidden from it: a digits or ``idx:`` run never loads it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 import ml_collections
 
 # sketchy and tu_berlin register their TFDS builders; tfds_metadata is the config check's
-from binflax.data import digits, sketchy, tfds_metadata, tu_berlin  # noqa: F401
+from binflax.data import digits, idx_files, sketchy, tfds_metadata, tu_berlin  # noqa: F401
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
 from binflax.data.recipes import AUGMENTS, FOLDER_PREFIX, RECIPES
 
@@ -53,6 +54,8 @@ DATASETS = (*EMBEDDED, *RECIPES)
 def _source(config: ml_collections.ConfigDict):
     if config.dataset in EMBEDDED:
         return EMBEDDED[config.dataset]
+    if idx_files.directory(config.dataset) is not None:
+        return idx_files
     from binflax.data import pipelines  # TensorFlow is imported only when needed
 
     return pipelines

@@ -6,8 +6,7 @@ as the held-out slice ``select`` measures on. Images are upscaled by pixel repli
 to ``config.image_size`` (32 by default) and standardized with the training set's mean
 and standard deviation.
 
-Pure NumPy: batches are formed by indexing a per-epoch permutation, so a global step
-maps to exactly one set of examples and a restart at any step repeats and skips nothing.
+Pure NumPy, batched by :mod:`binflax.data.arrays`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from binflax.data.common import DatasetError, DatasetInfo, per_process_batch
+from binflax.data import arrays
+from binflax.data.common import DatasetError, DatasetInfo
 
 NUM_TEST = 360
 
@@ -74,28 +74,23 @@ def train_batches(
     config, *, seed: int, start_step: int, process_index: int, process_count: int
 ) -> Iterator[dict]:
     images, labels = _load(config)["train"]
-    global_batch = int(config.batch_size)
-    local_batch = per_process_batch(global_batch, process_count)
-    steps_per_epoch = len(labels) // global_batch
-    if steps_per_epoch == 0:
-        raise DatasetError(f"config.batch_size={global_batch} exceeds the {len(labels)} digits")
-    step = start_step
-    while True:
-        epoch, within = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(labels))
-        start = within * global_batch + process_index * local_batch
-        idx = order[start : start + local_batch]
-        yield {"image": images[idx], "label": labels[idx]}
-        step += 1
+    return arrays.train_batches(
+        images,
+        labels,
+        int(config.batch_size),
+        seed=seed,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
 
 def eval_batches(config, split: str, *, process_index: int, process_count: int) -> Iterator[dict]:
     images, labels = _load(config)[split]
-    global_batch = int(config.eval_batch_size)
-    local_batch = per_process_batch(global_batch, process_count, "eval_batch_size")
-    for start in range(0, len(labels), global_batch):
-        lo = start + process_index * local_batch
-        idx = np.arange(lo, lo + local_batch)
-        mask = idx < len(labels)
-        idx = np.where(mask, idx, 0)
-        yield {"image": images[idx], "label": labels[idx], "mask": mask}
+    return arrays.eval_batches(
+        images,
+        labels,
+        int(config.eval_batch_size),
+        process_index=process_index,
+        process_count=process_count,
+    )

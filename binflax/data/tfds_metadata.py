@@ -42,7 +42,7 @@ def unknown_dataset(name: str) -> DatasetError:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else " (tfds.list_builders())"
     return DatasetError(
-        f"config.dataset={name!r} is neither digits, folder:PATH nor a TFDS dataset{hint}"
+        f"config.dataset={name!r} is neither digits, folder:PATH, idx:DIR nor a TFDS dataset{hint}"
     )
 
 
