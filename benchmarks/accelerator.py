@@ -44,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from benchmarks import input_pipeline, output
+from benchmarks import output
 from benchmarks.binary_layers import cpu_model
 from binflax import cost, models, networks, paper, train
 from binflax.plan import Plan
@@ -172,7 +172,7 @@ def bench_dtype(
     steps: int,
     repeats: int,
     peak: float | None,
-    pipeline_per_core: float,
+    pipeline_per_core: float | None,
 ) -> dict:
     """The four plans in one dtype, resident together and timed interleaved."""
     built = {plan: build(config, plan, half, image_shape, batch) for plan in PLANS}
@@ -228,7 +228,7 @@ def bench_model(
         "hybrid_float_inputs": list(hybrid_float_inputs(config.model)),
         "pipeline": kind,
     }
-    per_core = pipeline[kind]["images_per_sec_per_core"]
+    per_core = pipeline[kind]["images_per_sec_per_core"] if pipeline else None
     for dtype, half in DTYPES.items():
         result[dtype] = bench_dtype(
             config, half, image_shape, batch, args.steps, args.repeats, peak, per_core
@@ -249,7 +249,7 @@ def device_peak_bytes(device: jax.Device) -> int | None:
 def host_description() -> str:
     """The host's CPU (model and SIMD flags, as benchmarks/binary_layers.py reports it) and
     the cores this process may use."""
-    return f"{cpu_model()}, {input_pipeline.host_cores()} cores"
+    return f"{cpu_model()}, {output.host_cores()} cores"
 
 
 def run(args: argparse.Namespace, table: dict, names: list[str]) -> dict:
@@ -258,7 +258,11 @@ def run(args: argparse.Namespace, table: dict, names: list[str]) -> dict:
     images = args.pipeline_images
     device = jax.devices()[0]
     peak = peak_bf16_flops(device.device_kind)
-    pipeline = input_pipeline.per_core_rates(images, repeats=2, trials=1 if args.small else 3)
+    pipeline = {}  # 0 images: not measured, and neither TFDS nor TensorFlow imported
+    if images:
+        from benchmarks import input_pipeline
+
+        pipeline = input_pipeline.per_core_rates(images, repeats=2, trials=1 if args.small else 3)
     results = []
     for name in names:
         module, kind, size, batch = table[name]
@@ -290,7 +294,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=None, help="default: per-device batch")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed sample")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per plan")
-    parser.add_argument("--pipeline_images", type=int, default=None)
+    parser.add_argument(
+        "--pipeline_images",
+        type=int,
+        default=None,
+        help="images per input-pipeline timing (0: skip it, and TensorFlow with it)",
+    )
     output.add_out_option(parser)
     args = parser.parse_args(argv)
     table = SMALL if args.small else {k: (*v, None, None) for k, v in FULL.items()}
@@ -300,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown models {unknown}; choose from {sorted(table)}")
     args.steps = args.steps or (2 if args.small else 10)
     args.repeats = args.repeats or (2 if args.small else 5)
-    args.pipeline_images = args.pipeline_images or (4 if args.small else 32)
+    if args.pipeline_images is None:
+        args.pipeline_images = 4 if args.small else 32
     report = run(args, table, names)
     print(json.dumps(report, indent=1))
     output.write("accelerator", report, args.out)

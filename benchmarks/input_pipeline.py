@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -106,14 +105,10 @@ def images_per_second(
     return count / (time.perf_counter() - start)
 
 
-def host_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def measure(encoded: list[bytes], fn: Callable, repeats: int, trials: int) -> dict:
     """Best-of-``trials`` images per second on one core and on every core."""
     one = max(images_per_second(encoded, fn, 1, repeats) for _ in range(trials))
-    every = max(images_per_second(encoded, fn, host_cores(), repeats) for _ in range(trials))
+    every = max(images_per_second(encoded, fn, output.host_cores(), repeats) for _ in range(trials))
     return {
         "kb_per_image": round(float(np.mean([len(e) for e in encoded])) / 1024, 1),
         "images_per_sec_per_core": round(one, 1),
@@ -142,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
 
     sketch = transform("tu_berlin", SKETCH_SIZE)
     result = {
-        "machine": f"{platform.machine()} {host_cores()}-core CPU",
+        "machine": f"{platform.machine()} {output.host_cores()}-core CPU",
         "png_1111": measure(originals, sketch, args.repeats, args.trials),
         "stored_256": measure(stored, sketch, args.repeats, args.trials),
         "imagenet_jpeg": measure(

@@ -99,6 +99,11 @@ def _cpuinfo_numbers() -> dict:
     return numbers
 
 
+def host_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def machine() -> dict:
     """What ran the benchmark, and from which code: the file's ``"provenance"``."""
     model, vendor, flags = provenance.cpuinfo()

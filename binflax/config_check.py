@@ -230,7 +230,9 @@ def _dataset(config: ml_collections.ConfigDict) -> None:
         return  # its files say their shape and classes
     if dataset in data.EMBEDDED or data.recipes.folder_path(dataset) is not None:
         return
-    known = data.tfds_metadata.metadata(dataset, config.data_dir)
+    from binflax.data import tfds_metadata  # TFDS only where a TFDS dataset is named
+
+    known = tfds_metadata.metadata(dataset, config.data_dir)
     if known.channels is not None and config.channels != known.channels:
         raise ConfigError(
             f"config.channels={config.channels} but {dataset}'s images have "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import accelerator
+from benchmarks import accelerator, input_pipeline
 
 PLAN_FIELDS = {
     "step_seconds",
@@ -62,3 +62,24 @@ def test_small_run_prints_every_field_for_every_plan_and_dtype(capsys, monkeypat
 )
 def test_peak_flops_are_looked_up_by_device_kind(kind, peak):
     assert accelerator.peak_bf16_flops(kind) == peak
+
+
+def test_no_pipeline_images_skips_the_pipeline_and_its_tensorflow(capsys, monkeypatch):
+    """``--pipeline_images 0`` (an accelerator machine without TensorFlow): the host's
+    pipeline is not timed, and no plan claims how many host cores it needs."""
+
+    def no_pipeline(*args, **kwargs):
+        raise AssertionError("the input pipeline was timed")
+
+    seen = []
+
+    def fake_dtype(config, half, image_shape, batch, steps, repeats, peak, per_core):
+        seen.append(per_core)
+        return {"step_seconds": 1.0}
+
+    monkeypatch.setattr(input_pipeline, "per_core_rates", no_pipeline)
+    monkeypatch.setattr(accelerator, "bench_dtype", fake_dtype)
+    monkeypatch.setattr(accelerator, "PLANS", ())
+    report = accelerator.main(["--small", "--pipeline_images", "0"])
+    capsys.readouterr()
+    assert report["pipeline"] == {} and seen == [None, None]  # float32 and bfloat16

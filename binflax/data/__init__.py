@@ -14,13 +14,15 @@ Batches are dicts of NumPy arrays: ``image`` float32 NHWC (or ``(B, crops, H, W,
 for multi-crop evaluation), ``label`` int32, and ``mask`` bool for eval.
 
 ``config.dataset`` is ``digits`` (embedded), any TFDS image-classification dataset by
-name (binflax's own ``tu_berlin`` and ``sketchy``, which importing this package
-registers, or TFDS's ``mnist``, ``fashion_mnist``, ``cifar10``, ...),
+name (binflax's own ``tu_berlin`` and ``sketchy``, registered with TFDS by
+:mod:`binflax.data.tfds_metadata`, or TFDS's ``mnist``, ``fashion_mnist``, ``cifar10``,
+...),
 ``folder:PATH`` (``PATH/<split>/<class>/<image>``) or ``idx:DIR`` (MNIST-format files,
 read with NumPy: :mod:`binflax.data.idx_files`). ``python -m binflax.data.prepare
 NAME --manual_dir DIR`` prepares a TFDS dataset from files you have (docs/data.md).
-TensorFlow itself is imported only when such a pipeline runs, quiet and with every
-accelerator hidden from it: a digits or ``idx:`` run never loads it.
+TFDS is imported only where a TFDS dataset is used, and TensorFlow only when such a
+pipeline runs, quiet and with every accelerator hidden from it: a digits or ``idx:``
+run loads neither (so it runs where they are not installed).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from collections.abc import Iterator
 
 import ml_collections
 
-# sketchy and tu_berlin register their TFDS builders; tfds_metadata is the config check's
-from binflax.data import digits, idx_files, sketchy, tfds_metadata, tu_berlin  # noqa: F401
+# Neither TFDS nor TensorFlow at import: binflax's TFDS builders (sketchy, tu_berlin) are
+# registered by binflax.data.tfds_metadata, which every TFDS path imports.
+from binflax.data import digits, idx_files
 from binflax.data.common import DatasetError, DatasetInfo, process_slice
 from binflax.data.recipes import AUGMENTS, FOLDER_PREFIX, RECIPES
 

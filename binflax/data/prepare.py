@@ -10,8 +10,8 @@ and records them beside the prepared data (docs/data.md).
 
 Why a command of its own: a multi-process run refuses to prepare a dataset (concurrent
 writers would race), and TFDS's ``tfds build`` command line imports apache-beam, which
-binflax does not need. This is ``tfds build DATASET --imports binflax.data`` with the
-same missing-file messages as a training run.
+binflax does not need. This is ``tfds build DATASET --imports binflax.data.tfds_metadata``
+with the same missing-file messages as a training run.
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ once (:mod:`binflax.data.statistics`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 
 from etils import epath
 
-from binflax.data import sketchy, tu_berlin
 from binflax.data.common import DatasetError
 
 IMAGENET_URL = "https://image-net.org/download-images"
@@ -69,6 +69,17 @@ class Recipe:
         return self.channels or stored
 
 
+def _find_source(module: str) -> Callable[[str], object]:
+    """``binflax.data.<module>.find_source``, imported when the check runs: that module
+    defines a TFDS builder, and TFDS is imported only where a TFDS dataset is used (an
+    ``idx:`` or digits run goes without it)."""
+
+    def check(manual_dir: str) -> object:
+        return importlib.import_module(f"binflax.data.{module}").find_source(manual_dir)
+
+    return check
+
+
 def _check_imagenet(manual_dir: str) -> None:
     missing = [f for f in IMAGENET_ARCHIVES if not (epath.Path(manual_dir) / f).exists()]
     if missing:
@@ -81,9 +92,11 @@ def _check_imagenet(manual_dir: str) -> None:
 
 RECIPES = {
     "tu_berlin": Recipe(
-        "sketch_flip", (0.06,), (0.93,), channels=1, check_manual=tu_berlin.find_source
+        "sketch_flip", (0.06,), (0.93,), channels=1, check_manual=_find_source("tu_berlin")
     ),
-    "sketchy": Recipe("sketch", (0.0465,), (0.9,), channels=1, check_manual=sketchy.find_source),
+    "sketchy": Recipe(
+        "sketch", (0.0465,), (0.9,), channels=1, check_manual=_find_source("sketchy")
+    ),
     "imagenet2012": Recipe(
         "imagenet",
         (0.485, 0.456, 0.406),

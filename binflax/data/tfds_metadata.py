@@ -24,7 +24,9 @@ import difflib
 
 import tensorflow_datasets as tfds
 
-from binflax.data import recipes
+# binflax's own TFDS builders, registered with TFDS wherever binflax asks TFDS for one
+# (the pipelines and the preparation reach TFDS through this module)
+from binflax.data import recipes, sketchy, tu_berlin  # noqa: F401
 from binflax.data.common import DatasetError
 
 

@@ -5,8 +5,8 @@
 TFDS dataset::
 
     python -m binflax.data.prepare tu_berlin --manual_dir DIR   # DIR holds the zip or png/
-    tfds build tu_berlin --imports binflax.data --manual_dir DIR   # TFDS's CLI (apache-beam)
-    tfds.builder("tu_berlin").download_and_prepare(                # after import binflax.data
+    tfds build tu_berlin --imports binflax.data.tu_berlin --manual_dir DIR   # TFDS's CLI
+    tfds.builder("tu_berlin").download_and_prepare(  # after import binflax.data.tu_berlin
         download_config=tfds.download.DownloadConfig(manual_dir=DIR))
 
 and binflax's pipelines prepare it on first use from ``config.manual_dir``.
