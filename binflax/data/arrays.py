@@ -8,7 +8,7 @@ padded and masked. Each process takes its own slice of every global batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -59,3 +59,37 @@ def eval_batches(
         mask = idx < len(labels)
         idx = np.where(mask, idx, 0)
         yield {"image": images[idx], "label": labels[idx], "mask": mask}
+
+
+class Source:
+    """A dataset's ``train_batches`` and ``eval_batches`` (binflax.data's interface) from
+    ``load(config)``, its splits as ``{"train" | "holdout" | "test": (images, labels)}``."""
+
+    def __init__(self, load: Callable[..., Mapping[str, tuple[np.ndarray, np.ndarray]]]):
+        self.load = load
+
+    def train_batches(
+        self, config, *, seed: int, start_step: int, process_index: int, process_count: int
+    ) -> Iterator[dict]:
+        images, labels = self.load(config)["train"]
+        return train_batches(
+            images,
+            labels,
+            int(config.batch_size),
+            seed=seed,
+            start_step=start_step,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    def eval_batches(
+        self, config, split: str, *, process_index: int, process_count: int
+    ) -> Iterator[dict]:
+        images, labels = self.load(config)[split]
+        return eval_batches(
+            images,
+            labels,
+            int(config.eval_batch_size),
+            process_index=process_index,
+            process_count=process_count,
+        )

@@ -12,7 +12,6 @@ Pure NumPy, batched by :mod:`binflax.data.arrays`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -70,27 +69,6 @@ def get_info(config) -> DatasetInfo:
     )
 
 
-def train_batches(
-    config, *, seed: int, start_step: int, process_index: int, process_count: int
-) -> Iterator[dict]:
-    images, labels = _load(config)["train"]
-    return arrays.train_batches(
-        images,
-        labels,
-        int(config.batch_size),
-        seed=seed,
-        start_step=start_step,
-        process_index=process_index,
-        process_count=process_count,
-    )
-
-
-def eval_batches(config, split: str, *, process_index: int, process_count: int) -> Iterator[dict]:
-    images, labels = _load(config)[split]
-    return arrays.eval_batches(
-        images,
-        labels,
-        int(config.eval_batch_size),
-        process_index=process_index,
-        process_count=process_count,
-    )
+_SOURCE = arrays.Source(_load)
+train_batches = _SOURCE.train_batches
+eval_batches = _SOURCE.eval_batches

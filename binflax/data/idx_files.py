@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-from collections.abc import Iterator
 
 import numpy as np
 from etils import epath
@@ -103,14 +102,14 @@ def _splits(root: str, holdout_fraction: float) -> dict:
     scaled = loaded["train"][0].astype(np.float32) / 255.0
     mean, std = float(scaled.mean()), float(scaled.std())
     return {
-        split: ((x.astype(np.float32) / 255.0 - mean) / std)[..., None]
-        for split, (x, _) in loaded.items()
-    } | {f"{split}_labels": y for split, (_, y) in loaded.items()}
+        split: (((x.astype(np.float32) / 255.0 - mean) / std)[..., None], y)
+        for split, (x, y) in loaded.items()
+    }
 
 
 def _load(config) -> dict:
     splits = _splits(directory(config.dataset), float(config.holdout_fraction))
-    height, width = splits["test"].shape[1:3]
+    height, width = splits["test"][0].shape[1:3]
     if (config.image_size, config.channels) != (height, 1) or height != width:
         raise DatasetError(
             f"{config.dataset} holds {height}x{width}x1 images: set config.image_size="
@@ -121,36 +120,14 @@ def _load(config) -> dict:
 
 def get_info(config) -> DatasetInfo:
     splits = _load(config)
-    labels = np.concatenate([splits[f"{s}_labels"] for s in ("train", "holdout", "test")])
     return DatasetInfo(
         name=config.dataset,
-        num_classes=int(labels.max()) + 1,
+        num_classes=int(max(labels.max() for _, labels in splits.values() if len(labels))) + 1,
         image_shape=(config.image_size, config.image_size, 1),
-        num_examples={s: len(splits[f"{s}_labels"]) for s in ("train", "holdout", "test")},
+        num_examples={split: len(labels) for split, (_, labels) in splits.items()},
     )
 
 
-def train_batches(
-    config, *, seed: int, start_step: int, process_index: int, process_count: int
-) -> Iterator[dict]:
-    splits = _load(config)
-    return arrays.train_batches(
-        splits["train"],
-        splits["train_labels"],
-        int(config.batch_size),
-        seed=seed,
-        start_step=start_step,
-        process_index=process_index,
-        process_count=process_count,
-    )
-
-
-def eval_batches(config, split: str, *, process_index: int, process_count: int) -> Iterator[dict]:
-    splits = _load(config)
-    return arrays.eval_batches(
-        splits[split],
-        splits[f"{split}_labels"],
-        int(config.eval_batch_size),
-        process_index=process_index,
-        process_count=process_count,
-    )
+_SOURCE = arrays.Source(_load)
+train_batches = _SOURCE.train_batches
+eval_batches = _SOURCE.eval_batches
