@@ -245,16 +245,17 @@ class _RestoreLeftovers(logging.Filter):
         super().__init__()
         self.directories: set[str] = set()
         self.failed = False
-        self._previous_hook: Any = None
+        self._previous_hook: Any = sys.unraisablehook
 
     @contextlib.contextmanager
     def watching(self, directory: str) -> Iterator[None]:
-        """Around a restore from ``directory``."""
-        installed_here = self._previous_hook is None
+        """Around a restore from ``directory``. (Installed again where another hook
+        replaced this one meanwhile, as pytest does around each test.)"""
+        installed_here = sys.unraisablehook != self._unraisable
         if installed_here:
             self._previous_hook = sys.unraisablehook
             sys.unraisablehook = self._unraisable
-            logging.getLogger("asyncio").addFilter(self)
+        logging.getLogger("asyncio").addFilter(self)  # once: a logger keeps no duplicates
         new = directory not in self.directories
         self.directories.add(directory)
         try:
@@ -266,7 +267,7 @@ class _RestoreLeftovers(logging.Filter):
             if new:
                 self.directories.discard(directory)
             if installed_here:
-                sys.unraisablehook, self._previous_hook = self._previous_hook, None
+                sys.unraisablehook = self._previous_hook
                 logging.getLogger("asyncio").removeFilter(self)
 
     def _unraisable(self, unraisable: Any) -> None:
