@@ -92,3 +92,11 @@ def test_a_bad_cost_table_setting_names_the_field(tmp_path):
     config.hbn.precisions = (1, 2, 32)
     with pytest.raises(ConfigError, match="cost_table=.*does not exist"):
         config_check.checked(config)
+
+
+def test_time_calls_rotates_the_order_so_no_call_always_follows_the_same_one():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    ms = export.time_calls(calls, repeats=4)
+    assert set(ms) == set("abc") and all(v >= 0 for v in ms.values())
+    assert order[3:] == list("abcbcacababc")  # after one warm-up call each

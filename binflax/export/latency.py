@@ -32,14 +32,22 @@ from binflax.plan import Plan
 
 
 def time_calls(calls: Mapping[str, Callable[[], jax.Array]], repeats: int) -> dict[str, float]:
-    """Median milliseconds of each call over ``repeats`` interleaved rounds."""
+    """Median milliseconds of each call over ``repeats`` interleaved rounds.
+
+    Each round starts one call later than the last (round ``r`` at call ``r mod n``), so
+    no call always follows the same one. With a fixed order, AlexNet fbin's ``auto`` and
+    ``native`` (one stored program) read 5.32 and 4.75 ms when ``auto`` followed the
+    float network, 5.32 and 5.20 the other way round (a probe on a 2-core Zen 4, not
+    kept): a fixed order puts such a difference on the same call every round."""
     for call in calls.values():
         jax.block_until_ready(call())
+    names = list(calls)
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            jax.block_until_ready(call())
+            jax.block_until_ready(calls[name]())
             samples[name].append(time.perf_counter() - start)
     return {name: 1e3 * statistics.median(times) for name, times in samples.items()}
 
