@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import zlib
 
 import numpy as np
 from etils import epath
@@ -50,7 +51,7 @@ def read_idx(path: epath.Path, dims: int) -> np.ndarray:
     if path.name.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise DatasetError(f"{path} is not a readable gzip file ({err})") from None
     header = 4 + 4 * dims
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None

@@ -108,6 +108,14 @@ def test_bad_files_and_configs_are_named_in_one_error(files, tmp_path):
     noise.write_bytes(b"not gzip")
     with pytest.raises(DatasetError, match="noise-idx1-ubyte.gz is not a readable gzip"):
         idx_files.read_idx(noise, 1)
+    garbled = tmp_path / "garbled-idx3-ubyte"
+    write_idx(garbled, np.arange(4000).reshape(40, 10, 10) % 251, compress=True)
+    packed = bytearray((tmp_path / "garbled-idx3-ubyte.gz").read_bytes())
+    packed[10] ^= 0xFF  # the deflate stream's first byte, past gzip's 10-byte header:
+    # zlib's own error ("invalid code lengths set"), not gzip's CRC check
+    (tmp_path / "garbled-idx3-ubyte.gz").write_bytes(bytes(packed))
+    with pytest.raises(DatasetError, match="garbled-idx3-ubyte.gz is not a readable gzip"):
+        idx_files.read_idx(tmp_path / "garbled-idx3-ubyte.gz", 3)
     with pytest.raises(ConfigError, match="'idx:' needs a directory"):
         config_check.checked(config(root, dataset="idx:"))
     with pytest.raises(ConfigError, match="read without augmentation"):
