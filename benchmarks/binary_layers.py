@@ -45,7 +45,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
 import os
 import platform
 import statistics
@@ -267,7 +266,7 @@ def geometric_means(rows: list[dict]) -> dict:
         return {}
     keys = rows[0]["speedup_vs_float32"]
     return {
-        k: round(math.exp(statistics.fmean(math.log(r["speedup_vs_float32"][k]) for r in rows)), 3)
+        k: round(statistics.geometric_mean(r["speedup_vs_float32"][k] for r in rows), 3)
         for k in keys
     }
 
@@ -401,7 +400,7 @@ def two_bit_ratios(rows: list[dict]) -> dict:
         out[k] = {
             "max": ratios[slowest],
             "slowest": slowest,
-            "geomean": round(math.exp(statistics.fmean(map(math.log, ratios.values()))), 3),
+            "geomean": round(statistics.geometric_mean(ratios.values()), 3),
             "met": ratios[slowest] <= TWO_BIT_TARGET,
         }
     return out

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 
 import jax
@@ -116,7 +115,7 @@ def time_layer(layer: dict, repeats: int, rng: np.random.Generator) -> dict:
 
 
 def geometric_mean(values: list[float]) -> float:
-    return round(math.exp(statistics.fmean(map(math.log, values))), 3)
+    return round(statistics.geometric_mean(values), 3)
 
 
 def run(args: argparse.Namespace) -> dict:
