@@ -119,20 +119,24 @@ def quantize_input(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
     return (level + 0.5) * step
 
 
-def lsq_step(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
+def lsq_step(x: jax.Array, step: jax.Array, bits: int, features: int | None = None) -> jax.Array:
     """``step`` as :func:`quantize_input` uses it: its value, its gradient times LSQ's
     scale. The export computes its integer levels from the same value
-    (:func:`input_level`), so that both decide every level boundary alike."""
-    features = int(np.prod(x.shape[1:])) if x.ndim > 1 else int(x.size)
+    (:func:`input_level`), so that both decide every level boundary alike. ``features``:
+    the elements of one example, where ``x`` is not a batch of examples (the scale's
+    rounding reaches the value: ``grad_scale`` is not exactly the identity in float)."""
+    if features is None:
+        features = int(np.prod(x.shape[1:])) if x.ndim > 1 else int(x.size)
     return grad_scale(step, 1.0 / float(np.sqrt(features * 2 ** (bits - 1))))
 
 
-def input_level(x: jax.Array, step: jax.Array, bits: int) -> jax.Array:
+def input_level(x: jax.Array, step: jax.Array, bits: int, features: int | None = None) -> jax.Array:
     """The level index ``i`` :func:`quantize_input` picks for ``x`` (no gradient), in
     ``x``'s dtype: the quantized input is ``step * (i + 1/2)``, the odd integer
-    ``2 i + 1`` in half steps, which the export computes with (binflax.export.inference)."""
+    ``2 i + 1`` in half steps, which the export computes with (binflax.export.inference).
+    ``features`` as for :func:`lsq_step`."""
     lo, hi = input_levels(bits)
-    v = jnp.clip(x / lsq_step(x, step, bits), lo, hi + 1)
+    v = jnp.clip(x / lsq_step(x, step, bits, features), lo, hi + 1)
     return jnp.clip(jnp.floor(v), lo, hi)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from binflax import binarize, export, models, native, packing, quantizers
-from binflax.export import arithmetic, fold, inference
+from binflax.export import arithmetic, chain, fold, inference
 from binflax.plan import LayerPrecision, Plan
 from binflax.planned import BN_EPSILON
 from binflax.testing import random_variables
@@ -43,15 +43,15 @@ def assert_every_path_exact(tmp_path, model, variables, input_shape, identical=T
     scale = float(np.max(np.abs(expected)))
     exported = exported_copy(tmp_path, model, variables, input_shape)
     first = None
-    for arithmetic_name, chain in PATHS:
+    for arithmetic_name, linked in PATHS:
         logits = np.asarray(
-            export.integer_forward(exported, images, arithmetic=arithmetic_name, chain=chain)
+            export.integer_forward(exported, images, arithmetic=arithmetic_name, chain=linked)
         )
         error = float(np.max(np.abs(logits - expected))) / scale
-        assert error <= 1e-5, (arithmetic_name, chain, error)
+        assert error <= 1e-5, (arithmetic_name, linked, error)
         first = logits if first is None else first
         if identical:
-            np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic_name}, {chain}")
+            np.testing.assert_array_equal(logits, first, err_msg=f"{arithmetic_name}, {linked}")
     return exported
 
 
@@ -95,6 +95,56 @@ def test_mixed_plans_export_exactly_on_every_path(tmp_path, name, shape, rules, 
         if ("conv4", 8, "binary") in rules:  # fully connected: 8 planes, not the codes
             assert plan.computation("conv2") == "native_int8"
             assert plan.computation("conv4") == "native"
+
+
+# Packed links into and out of k-bit inputs: XNOR -> k bits, k bits -> k bits through a
+# max pool, k bits -> XNOR.
+def linked_rules(bits: int) -> list:
+    return [("conv1", 8, 8), ("conv3", bits, 1), ("conv4", bits, 1), ("fc", 8, 8), (".*", 1, 1)]
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_k_bit_links_export_exactly_and_bit_for_bit(tmp_path, monkeypatch, bits):
+    """Every path exact, the linked programs' logits identical to the unlinked ones (the
+    producers' thresholds give every consumer the levels its own quantizer gives), and
+    the links into and out of k-bit layers used (every one, on both packed arithmetics,
+    though the export runs only those that pay). The random batch norm scales have both
+    signs, so conv4's pooled levels rise with the input in some channels and fall in
+    others."""
+    monkeypatch.setattr(arithmetic, "link_pays", lambda *_: True)
+    model = mixed_model(rules=linked_rules(bits))
+    variables = random_variables(model, (16, 16, 1))
+    exported = assert_every_path_exact(tmp_path, model, variables, (16, 16, 1))
+    plan = exported.variant("popcount_chain")
+    links = {(k.producer, k.consumer) for k in plan.links}
+    assert links == {("conv2", "conv3"), ("conv3", "conv4"), ("conv4", "conv5")}
+    prepared = inference.prepare(exported.layers, exported.layer_arrays(), plan)
+    out = {info.name: info.kernel_shape[-1] for info in exported.layers}
+    assert prepared["conv3"]["to"]["conv4"]["limit"].shape == (2**bits - 1, out["conv3"])
+    # A binary consumer's limits keep the (C,) of the files written before k-bit links.
+    assert prepared["conv4"]["to"]["conv5"]["limit"].shape == (out["conv4"],)
+    rises = packing.unpack_signs(prepared["conv3"]["to"]["conv4"]["and_mask"], out["conv3"]) < 0
+    assert rises.any() and (~rises).any()
+    if native.available():
+        assert exported.variant("native_chain").links == plan.links
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_k_bit_links_run_where_they_pay(bits):
+    """Links into binary consumers everywhere; into 2-bit ones on the native kernel only;
+    into 4-bit ones nowhere (arithmetic.link_pays)."""
+    model = mixed_model(rules=linked_rules(bits))
+    layers = trace_layers(model, (16, 16, 1))
+    links = chain.find_links(model, (16, 16, 1))
+    every = [(k.producer, k.consumer) for k in links]
+    into_binary = [("conv4", "conv5")]
+    assert len(every) == 3 and into_binary[0] in every
+    used = {
+        name: [(k.producer, k.consumer) for k in inference.variant(layers, links, name, True).links]
+        for name in ("popcount", "native")
+    }
+    assert used["popcount"] == into_binary
+    assert used["native"] == (every if bits == 2 else into_binary)
 
 
 def test_a_binarized_network_with_groups_and_k_bit_inputs_exports_exactly(tmp_path):
@@ -175,6 +225,26 @@ def test_k_bit_levels_follow_the_quantizer_formula():
         assert {lo, hi} <= set(np.unique(want).tolist()), "the test data reach both clips"
         checked += 1
     assert checked == 4  # conv1, conv2, conv3 and fc
+
+
+def test_a_link_gives_the_unlinked_level_on_every_boundary():
+    """``unsigned_level`` (what a producer's thresholds are found from) on inputs exactly at
+    the quantizer's level boundaries, for steps whose LSQ gradient scale rounds the step's
+    last bit differently per input shape: the unlinked program's ``input_levels``, level
+    for level, though the link sees its values in a (count, C) array, not the layer's."""
+    model = mixed_model(scale_inputs=False)
+    layers, _ = integer_layers(model, (16, 16, 1))
+    info = next(i for i in layers if i.name == "conv3")  # 2 bits on a 8x8x16 input
+    shape = (1, *info.input_shape[1:])
+    rng = np.random.default_rng(4)
+    levels = jax.jit(lambda a, x: inference.input_levels(info, a, x)[0])
+    linked = jax.jit(lambda a, x: inference.unsigned_level(info, a, x))
+    for step in rng.uniform(0.05, 1, 40).astype(np.float32):
+        arrays = {"input_step": jnp.asarray([step])}
+        true_step = quantizers.lsq_step(jnp.zeros(shape), jnp.float32(step), 2)
+        x = jnp.broadcast_to(jnp.arange(-3, 4, dtype=jnp.float32)[:, None] * true_step, (7, 16))
+        want = np.asarray(levels(arrays, jnp.resize(x, shape))).reshape(-1)[:112] + 2
+        np.testing.assert_array_equal(np.asarray(linked(arrays, x)).reshape(-1), want)
 
 
 @pytest.mark.parametrize("isa", [None, *ISAS])

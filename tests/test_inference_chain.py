@@ -44,7 +44,7 @@ def test_no_link_into_a_float_input_unit():
 
 
 @pytest.mark.parametrize("relu", [True, False])
-def test_sign_limits_equal_the_float_sign_for_every_accumulator(relu):
+def test_step_limits_give_the_float_sign_for_every_accumulator(relu):
     """Brute force over every accumulator value: scales of both signs and zero; thresholds
     on a representable product (a tie), at 0 and infinite; both directions."""
     rng = np.random.default_rng(0)
@@ -53,15 +53,75 @@ def test_sign_limits_equal_the_float_sign_for_every_accumulator(relu):
     scale[:4] = (0.0, 0.03, -0.03, 1e-3)
     threshold = rng.uniform(-10, 10, 64).astype(np.float32)
     threshold[4:10] = (0.0, np.inf, -np.inf, 0.0, np.float32(17) * scale[1], -0.0)
-    direction = np.where(rng.random(64) < 0.5, -1, 1).astype(np.int8)
-    sense, limit = chain.sign_limits(scale, threshold, direction, relu=relu, bound=bound)
+    d = np.where(rng.random(64) < 0.5, -1, 1).astype(np.float32)
+
+    def positive(acc):
+        v = acc.astype(np.float32) * scale
+        v = np.maximum(v, np.float32(0)) if relu else v
+        return d * v >= d * threshold
+
+    sense, limit = chain.step_limits(positive, 1, bound, 64)
     acc = np.arange(-bound, bound + 1)[:, None]
-    v = acc.astype(np.float32) * scale
-    v = np.maximum(v, np.float32(0)) if relu else v
-    d = direction.astype(np.float32)
-    expected = d * v >= d * threshold
-    np.testing.assert_array_equal(sense * acc >= limit, expected)
-    assert sense.dtype == limit.dtype == np.int32
+    np.testing.assert_array_equal(sense * acc >= limit[0], positive(acc))
+    assert sense.dtype == limit.dtype == np.int32 and limit.shape == (1, 64)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_step_limits_give_every_k_bit_level(bits):
+    """A k-bit consumer's unsigned level of ``relu(acc * alpha)`` after its batch norm
+    (scales of both signs, so levels that rise and fall with the accumulator, and a
+    clipped channel), brute force over every accumulator: the level is the number of
+    limits the accumulator reaches."""
+    rng = np.random.default_rng(3)
+    bound, channels, count = 200, 48, 2**bits - 1
+    alpha = rng.uniform(-0.05, 0.05, channels).astype(np.float32)
+    norm = rng.uniform(-3, 3, channels).astype(np.float32)
+    shift = rng.uniform(-1, 1, channels).astype(np.float32)
+    norm[0], alpha[1] = 1e-4, 0.0  # one level for every accumulator; a constant channel
+    step = np.float32(0.4)
+
+    def levels(acc):
+        v = np.maximum(acc.astype(np.float32) * alpha, np.float32(0))
+        x = (v - shift) * norm
+        return np.clip(np.floor(x / step), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1).astype(
+            np.int64
+        ) + 2 ** (bits - 1)
+
+    sense, limits = chain.step_limits(levels, count, bound, channels)
+    acc = np.arange(-bound, bound + 1)[:, None]
+    reached = (sense * acc[None] >= limits[:, None]).sum(axis=0)
+    np.testing.assert_array_equal(reached, levels(acc))
+    falling = (alpha * norm < 0) & (np.ptp(levels(acc), axis=0) > 0)
+    assert np.array_equal(sense == -1, falling) and falling.any() and (~falling).any()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+@pytest.mark.parametrize("pool", [chain.Pool((3, 3), (2, 2), ((0, 1), (0, 1))), None])
+def test_k_bit_planes_are_the_levels_of_the_max_pool(pool, bits):
+    """A k-bit consumer's planes from its threshold words alone, each max-pooled as signs
+    (AND where the level rises with the input, OR where it falls): plane j is bit j of
+    the level of the max-pooled input, stacked as level_accumulator stacks its planes."""
+    rng = np.random.default_rng(bits)
+    channels, count = 40, 2**bits - 1
+    v = rng.standard_normal((2, 7, 7, channels)).astype(np.float32)
+    falls = rng.random(channels) < 0.5
+
+    def levels(values):
+        scaled = np.where(falls, -values, values) * 2
+        return np.clip(np.floor(scaled) + 2 ** (bits - 1), 0, count).astype(np.int64)
+
+    below = [packing.pack_bits(jnp.asarray(levels(v) < t)) for t in range(1, count + 1)]
+    expected = levels(v)
+    if pool is not None:
+        and_mask = jnp.asarray(chain.pool_mask(np.where(falls, -1, 1)))
+        below = [chain.max_pool_words(w, and_mask, pool) for w in below]
+        expected = levels(chain._np_max_pool(v, pool))
+    planes = np.asarray(chain.level_planes(below))
+    n = expected.shape[0]
+    assert planes.shape[0] == bits * n
+    for j in range(bits):
+        negative = jnp.asarray((expected >> j) & 1 == 0)
+        np.testing.assert_array_equal(planes[j * n : (j + 1) * n], packing.pack_bits(negative))
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,8 @@ def test_accumulators_equal_conv_xnor_and_numpy(paths, isa, name, bits):
 
 
 def thresholds(channels: int, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(sense, limit)`` as chain.sign_limits gives: +-1, and limits that
-    split the accumulators' range (some channels always or never set)."""
+    """Per-channel ``(sense, limit)`` as chain.step_limits gives a binary consumer: +-1,
+    and limits that split the accumulators' range (some channels always or never set)."""
     rng = np.random.default_rng(channels)
     sense = np.where(rng.random(channels) < 0.5, -1, 1).astype(np.int32)
     return sense, rng.integers(-bound - 2, bound + 3, channels).astype(np.int32)

@@ -52,6 +52,22 @@ FLOAT32_EXACT = 2**24
 # a convolution's, and a fully-connected unit's, which streams its weights at batch 1.
 MAX_PLANES = 4
 MAX_DENSE_PLANES = 8
+# The most input bits a packed link's consumer takes (link_pays).
+MAX_LINKED_BITS = 2
+
+
+def link_pays(consumer_bits: int, producer: str, consumer: str) -> bool:
+    """Whether a packed link into a consumer of ``consumer_bits`` input bits runs, given
+    both layers' computations (both on packed words). A binary consumer's always does; a
+    k-bit one's, whose producer packs one word per level boundary (``2**k - 1``), only up
+    to :data:`MAX_LINKED_BITS` and on the native kernel. Measured whole networks at
+    batch 1, two runs (benchmarks/k_bit_links.py, docs/benchmarks.md "k-bit packed
+    links"), unlinked over linked: on the kernel 0.97-1.08x with 2-bit links and
+    0.90-0.97x with 4-bit ones; on XLA's popcount, which fuses the accumulator into each
+    word's packing, 0.88-0.99x and 0.51-0.60x."""
+    if consumer_bits == 1:
+        return True
+    return consumer_bits <= MAX_LINKED_BITS and producer == consumer == "native"
 
 
 def max_planes(fully_connected: bool) -> int:

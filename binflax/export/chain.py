@@ -1,4 +1,5 @@
-"""Packed activations between binary layers: the next sign as a threshold on the accumulator.
+"""Packed activations between binary layers: the next layer's input as thresholds on the
+accumulator.
 
 Why: between two XNOR layers the float model computes ``y = alpha * acc`` (float32),
 ReLU, maybe a max pool, then the next layer's ``sign(BN(.))``. Every step is monotone
@@ -8,17 +9,30 @@ channel. Larq Compute Engine calls this the output threshold. The producer compa
 ``int32`` accumulator with ``T`` and writes packed words, and the consumer reads bits
 with no float tensor, no ReLU, no float pooling and no repacking between them.
 
-Exactness. ``T`` is found by bisection over the integers ``|acc| <= kh * kw * C_in``
-using the float path's own float32 operations in NumPy (``acc * alpha``, ReLU, then the
-folded sign ``direction * v >= direction * tau``), so the bits equal those of the
-unpacked path for every accumulator value, ties included. Float32 multiplication by a
-constant is monotone, which is all the bisection needs.
+k-bit links. A consumer with a k-bit input on binary weights runs on ``k`` sign planes
+of its level (binflax.export.inference.level_accumulator), and its level is a monotone
+step function of the producer's accumulator too: ``2**k - 1`` thresholds per channel,
+one per level boundary. The producer packs one word per threshold (a thermometer code
+of the level), max-pools them as signs, and XORs them into the ``k`` planes. A k-bit
+producer (binary weights) links the same way: its accumulator counts half steps, and
+its output ``acc * h * alpha`` is one more monotone step.
+
+Exactness. The thresholds are found by bisection over the integers ``|acc| <= kh * kw *
+C_in * (2**k_producer - 1)`` (:func:`step_limits`) on the unlinked program's own float32
+operations (binflax.export.inference: ``acc * [h] * alpha``, ReLU, then the folded sign
+``direction * v >= direction * tau`` or the normalisation and quantizer), so every level
+equals the unlinked path's for every accumulator value, ties included. Each of those
+operations is monotone in float32, which is all the bisection needs.
 
 Max pooling on packed words. A channel whose sign is ``v >= tau`` (direction +1) is +1
 after a max pool when *any* input of the window is +1; in bits (1 = -1) that is the AND
 of the window's bits. With direction -1 (``v <= tau``) the pooled sign is +1 when *all*
 are +1: the OR of the bits. A per-channel mask picks AND or OR, so the pool is exact on
 the words; padded window positions (max pool's -inf) take each operation's identity.
+A k-bit consumer's thresholds are max-pooled the same way, each on its own words: the
+pooled level reaches threshold ``t`` exactly when some input of the window does (or every
+input, where the level falls as the input rises). The planes are then a few XORs of the
+pooled threshold words (:func:`level_planes`).
 
 Which layers link. :func:`find_links` runs the model once on random probes, with every
 unit's output replaced by independent random values, and links producer P to consumer C
@@ -26,17 +40,20 @@ when C's input equals ``max_pool(relu(P's output))`` (or without the ReLU or the
 exactly. A residual sum, a concatenation or any other operation between them breaks the
 equality, so only chains that the thresholds compute exactly are linked. A producer may
 feed several consumers (SqueezeNet's squeeze feeds both expands); it writes one set of
-words for each. Linked are plain 2-D convs (no groups, no circular or reflect padding)
-without XNOR-Net's K map (its scale needs the float input), producers without a bias
-and without an RPReLU (its float shifts and slope are not in the threshold's ``acc *
-alpha`` and ReLU; every layer with one ends its output in float).
+words for each. Linked are plain 2-D convs with binary weights and a binary or k-bit
+input (no groups, no circular or reflect padding) without XNOR-Net's K map (its scale
+needs the float input); a link runs where both layers run on packed words (a k-bit
+input of at most ``arithmetic.max_planes`` bits). Producers have no bias
+and no RPReLU (its float shifts and slope are not in the thresholds' ``acc * alpha``
+and ReLU; every layer with one ends its output in float).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -96,9 +113,12 @@ def find_links(
 
 
 def _linkable(info: LayerInfo) -> bool:
+    """Binary weights on a quantized input (binary or k bits: what runs on packed
+    words), a plain 2-D conv, no K map."""
     g = info.geometry
     return (
-        info.precision.xnor
+        info.precision.binary_weight
+        and info.precision.quantized_input
         and not info.scale_inputs
         and g.kind == "conv"
         and g.spatial == 2
@@ -107,42 +127,34 @@ def _linkable(info: LayerInfo) -> bool:
     )
 
 
-def sign_limits(
-    scale: np.ndarray,
-    threshold: np.ndarray,
-    direction: np.ndarray,
-    *,
-    relu: bool,
-    bound: int,
+def step_limits(
+    levels: Callable[[np.ndarray], np.ndarray], count: int, bound: int, channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(sense, limit)``, int32 per channel: the consumer's sign of the producer's output
-    ``v = [relu](float32(acc) * scale)`` is +1 iff ``sense * acc >= limit``.
+    """``(sense, limits)``, int32, shapes ``(C,)`` and ``(count, C)``: the level
+    ``levels(acc)`` (0 to ``count`` per channel, a monotone step function of the integer
+    ``acc``) is at least ``t`` iff ``sense * acc >= limits[t - 1]``.
 
-    ``threshold`` and ``direction`` are the consumer's folded sign
-    (``+1 iff direction * v >= direction * threshold``); ``bound`` is the largest
-    ``|acc|``. A constant sign gets ``limit`` -bound (always +1) or bound + 1 (never).
+    ``levels`` maps an ``(n, C)`` int64 array of accumulators to their levels, computed
+    the way the unlinked program computes them; ``bound`` is the largest ``|acc|``. A
+    level that every accumulator reaches gets the limit ``-bound``, one that none
+    reaches ``bound + 1``. Bisection over the integers, all levels and channels at once.
     """
-    scale = np.asarray(scale, np.float32)
-    d = np.asarray(direction, np.float32)
-    dtau = d * np.asarray(threshold, np.float32)
+    thresholds = np.arange(1, count + 1)[:, None]
 
-    def positive(acc: np.ndarray) -> np.ndarray:
-        v = acc.astype(np.float32) * scale
-        if relu:
-            v = np.maximum(v, np.float32(0))
-        return d * v >= dtau
+    def reaches(acc: np.ndarray) -> np.ndarray:  # (count, C) accumulators -> level >= t
+        return np.asarray(levels(acc)).reshape(count, channels) >= thresholds
 
-    lo = np.full(scale.shape, -bound, np.int64)
-    hi = np.full(scale.shape, bound, np.int64)
-    at_lo, at_hi = positive(lo), positive(hi)
-    rising = at_hi & ~at_lo  # +1 from some T up: smallest such T is hi at the end
-    falling = at_lo & ~at_hi  # +1 up to some T: largest such T is lo at the end
+    lo = np.full((count, channels), -bound, np.int64)
+    hi = np.full((count, channels), bound, np.int64)
+    at_lo, at_hi = reaches(lo), reaches(hi)
+    rising = at_hi & ~at_lo  # reached from some T up: the smallest such T is hi at the end
+    falling = at_lo & ~at_hi  # reached up to some T: the largest such T is lo at the end
     while np.any((hi - lo > 1) & (rising | falling)):
         mid = (lo + hi) // 2
-        at_mid = positive(mid)
+        at_mid = reaches(mid)
         move_hi = np.where(rising, at_mid, ~at_mid)
         hi, lo = np.where(move_hi, mid, hi), np.where(move_hi, lo, mid)
-    sense = np.where(falling, -1, 1)
+    sense = np.where(falling.any(axis=0), -1, 1)
     limit = np.where(rising, hi, np.where(falling, -lo, np.where(at_lo, -bound, bound + 1)))
     return sense.astype(np.int32), limit.astype(np.int32)
 
@@ -156,8 +168,27 @@ def pool_mask(direction: np.ndarray) -> np.ndarray:
 def threshold_words(
     acc: jax.Array, sense: jax.Array, limit: jax.Array, word_type=np.uint32
 ) -> jax.Array:
-    """The consumer's packed signs (bit 1 = -1) from the producer's ``int32`` accumulator."""
+    """A binary consumer's packed signs (bit 1 = -1) from the producer's ``int32``
+    accumulator (``limit``: the one row of its :func:`step_limits`)."""
     return packing.pack_bits(sense * acc < limit, word_type)
+
+
+def level_planes(not_reached: Sequence[jax.Array]) -> jax.Array:
+    """A k-bit consumer's ``k`` packed sign planes, stacked on the batch axis as
+    :func:`binflax.export.inference.level_accumulator` stacks them, from the packed
+    words of its ``2**k - 1`` thresholds (:func:`threshold_words`: bit 1 where the level
+    is below threshold ``t``), max-pooled or not.
+
+    The thresholds are a thermometer code of the level ``u``, and bit ``j`` of ``u`` is
+    the parity of the thresholds ``t <= u`` that are multiples of ``2**j``. There are
+    ``2**(k-j) - 1`` such thresholds, an odd number, so plane ``j``'s bit (1 where bit
+    ``j`` of ``u`` is 0) is the XOR of their "below" words, and padding bits stay 0."""
+    count = len(not_reached)
+    planes = [
+        functools.reduce(jnp.bitwise_xor, not_reached[step - 1 :: step])
+        for step in (2**j for j in range(count.bit_length()))
+    ]
+    return planes[0] if count == 1 else jnp.concatenate(planes)
 
 
 def max_pool_words(words: jax.Array, and_mask: jax.Array, pool: Pool) -> jax.Array:

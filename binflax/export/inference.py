@@ -57,6 +57,9 @@ from binflax.tracing import LayerInfo
 
 # The XNOR arithmetics on packed words: they share their arrays and can chain.
 PACKED = ("popcount", "native")
+# The arrays that decide a linked consumer's level from its producer's accumulator.
+LEVEL_ARRAYS = ("scale", "input_step", "direction", "threshold", "input_shift",
+                "norm_mean", "norm_var", "norm_scale", "norm_bias")  # fmt: skip
 # The computations that call binflax's native kernels: a program with one is CPU-only.
 NATIVE = ("native", "native_int8")
 
@@ -87,7 +90,8 @@ def variant(
     """What each layer runs for XNOR ``arithmetic`` (``"auto"``: each XNOR layer by
     :func:`arithmetic.xnor_arithmetic`, the native kernel included); float-input layers
     take the lowering measured fastest on ``backend`` at batch 1. With ``chain``, a link
-    is used where its producer and consumer both run on packed words."""
+    is used where its producer and consumer both run on packed words and it pays
+    (:func:`arithmetic.link_pays`)."""
     computations = {}
     for info in layers:
         g = geometry_2d(info)
@@ -109,10 +113,16 @@ def variant(
             plain = g.groups == 1 and g.dilation == (1, 1)
             lowering = arithmetic_lib.float_lowering(g.fully_connected, g.output_pixels(), backend)
             computations[info.name] = lowering if plain else "conv"
+    bits = {info.name: info.precision.input_bits for info in layers}
     used = tuple(
         link
         for link in links
-        if chain and computations[link.producer] in PACKED and computations[link.consumer] in PACKED
+        if chain
+        and computations[link.producer] in PACKED
+        and computations[link.consumer] in PACKED
+        and arithmetic_lib.link_pays(
+            bits[link.consumer], computations[link.producer], computations[link.consumer]
+        )
     )
     return Variant(tuple(computations.items()), used)
 
@@ -186,22 +196,56 @@ def prepare(
             memo[key] = _layer_arrays(info, dict(stored[info.name]), key[1])
         prepared[info.name] = dict(memo[key])
     for link in plan.links:
-        producer, consumer = by_name[link.producer], stored[link.consumer]
-        kh, kw, cin, cout = producer.kernel_shape
-        direction = consumer.get("direction", np.ones(cout, np.int8))
-        sense, limit = chain_lib.sign_limits(
-            stored[link.producer]["scale"],
-            consumer.get("threshold", np.zeros(cout, np.float32)),
-            direction,
-            relu=link.relu,
-            bound=kh * kw * cin,
+        prepared[link.producer].setdefault("to", {})[link.consumer] = _link_arrays(
+            link, by_name, stored
         )
-        prepared[link.producer].setdefault("to", {})[link.consumer] = {
-            "sense": sense,
-            "limit": limit,
-            "and_mask": chain_lib.pool_mask(direction),
-        }
     return prepared
+
+
+def _link_arrays(
+    link: chain_lib.Link, layers: Mapping[str, LayerInfo], stored: Mapping[str, Mapping]
+) -> dict[str, np.ndarray]:
+    """The integer thresholds that turn ``link``'s producer accumulator into its
+    consumer's input: ``sense`` and ``limit`` (:func:`chain.step_limits`: ``(C,)`` for a
+    binary consumer, ``(2**k - 1, C)`` for a k-bit one), and how each channel max-pools its
+    threshold words (``and_mask``: AND where the level rises with the producer's output,
+    OR where it falls).
+
+    The levels are found with the unlinked program's own float operations (the
+    producer's ``acc * [half step] * scale``, the ReLU, the consumer's folded sign or
+    normalisation and quantizer), compiled by XLA with the arrays as arguments as the
+    program has them, so every accumulator gets the level the unlinked program gives it."""
+    producer, consumer = layers[link.producer], layers[link.consumer]
+    p_arrays, c_arrays = stored[link.producer], stored[link.consumer]
+    kh, kw, cin, channels = producer.kernel_shape
+    bound = kh * kw * cin * (2**producer.precision.input_bits - 1)
+    count = 2**consumer.precision.input_bits - 1
+
+    def levels(p_arrays: Mapping, c_arrays: Mapping, acc: jax.Array) -> jax.Array:
+        v = _accumulator_output(producer, p_arrays, acc.astype(jnp.int32))
+        v = jnp.maximum(v, 0) if link.relu else v
+        return unsigned_level(consumer, c_arrays, v)
+
+    with jax.ensure_compile_time_eval():
+        compiled = jax.jit(levels)
+        arrays = [
+            {k: jnp.asarray(v) for k, v in a.items() if k in LEVEL_ARRAYS}
+            for a in (p_arrays, c_arrays)
+        ]
+
+        def evaluate(acc: np.ndarray) -> np.ndarray:
+            return np.asarray(compiled(*arrays, jnp.asarray(acc, jnp.int32)))
+
+        sense, limit = chain_lib.step_limits(evaluate, count, bound, channels)
+        ends = evaluate(np.array([[-bound] * channels, [bound] * channels]))
+    # Where the level falls as the producer's output rises, a max pool takes the least.
+    values = _accumulator_output(producer, p_arrays, np.array([-bound, bound], np.int32)[:, None])
+    rising_acc = np.asarray(values[1] >= values[0])
+    falls = np.where(rising_acc, ends[1] < ends[0], ends[0] < ends[1])
+    and_mask = chain_lib.pool_mask(np.where(falls, -1, 1))
+    # A binary consumer's one limit row as (C,): the layout files written before k-bit
+    # links store in their programs.
+    return {"sense": sense, "limit": limit[0] if count == 1 else limit, "and_mask": and_mask}
 
 
 def _layer_arrays(info: LayerInfo, arrays: dict[str, np.ndarray], computation: str) -> dict:
@@ -332,20 +376,71 @@ def run_layer(
     ``words`` is this layer's own packed input where a producer wrote it (``x`` then only
     gives the shape). The float output is unused where every consumer reads words, and
     XLA drops it (the native custom call has no side effect)."""
-    if layer_kind(info) != "xnor":
+    if words is None and not outgoing:
         return layer_forward(info, arrays, x, computation), {}
-    acc = integer_accumulator(info, arrays, x, computation, words)
+    if layer_kind(info) == "xnor":
+        acc = integer_accumulator(info, arrays, x, computation, words)
+        y = acc
+    else:  # a k-bit input on binary weights, as bit planes
+        if words is None:
+            levels, _ = input_levels(info, arrays, x)
+            acc = level_accumulator(info, arrays, levels, computation)
+        else:
+            bits = info.precision.input_bits
+            acc = _packed_conv(geometry_2d(info), arrays, [words], computation, bits)
+        y = acc.astype(x.dtype) * half_step(info, arrays, x)
     packed = {}
     for link, word_type in (outgoing or {}).items():
-        to = arrays["to"][link.consumer]
-        if computation == "native":
-            out = _native_words(info, arrays, x, words, to, word_type)
-        else:
-            out = chain_lib.threshold_words(acc, to["sense"], to["limit"], word_type)
-        if link.pool is not None:
-            out = chain_lib.max_pool_words(out, to["and_mask"], link.pool)
-        packed[link.consumer] = out
-    return _finish(info, arrays, x, acc), packed
+        packed[link.consumer] = _consumer_input(info, arrays, x, words, acc, link, word_type,
+                                                computation)  # fmt: skip
+    return _finish(info, arrays, x, y), packed
+
+
+def _consumer_input(
+    info: LayerInfo,
+    arrays: Mapping,
+    x: jax.Array,
+    words: jax.Array | None,
+    acc: jax.Array,
+    link: chain_lib.Link,
+    word_type,
+    computation: str,
+) -> jax.Array:
+    """``link``'s consumer input from this producer's accumulator: one packed word per
+    consumer threshold (for a binary consumer, written inside the native kernel where an
+    XNOR producer runs on it), max-pooled on the words, as the consumer's sign or planes
+    (:func:`chain.level_planes`)."""
+    to = arrays["to"][link.consumer]
+    limits = to["limit"] if to["limit"].ndim == 2 else to["limit"][None]  # (2**k - 1, C)
+    if computation == "native" and layer_kind(info) == "xnor" and len(limits) == 1:
+        below = [_native_words(info, arrays, x, words, to, word_type)]
+    else:
+        below = [chain_lib.threshold_words(acc, to["sense"], lim, word_type) for lim in limits]
+    if link.pool is not None:
+        below = [chain_lib.max_pool_words(w, to["and_mask"], link.pool) for w in below]
+    return chain_lib.level_planes(below)
+
+
+def _accumulator_output(info: LayerInfo, arrays: Mapping, acc: jax.Array) -> jax.Array:
+    """A linkable unit's float output for its ``int32`` accumulator, as :func:`run_layer`
+    computes it (no K map, bias or RPReLU: :func:`chain.find_links`), element-wise."""
+    y = acc.astype(jnp.float32)
+    if layer_kind(info) == "integer":
+        y = y * half_step(info, arrays, jnp.zeros((1, *info.input_shape[1:]), jnp.float32))
+    return y * arrays["scale"] if "scale" in arrays else y
+
+
+def unsigned_level(info: LayerInfo, arrays: Mapping, x: jax.Array) -> jax.Array:
+    """The level a quantized-input unit gives its input ``x`` (any shape, channels last),
+    ``int32`` from 0: 1 for a +1 sign and 0 for -1, or a k-bit level ``i`` plus
+    ``2**(k-1)``, with the unlinked program's operations."""
+    if info.precision.binary_input:
+        return (binarize(x, arrays) > 0).astype(jnp.int32)
+    bits = info.precision.input_bits
+    step = arrays["input_step"].astype(x.dtype)[0]
+    features = math.prod(info.input_shape[1:])
+    level = quantizers.input_level(_normalised(arrays, x), step, bits, features)
+    return level.astype(jnp.int32) + 2 ** (bits - 1)
 
 
 def layer_forward(
@@ -384,17 +479,32 @@ def input_levels(
         signs = binarize(_view_2d(info, x), arrays).astype(jnp.int32)
         return (signs - 1) // 2, jnp.ones((), x.dtype)
     _check_input(info, x)
-    normed = x
-    if "norm_mean" in arrays:  # flax.linen.BatchNorm's inference, operation by operation
-        scale = lax.rsqrt(arrays["norm_var"] + planned.BN_EPSILON) * arrays["norm_scale"]
-        normed = (x - arrays["norm_mean"]) * scale + arrays["norm_bias"]
-    elif "input_shift" in arrays:
-        normed = x - arrays["input_shift"]
+    normed = _normalised(arrays, x)
     bits, step = info.precision.input_bits, arrays["input_step"].astype(x.dtype)[0]
     levels = quantizers.input_level(normed, step, bits)
-    half_step = quantizers.lsq_step(normed, step, bits) / 2
     g = geometry_2d(info)
-    return levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1]), half_step
+    return levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1]), half_step(
+        info, arrays, x
+    )
+
+
+def half_step(info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    """Half the k-bit quantizer's step as the model computes it for the input ``x``
+    (:func:`binflax.quantizers.lsq_step`: its gradient scale depends on ``x``'s shape and
+    reaches the value's last bit)."""
+    step = arrays["input_step"].astype(x.dtype)[0]
+    return quantizers.lsq_step(x, step, info.precision.input_bits) / 2
+
+
+def _normalised(arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    """A k-bit input before its quantizer: flax.linen.BatchNorm's inference, operation
+    by operation, or ReActNet's learned shift, or ``x`` itself."""
+    if "norm_mean" in arrays:
+        scale = lax.rsqrt(arrays["norm_var"] + planned.BN_EPSILON) * arrays["norm_scale"]
+        return (x - arrays["norm_mean"]) * scale + arrays["norm_bias"]
+    if "input_shift" in arrays:
+        return x - arrays["input_shift"]
+    return x
 
 
 def level_accumulator(

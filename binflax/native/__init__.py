@@ -288,7 +288,7 @@ def conv_xnor_words(
     """:func:`conv_xnor` with the next layer's threshold fused: its packed input words.
 
     ``pack_bits(sense * acc < limit, word_type)`` for the per-channel ``int32`` ``sense``
-    and ``limit`` of :func:`binflax.export.chain.sign_limits`, as
+    and ``limit`` of a binary consumer (:func:`binflax.export.chain.step_limits`), as
     ``chain.threshold_words`` computes it from the accumulator, which here never leaves
     the kernel: a chain of binary layers stays packed. ``word_type`` is ``uint32`` or
     ``uint64`` (the latter under ``jax.enable_x64``); ``laid`` as for :func:`conv_xnor`.
