@@ -238,9 +238,10 @@ def _link_arrays(
 
         sense, limit = chain_lib.step_limits(evaluate, count, bound, channels)
         ends = evaluate(np.array([[-bound] * channels, [bound] * channels]))
-    # Where the level falls as the producer's output rises, a max pool takes the least.
-    values = _accumulator_output(producer, p_arrays, np.array([-bound, bound], np.int32)[:, None])
-    rising_acc = np.asarray(values[1] >= values[0])
+        # Where the level falls as the producer's output rises, a max pool takes the least.
+        extremes = np.array([[-bound], [bound]], np.int32)
+        values = np.asarray(_accumulator_output(producer, p_arrays, extremes))
+    rising_acc = values[1] >= values[0]
     falls = np.where(rising_acc, ends[1] < ends[0], ends[0] < ends[1])
     and_mask = chain_lib.pool_mask(np.where(falls, -1, 1))
     # A binary consumer's one limit row as (C,): the layout files written before k-bit
@@ -388,7 +389,7 @@ def run_layer(
         else:
             bits = info.precision.input_bits
             acc = _packed_conv(geometry_2d(info), arrays, [words], computation, bits)
-        y = acc.astype(x.dtype) * half_step(info, arrays, x)
+        y = acc.astype(x.dtype) * half_step(info, arrays, x.dtype)
     packed = {}
     for link, word_type in (outgoing or {}).items():
         packed[link.consumer] = _consumer_input(info, arrays, x, words, acc, link, word_type,
@@ -426,7 +427,7 @@ def _accumulator_output(info: LayerInfo, arrays: Mapping, acc: jax.Array) -> jax
     computes it (no K map, bias or RPReLU: :func:`chain.find_links`), element-wise."""
     y = acc.astype(jnp.float32)
     if layer_kind(info) == "integer":
-        y = y * half_step(info, arrays, jnp.zeros((1, *info.input_shape[1:]), jnp.float32))
+        y = y * half_step(info, arrays, jnp.float32)
     return y * arrays["scale"] if "scale" in arrays else y
 
 
@@ -483,17 +484,17 @@ def input_levels(
     bits, step = info.precision.input_bits, arrays["input_step"].astype(x.dtype)[0]
     levels = quantizers.input_level(normed, step, bits)
     g = geometry_2d(info)
-    return levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1]), half_step(
-        info, arrays, x
-    )
+    levels = levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1])
+    return levels, half_step(info, arrays, x.dtype)
 
 
-def half_step(info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-    """Half the k-bit quantizer's step as the model computes it for the input ``x``
-    (:func:`binflax.quantizers.lsq_step`: its gradient scale depends on ``x``'s shape and
-    reaches the value's last bit)."""
-    step = arrays["input_step"].astype(x.dtype)[0]
-    return quantizers.lsq_step(x, step, info.precision.input_bits) / 2
+def half_step(info: LayerInfo, arrays: Mapping[str, jax.Array], dtype) -> jax.Array:
+    """Half the k-bit quantizer's step as the model computes it
+    (:func:`binflax.quantizers.lsq_step`, whose gradient scale depends on the size of one
+    example's input and reaches the value's last bit)."""
+    step = arrays["input_step"].astype(dtype)[0]
+    features = math.prod(info.input_shape[1:])
+    return quantizers.lsq_step(step, step, info.precision.input_bits, features) / 2
 
 
 def _normalised(arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
