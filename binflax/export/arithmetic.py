@@ -63,8 +63,7 @@ def link_pays(consumer_bits: int, producer: str, consumer: str) -> bool:
     to :data:`MAX_LINKED_BITS` and on the native kernel. Measured whole networks at
     batch 1, two runs (benchmarks/k_bit_links.py, docs/benchmarks.md "k-bit packed
     links"), unlinked over linked: on the kernel 0.97-1.08x with 2-bit links and
-    0.90-0.97x with 4-bit ones; on XLA's popcount, which fuses the accumulator into each
-    word's packing, 0.88-0.99x and 0.51-0.60x."""
+    0.90-0.97x with 4-bit ones; on XLA's popcount 0.88-0.99x and 0.51-0.60x."""
     if consumer_bits == 1:
         return True
     return consumer_bits <= MAX_LINKED_BITS and producer == consumer == "native"
