@@ -43,7 +43,8 @@ feed several consumers (SqueezeNet's squeeze feeds both expands); it writes one 
 words for each. Linked are plain 2-D convs with binary weights and a binary or k-bit
 input (no groups, no circular or reflect padding) without XNOR-Net's K map (its scale
 needs the float input); a link runs where both layers run on packed words (a k-bit
-input of at most ``arithmetic.max_planes`` bits). Producers have no bias
+input of at most ``arithmetic.max_planes`` bits) and where it was measured to pay
+(``arithmetic.link_pays``). Producers have no bias
 and no RPReLU (its float shifts and slope are not in the thresholds' ``acc * alpha``
 and ReLU; every layer with one ends its output in float).
 """
