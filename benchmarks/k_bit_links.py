@@ -41,10 +41,13 @@ from binflax.plan import LayerPrecision, Plan
 from binflax.testing import random_variables
 
 
-def k_bit_plan(name: str, network: Network, bits: int) -> Plan:
-    """fbin8 with every binary input at ``bits`` bits."""
+def fbin8_plan(name: str, network: Network) -> Plan:
     names = models.layer_names(models.create(name, num_classes=network.num_classes))
-    fbin8 = Plan.preset("fbin8", names, binarize_last_weights=network.binarize_last_weights)
+    return Plan.preset("fbin8", names, binarize_last_weights=network.binarize_last_weights)
+
+
+def k_bit_plan(fbin8: Plan, bits: int) -> Plan:
+    """``fbin8`` with every binary input at ``bits`` bits."""
     return Plan(
         (LayerPrecision(p.name, f"int{bits}" if p.binary_input else p.input, p.weight)
          for p in fbin8),
@@ -56,11 +59,8 @@ def measure(name: str, network: Network, bits_list: list[int], repeats: int, dir
     """Rows for one network: each k-bit plan on each packed arithmetic, linked and not."""
     shape = network.input_shape
     images = jax.device_put(np.random.default_rng(0).standard_normal((1, *shape), np.float32))
-    plans = {f"a{bits}": k_bit_plan(name, network, bits) for bits in bits_list}
-    names = models.layer_names(models.create(name, num_classes=network.num_classes))
-    plans["fbin8"] = Plan.preset(
-        "fbin8", names, binarize_last_weights=network.binarize_last_weights
-    )
+    fbin8 = fbin8_plan(name, network)
+    plans = {**{f"a{bits}": k_bit_plan(fbin8, bits) for bits in bits_list}, "fbin8": fbin8}
     calls, exported = {}, {}
     for key, plan in plans.items():
         model = models.create(name, plan=plan, num_classes=network.num_classes)

@@ -19,7 +19,8 @@ def test_the_small_run_links_k_bit_layers_on_every_packed_arithmetic():
 
 
 def test_the_k_bit_plan_quantizes_every_binary_input_and_nothing_else():
-    plan = k_bit_links.k_bit_plan("mini_sketchanet", SMALL["mini_sketchanet"], 4)
+    fbin8 = k_bit_links.fbin8_plan("mini_sketchanet", SMALL["mini_sketchanet"])
+    plan = k_bit_links.k_bit_plan(fbin8, 4)
     inputs = [p.input for p in plan]
     assert inputs == ["int8", "int4", "int4", "int4", "int4", "float"]
     assert [p.weight for p in plan] == ["int8", *["binary"] * 4, "float"]

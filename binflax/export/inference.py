@@ -437,11 +437,7 @@ def unsigned_level(info: LayerInfo, arrays: Mapping, x: jax.Array) -> jax.Array:
     ``2**(k-1)``, with the unlinked program's operations."""
     if info.precision.binary_input:
         return (binarize(x, arrays) > 0).astype(jnp.int32)
-    bits = info.precision.input_bits
-    step = arrays["input_step"].astype(x.dtype)[0]
-    features = math.prod(info.input_shape[1:])
-    level = quantizers.input_level(_normalised(arrays, x), step, bits, features)
-    return level.astype(jnp.int32) + 2 ** (bits - 1)
+    return _k_bit_level(info, arrays, x).astype(jnp.int32) + 2 ** (info.precision.input_bits - 1)
 
 
 def layer_forward(
@@ -480,12 +476,18 @@ def input_levels(
         signs = binarize(_view_2d(info, x), arrays).astype(jnp.int32)
         return (signs - 1) // 2, jnp.ones((), x.dtype)
     _check_input(info, x)
-    normed = _normalised(arrays, x)
-    bits, step = info.precision.input_bits, arrays["input_step"].astype(x.dtype)[0]
-    levels = quantizers.input_level(normed, step, bits)
     g = geometry_2d(info)
-    levels = levels.astype(jnp.int32).reshape(-1, *g.input_spatial, x.shape[-1])
-    return levels, half_step(info, arrays, x.dtype)
+    levels = _k_bit_level(info, arrays, x).astype(jnp.int32)
+    return levels.reshape(-1, *g.input_spatial, x.shape[-1]), half_step(info, arrays, x.dtype)
+
+
+def _k_bit_level(info: LayerInfo, arrays: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    """The k-bit level ``i`` (float) of ``x``, any shape with channels last: normalised
+    and quantized with the model's own operations, the LSQ step's scale from the layer's
+    per-example input size (as the model computes it, whatever ``x``'s shape)."""
+    step = arrays["input_step"].astype(x.dtype)[0]
+    features = math.prod(info.input_shape[1:])
+    return quantizers.input_level(_normalised(arrays, x), step, info.precision.input_bits, features)
 
 
 def half_step(info: LayerInfo, arrays: Mapping[str, jax.Array], dtype) -> jax.Array:
